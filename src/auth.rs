@@ -1,0 +1,75 @@
+//! `authenticate(name, password)`: every kind of failure looks the same from outside.
+
+use secrecy::SecretString;
+
+use crate::password::{HashError, Hasher};
+use crate::store::{Store, StoreError};
+use crate::username::Username;
+
+/// Why a login did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password or invalid name: deliberately indistinguishable.
+    #[error("login failed")]
+    LoginFailed,
+    /// Too many password checks are waiting; the client should retry later.
+    #[error("server busy")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(HashError),
+}
+
+impl From<HashError> for AuthError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => AuthError::Busy,
+            other => AuthError::Hash(other),
+        }
+    }
+}
+
+/// Checks passwords against the store; cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    hasher: Hasher,
+}
+
+impl Authenticator {
+    /// Combines the user store and the password hasher.
+    pub fn new(store: Store, hasher: Hasher) -> Self {
+        Authenticator { store, hasher }
+    }
+
+    /// The hasher, for queue-depth reporting.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// Returns the name as created on success. Unknown and invalid names are checked against a
+    /// dummy hash so that the time taken does not reveal which names exist.
+    #[tracing::instrument(skip_all)]
+    pub async fn authenticate(
+        &self,
+        name: &str,
+        password: SecretString,
+    ) -> Result<Username, AuthError> {
+        let credentials = match Username::parse(name) {
+            Ok(user) => self.store.credentials(&user).await?,
+            Err(_) => None,
+        };
+        let (display, phc) = match credentials {
+            Some(c) => (Some(c.username), Some(c.password_hash)),
+            None => (None, None),
+        };
+        let ok = self.hasher.verify(password, phc).await?;
+        match display {
+            Some(name) if ok => {
+                Ok(Username::parse(&name).expect("stored names passed Username::parse"))
+            }
+            _ => Err(AuthError::LoginFailed),
+        }
+    }
+}

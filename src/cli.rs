@@ -1,0 +1,331 @@
+//! Command-line interface: `serve`, `cert generate`, `user add|passwd|del|list`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::{
+    Argon2Settings, CertPaths, FileConfig, LimitSettings, resolve_listen,
+};
+use crate::password::{Hasher, Password};
+use crate::room::LocalRoom;
+use crate::session::SessionContext;
+use crate::store::Store;
+use crate::tls::{self, DEFAULT_CERT_NAMES};
+use crate::username::Username;
+
+/// tlschat: a small, fast, secure chat-room server over TLS.
+///
+/// Every option can also be set with the environment variable shown in its help, or in the
+/// TOML file named by --config. Precedence: flag > environment > config file > default.
+#[derive(Debug, Parser)]
+#[command(name = "tlschat", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the chat server (generates a self-signed certificate on first start)
+    Serve(Box<ServeArgs>),
+    /// Manage TLS certificates
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Manage user accounts in the database
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// Options every command that touches the database takes.
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// TOML config file (keys: listen, db, cert, key, [limits], [argon2])
+    #[arg(long, env = "TLSCHAT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// SQLite database file, created if missing [default: tlschat.db]
+    #[arg(long, env = "TLSCHAT_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on; port 0 picks a free port [default: 0.0.0.0:7443]
+    #[arg(long, env = "TLSCHAT_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Certificate chain, PEM [default: certs/server.crt, generated if missing]
+    #[arg(long, env = "TLSCHAT_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Private key, PEM [default: certs/server.key, generated if missing]
+    #[arg(long, env = "TLSCHAT_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "Limits")]
+    limits: LimitSettings,
+    #[command(flatten, next_help_heading = "Password hashing")]
+    argon2: Argon2Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Generate a self-signed ECDSA P-256 certificate and key
+    Generate {
+        /// Directory for server.crt and server.key
+        #[arg(long, default_value = "certs", value_name = "DIR")]
+        out: PathBuf,
+        /// DNS name or IP address to cover (repeatable) [default: localhost, 127.0.0.1, ::1]
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PasswordArgs {
+    /// Read the password as one line from standard input instead of the terminal
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten, next_help_heading = "Password hashing")]
+    argon2: Argon2Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user (asks for the password twice)
+    Add {
+        /// 1-32 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Change a user's password
+    Passwd {
+        /// Existing user (matched case-insensitively)
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Delete a user
+    Del {
+        /// Existing user (matched case-insensitively)
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List users with their creation time (UTC)
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Cert(CertCommand::Generate { out, names, force }) => {
+            cert_generate(&out, names, force)
+        }
+        Command::User(cmd) => user(cmd).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = FileConfig::load(args.db.config.as_deref())?;
+    let listen = resolve_listen(args.listen, &file)?;
+    let db_path = file.db_path(args.db.db);
+    let certs = CertPaths::resolve(args.cert, args.key, &file);
+    let limits = file.limits(&args.limits)?;
+    let hasher = Hasher::new(&file.hash_settings(&args.argon2)?)?;
+
+    let store = Store::open(&db_path).await?;
+    let generated = ensure_default_cert(&certs)?;
+    let loaded = tls::load(&certs.cert, &certs.key)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+
+    let mut out = std::io::stdout().lock();
+    if generated {
+        writeln!(
+            out,
+            "generated a self-signed certificate for {} in {}",
+            DEFAULT_CERT_NAMES.join(", "),
+            certs.cert.parent().unwrap_or(Path::new(".")).display()
+        )?;
+    }
+    writeln!(out, "certificate SHA-256 fingerprint: {}", loaded.fingerprint)?;
+    writeln!(out, "listening on {local}")?;
+    writeln!(out, "connect with: {}", s_client_command(local))?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(addr = %local, "listening");
+
+    let ctx = Arc::new(SessionContext {
+        acceptor: tokio_rustls::TlsAcceptor::from(loaded.config),
+        auth: Authenticator::new(store.clone(), hasher),
+        room: Arc::new(LocalRoom::new(limits.outbound_queue_bytes)),
+        limits,
+    });
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    crate::server::run(listener, ctx, shutdown).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// The command a user pastes to connect; `localhost` when listening on all or loopback addresses.
+fn s_client_command(local: SocketAddr) -> String {
+    let ip = local.ip();
+    let host = if ip.is_unspecified() || ip.is_loopback() {
+        "localhost".to_owned()
+    } else {
+        ip.to_string()
+    };
+    format!("openssl s_client -quiet -connect {host}:{}", local.port())
+}
+
+/// Generates the default pair on first start; never touches configured paths.
+fn ensure_default_cert(certs: &CertPaths) -> anyhow::Result<bool> {
+    let (cert_exists, key_exists) = (certs.cert.exists(), certs.key.exists());
+    if !certs.is_default || (cert_exists && key_exists) {
+        return Ok(false);
+    }
+    if cert_exists || key_exists {
+        bail!(
+            "only one of {} and {} exists; restore the other or remove both to generate a new pair",
+            certs.cert.display(),
+            certs.key.display()
+        );
+    }
+    let names: Vec<String> = DEFAULT_CERT_NAMES.iter().map(|s| s.to_string()).collect();
+    tls::write_self_signed(&certs.cert, &certs.key, &names, false)?;
+    Ok(true)
+}
+
+fn cert_generate(out: &Path, mut names: Vec<String>, force: bool) -> anyhow::Result<()> {
+    if names.is_empty() {
+        names = DEFAULT_CERT_NAMES.iter().map(|s| s.to_string()).collect();
+    }
+    let (cert, key) = (out.join(tls::CERT_FILE), out.join(tls::KEY_FILE));
+    let pair = tls::write_self_signed(&cert, &key, &names, force)?;
+    println!("certificate: {}", cert.display());
+    println!("private key: {} (mode 0600)", key.display());
+    println!("names: {}", names.join(", "));
+    println!("SHA-256 fingerprint: {}", pair.fingerprint);
+    Ok(())
+}
+
+async fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add { name, db, password } => {
+            let name = Username::parse(&name)?;
+            let (store, hasher) = open(&db, Some(&password.argon2)).await?;
+            let secret = read_new_password(password.password_stdin)?;
+            let hash = hasher.hash(&secret).await?;
+            store.add_user(&name, &hash).await?;
+            store.close().await;
+            println!("added user {name}");
+        }
+        UserCommand::Passwd { name, db, password } => {
+            let name = Username::parse(&name)?;
+            let (store, hasher) = open(&db, Some(&password.argon2)).await?;
+            if store.credentials(&name).await?.is_none() {
+                bail!("no such user: {name}");
+            }
+            let secret = read_new_password(password.password_stdin)?;
+            let hash = hasher.hash(&secret).await?;
+            store.set_password(&name, &hash).await?;
+            store.close().await;
+            println!("changed password of {name}");
+        }
+        UserCommand::Del { name, db } => {
+            let name = Username::parse(&name)?;
+            let (store, _) = open(&db, None).await?;
+            store.delete_user(&name).await?;
+            store.close().await;
+            println!("deleted user {name}");
+        }
+        UserCommand::List { db } => {
+            let (store, _) = open(&db, None).await?;
+            let mut out = std::io::stdout().lock();
+            for user in store.list_users().await? {
+                writeln!(out, "{}\t{}", user.username, user.created_at)?;
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store and, when passwords are involved, a hasher with the configured parameters.
+async fn open(db: &DbArgs, argon2: Option<&Argon2Settings>) -> anyhow::Result<(Store, Hasher)> {
+    let file = FileConfig::load(db.config.as_deref())?;
+    let settings = file.hash_settings(argon2.unwrap_or(&Argon2Settings::default()))?;
+    let hasher = Hasher::new(&settings)?;
+    let store = Store::open(&file.db_path(db.db.clone())).await?;
+    Ok((store, hasher))
+}
+
+/// One line from stdin, or twice from the terminal without echo.
+fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
+    let secret = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        SecretString::from(trimmed.to_owned())
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!("no terminal to ask for the password; use --password-stdin");
+        }
+        let first = rpassword::prompt_password("Password: ").context("reading the password")?;
+        let second =
+            rpassword::prompt_password("Repeat password: ").context("reading the password")?;
+        let (first, second) = (SecretString::from(first), SecretString::from(second));
+        if first.expose_secret() != second.expose_secret() {
+            bail!("passwords differ");
+        }
+        first
+    };
+    Ok(Password::parse(secret)?)
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("signal received");
+    token.cancel();
+}

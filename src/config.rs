@@ -1,0 +1,473 @@
+//! Every tunable number, its default, and how flag > env > config file > default are merged.
+//!
+//! The same `Option` structs are both clap argument groups and serde tables, so a knob is
+//! declared once and is reachable by flag, environment variable and config file alike.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Default listen address for `serve`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+/// Default SQLite database path.
+pub const DEFAULT_DB: &str = "tlschat.db";
+/// Default certificate chain path (generated on first start if missing).
+pub const DEFAULT_CERT: &str = "certs/server.crt";
+/// Default private key path (generated on first start if missing).
+pub const DEFAULT_KEY: &str = "certs/server.key";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid listen address {0:?} (expected IP:PORT, e.g. 0.0.0.0:7443)")]
+    Listen(String),
+    #[error("invalid setting {name}: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+/// Argon2id cost parameters as given by flag, env or file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Argon2Settings {
+    /// Argon2id memory cost in KiB [default: 19456]
+    #[arg(long = "argon2-memory-kib", env = "TLSCHAT_ARGON2_MEMORY_KIB")]
+    pub memory_kib: Option<u32>,
+    /// Argon2id iterations (time cost) [default: 2]
+    #[arg(long = "argon2-iterations", env = "TLSCHAT_ARGON2_ITERATIONS")]
+    pub iterations: Option<u32>,
+    /// Argon2id parallelism (lanes) [default: 1]
+    #[arg(long = "argon2-parallelism", env = "TLSCHAT_ARGON2_PARALLELISM")]
+    pub parallelism: Option<u32>,
+    /// Password checks run at once [default: number of CPUs]
+    #[arg(long = "hash-threads", env = "TLSCHAT_HASH_THREADS")]
+    pub threads: Option<usize>,
+    /// Logins that may wait for a password check before "Server busy" [default: 64]
+    #[arg(long = "hash-queue", env = "TLSCHAT_HASH_QUEUE")]
+    pub queue: Option<usize>,
+}
+
+/// Connection and session limits as given by flag, env or file (seconds for durations).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Longest accepted line in bytes, terminator excluded [default: 4096]
+    #[arg(long, env = "TLSCHAT_MAX_LINE_BYTES")]
+    pub max_line_bytes: Option<usize>,
+    /// Bytes without a newline after which a client is disconnected [default: 65536]
+    #[arg(long, env = "TLSCHAT_MAX_UNTERMINATED_BYTES")]
+    pub max_unterminated_bytes: Option<usize>,
+    /// Seconds allowed for the TLS handshake [default: 10]
+    #[arg(long, env = "TLSCHAT_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<f64>,
+    /// Seconds from connect to a successful login [default: 30]
+    #[arg(long, env = "TLSCHAT_LOGIN_TIMEOUT")]
+    pub login_timeout: Option<f64>,
+    /// Bytes that may wait in one member's outbound queue [default: 262144]
+    #[arg(long, env = "TLSCHAT_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// Concurrent connections, all sources together [default: 10000]
+    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Concurrent connections per source IP (IPv6 per /64) [default: 128]
+    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Concurrent not-yet-logged-in connections per source IP [default: 16]
+    #[arg(long, env = "TLSCHAT_MAX_PRELOGIN_PER_IP")]
+    pub max_prelogin_per_ip: Option<usize>,
+    /// Source IPs exempt from the per-IP caps (repeat the flag; comma-separated in env)
+    #[arg(long = "exempt-ip", env = "TLSCHAT_EXEMPT_IPS", value_delimiter = ',')]
+    pub exempt_ips: Option<Vec<IpAddr>>,
+    /// Lines a member may send in a burst [default: 10]
+    #[arg(long, env = "TLSCHAT_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Lines per second a member may send once the burst is used [default: 2]
+    #[arg(long, env = "TLSCHAT_RATE_PER_SEC")]
+    pub rate_per_sec: Option<f64>,
+    /// Failed logins per username within the window before throttling [default: 5]
+    #[arg(long, env = "TLSCHAT_USER_FAILURES")]
+    pub user_failures: Option<u32>,
+    /// Window in seconds for per-username failures [default: 900]
+    #[arg(long, env = "TLSCHAT_USER_FAILURE_WINDOW")]
+    pub user_failure_window: Option<f64>,
+    /// Failed logins per source IP within the window before throttling [default: 20]
+    #[arg(long, env = "TLSCHAT_IP_FAILURES")]
+    pub ip_failures: Option<u32>,
+    /// Window in seconds for per-IP failures [default: 600]
+    #[arg(long, env = "TLSCHAT_IP_FAILURE_WINDOW")]
+    pub ip_failure_window: Option<f64>,
+    /// Seconds of idle before TCP keepalive probes start [default: 60]
+    #[arg(long, env = "TLSCHAT_KEEPALIVE")]
+    pub keepalive: Option<f64>,
+    /// Seconds given to sessions to say goodbye on shutdown [default: 3]
+    #[arg(long, env = "TLSCHAT_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<f64>,
+}
+
+/// Validated argon2id parameters and password-check capacity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashSettings {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Iterations.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+    /// Password checks that run at once.
+    pub threads: usize,
+    /// Password checks that may wait for a thread before logins are refused as busy.
+    pub queue: usize,
+}
+
+impl Default for HashSettings {
+    /// OWASP's argon2id baseline: 19 MiB, 2 iterations, 1 lane.
+    fn default() -> Self {
+        HashSettings {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue: 64,
+        }
+    }
+}
+
+impl HashSettings {
+    /// Applies the given overrides on top of the defaults.
+    pub fn from_settings(s: &Argon2Settings) -> Result<Self, ConfigError> {
+        let d = HashSettings::default();
+        let out = HashSettings {
+            memory_kib: s.memory_kib.unwrap_or(d.memory_kib),
+            iterations: s.iterations.unwrap_or(d.iterations),
+            parallelism: s.parallelism.unwrap_or(d.parallelism),
+            threads: s.threads.unwrap_or(d.threads),
+            queue: s.queue.unwrap_or(d.queue),
+        };
+        positive("hash_threads", out.threads)?;
+        Ok(out)
+    }
+}
+
+/// Every limit the server enforces, with units in the types.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest line in bytes, terminator excluded.
+    pub max_line_bytes: usize,
+    /// Bytes without a newline before the client is disconnected.
+    pub max_unterminated_bytes: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time from connect to successful login.
+    pub login_timeout: Duration,
+    /// Bytes that may wait in one member's outbound queue.
+    pub outbound_queue_bytes: usize,
+    /// Concurrent connections in total.
+    pub max_connections: usize,
+    /// Concurrent connections per source IP (IPv6 per /64).
+    pub max_connections_per_ip: usize,
+    /// Concurrent not-yet-logged-in connections per source IP.
+    pub max_prelogin_per_ip: usize,
+    /// Sources exempt from per-IP caps.
+    pub exempt_ips: Vec<IpAddr>,
+    /// Line burst per member.
+    pub rate_burst: u32,
+    /// Sustained lines per second per member.
+    pub rate_per_sec: f64,
+    /// Failures per username within `user_failure_window` before throttling.
+    pub user_failures: u32,
+    /// Sliding window for per-username failures.
+    pub user_failure_window: Duration,
+    /// Failures per source IP within `ip_failure_window` before throttling.
+    pub ip_failures: u32,
+    /// Sliding window for per-IP failures.
+    pub ip_failure_window: Duration,
+    /// Idle time before TCP keepalive probes.
+    pub keepalive: Duration,
+    /// Time sessions get to flush their goodbye on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 4096,
+            max_unterminated_bytes: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(30),
+            outbound_queue_bytes: 256 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 128,
+            max_prelogin_per_ip: 16,
+            exempt_ips: Vec::new(),
+            rate_burst: 10,
+            rate_per_sec: 2.0,
+            user_failures: 5,
+            user_failure_window: Duration::from_secs(15 * 60),
+            ip_failures: 20,
+            ip_failure_window: Duration::from_secs(10 * 60),
+            keepalive: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Limits {
+    /// Applies the given overrides on top of the defaults and validates the result.
+    pub fn from_settings(s: &LimitSettings) -> Result<Self, ConfigError> {
+        let d = Limits::default();
+        let secs = |name, v: Option<f64>, dflt: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(dflt),
+                Some(x) => Duration::try_from_secs_f64(x)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        why: format!("{x} is not a positive number of seconds"),
+                    }),
+            }
+        };
+        let limits = Limits {
+            max_line_bytes: s.max_line_bytes.unwrap_or(d.max_line_bytes),
+            max_unterminated_bytes: s
+                .max_unterminated_bytes
+                .unwrap_or(d.max_unterminated_bytes),
+            handshake_timeout: secs("handshake_timeout", s.handshake_timeout, d.handshake_timeout)?,
+            login_timeout: secs("login_timeout", s.login_timeout, d.login_timeout)?,
+            outbound_queue_bytes: s.outbound_queue_bytes.unwrap_or(d.outbound_queue_bytes),
+            max_connections: s.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_ip: s
+                .max_connections_per_ip
+                .unwrap_or(d.max_connections_per_ip),
+            max_prelogin_per_ip: s.max_prelogin_per_ip.unwrap_or(d.max_prelogin_per_ip),
+            exempt_ips: s.exempt_ips.clone().unwrap_or(d.exempt_ips),
+            rate_burst: s.rate_burst.unwrap_or(d.rate_burst),
+            rate_per_sec: s.rate_per_sec.unwrap_or(d.rate_per_sec),
+            user_failures: s.user_failures.unwrap_or(d.user_failures),
+            user_failure_window: secs(
+                "user_failure_window",
+                s.user_failure_window,
+                d.user_failure_window,
+            )?,
+            ip_failures: s.ip_failures.unwrap_or(d.ip_failures),
+            ip_failure_window: secs("ip_failure_window", s.ip_failure_window, d.ip_failure_window)?,
+            keepalive: secs("keepalive", s.keepalive, d.keepalive)?,
+            shutdown_grace: secs("shutdown_grace", s.shutdown_grace, d.shutdown_grace)?,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
+
+    /// Rejects values that would make the server unusable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("max_line_bytes", self.max_line_bytes)?;
+        positive("max_connections", self.max_connections)?;
+        positive("max_connections_per_ip", self.max_connections_per_ip)?;
+        positive("max_prelogin_per_ip", self.max_prelogin_per_ip)?;
+        positive("rate_burst", self.rate_burst as usize)?;
+        positive("user_failures", self.user_failures as usize)?;
+        positive("ip_failures", self.ip_failures as usize)?;
+        if self.max_unterminated_bytes < self.max_line_bytes {
+            return Err(ConfigError::Invalid {
+                name: "max_unterminated_bytes",
+                why: "must be at least max_line_bytes".into(),
+            });
+        }
+        // The queue must hold at least one full line plus its prefix, or every long line evicts.
+        if self.outbound_queue_bytes < self.max_line_bytes + 64 {
+            return Err(ConfigError::Invalid {
+                name: "outbound_queue_bytes",
+                why: "must be at least max_line_bytes + 64".into(),
+            });
+        }
+        if !(self.rate_per_sec.is_finite() && self.rate_per_sec > 0.0) {
+            return Err(ConfigError::Invalid {
+                name: "rate_per_sec",
+                why: "must be a positive number".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn positive(name: &'static str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::Invalid {
+            name,
+            why: "must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The optional TOML config file (`--config FILE`); every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `listen = "0.0.0.0:7443"`
+    pub listen: Option<String>,
+    /// `db = "tlschat.db"`
+    pub db: Option<PathBuf>,
+    /// `cert = "certs/server.crt"`
+    pub cert: Option<PathBuf>,
+    /// `key = "certs/server.key"`
+    pub key: Option<PathBuf>,
+    /// `[argon2]` table.
+    #[serde(default)]
+    pub argon2: Argon2Settings,
+    /// `[limits]` table.
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+impl FileConfig {
+    /// Reads the file if one was named; no file means every key is unset.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// The database path: the flag/env value, else the file's, else the default.
+    pub fn db_path(&self, given: Option<PathBuf>) -> PathBuf {
+        given
+            .or_else(|| self.db.clone())
+            .unwrap_or_else(|| DEFAULT_DB.into())
+    }
+
+    /// Argon2 settings with flag/env values taking precedence over the file's.
+    pub fn hash_settings(&self, given: &Argon2Settings) -> Result<HashSettings, ConfigError> {
+        let f = &self.argon2;
+        HashSettings::from_settings(&Argon2Settings {
+            memory_kib: given.memory_kib.or(f.memory_kib),
+            iterations: given.iterations.or(f.iterations),
+            parallelism: given.parallelism.or(f.parallelism),
+            threads: given.threads.or(f.threads),
+            queue: given.queue.or(f.queue),
+        })
+    }
+
+    /// Limits with flag/env values taking precedence over the file's.
+    pub fn limits(&self, given: &LimitSettings) -> Result<Limits, ConfigError> {
+        let f = &self.limits;
+        Limits::from_settings(&LimitSettings {
+            max_line_bytes: given.max_line_bytes.or(f.max_line_bytes),
+            max_unterminated_bytes: given.max_unterminated_bytes.or(f.max_unterminated_bytes),
+            handshake_timeout: given.handshake_timeout.or(f.handshake_timeout),
+            login_timeout: given.login_timeout.or(f.login_timeout),
+            outbound_queue_bytes: given.outbound_queue_bytes.or(f.outbound_queue_bytes),
+            max_connections: given.max_connections.or(f.max_connections),
+            max_connections_per_ip: given.max_connections_per_ip.or(f.max_connections_per_ip),
+            max_prelogin_per_ip: given.max_prelogin_per_ip.or(f.max_prelogin_per_ip),
+            exempt_ips: given.exempt_ips.clone().or_else(|| f.exempt_ips.clone()),
+            rate_burst: given.rate_burst.or(f.rate_burst),
+            rate_per_sec: given.rate_per_sec.or(f.rate_per_sec),
+            user_failures: given.user_failures.or(f.user_failures),
+            user_failure_window: given.user_failure_window.or(f.user_failure_window),
+            ip_failures: given.ip_failures.or(f.ip_failures),
+            ip_failure_window: given.ip_failure_window.or(f.ip_failure_window),
+            keepalive: given.keepalive.or(f.keepalive),
+            shutdown_grace: given.shutdown_grace.or(f.shutdown_grace),
+        })
+    }
+}
+
+/// Where the certificate comes from: defaults may be generated, named files never are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertPaths {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// True when neither path was configured, so a missing pair may be generated.
+    pub is_default: bool,
+}
+
+impl CertPaths {
+    /// Merges flag/env and file values; either path configured makes the pair explicit.
+    pub fn resolve(cert: Option<PathBuf>, key: Option<PathBuf>, file: &FileConfig) -> Self {
+        let cert = cert.or_else(|| file.cert.clone());
+        let key = key.or_else(|| file.key.clone());
+        let is_default = cert.is_none() && key.is_none();
+        CertPaths {
+            cert: cert.unwrap_or_else(|| DEFAULT_CERT.into()),
+            key: key.unwrap_or_else(|| DEFAULT_KEY.into()),
+            is_default,
+        }
+    }
+}
+
+/// Parses the listen address (flag/env > file > default).
+pub fn resolve_listen(given: Option<String>, file: &FileConfig) -> Result<SocketAddr, ConfigError> {
+    let text = given
+        .or_else(|| file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    text.parse().map_err(|_| ConfigError::Listen(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmax_line_bytes = 100\nrate_burst = 3\n",
+        )
+        .unwrap();
+        let given = LimitSettings {
+            max_line_bytes: Some(200),
+            ..Default::default()
+        };
+        let limits = file.limits(&given).unwrap();
+        assert_eq!(limits.max_line_bytes, 200);
+        assert_eq!(limits.rate_burst, 3);
+        assert_eq!(limits.max_connections, 10_000);
+        assert_eq!(
+            resolve_listen(None, &file).unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_listen(Some("127.0.0.1:1".into()), &file).unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("lissten = \"x\"").is_err());
+    }
+
+    #[test]
+    fn zero_timeouts_are_rejected() {
+        let s = LimitSettings {
+            login_timeout: Some(0.0),
+            ..Default::default()
+        };
+        assert!(Limits::from_settings(&s).is_err());
+    }
+
+    #[test]
+    fn naming_either_cert_path_makes_the_pair_explicit() {
+        let file = FileConfig::default();
+        assert!(CertPaths::resolve(None, None, &file).is_default);
+        assert!(!CertPaths::resolve(None, Some("k.pem".into()), &file).is_default);
+    }
+}

@@ -1,0 +1,28 @@
+//! tlschat: a small, fast, secure chat-room server over TLS.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `cli` | clap types, admin commands, human output |
+//! | `config` | every tunable number, config file, flag/env/file merging |
+//! | `tls` | PEM loading, self-signed certificates, fingerprints |
+//! | `store` | SQLite, migrations, user rows (the only SQL) |
+//! | `password` | argon2id on the blocking pool, password rules |
+//! | `username` | the username rule |
+//! | `auth` | `authenticate(name, password)` |
+//! | `server` | accept loop, connection caps, shutdown |
+//! | `session` | one connection: handshake, login, member loop |
+//! | `room` | membership, ordering and fan-out (no I/O) |
+//! | `protocol` | line decoding, commands, every wire string (no async) |
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod password;
+pub mod protocol;
+pub mod room;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;
+pub mod username;

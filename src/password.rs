@@ -1,0 +1,226 @@
+//! argon2id hashing and verification on the blocking pool, with capped concurrency.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::config::HashSettings;
+
+/// Shortest accepted password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest accepted password, in bytes (bounds the cost of hashing hostile input).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why a new password was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRuleError {
+    #[error("password too short: use at least {MIN_PASSWORD_CHARS} characters")]
+    TooShort,
+    #[error("password too long: use at most {MAX_PASSWORD_BYTES} bytes")]
+    TooLong,
+    #[error("password must not contain NUL, CR or LF")]
+    ForbiddenCharacter,
+}
+
+/// A password that satisfies the rule for new passwords; `Debug` never shows it.
+#[derive(Debug)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// Checks the rule for new passwords (at login any line is simply verified).
+    pub fn parse(secret: SecretString) -> Result<Self, PasswordRuleError> {
+        let text = secret.expose_secret();
+        if text.len() > MAX_PASSWORD_BYTES {
+            return Err(PasswordRuleError::TooLong);
+        }
+        if text.contains(['\0', '\r', '\n']) {
+            return Err(PasswordRuleError::ForbiddenCharacter);
+        }
+        if text.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(PasswordRuleError::TooShort);
+        }
+        Ok(Password(secret))
+    }
+}
+
+/// Hashing could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("invalid argon2 parameters: {0}")]
+    Params(String),
+    #[error("too many password checks waiting")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+/// Runs argon2id off the reactor, at most `threads` at once and `queue` more waiting.
+#[derive(Clone)]
+pub struct Hasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    argon: Argon2<'static>,
+    workers: Arc<Semaphore>,
+    admission: Arc<Semaphore>,
+    capacity: usize,
+    /// Verified against for unknown users so that failures cost the same time.
+    dummy_hash: OnceLock<String>,
+}
+
+impl Hasher {
+    /// Validates the parameters now, so that bad ones fail at start-up rather than at login.
+    pub fn new(settings: &HashSettings) -> Result<Self, HashError> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| HashError::Params(e.to_string()))?;
+        let capacity = settings.threads + settings.queue;
+        Ok(Hasher {
+            inner: Arc::new(Inner {
+                argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+                workers: Arc::new(Semaphore::new(settings.threads)),
+                admission: Arc::new(Semaphore::new(capacity)),
+                capacity,
+                dummy_hash: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Password checks running or waiting right now.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.capacity - self.inner.admission.available_permits()
+    }
+
+    /// Hashes a new password into a PHC string.
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        let secret = password.0.clone();
+        self.run(move |inner| inner.hash(secret.expose_secret())).await
+    }
+
+    /// Checks `password` against `phc`; with `None` it checks a dummy hash and returns false.
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        phc: Option<String>,
+    ) -> Result<bool, HashError> {
+        self.run(move |inner| {
+            let known = phc.is_some();
+            let phc = match phc {
+                Some(p) => p,
+                None => inner.dummy_hash()?.to_owned(),
+            };
+            let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Failed(e.to_string()))?;
+            let ok = inner
+                .argon
+                .verify_password(password.expose_secret().as_bytes(), &parsed)
+                .is_ok();
+            Ok(ok && known)
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Inner) -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let admitted = Arc::clone(&self.inner.admission)
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let worker = Arc::clone(&self.inner.workers)
+            .acquire_owned()
+            .await
+            .expect("the worker semaphore is never closed");
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let out = job(&inner);
+            drop((worker, admitted));
+            out
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()))?
+    }
+}
+
+impl Inner {
+    fn hash(&self, password: &str) -> Result<String, HashError> {
+        let salt = SaltString::generate(&mut OsRng);
+        self.argon
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| HashError::Failed(e.to_string()))
+    }
+
+    fn dummy_hash(&self) -> Result<&str, HashError> {
+        if let Some(h) = self.dummy_hash.get() {
+            return Ok(h);
+        }
+        let h = self.hash("dummy password for unknown users")?;
+        Ok(self.dummy_hash.get_or_init(|| h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> HashSettings {
+        HashSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            threads: 1,
+            queue: 1,
+        }
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn password_rule() {
+        assert_eq!(Password::parse(secret("short")).unwrap_err(), PasswordRuleError::TooShort);
+        assert_eq!(
+            Password::parse(secret(&"x".repeat(1025))).unwrap_err(),
+            PasswordRuleError::TooLong
+        );
+        assert_eq!(
+            Password::parse(secret("abcdefgh\n")).unwrap_err(),
+            PasswordRuleError::ForbiddenCharacter
+        );
+        assert!(Password::parse(secret("pässwörd")).is_ok());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let p = Password::parse(secret("hunter22hunter22")).unwrap();
+        assert!(!format!("{p:?}").contains("hunter22"));
+    }
+
+    #[test]
+    fn bad_parameters_are_rejected_up_front() {
+        let s = HashSettings {
+            memory_kib: 1,
+            ..cheap()
+        };
+        assert!(matches!(Hasher::new(&s), Err(HashError::Params(_))));
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify_round_trip() {
+        let h = Hasher::new(&cheap()).unwrap();
+        let phc = h.hash(&Password::parse(secret("correct horse")).unwrap()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(h.verify(secret("correct horse"), Some(phc.clone())).await.unwrap());
+        assert!(!h.verify(secret("wrong horse"), Some(phc)).await.unwrap());
+        assert!(!h.verify(secret("correct horse"), None).await.unwrap());
+    }
+}

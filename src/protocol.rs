@@ -1,0 +1,397 @@
+//! The wire text: bounded line decoding, command parsing, and every line the server sends.
+//!
+//! No async code lives here, so all of it is unit-tested with plain `#[test]`s. See
+//! `docs/PROTOCOL.md` for the contract this module implements.
+
+/// Prompt sent when a username is expected.
+pub const USERNAME_PROMPT: &str = "Username:\n";
+/// Prompt sent when a password is expected.
+pub const PASSWORD_PROMPT: &str = "Password:\n";
+/// Greeting sent right after the TLS handshake.
+pub const GREETING: &str = "*** Welcome to tlschat. Log in with your username and password.\n";
+/// Reply to a failed login.
+pub const LOGIN_FAILED: &str = "! Login failed\n";
+/// Sent before closing after the third failure.
+pub const TOO_MANY_FAILURES: &str = "! Too many failed logins\n";
+/// Sent when the login timeout expires.
+pub const LOGIN_TIMED_OUT: &str = "! Login timed out\n";
+/// Sent when password checks are saturated.
+pub const SERVER_BUSY: &str = "! Server busy, try again later\n";
+/// Sent to everyone on SIGTERM/SIGINT.
+pub const SHUTTING_DOWN: &str = "*** Server shutting down\n";
+/// Reply to `/quit`.
+pub const BYE: &str = "*** Bye\n";
+/// Sent to a session replaced by a newer login of the same user.
+pub const SIGNED_IN_ELSEWHERE: &str = "! You signed in elsewhere; closing this session\n";
+/// Sent (best effort) to a member evicted for not reading.
+pub const SEND_QUEUE_EXCEEDED: &str = "! Send queue exceeded\n";
+/// Reason shown to others when a slow member is evicted.
+pub const REASON_SEND_QUEUE: &str = "send queue exceeded";
+/// Sent when the line is not valid UTF-8.
+pub const INVALID_UTF8: &str = "! Invalid UTF-8\n";
+/// Sent before disconnecting a client that streams bytes without any newline.
+pub const NO_NEWLINE: &str = "! Too much data without a newline\n";
+/// Sent when the connection caps are reached.
+pub const TOO_MANY_CONNECTIONS: &str = "! Too many connections\n";
+/// `/help` output.
+pub const HELP: &str = "\
+*** Commands:
+***   /who              list who is online
+***   /me ACTION        act, e.g. /me waves
+***   /msg NAME TEXT    send TEXT to NAME only
+***   /quit [REASON]    leave
+***   /help             this list
+***   //TEXT            send TEXT that starts with /
+*** Any other line is sent to everyone else in the room.
+";
+
+/// One item decoded from the client's byte stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete line, CR/LF removed.
+    Line(String),
+    /// A line passed the limit; the rest of it is being discarded. Reported once per line.
+    TooLong,
+    /// A complete line that is not UTF-8.
+    InvalidUtf8,
+    /// More than the unterminated-bytes limit arrived without a newline: disconnect.
+    Unterminated,
+}
+
+/// Splits a byte stream into lines, buffering at most one line's limit.
+#[derive(Debug)]
+pub struct LineDecoder {
+    line: Vec<u8>,
+    max_line: usize,
+    max_unterminated: usize,
+    /// Bytes since the last newline, including discarded ones.
+    since_newline: usize,
+    discarding: bool,
+}
+
+impl LineDecoder {
+    /// A decoder for lines of at most `max_line` bytes (terminator excluded).
+    pub fn new(max_line: usize, max_unterminated: usize) -> Self {
+        LineDecoder {
+            line: Vec::new(),
+            max_line,
+            max_unterminated,
+            since_newline: 0,
+            discarding: false,
+        }
+    }
+
+    /// The line limit in bytes.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// Consumes bytes from the front of `input` until one item is complete.
+    /// Returns `None` once `input` is used up without completing an item.
+    pub fn decode(&mut self, input: &mut &[u8]) -> Option<Incoming> {
+        if self.since_newline > self.max_unterminated {
+            // Sticky: the session disconnects on the first report; later calls repeat it.
+            return Some(Incoming::Unterminated);
+        }
+        while !input.is_empty() {
+            let newline = input.iter().position(|&b| b == b'\n');
+            let take = newline.unwrap_or(input.len());
+            let chunk = &input[..take];
+            let was_discarding = self.discarding;
+            self.since_newline += take;
+            if !self.discarding {
+                // One extra byte of room for the CR of a CRLF.
+                if self.line.len() + chunk.len() > self.max_line + 1 {
+                    self.discarding = true;
+                    self.line = Vec::new();
+                } else {
+                    self.line.extend_from_slice(chunk);
+                }
+            }
+            *input = &input[(take + newline.map_or(0, |_| 1))..];
+            if newline.is_none() {
+                if self.discarding && !was_discarding {
+                    return Some(Incoming::TooLong);
+                }
+                if self.since_newline > self.max_unterminated {
+                    return Some(Incoming::Unterminated);
+                }
+                continue;
+            }
+            self.since_newline = 0;
+            if self.discarding {
+                self.discarding = false;
+                if was_discarding {
+                    continue;
+                }
+                return Some(Incoming::TooLong);
+            }
+            let mut line = std::mem::take(&mut self.line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.len() > self.max_line {
+                return Some(Incoming::TooLong);
+            }
+            return Some(match String::from_utf8(line) {
+                Ok(s) => Incoming::Line(s),
+                Err(_) => Incoming::InvalidUtf8,
+            });
+        }
+        None
+    }
+}
+
+/// What a member's line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Nothing to do (empty line).
+    Nothing,
+    /// Relay text to the room.
+    Say(&'a str),
+    /// `/me ACTION`.
+    Emote(&'a str),
+    /// `/msg NAME TEXT`.
+    Whisper { to: &'a str, text: &'a str },
+    /// `/who`.
+    Who,
+    /// `/quit [REASON]`.
+    Quit(Option<&'a str>),
+    /// `/help`.
+    Help,
+    /// A known command used wrongly; holds the usage line.
+    Usage(&'static str),
+    /// `/word` that is not a command.
+    Unknown(&'a str),
+}
+
+/// Parses one line from a logged-in member.
+pub fn parse_command(line: &str) -> Command<'_> {
+    if line.trim().is_empty() {
+        return Command::Nothing;
+    }
+    if line.starts_with("//") {
+        return Command::Say(&line[1..]);
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Command::Say(line);
+    };
+    let (word, args) = match rest.split_once(' ') {
+        Some((w, a)) => (w, a.trim()),
+        None => (rest, ""),
+    };
+    match word.to_ascii_lowercase().as_str() {
+        "who" => Command::Who,
+        "help" => Command::Help,
+        "me" if args.is_empty() => Command::Usage("! Usage: /me ACTION\n"),
+        "me" => Command::Emote(args),
+        "msg" => match args.split_once(' ') {
+            Some((to, text)) if !text.trim().is_empty() => Command::Whisper {
+                to,
+                text: text.trim(),
+            },
+            _ => Command::Usage("! Usage: /msg NAME TEXT\n"),
+        },
+        "quit" => Command::Quit(Some(args).filter(|a| !a.is_empty())),
+        _ => Command::Unknown(word),
+    }
+}
+
+/// Removes C0 controls (except TAB), DEL and C1 controls, so no terminal escape reaches anyone.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(is_forbidden) {
+        text.chars().filter(|c| !is_forbidden(*c)).collect::<String>().into()
+    } else {
+        text.into()
+    }
+}
+
+fn is_forbidden(c: char) -> bool {
+    (c.is_control() && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c)
+}
+
+/// `*** Welcome, alice! 3 online: alice, bob, carol`
+pub fn welcome(name: &str, online: &[impl AsRef<str>]) -> String {
+    format!("*** Welcome, {name}! {}", who_tail(online))
+}
+
+/// `*** 3 online: alice, bob, carol`
+pub fn who(online: &[impl AsRef<str>]) -> String {
+    format!("*** {}", who_tail(online))
+}
+
+fn who_tail(online: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = online.iter().map(AsRef::as_ref).collect();
+    format!("{} online: {}\n", names.len(), names.join(", "))
+}
+
+/// `*** alice joined`
+pub fn joined(name: &str) -> String {
+    format!("*** {name} joined\n")
+}
+
+/// `*** alice left` or `*** alice left (reason)`
+pub fn left(name: &str, reason: Option<&str>) -> String {
+    match reason.map(clean).filter(|r| !r.trim().is_empty()) {
+        Some(r) => format!("*** {name} left ({r})\n"),
+        None => format!("*** {name} left\n"),
+    }
+}
+
+/// `<alice> text`
+pub fn chat(from: &str, text: &str) -> String {
+    format!("<{from}> {}\n", clean(text))
+}
+
+/// `* alice waves`
+pub fn action(from: &str, text: &str) -> String {
+    format!("* {from} {}\n", clean(text))
+}
+
+/// `*alice* text`, as the recipient sees it.
+pub fn private_message(from: &str, text: &str) -> String {
+    format!("*{from}* {}\n", clean(text))
+}
+
+/// `-> *bob* text`, the sender's confirmation.
+pub fn private_echo(to: &str, text: &str) -> String {
+    format!("-> *{to}* {}\n", clean(text))
+}
+
+/// `! bob is not online`
+pub fn not_online(name: &str) -> String {
+    format!("! {} is not online\n", clean(name))
+}
+
+/// `! Unknown command /word (try /help)`
+pub fn unknown_command(word: &str) -> String {
+    format!("! Unknown command /{} (try /help)\n", clean(word))
+}
+
+/// `! Line too long (max 4096 bytes)`
+pub fn line_too_long(max: usize) -> String {
+    format!("! Line too long (max {max} bytes)\n")
+}
+
+/// `! Slow down: at most 2 lines per second`
+pub fn slow_down(per_sec: f64) -> String {
+    format!("! Slow down: at most {per_sec} lines per second\n")
+}
+
+/// True when the cleaned text has something visible to relay.
+pub fn has_content(text: &str) -> bool {
+    !clean(text).trim().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(d: &mut LineDecoder, mut input: &[u8]) -> Vec<Incoming> {
+        let mut out = Vec::new();
+        while let Some(item) = d.decode(&mut input) {
+            out.push(item);
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_drops_cr() {
+        let mut d = LineDecoder::new(10, 100);
+        assert_eq!(
+            decode_all(&mut d, b"a\r\nbc\n\nd"),
+            vec![
+                Incoming::Line("a".into()),
+                Incoming::Line("bc".into()),
+                Incoming::Line("".into())
+            ]
+        );
+        assert_eq!(decode_all(&mut d, b"e\n"), vec![Incoming::Line("de".into())]);
+    }
+
+    #[test]
+    fn exactly_the_limit_is_accepted_with_or_without_cr() {
+        let mut d = LineDecoder::new(4, 100);
+        assert_eq!(
+            decode_all(&mut d, b"abcd\nabcd\r\nabcde\n"),
+            vec![
+                Incoming::Line("abcd".into()),
+                Incoming::Line("abcd".into()),
+                Incoming::TooLong
+            ]
+        );
+    }
+
+    #[test]
+    fn long_line_is_reported_once_and_not_buffered() {
+        let mut d = LineDecoder::new(4, 1000);
+        let mut items = Vec::new();
+        for _ in 0..50 {
+            items.extend(decode_all(&mut d, b"xxxxxxxxxx"));
+            assert!(d.line.capacity() <= 16);
+        }
+        items.extend(decode_all(&mut d, b"yy\nok\n"));
+        assert_eq!(items, vec![Incoming::TooLong, Incoming::Line("ok".into())]);
+    }
+
+    #[test]
+    fn stream_without_newline_is_cut_off() {
+        let mut d = LineDecoder::new(4, 20);
+        let mut input: &[u8] = &[b'x'; 30];
+        assert_eq!(d.decode(&mut input), Some(Incoming::TooLong));
+        assert_eq!(d.decode(&mut input), Some(Incoming::Unterminated));
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported() {
+        let mut d = LineDecoder::new(10, 100);
+        assert_eq!(
+            decode_all(&mut d, b"\xff\xfe\nok\n"),
+            vec![Incoming::InvalidUtf8, Incoming::Line("ok".into())]
+        );
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(parse_command(""), Command::Nothing);
+        assert_eq!(parse_command("  "), Command::Nothing);
+        assert_eq!(parse_command("hi /x"), Command::Say("hi /x"));
+        assert_eq!(parse_command("//who"), Command::Say("/who"));
+        assert_eq!(parse_command("/who"), Command::Who);
+        assert_eq!(parse_command("/WHO"), Command::Who);
+        assert_eq!(parse_command("/me waves"), Command::Emote("waves"));
+        assert!(matches!(parse_command("/me"), Command::Usage(_)));
+        assert_eq!(
+            parse_command("/msg bob hi there"),
+            Command::Whisper {
+                to: "bob",
+                text: "hi there"
+            }
+        );
+        assert!(matches!(parse_command("/msg bob"), Command::Usage(_)));
+        assert_eq!(parse_command("/quit"), Command::Quit(None));
+        assert_eq!(parse_command("/quit gone home"), Command::Quit(Some("gone home")));
+        assert_eq!(parse_command("/help"), Command::Help);
+        assert_eq!(parse_command("/frob x"), Command::Unknown("frob"));
+    }
+
+    #[test]
+    fn control_characters_are_removed() {
+        assert_eq!(clean("a\u{1b}[31mred\u{7}\u{7f}\u{9b}b\tc"), "a[31mredb\tc");
+        assert_eq!(chat("al", "\u{1b}]0;x\u{7}hi"), "<al> ]0;xhi\n");
+    }
+
+    #[test]
+    fn rendering_matches_the_contract() {
+        assert_eq!(
+            welcome("alice", &["alice", "bob", "carol"]),
+            "*** Welcome, alice! 3 online: alice, bob, carol\n"
+        );
+        assert_eq!(who(&["a", "b"]), "*** 2 online: a, b\n");
+        assert_eq!(left("bob", Some("tea")), "*** bob left (tea)\n");
+        assert_eq!(left("bob", None), "*** bob left\n");
+        assert_eq!(line_too_long(4096), "! Line too long (max 4096 bytes)\n");
+        assert_eq!(slow_down(2.0), "! Slow down: at most 2 lines per second\n");
+        assert_eq!(unknown_command("frob"), "! Unknown command /frob (try /help)\n");
+    }
+}

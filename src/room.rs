@@ -1,0 +1,468 @@
+//! Membership and fan-out for the one chat room.
+//!
+//! [`Room`] is the interface sessions use; [`LocalRoom`] is the in-memory implementation. A
+//! later multi-node room (nodes sharing one ordered event log) implements the same trait.
+//!
+//! Ordering: every room event is rendered once and pushed into each member's queue while the
+//! state lock is held, so all members see events in the lock's order. The lock is a
+//! `std::sync::Mutex`, never held across an `.await` (there is no async code here).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol;
+use crate::username::Username;
+
+/// Identifies one logged-in connection (names can be reused by a takeover).
+pub type MemberId = u64;
+
+/// An item in a member's outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A rendered line (with its LF).
+    Line(Arc<str>),
+    /// A last line; the session writes it and closes.
+    Close(Arc<str>),
+}
+
+/// The room has shut down and takes no new members.
+#[derive(Debug, thiserror::Error)]
+#[error("the room is closed")]
+pub struct RoomClosed;
+
+/// A private message target that is not online.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not online")]
+pub struct NotOnline(pub String);
+
+/// What a session gets on joining.
+pub struct Joined {
+    /// This connection's member id.
+    pub id: MemberId,
+    /// The rendered welcome line (with everyone online).
+    pub welcome: String,
+    /// The member's end of its outbound queue.
+    pub outbox: Outbox,
+}
+
+/// The receiving end of a member's byte-bounded queue.
+pub struct Outbox {
+    rx: UnboundedReceiver<Delivery>,
+    queued: Arc<AtomicUsize>,
+    evicted: CancellationToken,
+}
+
+impl Outbox {
+    /// Waits for the next delivery; `None` once the room dropped this member without a `Close`.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// Takes a delivery if one is queued.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Reports that `bytes` of taken deliveries have reached the socket.
+    pub fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Cancelled when the room evicts this member for not reading: stop writing at once.
+    pub fn evicted(&self) -> &CancellationToken {
+        &self.evicted
+    }
+}
+
+/// The room as sessions see it.
+pub trait Room: Send + Sync {
+    /// Adds a member; an existing member of the same name (any case) is replaced silently.
+    fn join(&self, name: &Username) -> Result<Joined, RoomClosed>;
+    /// Removes a member and tells the others; does nothing for a replaced or evicted id.
+    fn leave(&self, id: MemberId, reason: Option<&str>);
+    /// Relays a chat line to every other member.
+    fn say(&self, id: MemberId, text: &str);
+    /// Relays an action (`/me`) to every other member.
+    fn emote(&self, id: MemberId, text: &str);
+    /// Sends a private message; returns the target's name as created.
+    fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline>;
+    /// Everyone online, sorted case-insensitively.
+    fn who(&self) -> Vec<Arc<str>>;
+    /// Queues the shutdown notice behind each member's pending lines and closes the room.
+    fn shutdown(&self);
+}
+
+/// The in-memory room of a single server.
+pub struct LocalRoom {
+    state: Mutex<State>,
+    queue_limit_bytes: usize,
+}
+
+#[derive(Default)]
+struct State {
+    members: HashMap<MemberId, Member>,
+    by_key: HashMap<String, MemberId>,
+    next_id: MemberId,
+    closed: bool,
+}
+
+struct Member {
+    name: Arc<str>,
+    key: String,
+    tx: UnboundedSender<Delivery>,
+    queued: Arc<AtomicUsize>,
+    evicted: CancellationToken,
+}
+
+enum Undeliverable {
+    Full,
+    Gone,
+}
+
+impl Member {
+    /// Queues a line unless it would push the member's queue past `limit` bytes.
+    fn deliver(&self, line: &Arc<str>, limit: usize) -> Result<(), Undeliverable> {
+        let len = line.len();
+        if self.queued.load(Ordering::Relaxed) + len > limit {
+            return Err(Undeliverable::Full);
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx
+            .send(Delivery::Line(Arc::clone(line)))
+            .map_err(|_| Undeliverable::Gone)
+    }
+
+    /// Sends the final line regardless of the bound (it is short and ends the queue).
+    fn close(&self, line: &str) {
+        let _ = self.tx.send(Delivery::Close(line.into()));
+    }
+}
+
+impl LocalRoom {
+    /// An empty room whose members may each have `queue_limit_bytes` waiting.
+    pub fn new(queue_limit_bytes: usize) -> Self {
+        LocalRoom {
+            state: Mutex::new(State::default()),
+            queue_limit_bytes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Room methods do not panic mid-update; if one ever did, the members' map is still
+        // consistent enough to keep serving, which beats taking the whole room down.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn relay(&self, id: MemberId, render: impl FnOnce(&str) -> String) {
+        let mut state = self.lock();
+        let Some(member) = state.members.get(&id) else {
+            return;
+        };
+        let line: Arc<str> = render(&member.name).into();
+        state.broadcast(line, Some(id), self.queue_limit_bytes);
+    }
+}
+
+impl State {
+    /// Delivers `line` to every member but `except`, then announces anyone it had to drop.
+    /// Announcements are handled in FIFO order so that every member sees one sequence.
+    fn broadcast(&mut self, line: Arc<str>, except: Option<MemberId>, limit: usize) {
+        let mut events = VecDeque::from([(line, except)]);
+        while let Some((line, except)) = events.pop_front() {
+            let mut dropped = Vec::new();
+            for (&id, member) in &self.members {
+                if Some(id) == except {
+                    continue;
+                }
+                if let Err(why) = member.deliver(&line, limit) {
+                    dropped.push((id, why));
+                }
+            }
+            for (id, why) in dropped {
+                if let Some(left) = self.drop_member(id, why, limit) {
+                    events.push_back((left, None));
+                }
+            }
+        }
+    }
+
+    /// Removes a member that could not take a delivery; returns the line announcing it.
+    fn drop_member(&mut self, id: MemberId, why: Undeliverable, limit: usize) -> Option<Arc<str>> {
+        let member = self.remove(id)?;
+        let reason = match why {
+            Undeliverable::Full => {
+                tracing::warn!(user = %member.name, limit_bytes = limit, "slow consumer evicted");
+                member.evicted.cancel();
+                member.close(protocol::SEND_QUEUE_EXCEEDED);
+                Some(protocol::REASON_SEND_QUEUE)
+            }
+            Undeliverable::Gone => None,
+        };
+        Some(protocol::left(&member.name, reason).into())
+    }
+
+    fn remove(&mut self, id: MemberId) -> Option<Member> {
+        let member = self.members.remove(&id)?;
+        self.by_key.remove(&member.key);
+        Some(member)
+    }
+
+    fn sorted_names(&self) -> Vec<Arc<str>> {
+        let mut members: Vec<&Member> = self.members.values().collect();
+        members.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        members.into_iter().map(|m| Arc::clone(&m.name)).collect()
+    }
+}
+
+impl Room for LocalRoom {
+    fn join(&self, name: &Username) -> Result<Joined, RoomClosed> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(RoomClosed);
+        }
+        let key = name.key();
+        let replaced = match state.by_key.get(&key).copied() {
+            Some(old_id) => state.remove(old_id),
+            None => None,
+        };
+        match &replaced {
+            Some(old) => old.close(protocol::SIGNED_IN_ELSEWHERE),
+            None => {
+                let line: Arc<str> = protocol::joined(name.as_str()).into();
+                state.broadcast(line, None, self.queue_limit_bytes);
+            }
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let evicted = CancellationToken::new();
+        state.members.insert(
+            id,
+            Member {
+                name: name.as_str().into(),
+                key: key.clone(),
+                tx,
+                queued: Arc::clone(&queued),
+                evicted: evicted.clone(),
+            },
+        );
+        state.by_key.insert(key, id);
+        let welcome = protocol::welcome(name.as_str(), &state.sorted_names());
+        Ok(Joined {
+            id,
+            welcome,
+            outbox: Outbox {
+                rx,
+                queued,
+                evicted,
+            },
+        })
+    }
+
+    fn leave(&self, id: MemberId, reason: Option<&str>) {
+        let mut state = self.lock();
+        let Some(member) = state.remove(id) else {
+            return;
+        };
+        if !state.closed {
+            let line: Arc<str> = protocol::left(&member.name, reason).into();
+            state.broadcast(line, None, self.queue_limit_bytes);
+        }
+    }
+
+    fn say(&self, id: MemberId, text: &str) {
+        self.relay(id, |name| protocol::chat(name, text));
+    }
+
+    fn emote(&self, id: MemberId, text: &str) {
+        self.relay(id, |name| protocol::action(name, text));
+    }
+
+    fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
+        let mut state = self.lock();
+        let not_online = || NotOnline(to.to_owned());
+        let from = Arc::clone(&state.members.get(&id).ok_or_else(not_online)?.name);
+        let target_id = *state
+            .by_key
+            .get(&to.to_ascii_lowercase())
+            .ok_or_else(not_online)?;
+        let target = state.members.get(&target_id).ok_or_else(not_online)?;
+        let target_name = Arc::clone(&target.name);
+        let line: Arc<str> = protocol::private_message(&from, text).into();
+        match target.deliver(&line, self.queue_limit_bytes) {
+            Ok(()) => Ok(target_name),
+            Err(why) => {
+                if let Some(left) = state.drop_member(target_id, why, self.queue_limit_bytes) {
+                    state.broadcast(left, None, self.queue_limit_bytes);
+                }
+                Err(not_online())
+            }
+        }
+    }
+
+    fn who(&self) -> Vec<Arc<str>> {
+        self.lock().sorted_names()
+    }
+
+    fn shutdown(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for (_, member) in state.members.drain() {
+            member.close(protocol::SHUTTING_DOWN);
+        }
+        state.by_key.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(s: &str) -> Username {
+        Username::parse(s).unwrap()
+    }
+
+    fn drain(outbox: &mut Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(d) = outbox.try_recv() {
+            match d {
+                Delivery::Line(l) => {
+                    outbox.written(l.len());
+                    out.push(l.trim_end().to_owned());
+                }
+                Delivery::Close(l) => out.push(format!("CLOSE {}", l.trim_end())),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn join_announces_and_welcome_lists_everyone_sorted() {
+        let room = LocalRoom::new(1 << 20);
+        let mut bob = room.join(&user("bob")).unwrap();
+        let alice = room.join(&user("Alice")).unwrap();
+        assert_eq!(alice.welcome, "*** Welcome, Alice! 2 online: Alice, bob\n");
+        assert_eq!(drain(&mut bob.outbox), vec!["*** Alice joined"]);
+    }
+
+    #[test]
+    fn say_reaches_others_but_not_the_sender() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join(&user("a")).unwrap();
+        let mut b = room.join(&user("b")).unwrap();
+        drain(&mut a.outbox);
+        room.say(a.id, "hello");
+        assert_eq!(drain(&mut b.outbox), vec!["<a> hello"]);
+        assert!(drain(&mut a.outbox).is_empty());
+    }
+
+    #[test]
+    fn takeover_closes_the_old_session_without_presence_flap() {
+        let room = LocalRoom::new(1 << 20);
+        let mut old = room.join(&user("alice")).unwrap();
+        let mut bob = room.join(&user("bob")).unwrap();
+        drain(&mut old.outbox);
+        let new = room.join(&user("ALICE")).unwrap();
+        assert_eq!(
+            drain(&mut old.outbox),
+            vec![format!("CLOSE {}", protocol::SIGNED_IN_ELSEWHERE.trim_end())]
+        );
+        assert!(drain(&mut bob.outbox).is_empty());
+        assert!(new.welcome.contains("2 online: ALICE, bob"));
+        room.leave(old.id, None);
+        assert!(drain(&mut bob.outbox).is_empty(), "stale leave is ignored");
+    }
+
+    /// A room where `slow` never reads, `fast` always does, and `talker` speaks.
+    fn three_members(limit: usize) -> (LocalRoom, Joined, Joined, Joined) {
+        let room = LocalRoom::new(limit);
+        let slow = room.join(&user("slow")).unwrap();
+        let mut fast = room.join(&user("fast")).unwrap();
+        let talker = room.join(&user("talker")).unwrap();
+        drain(&mut fast.outbox);
+        (room, slow, fast, talker)
+    }
+
+    #[test]
+    fn full_queue_evicts_and_others_keep_receiving() {
+        // slow holds 34 bytes of join notices; each chat line is 30 bytes.
+        let (room, slow, mut fast, talker) = three_members(100);
+        room.say(talker.id, "aaaaaaaaaaaaaaaaaaaa");
+        room.say(talker.id, "bbbbbbbbbbbbbbbbbbbb");
+        assert!(!slow.outbox.evicted().is_cancelled());
+        drain(&mut fast.outbox);
+        room.say(talker.id, "cccccccccccccccccccc");
+        assert!(slow.outbox.evicted().is_cancelled());
+        assert_eq!(room.who().len(), 2);
+        assert_eq!(drain(&mut fast.outbox).len(), 2);
+        room.say(talker.id, "after");
+        assert_eq!(drain(&mut fast.outbox), vec!["<talker> after"]);
+    }
+
+    #[test]
+    fn eviction_notice_follows_the_event_that_overflowed() {
+        let (room, _slow, mut fast, talker) = three_members(100);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            room.say(talker.id, "xxxxxxxxxxxxxxxxxxxx");
+            seen.extend(drain(&mut fast.outbox));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                "<talker> xxxxxxxxxxxxxxxxxxxx",
+                "<talker> xxxxxxxxxxxxxxxxxxxx",
+                "<talker> xxxxxxxxxxxxxxxxxxxx",
+                "*** slow left (send queue exceeded)"
+            ]
+        );
+    }
+
+    #[test]
+    fn dropped_receiver_is_announced_as_left() {
+        let room = LocalRoom::new(1 << 20);
+        let gone = room.join(&user("gone")).unwrap();
+        let b = room.join(&user("b")).unwrap();
+        let mut c = room.join(&user("c")).unwrap();
+        drain(&mut c.outbox);
+        drop(gone);
+        room.say(b.id, "x");
+        assert_eq!(drain(&mut c.outbox), vec!["<b> x", "*** gone left"]);
+        assert_eq!(room.who().len(), 2);
+    }
+
+    #[test]
+    fn whisper_goes_to_one_member_only() {
+        let room = LocalRoom::new(1 << 20);
+        let a = room.join(&user("a")).unwrap();
+        let mut b = room.join(&user("Bob")).unwrap();
+        let mut c = room.join(&user("c")).unwrap();
+        drain(&mut b.outbox);
+        assert_eq!(&*room.whisper(a.id, "bob", "psst").unwrap(), "Bob");
+        assert_eq!(drain(&mut b.outbox), vec!["*a* psst"]);
+        assert!(drain(&mut c.outbox).is_empty());
+        assert!(room.whisper(a.id, "zed", "x").is_err());
+    }
+
+    #[test]
+    fn shutdown_closes_every_queue_and_refuses_joins() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join(&user("a")).unwrap();
+        room.shutdown();
+        assert_eq!(
+            drain(&mut a.outbox),
+            vec![format!("CLOSE {}", protocol::SHUTTING_DOWN.trim_end())]
+        );
+        assert!(room.join(&user("b")).is_err());
+    }
+}

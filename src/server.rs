@@ -1,0 +1,327 @@
+//! The accept loop: connection caps, one task per connection, and graceful shutdown.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::config::Limits;
+use crate::protocol;
+use crate::session::{self, LoginObserver, SessionContext};
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one "connection refused" warning per this interval, so floods cannot fill the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Time allowed to write the refusal line to a connection over a cap.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Serves `listener` until `shutdown` is cancelled, then lets sessions say goodbye.
+pub async fn run(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let tracker = TaskTracker::new();
+    let caps = Arc::new(ConnectionCaps::new(&ctx.limits));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let slot = match caps.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                caps.log_refusal(peer, limit);
+                tracker.spawn(refuse(tcp));
+                continue;
+            }
+        };
+        set_keepalive(&tcp, ctx.limits.keepalive);
+        let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
+        let task = serve_one(tcp, peer, Arc::clone(&ctx), shutdown.clone(), slot);
+        tracker.spawn(task.instrument(span));
+    }
+    drop(listener);
+    info!("shutting down");
+    ctx.room.shutdown();
+    tracker.close();
+    let deadline = ctx.limits.shutdown_grace + Duration::from_secs(1);
+    if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
+        warn!(remaining = tracker.len(), "sessions did not finish in time");
+    }
+    info!("shutdown complete");
+    Ok(())
+}
+
+async fn serve_one(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+    slot: Slot,
+) {
+    match session::run(tcp, peer, ctx, shutdown, slot).await {
+        Ok(end) => debug!(end = ?end, "connection closed"),
+        Err(e) if is_disconnect(&e) => debug!(error = %e, "connection lost"),
+        Err(e) => warn!(error = %e, "connection failed"),
+    }
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
+    )
+}
+
+/// Best effort, never blocking the accept loop: one line, then close.
+async fn refuse(mut tcp: TcpStream) {
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        tcp.write_all(protocol::TOO_MANY_CONNECTIONS.as_bytes())
+            .await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+fn set_keepalive(tcp: &TcpStream, idle: Duration) {
+    let keepalive = TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(idle / 4)
+        .with_retries(4);
+    if let Err(e) = SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+        debug!(error = %e, "could not enable tcp keepalive");
+    }
+}
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapHit {
+    /// All connections together.
+    Global,
+    /// Connections from one source.
+    PerIp,
+    /// Not-yet-logged-in connections from one source.
+    PreLoginPerIp,
+}
+
+/// Counts connections in total and per source (IPv6 per /64).
+pub struct ConnectionCaps {
+    state: Mutex<CapState>,
+    max_total: usize,
+    max_per_ip: usize,
+    max_prelogin_per_ip: usize,
+    exempt: Vec<IpAddr>,
+    last_refusal_log: Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct CapState {
+    total: usize,
+    per_source: HashMap<IpAddr, SourceCount>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct SourceCount {
+    total: usize,
+    prelogin: usize,
+}
+
+impl ConnectionCaps {
+    /// Caps from the configured limits.
+    pub fn new(limits: &Limits) -> Self {
+        ConnectionCaps {
+            state: Mutex::new(CapState::default()),
+            max_total: limits.max_connections,
+            max_per_ip: limits.max_connections_per_ip,
+            max_prelogin_per_ip: limits.max_prelogin_per_ip,
+            exempt: limits.exempt_ips.clone(),
+            last_refusal_log: Mutex::new(None),
+        }
+    }
+
+    /// Takes a slot for a new connection from `ip`, or says which cap is full.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, CapHit> {
+        let ip = canonical(ip);
+        let source = (!self.exempt.iter().any(|e| canonical(*e) == ip)).then(|| source_key(ip));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.total >= self.max_total {
+            return Err(CapHit::Global);
+        }
+        if let Some(key) = source {
+            let count = state.per_source.get(&key).copied().unwrap_or_default();
+            if count.total >= self.max_per_ip {
+                return Err(CapHit::PerIp);
+            }
+            if count.prelogin >= self.max_prelogin_per_ip {
+                return Err(CapHit::PreLoginPerIp);
+            }
+            let entry = state.per_source.entry(key).or_default();
+            entry.total += 1;
+            entry.prelogin += 1;
+        }
+        state.total += 1;
+        Ok(Slot {
+            caps: Arc::clone(self),
+            source,
+            logged_in: false,
+        })
+    }
+
+    /// Connections currently counted (for tests and metrics).
+    pub fn open_connections(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    fn log_refusal(&self, peer: SocketAddr, limit: CapHit) {
+        let mut last = self
+            .last_refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_INTERVAL) {
+            *last = Some(now);
+            warn!(peer = %peer, limit = ?limit, "connection refused: cap reached (further refusals not logged for 10 s)");
+        }
+    }
+
+    fn release(&self, source: Option<IpAddr>, logged_in: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.total -= 1;
+        if let Some(key) = source {
+            if let Some(count) = state.per_source.get_mut(&key) {
+                count.total -= 1;
+                if !logged_in {
+                    count.prelogin -= 1;
+                }
+                if count.total == 0 {
+                    state.per_source.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn mark_logged_in(&self, source: IpAddr) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = state.per_source.get_mut(&source) {
+            count.prelogin -= 1;
+        }
+    }
+}
+
+/// One admitted connection; dropping it gives the slot back.
+pub struct Slot {
+    caps: Arc<ConnectionCaps>,
+    source: Option<IpAddr>,
+    logged_in: bool,
+}
+
+impl LoginObserver for Slot {
+    fn logged_in(&mut self) {
+        if !self.logged_in {
+            self.logged_in = true;
+            if let Some(source) = self.source {
+                self.caps.mark_logged_in(source);
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.caps.release(self.source, self.logged_in);
+    }
+}
+
+/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// IPv4 per address; IPv6 per /64, the usual size of one site's network.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(per_ip: usize, prelogin: usize, total: usize, exempt: Vec<IpAddr>) -> Arc<ConnectionCaps> {
+        Arc::new(ConnectionCaps::new(&Limits {
+            max_connections: total,
+            max_connections_per_ip: per_ip,
+            max_prelogin_per_ip: prelogin,
+            exempt_ips: exempt,
+            ..Limits::default()
+        }))
+    }
+
+    #[test]
+    fn prelogin_cap_frees_up_after_login() {
+        let c = caps(10, 2, 100, vec![]);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut a = c.admit(ip).unwrap();
+        let _b = c.admit(ip).unwrap();
+        assert_eq!(c.admit(ip).err(), Some(CapHit::PreLoginPerIp));
+        a.logged_in();
+        let _c = c.admit(ip).unwrap();
+        assert_eq!(c.open_connections(), 3);
+    }
+
+    #[test]
+    fn slots_are_returned_on_drop() {
+        let c = caps(1, 1, 100, vec![]);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = c.admit(ip).unwrap();
+        assert_eq!(c.admit(ip).err(), Some(CapHit::PerIp));
+        drop(a);
+        assert!(c.admit(ip).is_ok());
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_64_and_exempt_list_bypasses() {
+        let c = caps(1, 1, 100, vec!["10.0.0.9".parse().unwrap()]);
+        let _a = c.admit("2001:db8::1".parse().unwrap()).unwrap();
+        assert!(c.admit("2001:db8::2".parse().unwrap()).is_err());
+        assert!(c.admit("2001:db8:0:1::1".parse().unwrap()).is_ok());
+        let ex: IpAddr = "10.0.0.9".parse().unwrap();
+        let _x = c.admit(ex).unwrap();
+        let _y = c.admit(ex).unwrap();
+    }
+
+    #[test]
+    fn global_cap_applies_to_exempt_sources_too() {
+        let ex: IpAddr = "10.0.0.9".parse().unwrap();
+        let c = caps(10, 10, 1, vec![ex]);
+        let _a = c.admit(ex).unwrap();
+        assert_eq!(c.admit(ex).err(), Some(CapHit::Global));
+    }
+}

@@ -1,0 +1,564 @@
+//! One client from TLS handshake to close: greeting, login, then the member loop.
+//!
+//! The session task is the only writer to its socket. Everything it sends goes through one
+//! output buffer that is written and flushed once per batch, so queued room lines coalesce
+//! into as few TLS records as possible.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthError, Authenticator};
+use crate::config::Limits;
+use crate::protocol::{self, Command, Incoming, LineDecoder};
+use crate::room::{Delivery, MemberId, Outbox, Room};
+use crate::username::Username;
+
+/// Failed logins allowed on one connection.
+pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 4096;
+/// Time given to a last line and close_notify when a session ends on its own.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// An output buffer grown beyond this by a burst is released once written.
+const OUT_BUFFER_KEEP_BYTES: usize = 16 * 1024;
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What every session shares.
+pub struct SessionContext {
+    /// TLS acceptor with the current certificate.
+    pub acceptor: TlsAcceptor,
+    /// Password checks.
+    pub auth: Authenticator,
+    /// The room members join.
+    pub room: Arc<dyn Room>,
+    /// Timeouts, line limits and rates.
+    pub limits: Limits,
+}
+
+/// Called once when the client has logged in (the server moves it out of the pre-login cap).
+pub trait LoginObserver: Send {
+    /// The connection has a logged-in member now.
+    fn logged_in(&mut self);
+}
+
+/// Why a session ended, for the log.
+#[derive(Debug)]
+pub enum End {
+    /// The first bytes were not TLS; the hint line was sent.
+    NotTls,
+    /// Handshake did not finish in time.
+    HandshakeTimeout,
+    /// The client closed the connection.
+    ClientClosed,
+    /// Login timed out.
+    LoginTimeout,
+    /// Three failed logins.
+    TooManyFailures,
+    /// Password checks are saturated.
+    Busy,
+    /// Bytes without a newline past the limit.
+    NoNewline,
+    /// `/quit`.
+    Quit,
+    /// The room replaced or evicted this member, or shut down.
+    Closed(Arc<str>),
+    /// Evicted for not reading.
+    Evicted,
+    /// Server shutdown.
+    Shutdown,
+}
+
+/// Runs one connection to completion. I/O errors end only this session.
+pub async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+    mut observer: impl LoginObserver,
+) -> io::Result<End> {
+    let connected = Instant::now();
+    let limits = &ctx.limits;
+    let handshake_deadline = connected + limits.handshake_timeout;
+
+    let first = tokio::select! {
+        r = timeout_at(handshake_deadline, first_byte(&tcp)) => r,
+        _ = shutdown.cancelled() => return Ok(End::Shutdown),
+    };
+    match first {
+        None => return Ok(End::HandshakeTimeout),
+        Some(Ok(None)) => return Ok(End::ClientClosed),
+        Some(Ok(Some(TLS_HANDSHAKE_RECORD))) => {}
+        Some(Ok(Some(_))) => {
+            refuse_plaintext(tcp).await;
+            return Ok(End::NotTls);
+        }
+        Some(Err(e)) => return Err(e),
+    }
+    let tls = tokio::select! {
+        r = timeout_at(handshake_deadline, ctx.acceptor.accept(tcp)) => match r {
+            None => return Ok(End::HandshakeTimeout),
+            Some(r) => r?,
+        },
+        _ = shutdown.cancelled() => return Ok(End::Shutdown),
+    };
+    debug!(peer = %peer, "tls handshake complete");
+    let mut conn = Conn::new(tls, limits);
+
+    let login_deadline = connected + limits.login_timeout;
+    let outcome = tokio::select! {
+        r = login(&mut conn, &ctx.auth) => r?,
+        _ = sleep_until(login_deadline) => {
+            conn.goodbye(protocol::LOGIN_TIMED_OUT, GOODBYE_TIMEOUT).await;
+            return Ok(End::LoginTimeout);
+        }
+        _ = shutdown.cancelled() => {
+            conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace).await;
+            return Ok(End::Shutdown);
+        }
+    };
+    let name = match outcome {
+        LoginOutcome::LoggedIn(name) => name,
+        LoginOutcome::Ended(end, last_line) => {
+            if let Some(line) = last_line {
+                conn.goodbye(line, GOODBYE_TIMEOUT).await;
+            }
+            return Ok(end);
+        }
+    };
+    tracing::Span::current().record("user", name.as_str());
+    let Ok(joined) = ctx.room.join(&name) else {
+        conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace).await;
+        return Ok(End::Shutdown);
+    };
+    observer.logged_in();
+    info!("login ok");
+    let mut member = MemberGuard {
+        room: Arc::clone(&ctx.room),
+        id: joined.id,
+        reason: None,
+    };
+    conn.queue(&joined.welcome);
+    let end = member_loop(&mut conn, &ctx, &mut member, joined.outbox).await;
+    info!(reason = ?end.as_ref().map_err(|e| e.kind()), "logout");
+    end
+}
+
+/// Takes `leave` off the happy path: it runs on every exit, including errors and panics.
+struct MemberGuard {
+    room: Arc<dyn Room>,
+    id: MemberId,
+    reason: Option<String>,
+}
+
+impl Drop for MemberGuard {
+    fn drop(&mut self) {
+        self.room.leave(self.id, self.reason.as_deref());
+    }
+}
+
+async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Option<F::Output> {
+    tokio::time::timeout_at(deadline, f).await.ok()
+}
+
+/// Peeks at the first byte without consuming it; `None` on EOF.
+async fn first_byte(tcp: &TcpStream) -> io::Result<Option<u8>> {
+    let mut byte = [0u8; 1];
+    let n = tcp.peek(&mut byte).await?;
+    Ok((n == 1).then_some(byte[0]))
+}
+
+/// Tells a plaintext client how to connect, without parsing anything it sent.
+async fn refuse_plaintext(mut tcp: TcpStream) {
+    let addr = tcp
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "HOST:PORT".into());
+    let hint = format!(
+        "This port speaks TLS. Connect with: openssl s_client -quiet -connect {addr}\r\n"
+    );
+    let _ = timeout(GOODBYE_TIMEOUT, async {
+        tcp.write_all(hint.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+enum LoginOutcome {
+    LoggedIn(Username),
+    Ended(End, Option<&'static str>),
+}
+
+/// Greeting, then up to three username/password rounds.
+async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    auth: &Authenticator,
+) -> io::Result<LoginOutcome> {
+    conn.queue(protocol::GREETING);
+    let mut failures = 0;
+    loop {
+        conn.queue(protocol::USERNAME_PROMPT);
+        let Some(username) = conn.read_login_line().await? else {
+            return Ok(LoginOutcome::Ended(End::ClientClosed, None));
+        };
+        let username = match username {
+            Ok(u) => u,
+            Err(end) => return Ok(end),
+        };
+        conn.queue(protocol::PASSWORD_PROMPT);
+        let Some(password) = conn.read_login_line().await? else {
+            return Ok(LoginOutcome::Ended(End::ClientClosed, None));
+        };
+        let password = match password {
+            Ok(p) => SecretString::from(p),
+            Err(end) => return Ok(end),
+        };
+        match auth.authenticate(&username, password).await {
+            Ok(name) => return Ok(LoginOutcome::LoggedIn(name)),
+            Err(AuthError::LoginFailed) => {
+                warn!(username = ?username, "login failed");
+                failures += 1;
+                if failures >= MAX_LOGIN_ATTEMPTS {
+                    conn.queue(protocol::LOGIN_FAILED);
+                    return Ok(LoginOutcome::Ended(
+                        End::TooManyFailures,
+                        Some(protocol::TOO_MANY_FAILURES),
+                    ));
+                }
+                conn.queue(protocol::LOGIN_FAILED);
+            }
+            Err(AuthError::Busy) => {
+                warn!(limit = "hash_queue", "password checks saturated");
+                return Ok(LoginOutcome::Ended(End::Busy, Some(protocol::SERVER_BUSY)));
+            }
+            Err(e) => return Err(io::Error::other(e)),
+        }
+    }
+}
+
+/// The logged-in loop: client lines, queued room lines, and eviction.
+async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    ctx: &SessionContext,
+    member: &mut MemberGuard,
+    mut outbox: Outbox,
+) -> io::Result<End> {
+    let limits = &ctx.limits;
+    let mut bucket = TokenBucket::new(limits.rate_burst, limits.rate_per_sec);
+    let mut held: Option<Incoming> = None;
+    let mut warned = false;
+    let evicted = outbox.evicted().clone();
+    loop {
+        // Everything queued so far goes out as one write.
+        if let Some(end) = conn.take_deliveries(&mut outbox) {
+            conn.goodbye_queued(GOODBYE_TIMEOUT).await;
+            return Ok(end);
+        }
+        if !conn.out.is_empty() {
+            tokio::select! {
+                r = conn.flush() => r?,
+                _ = evicted.cancelled() => return Ok(evict(conn).await),
+            }
+            outbox.written(std::mem::take(&mut conn.from_room));
+        }
+        let resume_at = bucket.ready_at();
+        let ended = tokio::select! {
+            biased;
+            _ = evicted.cancelled() => return Ok(evict(conn).await),
+            d = outbox.recv() => match d {
+                Some(d) => conn.push_delivery(d),
+                None => Some(End::Closed("removed from the room".into())),
+            },
+            _ = sleep_until(resume_at), if held.is_some() => {
+                let item = held.take().expect("guarded by is_some");
+                bucket.try_take(Instant::now());
+                handle(conn, ctx, member, item)
+            }
+            item = conn.next_item(), if held.is_none() => {
+                let Some(item) = item? else { return Ok(End::ClientClosed) };
+                if bucket.try_take(Instant::now()) {
+                    warned = false;
+                    handle(conn, ctx, member, item)
+                } else {
+                    // Stop reading: the rest waits in the client's TCP buffers, not here.
+                    held = Some(item);
+                    if !warned {
+                        warned = true;
+                        warn!(limit = "rate", "member over line rate");
+                        conn.queue_reply(&mut outbox, &protocol::slow_down(limits.rate_per_sec));
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(end) = ended {
+            conn.goodbye_queued(GOODBYE_TIMEOUT).await;
+            return Ok(end);
+        }
+    }
+}
+
+/// Acts on one decoded item from a member; returns how the session ends, if it does.
+fn handle<S>(
+    conn: &mut Conn<S>,
+    ctx: &SessionContext,
+    member: &mut MemberGuard,
+    item: Incoming,
+) -> Option<End> {
+    let line = match item {
+        Incoming::Line(line) => line,
+        Incoming::TooLong => {
+            debug!("line too long");
+            conn.queue(&protocol::line_too_long(ctx.limits.max_line_bytes));
+            return None;
+        }
+        Incoming::InvalidUtf8 => {
+            debug!("invalid utf-8");
+            conn.queue(protocol::INVALID_UTF8);
+            return None;
+        }
+        Incoming::Unterminated => {
+            warn!(limit = "max_unterminated_bytes", "no newline, disconnecting");
+            conn.queue(protocol::NO_NEWLINE);
+            member.reason = Some("no newline".into());
+            return Some(End::NoNewline);
+        }
+    };
+    let room = &ctx.room;
+    match protocol::parse_command(&line) {
+        Command::Nothing => {}
+        Command::Say(text) => {
+            if protocol::has_content(text) {
+                debug!(body = %text.escape_debug(), "say");
+                room.say(member.id, text);
+            }
+        }
+        Command::Emote(text) => {
+            if protocol::has_content(text) {
+                room.emote(member.id, text);
+            }
+        }
+        Command::Whisper { to, text } => match room.whisper(member.id, to, text) {
+            Ok(target) => conn.queue(&protocol::private_echo(&target, text)),
+            Err(_) => conn.queue(&protocol::not_online(to)),
+        },
+        Command::Who => conn.queue(&protocol::who(&room.who())),
+        Command::Help => conn.queue(protocol::HELP),
+        Command::Usage(usage) => conn.queue(usage),
+        Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),
+        Command::Quit(reason) => {
+            conn.queue(protocol::BYE);
+            member.reason = reason.map(str::to_owned);
+            return Some(End::Quit);
+        }
+    }
+    None
+}
+
+/// Best effort: tell an evicted member why, without waiting on a peer that does not read.
+async fn evict<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) -> End {
+    conn.out.clear();
+    conn.goodbye(protocol::SEND_QUEUE_EXCEEDED, Duration::from_millis(200))
+        .await;
+    End::Evicted
+}
+
+/// A token bucket of lines: `burst` at once, then `rate` per second.
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(burst: u32, rate: f64) -> Self {
+        TokenBucket {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            rate,
+            last: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next token will be there.
+    fn ready_at(&self) -> Instant {
+        let missing = (1.0 - self.tokens).max(0.0);
+        self.last + Duration::from_secs_f64(missing / self.rate)
+    }
+}
+
+/// A TLS stream with a bounded line decoder and one output buffer.
+struct Conn<S> {
+    stream: S,
+    decoder: LineDecoder,
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rlen: usize,
+    out: Vec<u8>,
+    /// Bytes in `out` taken from the room queue and still counted against its bound.
+    from_room: usize,
+}
+
+impl<S> Conn<S> {
+    fn new(stream: S, limits: &Limits) -> Self {
+        Conn {
+            stream,
+            decoder: LineDecoder::new(limits.max_line_bytes, limits.max_unterminated_bytes),
+            rbuf: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+            rpos: 0,
+            rlen: 0,
+            out: Vec::new(),
+            from_room: 0,
+        }
+    }
+
+    /// Appends a reply of this session's own (not from the room queue).
+    fn queue(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    /// Appends a reply after everything the room had queued, so replies never overtake events.
+    fn queue_reply(&mut self, outbox: &mut Outbox, text: &str) {
+        let _ = self.take_deliveries(outbox);
+        self.queue(text);
+    }
+
+    /// Moves queued room lines into the output buffer; returns an end if one was a `Close`.
+    fn take_deliveries(&mut self, outbox: &mut Outbox) -> Option<End> {
+        while let Some(d) = outbox.try_recv() {
+            if let Some(end) = self.push_delivery(d) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    fn push_delivery(&mut self, d: Delivery) -> Option<End> {
+        match d {
+            Delivery::Line(line) => {
+                self.out.extend_from_slice(line.as_bytes());
+                self.from_room += line.len();
+                None
+            }
+            Delivery::Close(line) => {
+                self.queue(&line);
+                Some(End::Closed(line))
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// The next decoded item; `None` on EOF. Cancel-safe: state lives in `self`.
+    async fn next_item(&mut self) -> io::Result<Option<Incoming>> {
+        loop {
+            if self.rpos < self.rlen {
+                let mut input = &self.rbuf[self.rpos..self.rlen];
+                let item = self.decoder.decode(&mut input);
+                self.rpos = self.rlen - input.len();
+                if item.is_some() {
+                    return Ok(item);
+                }
+            }
+            let n = self.stream.read(&mut self.rbuf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.rpos = 0;
+            self.rlen = n;
+        }
+    }
+
+    /// Flushes pending output, then reads one line of the login dialogue.
+    /// `Some(Err(..))` ends the login with a final line.
+    async fn read_login_line(&mut self) -> io::Result<Option<Result<String, LoginOutcome>>> {
+        loop {
+            self.flush().await?;
+            let Some(item) = self.next_item().await? else {
+                return Ok(None);
+            };
+            match item {
+                Incoming::Line(line) => return Ok(Some(Ok(line))),
+                Incoming::TooLong => {
+                    self.queue(&protocol::line_too_long(self.decoder.max_line()));
+                }
+                Incoming::InvalidUtf8 => self.queue(protocol::INVALID_UTF8),
+                Incoming::Unterminated => {
+                    return Ok(Some(Err(LoginOutcome::Ended(
+                        End::NoNewline,
+                        Some(protocol::NO_NEWLINE),
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Writes the output buffer as one write and one flush.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
+        self.out.clear();
+        if self.out.capacity() > OUT_BUFFER_KEEP_BYTES {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued plus `line`, then close_notify, all within `limit`.
+    async fn goodbye(&mut self, line: &str, limit: Duration) {
+        self.queue(line);
+        self.goodbye_queued(limit).await;
+    }
+
+    /// Sends what is queued, then close_notify, within `limit`.
+    async fn goodbye_queued(&mut self, limit: Duration) {
+        let _ = timeout(limit, async {
+            self.flush().await?;
+            self.stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut b = TokenBucket::new(3, 2.0);
+        b.last = start;
+        assert!((0..3).all(|_| b.try_take(start)));
+        assert!(!b.try_take(start));
+        assert_eq!(b.ready_at(), start + Duration::from_millis(500));
+        assert!(b.try_take(start + Duration::from_millis(500)));
+        assert!(!b.try_take(start + Duration::from_millis(600)));
+    }
+}

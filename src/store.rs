@@ -1,0 +1,268 @@
+//! The SQLite user store: the only module that speaks SQL.
+//!
+//! It stores PHC strings and knows nothing about how they were made.
+
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use crate::username::Username;
+
+/// How long a writer waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Two processes opening a fresh file at once can race on the first migration; retry that.
+const MIGRATE_ATTEMPTS: u32 = 5;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {path}: {source}")]
+    Database { path: PathBuf, source: sqlx::Error },
+    #[error("migrating database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+}
+
+/// One account as listed for admins (never with its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    /// Name as created.
+    pub username: String,
+    /// UTC creation time, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub created_at: String,
+}
+
+/// What login needs to check a password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Name as created (the display form).
+    pub username: String,
+    /// PHC string.
+    pub password_hash: String,
+}
+
+/// A handle on the user database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if missing) and migrates the database.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|source| database(path, source))?
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| database(path, source))?;
+        let store = Store {
+            pool,
+            path: path.to_owned(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut attempt = 1;
+        loop {
+            match sqlx::migrate!().run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < MIGRATE_ATTEMPTS => attempt += 1,
+                Err(source) => {
+                    return Err(StoreError::Migrate {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Adds a user; the name must not exist in any letter case.
+    pub async fn add_user(&self, name: &Username, password_hash: &str) -> Result<(), StoreError> {
+        let result = sqlx::query("INSERT INTO users (username, password_hash) VALUES (?, ?)")
+            .bind(name.as_str())
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::UserExists(name.to_string()))
+            }
+            Err(source) => Err(self.error(source)),
+        }
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password(&self, name: &Username, password_hash: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE username = ?",
+        )
+        .bind(password_hash)
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        self.require_one(done.rows_affected(), name)
+    }
+
+    /// Deletes a user.
+    pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM users WHERE username = ?")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.require_one(done.rows_affected(), name)
+    }
+
+    /// All users, sorted case-insensitively.
+    pub async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        let rows = sqlx::query("SELECT username, created_at FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UserSummary {
+                username: r.get("username"),
+                created_at: r.get("created_at"),
+            })
+            .collect())
+    }
+
+    /// The stored credentials for a name, matched case-insensitively.
+    pub async fn credentials(&self, name: &Username) -> Result<Option<Credentials>, StoreError> {
+        let row = sqlx::query("SELECT username, password_hash FROM users WHERE username = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(row.map(|r| Credentials {
+            username: r.get("username"),
+            password_hash: r.get("password_hash"),
+        }))
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn require_one(&self, rows: u64, name: &Username) -> Result<(), StoreError> {
+        if rows == 0 {
+            Err(StoreError::NoSuchUser(name.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn error(&self, source: sqlx::Error) -> StoreError {
+        database(&self.path, source)
+    }
+}
+
+fn database(path: &Path, source: sqlx::Error) -> StoreError {
+    StoreError::Database {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates the database file owner-only before SQLite sees it (SQLite copies the mode to -wal/-shm).
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Open {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn name(s: &str) -> Username {
+        Username::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn new_file_is_private_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(store.list_users().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn names_are_unique_regardless_of_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        store.add_user(&name("Alice"), "h1").await.unwrap();
+        assert!(matches!(
+            store.add_user(&name("alice"), "h2").await,
+            Err(StoreError::UserExists(_))
+        ));
+        let c = store.credentials(&name("ALICE")).await.unwrap().unwrap();
+        assert_eq!(c.username, "Alice");
+        assert_eq!(c.password_hash, "h1");
+    }
+
+    #[tokio::test]
+    async fn passwd_and_del_need_an_existing_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        assert!(matches!(
+            store.set_password(&name("nobody"), "h").await,
+            Err(StoreError::NoSuchUser(_))
+        ));
+        assert!(matches!(
+            store.delete_user(&name("nobody")).await,
+            Err(StoreError::NoSuchUser(_))
+        ));
+        store.add_user(&name("bob"), "h").await.unwrap();
+        store.set_password(&name("BOB"), "h2").await.unwrap();
+        store.delete_user(&name("bob")).await.unwrap();
+        assert!(store.credentials(&name("bob")).await.unwrap().is_none());
+    }
+}
