@@ -1,0 +1,262 @@
+//! Shared helpers: a real server on 127.0.0.1:0 with a fresh certificate and a temp database,
+//! and a TLS test client whose every read has a timeout.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use secrecy::SecretString;
+use tlschat::auth::Authenticator;
+use tlschat::config::{HashSettings, Limits};
+use tlschat::password::{Hasher, Password};
+use tlschat::room::LocalRoom;
+use tlschat::session::SessionContext;
+use tlschat::store::Store;
+use tlschat::username::Username;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// How long any single expected event may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(5);
+/// The password every seeded user has.
+pub const PASSWORD: &str = "correct horse";
+
+/// Cheap argon2 parameters so tests that log in many times stay fast.
+pub fn test_hash_settings() -> HashSettings {
+    HashSettings {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+        threads: 2,
+        queue: 64,
+    }
+}
+
+/// Test limits: defaults with short timeouts and a high line rate.
+pub fn test_limits() -> Limits {
+    Limits {
+        handshake_timeout: Duration::from_secs(5),
+        login_timeout: Duration::from_secs(10),
+        rate_burst: 10_000,
+        rate_per_sec: 10_000.0,
+        shutdown_grace: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+pub struct Opts {
+    pub users: Vec<&'static str>,
+    pub limits: Limits,
+    pub hash: HashSettings,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            users: vec!["alice", "bob", "carol", "dave"],
+            limits: test_limits(),
+            hash: test_hash_settings(),
+        }
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub connector: TlsConnector,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<std::io::Result<()>>,
+    pub store: Store,
+    pub ctx: Arc<SessionContext>,
+    pub cert_der: CertificateDer<'static>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A self-signed certificate for localhost: (cert PEM, key PEM).
+pub fn localhost_cert() -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+/// A client configuration that trusts exactly `cert`.
+pub fn connector_for(cert: &CertificateDer<'static>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+pub async fn spawn_server(opts: Opts) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("users.db")).await.unwrap();
+    let hasher = Hasher::new(&opts.hash).unwrap();
+    for name in &opts.users {
+        let pw = Password::parse(SecretString::from(PASSWORD.to_owned())).unwrap();
+        let hash = hasher.hash(&pw).await.unwrap();
+        store
+            .add_user(&Username::parse(name).unwrap(), &hash)
+            .await
+            .unwrap();
+    }
+    let (cert_pem, key_pem) = localhost_cert();
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let config = tlschat::tls::server_config(vec![cert_der.clone()], key).unwrap();
+    let ctx = Arc::new(SessionContext {
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        auth: Authenticator::new(store.clone(), hasher),
+        room: Arc::new(LocalRoom::new(opts.limits.outbound_queue_bytes)),
+        limits: opts.limits,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(tlschat::server::run(
+        listener,
+        Arc::clone(&ctx),
+        shutdown.clone(),
+    ));
+    TestServer {
+        addr,
+        connector: connector_for(&cert_der),
+        shutdown,
+        handle,
+        store,
+        ctx,
+        cert_der,
+        dir,
+    }
+}
+
+impl TestServer {
+    /// A TLS connection that has not logged in yet.
+    pub async fn connect(&self) -> TestClient {
+        TestClient::connect(self.addr, &self.connector).await
+    }
+
+    /// A client logged in as `name`, past the welcome line.
+    pub async fn login(&self, name: &str) -> TestClient {
+        let mut c = self.connect().await;
+        c.login(name, PASSWORD).await;
+        c
+    }
+}
+
+pub struct TestClient {
+    reader: BufReader<ReadHalf<TlsStream<TcpStream>>>,
+    writer: WriteHalf<TlsStream<TcpStream>>,
+    pub welcome: String,
+}
+
+impl TestClient {
+    pub async fn connect(addr: SocketAddr, connector: &TlsConnector) -> TestClient {
+        let tcp = tokio::time::timeout(STEP, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = tokio::time::timeout(STEP, connector.connect(name, tcp))
+            .await
+            .expect("handshake timed out")
+            .unwrap();
+        let (r, w) = tokio::io::split(tls);
+        TestClient {
+            reader: BufReader::new(r),
+            writer: w,
+            welcome: String::new(),
+        }
+    }
+
+    /// Sends raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+        self.writer.flush().await.unwrap();
+    }
+
+    /// Sends one line (LF added).
+    pub async fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes()).await;
+    }
+
+    /// The next line without its LF; panics on EOF or timeout.
+    pub async fn next_line(&mut self) -> String {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut buf))
+            .await
+            .expect("timed out waiting for a line")
+            .expect("read failed");
+        assert!(n > 0, "connection closed while waiting for a line");
+        assert_eq!(buf.pop(), Some(b'\n'), "line without LF: {buf:?}");
+        String::from_utf8(buf).expect("server sent invalid UTF-8")
+    }
+
+    /// The next line must be exactly `expected`.
+    pub async fn expect_line(&mut self, expected: &str) {
+        let line = self.next_line().await;
+        assert_eq!(line, expected);
+    }
+
+    /// Skips lines until one equals `expected`; returns the skipped ones.
+    pub async fn wait_for(&mut self, expected: &str) -> Vec<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.next_line().await;
+            if line == expected {
+                return skipped;
+            }
+            skipped.push(line);
+        }
+    }
+
+    /// Reads the greeting up to the username prompt.
+    pub async fn expect_greeting(&mut self) {
+        let lines = self.wait_for("Username:").await;
+        assert!(!lines.is_empty(), "no greeting before the prompt");
+        assert!(lines.iter().all(|l| l.starts_with("*** ")), "{lines:?}");
+    }
+
+    /// Logs in and stores the welcome line.
+    pub async fn login(&mut self, name: &str, password: &str) {
+        self.expect_greeting().await;
+        self.send(name).await;
+        self.expect_line("Password:").await;
+        self.send(password).await;
+        let welcome = self.next_line().await;
+        assert!(welcome.starts_with("*** Welcome, "), "{welcome}");
+        self.welcome = welcome;
+    }
+
+    /// The server must close the connection (EOF) within the step timeout; lines before it are returned.
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            match tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut buf))
+                .await
+                .expect("timed out waiting for the server to close")
+            {
+                Ok(0) => return lines,
+                Ok(_) => lines.push(String::from_utf8_lossy(&buf).trim_end().to_owned()),
+                Err(_) => return lines,
+            }
+        }
+    }
+
+    /// True if no line arrives within `wait` (for "nothing else was sent" checks after a marker).
+    pub async fn read_to_end_raw(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(STEP, self.reader.read_to_end(&mut buf)).await;
+        buf
+    }
+}
