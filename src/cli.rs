@@ -12,9 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::config::{
-    Argon2Settings, CertPaths, FileConfig, LimitSettings, resolve_listen,
-};
+use crate::config::{Argon2Settings, CertPaths, FileConfig, LimitSettings, resolve_listen};
 use crate::password::{Hasher, Password};
 use crate::room::LocalRoom;
 use crate::session::SessionContext;
@@ -170,7 +168,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             certs.cert.parent().unwrap_or(Path::new(".")).display()
         )?;
     }
-    writeln!(out, "certificate SHA-256 fingerprint: {}", loaded.fingerprint)?;
+    writeln!(
+        out,
+        "certificate SHA-256 fingerprint: {}",
+        loaded.fingerprint
+    )?;
     writeln!(out, "listening on {local}")?;
     writeln!(out, "connect with: {}", s_client_command(local))?;
     out.flush()?;

@@ -40,19 +40,31 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Argon2Settings {
     /// Argon2id memory cost in KiB [default: 19456]
-    #[arg(long = "argon2-memory-kib", env = "TLSCHAT_ARGON2_MEMORY_KIB")]
+    #[arg(
+        long = "argon2-memory-kib",
+        env = "TLSCHAT_ARGON2_MEMORY_KIB",
+        value_name = "N"
+    )]
     pub memory_kib: Option<u32>,
     /// Argon2id iterations (time cost) [default: 2]
-    #[arg(long = "argon2-iterations", env = "TLSCHAT_ARGON2_ITERATIONS")]
+    #[arg(
+        long = "argon2-iterations",
+        env = "TLSCHAT_ARGON2_ITERATIONS",
+        value_name = "N"
+    )]
     pub iterations: Option<u32>,
     /// Argon2id parallelism (lanes) [default: 1]
-    #[arg(long = "argon2-parallelism", env = "TLSCHAT_ARGON2_PARALLELISM")]
+    #[arg(
+        long = "argon2-parallelism",
+        env = "TLSCHAT_ARGON2_PARALLELISM",
+        value_name = "N"
+    )]
     pub parallelism: Option<u32>,
     /// Password checks run at once [default: number of CPUs]
-    #[arg(long = "hash-threads", env = "TLSCHAT_HASH_THREADS")]
+    #[arg(long = "hash-threads", env = "TLSCHAT_HASH_THREADS", value_name = "N")]
     pub threads: Option<usize>,
     /// Logins that may wait for a password check before "Server busy" [default: 64]
-    #[arg(long = "hash-queue", env = "TLSCHAT_HASH_QUEUE")]
+    #[arg(long = "hash-queue", env = "TLSCHAT_HASH_QUEUE", value_name = "N")]
     pub queue: Option<usize>,
 }
 
@@ -61,55 +73,60 @@ pub struct Argon2Settings {
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     /// Longest accepted line in bytes, terminator excluded [default: 4096]
-    #[arg(long, env = "TLSCHAT_MAX_LINE_BYTES")]
+    #[arg(long, env = "TLSCHAT_MAX_LINE_BYTES", value_name = "BYTES")]
     pub max_line_bytes: Option<usize>,
     /// Bytes without a newline after which a client is disconnected [default: 65536]
-    #[arg(long, env = "TLSCHAT_MAX_UNTERMINATED_BYTES")]
+    #[arg(long, env = "TLSCHAT_MAX_UNTERMINATED_BYTES", value_name = "BYTES")]
     pub max_unterminated_bytes: Option<usize>,
     /// Seconds allowed for the TLS handshake [default: 10]
-    #[arg(long, env = "TLSCHAT_HANDSHAKE_TIMEOUT")]
+    #[arg(long, env = "TLSCHAT_HANDSHAKE_TIMEOUT", value_name = "SECS")]
     pub handshake_timeout: Option<f64>,
     /// Seconds from connect to a successful login [default: 30]
-    #[arg(long, env = "TLSCHAT_LOGIN_TIMEOUT")]
+    #[arg(long, env = "TLSCHAT_LOGIN_TIMEOUT", value_name = "SECS")]
     pub login_timeout: Option<f64>,
     /// Bytes that may wait in one member's outbound queue [default: 262144]
-    #[arg(long, env = "TLSCHAT_OUTBOUND_QUEUE_BYTES")]
+    #[arg(long, env = "TLSCHAT_OUTBOUND_QUEUE_BYTES", value_name = "BYTES")]
     pub outbound_queue_bytes: Option<usize>,
     /// Concurrent connections, all sources together [default: 10000]
-    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS")]
+    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Concurrent connections per source IP (IPv6 per /64) [default: 128]
-    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS_PER_IP")]
+    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
     /// Concurrent not-yet-logged-in connections per source IP [default: 16]
-    #[arg(long, env = "TLSCHAT_MAX_PRELOGIN_PER_IP")]
+    #[arg(long, env = "TLSCHAT_MAX_PRELOGIN_PER_IP", value_name = "N")]
     pub max_prelogin_per_ip: Option<usize>,
     /// Source IPs exempt from the per-IP caps (repeat the flag; comma-separated in env)
-    #[arg(long = "exempt-ip", env = "TLSCHAT_EXEMPT_IPS", value_delimiter = ',')]
+    #[arg(
+        long = "exempt-ip",
+        env = "TLSCHAT_EXEMPT_IPS",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
     pub exempt_ips: Option<Vec<IpAddr>>,
     /// Lines a member may send in a burst [default: 10]
-    #[arg(long, env = "TLSCHAT_RATE_BURST")]
+    #[arg(long, env = "TLSCHAT_RATE_BURST", value_name = "N")]
     pub rate_burst: Option<u32>,
     /// Lines per second a member may send once the burst is used [default: 2]
-    #[arg(long, env = "TLSCHAT_RATE_PER_SEC")]
+    #[arg(long, env = "TLSCHAT_RATE_PER_SEC", value_name = "N")]
     pub rate_per_sec: Option<f64>,
     /// Failed logins per username within the window before throttling [default: 5]
-    #[arg(long, env = "TLSCHAT_USER_FAILURES")]
+    #[arg(long, env = "TLSCHAT_USER_FAILURES", value_name = "N")]
     pub user_failures: Option<u32>,
     /// Window in seconds for per-username failures [default: 900]
-    #[arg(long, env = "TLSCHAT_USER_FAILURE_WINDOW")]
+    #[arg(long, env = "TLSCHAT_USER_FAILURE_WINDOW", value_name = "SECS")]
     pub user_failure_window: Option<f64>,
     /// Failed logins per source IP within the window before throttling [default: 20]
-    #[arg(long, env = "TLSCHAT_IP_FAILURES")]
+    #[arg(long, env = "TLSCHAT_IP_FAILURES", value_name = "N")]
     pub ip_failures: Option<u32>,
     /// Window in seconds for per-IP failures [default: 600]
-    #[arg(long, env = "TLSCHAT_IP_FAILURE_WINDOW")]
+    #[arg(long, env = "TLSCHAT_IP_FAILURE_WINDOW", value_name = "SECS")]
     pub ip_failure_window: Option<f64>,
     /// Seconds of idle before TCP keepalive probes start [default: 60]
-    #[arg(long, env = "TLSCHAT_KEEPALIVE")]
+    #[arg(long, env = "TLSCHAT_KEEPALIVE", value_name = "SECS")]
     pub keepalive: Option<f64>,
     /// Seconds given to sessions to say goodbye on shutdown [default: 3]
-    #[arg(long, env = "TLSCHAT_SHUTDOWN_GRACE")]
+    #[arg(long, env = "TLSCHAT_SHUTDOWN_GRACE", value_name = "SECS")]
     pub shutdown_grace: Option<f64>,
 }
 
@@ -238,16 +255,16 @@ impl Limits {
         };
         let limits = Limits {
             max_line_bytes: s.max_line_bytes.unwrap_or(d.max_line_bytes),
-            max_unterminated_bytes: s
-                .max_unterminated_bytes
-                .unwrap_or(d.max_unterminated_bytes),
-            handshake_timeout: secs("handshake_timeout", s.handshake_timeout, d.handshake_timeout)?,
+            max_unterminated_bytes: s.max_unterminated_bytes.unwrap_or(d.max_unterminated_bytes),
+            handshake_timeout: secs(
+                "handshake_timeout",
+                s.handshake_timeout,
+                d.handshake_timeout,
+            )?,
             login_timeout: secs("login_timeout", s.login_timeout, d.login_timeout)?,
             outbound_queue_bytes: s.outbound_queue_bytes.unwrap_or(d.outbound_queue_bytes),
             max_connections: s.max_connections.unwrap_or(d.max_connections),
-            max_connections_per_ip: s
-                .max_connections_per_ip
-                .unwrap_or(d.max_connections_per_ip),
+            max_connections_per_ip: s.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
             max_prelogin_per_ip: s.max_prelogin_per_ip.unwrap_or(d.max_prelogin_per_ip),
             exempt_ips: s.exempt_ips.clone().unwrap_or(d.exempt_ips),
             rate_burst: s.rate_burst.unwrap_or(d.rate_burst),
@@ -259,7 +276,11 @@ impl Limits {
                 d.user_failure_window,
             )?,
             ip_failures: s.ip_failures.unwrap_or(d.ip_failures),
-            ip_failure_window: secs("ip_failure_window", s.ip_failure_window, d.ip_failure_window)?,
+            ip_failure_window: secs(
+                "ip_failure_window",
+                s.ip_failure_window,
+                d.ip_failure_window,
+            )?,
             keepalive: secs("keepalive", s.keepalive, d.keepalive)?,
             shutdown_grace: secs("shutdown_grace", s.shutdown_grace, d.shutdown_grace)?,
         };

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -102,7 +104,8 @@ impl Hasher {
     /// Hashes a new password into a PHC string.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let secret = password.0.clone();
-        self.run(move |inner| inner.hash(secret.expose_secret())).await
+        self.run(move |inner| inner.hash(secret.expose_secret()))
+            .await
     }
 
     /// Checks `password` against `phc`; with `None` it checks a dummy hash and returns false.
@@ -187,7 +190,10 @@ mod tests {
 
     #[test]
     fn password_rule() {
-        assert_eq!(Password::parse(secret("short")).unwrap_err(), PasswordRuleError::TooShort);
+        assert_eq!(
+            Password::parse(secret("short")).unwrap_err(),
+            PasswordRuleError::TooShort
+        );
         assert_eq!(
             Password::parse(secret(&"x".repeat(1025))).unwrap_err(),
             PasswordRuleError::TooLong
@@ -217,9 +223,16 @@ mod tests {
     #[tokio::test]
     async fn hash_then_verify_round_trip() {
         let h = Hasher::new(&cheap()).unwrap();
-        let phc = h.hash(&Password::parse(secret("correct horse")).unwrap()).await.unwrap();
+        let phc = h
+            .hash(&Password::parse(secret("correct horse")).unwrap())
+            .await
+            .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        assert!(h.verify(secret("correct horse"), Some(phc.clone())).await.unwrap());
+        assert!(
+            h.verify(secret("correct horse"), Some(phc.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!h.verify(secret("wrong horse"), Some(phc)).await.unwrap());
         assert!(!h.verify(secret("correct horse"), None).await.unwrap());
     }

@@ -200,7 +200,10 @@ pub fn parse_command(line: &str) -> Command<'_> {
 /// Removes C0 controls (except TAB), DEL and C1 controls, so no terminal escape reaches anyone.
 pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     if text.chars().any(is_forbidden) {
-        text.chars().filter(|c| !is_forbidden(*c)).collect::<String>().into()
+        text.chars()
+            .filter(|c| !is_forbidden(*c))
+            .collect::<String>()
+            .into()
     } else {
         text.into()
     }
@@ -306,7 +309,10 @@ mod tests {
                 Incoming::Line("".into())
             ]
         );
-        assert_eq!(decode_all(&mut d, b"e\n"), vec![Incoming::Line("de".into())]);
+        assert_eq!(
+            decode_all(&mut d, b"e\n"),
+            vec![Incoming::Line("de".into())]
+        );
     }
 
     #[test]
@@ -370,7 +376,10 @@ mod tests {
         );
         assert!(matches!(parse_command("/msg bob"), Command::Usage(_)));
         assert_eq!(parse_command("/quit"), Command::Quit(None));
-        assert_eq!(parse_command("/quit gone home"), Command::Quit(Some("gone home")));
+        assert_eq!(
+            parse_command("/quit gone home"),
+            Command::Quit(Some("gone home"))
+        );
         assert_eq!(parse_command("/help"), Command::Help);
         assert_eq!(parse_command("/frob x"), Command::Unknown("frob"));
     }
@@ -392,6 +401,9 @@ mod tests {
         assert_eq!(left("bob", None), "*** bob left\n");
         assert_eq!(line_too_long(4096), "! Line too long (max 4096 bytes)\n");
         assert_eq!(slow_down(2.0), "! Slow down: at most 2 lines per second\n");
-        assert_eq!(unknown_command("frob"), "! Unknown command /frob (try /help)\n");
+        assert_eq!(
+            unknown_command("frob"),
+            "! Unknown command /frob (try /help)\n"
+        );
     }
 }

@@ -375,7 +375,10 @@ mod tests {
         let new = room.join(&user("ALICE")).unwrap();
         assert_eq!(
             drain(&mut old.outbox),
-            vec![format!("CLOSE {}", protocol::SIGNED_IN_ELSEWHERE.trim_end())]
+            vec![format!(
+                "CLOSE {}",
+                protocol::SIGNED_IN_ELSEWHERE.trim_end()
+            )]
         );
         assert!(drain(&mut bob.outbox).is_empty());
         assert!(new.welcome.contains("2 online: ALICE, bob"));

@@ -63,7 +63,10 @@ pub async fn run(
     ctx.room.shutdown();
     tracker.close();
     let deadline = ctx.limits.shutdown_grace + Duration::from_secs(1);
-    if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         warn!(remaining = tracker.len(), "sessions did not finish in time");
     }
     info!("shutdown complete");
@@ -274,7 +277,12 @@ fn source_key(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    fn caps(per_ip: usize, prelogin: usize, total: usize, exempt: Vec<IpAddr>) -> Arc<ConnectionCaps> {
+    fn caps(
+        per_ip: usize,
+        prelogin: usize,
+        total: usize,
+        exempt: Vec<IpAddr>,
+    ) -> Arc<ConnectionCaps> {
         Arc::new(ConnectionCaps::new(&Limits {
             max_connections: total,
             max_connections_per_ip: per_ip,

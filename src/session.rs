@@ -138,7 +138,8 @@ pub async fn run(
     };
     tracing::Span::current().record("user", name.as_str());
     let Ok(joined) = ctx.room.join(&name) else {
-        conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace).await;
+        conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace)
+            .await;
         return Ok(End::Shutdown);
     };
     observer.logged_in();
@@ -184,9 +185,8 @@ async fn refuse_plaintext(mut tcp: TcpStream) {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "HOST:PORT".into());
-    let hint = format!(
-        "This port speaks TLS. Connect with: openssl s_client -quiet -connect {addr}\r\n"
-    );
+    let hint =
+        format!("This port speaks TLS. Connect with: openssl s_client -quiet -connect {addr}\r\n");
     let _ = timeout(GOODBYE_TIMEOUT, async {
         tcp.write_all(hint.as_bytes()).await?;
         tcp.shutdown().await
@@ -328,7 +328,10 @@ fn handle<S>(
             return None;
         }
         Incoming::Unterminated => {
-            warn!(limit = "max_unterminated_bytes", "no newline, disconnecting");
+            warn!(
+                limit = "max_unterminated_bytes",
+                "no newline, disconnecting"
+            );
             conn.queue(protocol::NO_NEWLINE);
             member.reason = Some("no newline".into());
             return Some(End::NoNewline);

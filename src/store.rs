@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::username::Username;
 
@@ -122,7 +122,11 @@ impl Store {
     }
 
     /// Replaces a user's password hash.
-    pub async fn set_password(&self, name: &Username, password_hash: &str) -> Result<(), StoreError> {
+    pub async fn set_password(
+        &self,
+        name: &Username,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE users SET password_hash = ?, \
              updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE username = ?",

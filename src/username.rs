@@ -6,7 +6,8 @@ use std::fmt;
 pub const MAX_USERNAME_CHARS: usize = 32;
 
 /// The naming rule, quoted in every error about a bad name.
-pub const USERNAME_RULE: &str = "1-32 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit";
+pub const USERNAME_RULE: &str =
+    "1-32 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit";
 
 /// A name that is not a valid username.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +65,17 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", "_x", ".x", "-x", "a b", "é", "a\u{1b}", &"a".repeat(33), "a/b"] {
+        for bad in [
+            "",
+            "_x",
+            ".x",
+            "-x",
+            "a b",
+            "é",
+            "a\u{1b}",
+            &"a".repeat(33),
+            "a/b",
+        ] {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }
     }

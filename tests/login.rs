@@ -18,7 +18,10 @@ async fn welcome_lists_everyone_online_sorted_and_others_see_joined() {
     let mut bob = server.login("bob").await;
     carol.expect_line("*** bob joined").await;
     let alice = server.login("alice").await;
-    assert_eq!(alice.welcome, "*** Welcome, alice! 3 online: alice, bob, carol");
+    assert_eq!(
+        alice.welcome,
+        "*** Welcome, alice! 3 online: alice, bob, carol"
+    );
     bob.expect_line("*** alice joined").await;
     carol.expect_line("*** alice joined").await;
 }
@@ -113,7 +116,10 @@ async fn second_login_takes_over_without_a_left_joined_pair() {
     let new = server.login("Alice").await;
     assert_eq!(new.welcome, "*** Welcome, alice! 2 online: alice, bob");
     let last = old.expect_closed().await;
-    assert_eq!(last, vec!["! You signed in elsewhere; closing this session"]);
+    assert_eq!(
+        last,
+        vec!["! You signed in elsewhere; closing this session"]
+    );
     // bob's next line is the answer to /who: no left/joined in between.
     bob.send("/who").await;
     bob.expect_line("*** 2 online: alice, bob").await;

@@ -2,6 +2,8 @@
 //! and a TLS test client whose every read has a timeout.
 #![allow(dead_code)]
 
+pub mod bin;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,13 +76,14 @@ pub struct TestServer {
     pub store: Store,
     pub ctx: Arc<SessionContext>,
     pub cert_der: CertificateDer<'static>,
+    pub cert_pem: String,
     pub dir: tempfile::TempDir,
 }
 
 /// A self-signed certificate for localhost: (cert PEM, key PEM).
 pub fn localhost_cert() -> (String, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     (ck.cert.pem(), ck.signing_key.serialize_pem())
 }
 
@@ -135,6 +138,7 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         store,
         ctx,
         cert_der,
+        cert_pem,
         dir,
     }
 }
@@ -157,6 +161,7 @@ pub struct TestClient {
     reader: BufReader<ReadHalf<TlsStream<TcpStream>>>,
     writer: WriteHalf<TlsStream<TcpStream>>,
     pub welcome: String,
+    writer_tls_version: Option<rustls::ProtocolVersion>,
 }
 
 impl TestClient {
@@ -170,12 +175,19 @@ impl TestClient {
             .await
             .expect("handshake timed out")
             .unwrap();
+        let version = tls.get_ref().1.protocol_version();
         let (r, w) = tokio::io::split(tls);
         TestClient {
             reader: BufReader::new(r),
             writer: w,
             welcome: String::new(),
+            writer_tls_version: version,
         }
+    }
+
+    /// The negotiated TLS version.
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.writer_tls_version
     }
 
     /// Sends raw bytes.
@@ -250,6 +262,19 @@ impl TestClient {
                 Ok(_) => lines.push(String::from_utf8_lossy(&buf).trim_end().to_owned()),
                 Err(_) => return lines,
             }
+        }
+    }
+
+    /// The next read must be a clean TLS close (close_notify, then EOF).
+    pub async fn expect_clean_close(&mut self) {
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut buf))
+            .await
+            .expect("timed out waiting for close_notify");
+        match r {
+            Ok(0) => {}
+            Ok(_) => panic!("expected close, got {:?}", String::from_utf8_lossy(&buf)),
+            Err(e) => panic!("connection ended without close_notify: {e}"),
         }
     }
 

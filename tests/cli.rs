@@ -1,0 +1,414 @@
+//! The real binary: user administration, certificates, and `serve` start-up.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::bin::{BIN, run_with_stdin, serve, tlschat};
+
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+
+const PW: &str = "s3cret-pass";
+
+fn user(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut cmd = tlschat(dir);
+    cmd.arg("user").args(args).args(["--db", "users.db"]);
+    run_with_stdin(cmd, stdin)
+}
+
+fn add(dir: &Path, name: &str) -> Output {
+    user(dir, &["add", name, "--password-stdin"], &format!("{PW}\n"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn add_list_passwd_del_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(add(d, "alice").status.success());
+    assert!(add(d, "Bob").status.success());
+    let list = user(d, &["list"], "");
+    assert!(list.status.success(), "{}", stderr(&list));
+    let lines: Vec<String> = stdout(&list).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("alice\t20"), "{lines:?}");
+    assert!(lines[1].starts_with("Bob\t20"), "{lines:?}");
+    assert!(!stdout(&list).contains("argon2"));
+    let passwd = user(
+        d,
+        &["passwd", "ALICE", "--password-stdin"],
+        "another-pass\n",
+    );
+    assert!(passwd.status.success(), "{}", stderr(&passwd));
+    let del = user(d, &["del", "bob"], "");
+    assert!(del.status.success(), "{}", stderr(&del));
+    assert_eq!(stdout(&user(d, &["list"], "")).lines().count(), 1);
+}
+
+#[test]
+fn duplicate_add_fails_regardless_of_case() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(add(dir.path(), "alice").status.success());
+    let dup = add(dir.path(), "ALICE");
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+    assert!(!stderr(&dup).contains("panicked"));
+}
+
+#[test]
+fn invalid_names_are_rejected_with_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        "_alice",
+        "has space",
+        "way-too-long-name-for-this-server-x",
+        "émile",
+    ] {
+        let out = add(dir.path(), bad);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(
+            stderr(&out).contains("invalid username"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("starting with a letter or digit"));
+    }
+}
+
+#[test]
+fn short_password_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = user(dir.path(), &["add", "alice", "--password-stdin"], "short\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("at least 8 characters"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_users_are_reported_for_passwd_and_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = user(dir.path(), &["del", "ghost"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no such user: ghost"),
+        "{}",
+        stderr(&out)
+    );
+    let out = user(
+        dir.path(),
+        &["passwd", "ghost", "--password-stdin"],
+        "longenough\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no such user: ghost"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn password_prompt_needs_a_terminal_or_password_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = user(dir.path(), &["add", "alice"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--password-stdin"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn database_is_created_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(add(dir.path(), "alice").status.success());
+    assert_eq!(mode(&dir.path().join("users.db")), 0o600);
+}
+
+#[test]
+fn unwritable_database_location_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tlschat(dir.path());
+    cmd.args(["user", "list", "--db", "/proc/no-such-dir/users.db"]);
+    let out = run_with_stdin(cmd, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("opening database /proc/no-such-dir/users.db"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn concurrent_adds_of_one_name_let_exactly_one_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |name: &str| {
+        let mut cmd = tlschat(dir.path());
+        cmd.args(["user", "add", name, "--password-stdin", "--db", "users.db"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"s3cret-pass\n")
+            .unwrap();
+        child
+    };
+    let a = spawn("carol");
+    let b = spawn("Carol");
+    let results = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let ok = results.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        ok,
+        1,
+        "{:?}",
+        results.iter().map(stderr).collect::<Vec<_>>()
+    );
+    let failed = results.iter().find(|o| !o.status.success()).unwrap();
+    assert!(
+        stderr(failed).contains("already exists"),
+        "{}",
+        stderr(failed)
+    );
+}
+
+#[test]
+fn cert_generate_writes_a_private_key_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_cert = |force: bool| {
+        let mut cmd = tlschat(dir.path());
+        cmd.args(["cert", "generate", "--out", "c", "--name", "chat.example"]);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let first = gen_cert(false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("SHA-256 fingerprint: "));
+    assert_eq!(mode(&dir.path().join("c/server.key")), 0o600);
+    let before = std::fs::read(dir.path().join("c/server.crt")).unwrap();
+    let again = gen_cert(false);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("c/server.crt")).unwrap(),
+        before
+    );
+    let forced = gen_cert(true);
+    assert!(forced.status.success());
+    assert_ne!(
+        std::fs::read(dir.path().join("c/server.crt")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn first_start_generates_the_default_certificate_and_prints_how_to_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &[]);
+    assert_ne!(s.addr.port(), 0);
+    assert_eq!(mode(&dir.path().join("certs/server.key")), 0o600);
+    assert!(dir.path().join("certs/server.crt").exists());
+    let text = s.printed.join("\n");
+    assert!(text.contains("certificate SHA-256 fingerprint: "), "{text}");
+    let cert = std::fs::read(dir.path().join("certs/server.crt")).unwrap();
+    let der = CertificateDer::from_pem_slice(&cert).unwrap();
+    assert!(text.contains(&tlschat::tls::fingerprint(&der)));
+    assert_eq!(mode(&dir.path().join("users.db")), 0o600);
+}
+
+#[tokio::test]
+async fn serve_completes_a_tls13_handshake_with_a_client_trusting_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &[]);
+    let cert = std::fs::read(dir.path().join("certs/server.crt")).unwrap();
+    let der = CertificateDer::from_pem_slice(&cert).unwrap();
+    let mut client = common::TestClient::connect(s.addr, &common::connector_for(&der)).await;
+    client.expect_greeting().await;
+    assert_eq!(
+        client.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
+
+#[test]
+fn serve_completes_a_handshake_with_openssl_s_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &[]);
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &s.addr.to_string(),
+            "-tls1_3",
+            "-brief",
+        ])
+        .arg("-CAfile")
+        .arg(dir.path().join("certs/server.crt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl must be installed");
+    // Keep stdin open until the prompt arrives, so s_client does not hang up first.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = std::time::Instant::now() + common::STEP;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l == "Username:") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        seen.push(
+            rx.recv_timeout(left)
+                .expect("no Username: prompt from s_client"),
+        );
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let info = stderr(&out);
+    assert!(info.contains("Protocol version: TLSv1.3"), "{info}");
+    assert!(info.contains("Verification: OK"), "{info}");
+}
+
+fn serve_fails(dir: &Path, args: &[&str]) -> String {
+    let out = tlschat(dir)
+        .args(["serve", "--db", "users.db"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn configured_certificate_that_does_not_exist_is_an_error_and_nothing_is_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = serve_fails(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            "mine.crt",
+            "--key",
+            "mine.key",
+        ],
+    );
+    assert!(err.contains("reading certificate mine.crt"), "{err}");
+    assert!(!dir.path().join("mine.crt").exists());
+    assert!(!dir.path().join("certs").exists());
+}
+
+#[test]
+fn mismatched_certificate_and_key_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for out in ["a", "b"] {
+        let o = tlschat(dir.path())
+            .args(["cert", "generate", "--out", out])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    }
+    let err = serve_fails(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            "a/server.crt",
+            "--key",
+            "b/server.key",
+        ],
+    );
+    assert!(err.contains("do not match"), "{err}");
+}
+
+#[test]
+fn port_in_use_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = serve_fails(dir.path(), &["--listen", &addr]);
+    assert!(err.contains(&format!("binding {addr}")), "{err}");
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+}
+
+#[test]
+fn invalid_argon2_parameters_fail_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = serve_fails(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--argon2-memory-kib", "1"],
+    );
+    assert!(err.contains("invalid argon2 parameters"), "{err}");
+}
+
+#[test]
+fn flag_beats_env_and_env_beats_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), "db = \"from-file.db\"\n").unwrap();
+    let list = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = tlschat(dir.path());
+        cmd.args(["user", "list", "--config", "c.toml"]);
+        if let Some(e) = env {
+            cmd.env("TLSCHAT_DB", e);
+        }
+        if let Some(f) = flag {
+            cmd.args(["--db", f]);
+        }
+        assert!(cmd.output().unwrap().status.success());
+    };
+    list(None, None);
+    assert!(dir.path().join("from-file.db").exists());
+    list(Some("from-env.db"), None);
+    assert!(dir.path().join("from-env.db").exists());
+    list(Some("from-env2.db"), Some("from-flag.db"));
+    assert!(dir.path().join("from-flag.db").exists());
+    assert!(!dir.path().join("from-env2.db").exists());
+}
+
+#[test]
+fn help_mentions_every_subcommand() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = stdout(&out);
+    for word in ["serve", "cert", "user"] {
+        assert!(text.contains(word), "{text}");
+    }
+    let out = Command::new(BIN).args(["user", "--help"]).output().unwrap();
+    for word in ["add", "passwd", "del", "list"] {
+        assert!(stdout(&out).contains(word));
+    }
+}

@@ -1,0 +1,87 @@
+//! Helpers that drive the real `tlschat` binary.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+/// Path of the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tlschat");
+
+/// The binary with a clean environment of TLSCHAT_* variables, run in `dir`.
+pub fn tlschat(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TLSCHAT_") {
+            cmd.env_remove(k);
+        }
+    }
+    // Cheap hashing keeps these tests quick; the default parameters are tested in auth.rs.
+    cmd.env("TLSCHAT_ARGON2_MEMORY_KIB", "1024");
+    cmd.env("TLSCHAT_ARGON2_ITERATIONS", "1");
+    cmd
+}
+
+pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A running `serve` and the lines it printed up to "listening on".
+pub struct Serve {
+    pub child: Child,
+    pub printed: Vec<String>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on 127.0.0.1:0 in `dir` and waits for its "listening on" line.
+/// Its log goes to `dir/serve.log`.
+pub fn serve(dir: &Path, args: &[&str]) -> Serve {
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = tlschat(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db", "users.db"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut s = Serve {
+        child,
+        printed: Vec::new(),
+        addr: "0.0.0.0:0".parse().unwrap(),
+    };
+    let mut reader = BufReader::new(s.child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+            panic!("serve exited early: {:?} {log}", s.printed);
+        }
+        let line = line.trim_end().to_owned();
+        s.printed.push(line.clone());
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            s.addr = addr.parse().unwrap();
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return s;
+        }
+    }
+}
