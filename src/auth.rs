@@ -1,9 +1,14 @@
 //! `authenticate(name, password)`: every kind of failure looks the same from outside.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
 use secrecy::SecretString;
 
 use crate::password::{HashError, Hasher};
 use crate::store::{Store, StoreError};
+use crate::throttle::{Throttle, Verdict};
 use crate::username::Username;
 
 /// Why a login did not succeed.
@@ -12,6 +17,10 @@ pub enum AuthError {
     /// Unknown user, wrong password or invalid name: deliberately indistinguishable.
     #[error("login failed")]
     LoginFailed,
+    /// Too many recent failures for this name or source; answered like `LoginFailed` after a
+    /// delay, without checking the password.
+    #[error("login throttled")]
+    Throttled,
     /// Too many password checks are waiting; the client should retry later.
     #[error("server busy")]
     Busy,
@@ -35,12 +44,17 @@ impl From<HashError> for AuthError {
 pub struct Authenticator {
     store: Store,
     hasher: Hasher,
+    throttle: Arc<Throttle>,
 }
 
 impl Authenticator {
-    /// Combines the user store and the password hasher.
-    pub fn new(store: Store, hasher: Hasher) -> Self {
-        Authenticator { store, hasher }
+    /// Combines the user store, the password hasher and brute-force throttling.
+    pub fn new(store: Store, hasher: Hasher, throttle: Throttle) -> Self {
+        Authenticator {
+            store,
+            hasher,
+            throttle: Arc::new(throttle),
+        }
     }
 
     /// The hasher, for queue-depth reporting.
@@ -49,9 +63,28 @@ impl Authenticator {
     }
 
     /// Returns the name as created on success. Unknown and invalid names are checked against a
-    /// dummy hash so that the time taken does not reveal which names exist.
+    /// dummy hash so that the time taken does not reveal which names exist. Throttled attempts
+    /// wait, then fail without a password check.
     #[tracing::instrument(skip_all)]
     pub async fn authenticate(
+        &self,
+        name: &str,
+        password: SecretString,
+        source: IpAddr,
+    ) -> Result<Username, AuthError> {
+        if let Verdict::Throttled(delay) = self.throttle.check(name, source, Instant::now()) {
+            self.throttle.record_failure(name, source, Instant::now());
+            tokio::time::sleep(delay).await;
+            return Err(AuthError::Throttled);
+        }
+        let result = self.check_password(name, password).await;
+        if matches!(result, Err(AuthError::LoginFailed)) {
+            self.throttle.record_failure(name, source, Instant::now());
+        }
+        result
+    }
+
+    async fn check_password(
         &self,
         name: &str,
         password: SecretString,

@@ -17,6 +17,7 @@ use crate::password::{Hasher, Password};
 use crate::room::LocalRoom;
 use crate::session::SessionContext;
 use crate::store::Store;
+use crate::throttle::Throttle;
 use crate::tls::{self, DEFAULT_CERT_NAMES};
 use crate::username::Username;
 
@@ -181,7 +182,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let ctx = Arc::new(SessionContext {
         acceptor: tokio_rustls::TlsAcceptor::from(loaded.config),
-        auth: Authenticator::new(store.clone(), hasher),
+        auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
         room: Arc::new(LocalRoom::new(limits.outbound_queue_bytes)),
         limits,
     });

@@ -122,6 +122,9 @@ pub struct LimitSettings {
     /// Window in seconds for per-IP failures [default: 600]
     #[arg(long, env = "TLSCHAT_IP_FAILURE_WINDOW", value_name = "SECS")]
     pub ip_failure_window: Option<f64>,
+    /// Seconds a throttled login waits for its answer; doubles with each further failure [default: 1]
+    #[arg(long, env = "TLSCHAT_THROTTLE_DELAY", value_name = "SECS")]
+    pub throttle_delay: Option<f64>,
     /// Seconds of idle before TCP keepalive probes start [default: 60]
     #[arg(long, env = "TLSCHAT_KEEPALIVE", value_name = "SECS")]
     pub keepalive: Option<f64>,
@@ -207,6 +210,8 @@ pub struct Limits {
     pub ip_failures: u32,
     /// Sliding window for per-IP failures.
     pub ip_failure_window: Duration,
+    /// Delay before answering a throttled login (doubling per further failure, at most 30 s).
+    pub throttle_delay: Duration,
     /// Idle time before TCP keepalive probes.
     pub keepalive: Duration,
     /// Time sessions get to flush their goodbye on shutdown.
@@ -231,6 +236,7 @@ impl Default for Limits {
             user_failure_window: Duration::from_secs(15 * 60),
             ip_failures: 20,
             ip_failure_window: Duration::from_secs(10 * 60),
+            throttle_delay: Duration::from_secs(1),
             keepalive: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(3),
         }
@@ -281,6 +287,7 @@ impl Limits {
                 s.ip_failure_window,
                 d.ip_failure_window,
             )?,
+            throttle_delay: secs("throttle_delay", s.throttle_delay, d.throttle_delay)?,
             keepalive: secs("keepalive", s.keepalive, d.keepalive)?,
             shutdown_grace: secs("shutdown_grace", s.shutdown_grace, d.shutdown_grace)?,
         };
@@ -404,6 +411,7 @@ impl FileConfig {
             user_failure_window: given.user_failure_window.or(f.user_failure_window),
             ip_failures: given.ip_failures.or(f.ip_failures),
             ip_failure_window: given.ip_failure_window.or(f.ip_failure_window),
+            throttle_delay: given.throttle_delay.or(f.throttle_delay),
             keepalive: given.keepalive.or(f.keepalive),
             shutdown_grace: given.shutdown_grace.or(f.shutdown_grace),
         })

@@ -8,7 +8,8 @@
 //! | `store` | SQLite, migrations, user rows (the only SQL) |
 //! | `password` | argon2id on the blocking pool, password rules |
 //! | `username` | the username rule |
-//! | `auth` | `authenticate(name, password)` |
+//! | `auth` | `authenticate(name, password, source)` |
+//! | `throttle` | failed-login counting per username and per source |
 //! | `server` | accept loop, connection caps, shutdown |
 //! | `session` | one connection: handshake, login, member loop |
 //! | `room` | membership, ordering and fan-out (no I/O) |
@@ -24,5 +25,6 @@ pub mod room;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod username;

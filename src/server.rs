@@ -163,8 +163,8 @@ impl ConnectionCaps {
 
     /// Takes a slot for a new connection from `ip`, or says which cap is full.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, CapHit> {
-        let ip = canonical(ip);
-        let source = (!self.exempt.iter().any(|e| canonical(*e) == ip)).then(|| source_key(ip));
+        let exempt = self.exempt.iter().any(|e| canonical(*e) == canonical(ip));
+        let source = (!exempt).then(|| source_key(ip));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.total >= self.max_total {
             return Err(CapHit::Global);
@@ -262,13 +262,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// IPv4 per address; IPv6 per /64, the usual size of one site's network.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
+/// The unit of per-source limits: IPv4 per address, IPv6 per /64 (the usual size of one
+/// site's network), IPv4-mapped IPv6 as IPv4.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         v4 => v4,
     }
 }
@@ -323,6 +321,20 @@ mod tests {
         let ex: IpAddr = "10.0.0.9".parse().unwrap();
         let _x = c.admit(ex).unwrap();
         let _y = c.admit(ex).unwrap();
+    }
+
+    #[test]
+    fn sources_are_grouped_per_64_and_mapped_v4_is_v4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            source_key(ip("2001:db8::1")),
+            source_key(ip("2001:db8::ffff"))
+        );
+        assert_ne!(
+            source_key(ip("2001:db8::1")),
+            source_key(ip("2001:db8:0:1::1"))
+        );
+        assert_eq!(source_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub async fn run(
 
     let login_deadline = connected + limits.login_timeout;
     let outcome = tokio::select! {
-        r = login(&mut conn, &ctx.auth) => r?,
+        r = login(&mut conn, &ctx.auth, peer) => r?,
         _ = sleep_until(login_deadline) => {
             conn.goodbye(protocol::LOGIN_TIMED_OUT, GOODBYE_TIMEOUT).await;
             return Ok(End::LoginTimeout);
@@ -203,6 +203,7 @@ enum LoginOutcome {
 async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     auth: &Authenticator,
+    peer: SocketAddr,
 ) -> io::Result<LoginOutcome> {
     conn.queue(protocol::GREETING);
     let mut failures = 0;
@@ -223,10 +224,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(p) => SecretString::from(p),
             Err(end) => return Ok(end),
         };
-        match auth.authenticate(&username, password).await {
+        match auth.authenticate(&username, password, peer.ip()).await {
             Ok(name) => return Ok(LoginOutcome::LoggedIn(name)),
-            Err(AuthError::LoginFailed) => {
-                warn!(username = ?username, "login failed");
+            Err(e @ (AuthError::LoginFailed | AuthError::Throttled)) => {
+                let throttled = matches!(e, AuthError::Throttled);
+                warn!(username = ?username, peer = %peer, throttled, "login failed");
                 failures += 1;
                 if failures >= MAX_LOGIN_ATTEMPTS {
                     conn.queue(protocol::LOGIN_FAILED);
@@ -286,8 +288,12 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
             item = conn.next_item(), if held.is_none() => {
                 let Some(item) = item? else { return Ok(End::ClientClosed) };
-                if bucket.try_take(Instant::now()) {
+                let now = Instant::now();
+                if bucket.is_full(now) {
+                    // The client was quiet long enough to earn its whole burst: a new episode.
                     warned = false;
+                }
+                if bucket.try_take(now) {
                     handle(conn, ctx, member, item)
                 } else {
                     // Stop reading: the rest waits in the client's TCP buffers, not here.
@@ -394,10 +400,19 @@ impl TokenBucket {
         }
     }
 
-    fn try_take(&mut self, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.last = now;
+    }
+
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -552,6 +567,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::LocalRoom;
+
+    #[tokio::test]
+    async fn a_panicking_session_is_announced_as_left_and_the_room_carries_on() {
+        let room: Arc<dyn Room> = Arc::new(LocalRoom::new(1 << 20));
+        let mut bob = room.join(&Username::parse("bob").unwrap()).unwrap();
+        let task_room = Arc::clone(&room);
+        let task = tokio::spawn(async move {
+            let joined = task_room.join(&Username::parse("alice").unwrap()).unwrap();
+            let _member = MemberGuard {
+                room: Arc::clone(&task_room),
+                id: joined.id,
+                reason: None,
+            };
+            panic!("injected fault");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let line = |s: &str| Some(Delivery::Line(s.into()));
+        assert_eq!(bob.outbox.recv().await, line("*** alice joined\n"));
+        assert_eq!(bob.outbox.recv().await, line("*** alice left\n"));
+        assert_eq!(room.who(), vec![Arc::<str>::from("bob")]);
+        let carol = room.join(&Username::parse("carol").unwrap()).unwrap();
+        room.say(carol.id, "still works");
+        assert_eq!(bob.outbox.recv().await, line("*** carol joined\n"));
+        assert_eq!(bob.outbox.recv().await, line("<carol> still works\n"));
+    }
 
     #[test]
     fn bucket_allows_a_burst_then_the_rate() {

@@ -2,9 +2,10 @@
 
 use secrecy::SecretString;
 use tlschat::auth::{AuthError, Authenticator};
-use tlschat::config::HashSettings;
+use tlschat::config::{HashSettings, Limits};
 use tlschat::password::{Hasher, Password};
 use tlschat::store::Store;
+use tlschat::throttle::Throttle;
 use tlschat::username::Username;
 
 async fn setup(settings: HashSettings) -> (tempfile::TempDir, Store, Authenticator) {
@@ -17,9 +18,11 @@ async fn setup(settings: HashSettings) -> (tempfile::TempDir, Store, Authenticat
         .add_user(&Username::parse("Alice").unwrap(), &hash)
         .await
         .unwrap();
-    let auth = Authenticator::new(store.clone(), hasher);
+    let auth = Authenticator::new(store.clone(), hasher, Throttle::new(&Limits::default()));
     (dir, store, auth)
 }
+
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 fn secret(s: &str) -> SecretString {
     SecretString::from(s.to_owned())
@@ -38,7 +41,7 @@ fn cheap() -> HashSettings {
 async fn right_password_authenticates_with_the_name_as_created() {
     let (_d, _s, auth) = setup(cheap()).await;
     let user = auth
-        .authenticate("alice", secret("right password"))
+        .authenticate("alice", secret("right password"), LOCAL)
         .await
         .unwrap();
     assert_eq!(user.as_str(), "Alice");
@@ -47,9 +50,13 @@ async fn right_password_authenticates_with_the_name_as_created() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_give_the_same_error() {
     let (_d, _s, auth) = setup(cheap()).await;
-    let wrong = auth.authenticate("alice", secret("wrong password")).await;
-    let unknown = auth.authenticate("mallory", secret("right password")).await;
-    let invalid = auth.authenticate("", secret("right password")).await;
+    let wrong = auth
+        .authenticate("alice", secret("wrong password"), LOCAL)
+        .await;
+    let unknown = auth
+        .authenticate("mallory", secret("right password"), LOCAL)
+        .await;
+    let invalid = auth.authenticate("", secret("right password"), LOCAL).await;
     for r in [wrong, unknown, invalid] {
         let e = r.unwrap_err();
         assert!(matches!(e, AuthError::LoginFailed));
@@ -87,7 +94,10 @@ async fn password_checks_beyond_the_queue_bound_are_refused_as_busy() {
     let (_d, _s, auth) = setup(settings).await;
     let attempts = (0..6).map(|_| {
         let auth = auth.clone();
-        tokio::spawn(async move { auth.authenticate("alice", secret("wrong password")).await })
+        tokio::spawn(async move {
+            auth.authenticate("alice", secret("wrong password"), LOCAL)
+                .await
+        })
     });
     let results = futures_join(attempts.collect()).await;
     let busy = results

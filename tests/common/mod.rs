@@ -16,6 +16,7 @@ use tlschat::password::{Hasher, Password};
 use tlschat::room::LocalRoom;
 use tlschat::session::SessionContext;
 use tlschat::store::Store;
+use tlschat::throttle::Throttle;
 use tlschat::username::Username;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -118,7 +119,7 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
     let config = tlschat::tls::server_config(vec![cert_der.clone()], key).unwrap();
     let ctx = Arc::new(SessionContext {
         acceptor: tokio_rustls::TlsAcceptor::from(config),
-        auth: Authenticator::new(store.clone(), hasher),
+        auth: Authenticator::new(store.clone(), hasher, Throttle::new(&opts.limits)),
         room: Arc::new(LocalRoom::new(opts.limits.outbound_queue_bytes)),
         limits: opts.limits,
     });
@@ -141,6 +142,22 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         cert_pem,
         dir,
     }
+}
+
+/// A TCP socket to `addr` from `local_ip` (any 127.x address works on Linux), optionally with
+/// a small receive buffer so that the server's writes back up quickly.
+pub async fn tcp_from(addr: SocketAddr, local_ip: &str, recv_buffer: Option<u32>) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(local_ip.parse().unwrap(), 0))
+        .unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    tokio::time::timeout(STEP, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .unwrap()
 }
 
 impl TestServer {
@@ -170,6 +187,11 @@ impl TestClient {
             .await
             .expect("connect timed out")
             .unwrap();
+        Self::over(tcp, connector).await
+    }
+
+    /// A TLS client over an already connected socket.
+    pub async fn over(tcp: TcpStream, connector: &TlsConnector) -> TestClient {
         let name = ServerName::try_from("localhost").unwrap();
         let tls = tokio::time::timeout(STEP, connector.connect(name, tcp))
             .await
@@ -188,6 +210,12 @@ impl TestClient {
     /// The negotiated TLS version.
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
         self.writer_tls_version
+    }
+
+    /// Sends raw bytes, reporting failure instead of panicking.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await?;
+        self.writer.flush().await
     }
 
     /// Sends raw bytes.
