@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,8 +20,6 @@ use crate::session::{self, LoginObserver, SessionContext};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one "connection refused" warning per this interval, so floods cannot fill the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// Time allowed to write the refusal line to a connection over a cap.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Serves `listener` until `shutdown` is cancelled, then lets sessions say goodbye.
 pub async fn run(
@@ -49,7 +46,7 @@ pub async fn run(
             Ok(slot) => slot,
             Err(limit) => {
                 caps.log_refusal(peer, limit);
-                tracker.spawn(refuse(tcp));
+                refuse(tcp);
                 continue;
             }
         };
@@ -95,14 +92,10 @@ fn is_disconnect(e: &io::Error) -> bool {
     )
 }
 
-/// Best effort, never blocking the accept loop: one line, then close.
-async fn refuse(mut tcp: TcpStream) {
-    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        tcp.write_all(protocol::TOO_MANY_CONNECTIONS.as_bytes())
-            .await?;
-        tcp.shutdown().await
-    })
-    .await;
+/// Best effort and never blocking: one line if the socket takes it right away, then close.
+/// No task is spawned, so a connection flood cannot pile up work or file descriptors.
+fn refuse(tcp: TcpStream) {
+    let _ = tcp.try_write(protocol::TOO_MANY_CONNECTIONS.as_bytes());
 }
 
 fn set_keepalive(tcp: &TcpStream, idle: Duration) {

@@ -426,14 +426,17 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-#[test]
-fn ten_mib_line_does_not_grow_server_memory_beyond_a_small_bound() {
+/// A real `serve` process with alice, bob and carol logged in over TLS (carol optionally with a
+/// tiny receive buffer), all join notices consumed. Returns the process and the clients.
+async fn binary_room(
+    dir: &std::path::Path,
+    args: &[&str],
+    carol_recv_buffer: Option<u32>,
+) -> (common::bin::Serve, [TestClient; 3]) {
     use common::bin::{run_with_stdin, serve, tlschat};
     use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     for name in ["alice", "bob", "carol"] {
-        let mut add = tlschat(d);
+        let mut add = tlschat(dir);
         add.args(["user", "add", name, "--password-stdin", "--db", "users.db"]);
         assert!(
             run_with_stdin(add, &format!("{PASSWORD}\n"))
@@ -441,39 +444,85 @@ fn ten_mib_line_does_not_grow_server_memory_beyond_a_small_bound() {
                 .success()
         );
     }
-    let s = serve(d, &["--rate-burst", "1000", "--rate-per-sec", "1000"]);
-    let pid = s.child.id();
-    let cert = std::fs::read(d.join("certs/server.crt")).unwrap();
+    let s = serve(dir, args);
+    let cert = std::fs::read(dir.join("certs/server.crt")).unwrap();
     let connector = common::connector_for(&CertificateDer::from_pem_slice(&cert).unwrap());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut alice = TestClient::connect(s.addr, &connector).await;
-        alice.login("alice", PASSWORD).await;
-        let mut bob = TestClient::connect(s.addr, &connector).await;
-        bob.login("bob", PASSWORD).await;
-        alice.expect_line("*** bob joined").await;
-        let mut carol = TestClient::connect(s.addr, &connector).await;
-        carol.login("carol", PASSWORD).await;
-        alice.expect_line("*** carol joined").await;
-        bob.expect_line("*** carol joined").await;
-        let (peak_before, _) = memory_kib(pid);
-        let chunk = vec![b'x'; 64 * 1024];
-        let mut sent = 0;
-        for _ in 0..160 {
-            if carol.try_send_raw(&chunk).await.is_err() {
-                break;
-            }
-            sent += chunk.len();
+    let mut alice = TestClient::connect(s.addr, &connector).await;
+    alice.login("alice", PASSWORD).await;
+    let mut bob = TestClient::connect(s.addr, &connector).await;
+    bob.login("bob", PASSWORD).await;
+    alice.expect_line("*** bob joined").await;
+    let tcp = tcp_from(s.addr, "127.0.0.1", carol_recv_buffer).await;
+    let mut carol = TestClient::over(tcp, &connector).await;
+    carol.login("carol", PASSWORD).await;
+    alice.expect_line("*** carol joined").await;
+    bob.expect_line("*** carol joined").await;
+    (s, [alice, bob, carol])
+}
+
+#[tokio::test]
+async fn ten_mib_line_does_not_grow_server_memory_beyond_a_small_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, [mut alice, mut bob, mut carol]) = binary_room(dir.path(), &[], None).await;
+    let pid = s.child.id();
+    let (peak_before, _) = memory_kib(pid);
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    for _ in 0..160 {
+        // 10 MiB in all, unless the server hangs up first (it does, after 64 KiB).
+        if carol.try_send_raw(&chunk).await.is_err() {
+            break;
         }
-        alice.send("still chatting").await;
-        let mut seen = vec![bob.next_line().await, bob.next_line().await];
-        seen.sort();
-        assert_eq!(seen, ["*** carol left (no newline)", "<alice> still chatting"]);
-        let (peak_after, rss_after) = memory_kib(pid);
-        let grown = peak_after.saturating_sub(peak_before);
-        eprintln!(
-            "sent {sent} bytes; server peak RSS {peak_before} -> {peak_after} KiB, now {rss_after} KiB"
-        );
-        assert!(grown < 2048, "server peak memory grew by {grown} KiB");
-    });
+        sent += chunk.len();
+    }
+    alice.send("still chatting").await;
+    let mut seen = vec![bob.next_line().await, bob.next_line().await];
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["*** carol left (no newline)", "<alice> still chatting"]
+    );
+    let (peak_after, rss_after) = memory_kib(pid);
+    let grown = peak_after.saturating_sub(peak_before);
+    eprintln!(
+        "sent {sent} bytes; server peak RSS {peak_before} -> {peak_after} KiB, now {rss_after} KiB"
+    );
+    assert!(grown < 2048, "server peak memory grew by {grown} KiB");
+}
+
+#[tokio::test]
+async fn slow_consumer_never_makes_the_server_buffer_more_than_its_bound() {
+    const BOUND_KIB: u64 = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--rate-burst", "100000", "--rate-per-sec", "100000"];
+    let (s, [mut alice, mut bob, _carol]) = binary_room(dir.path(), &args, Some(4096)).await;
+    // carol never reads again; alice talks until carol is evicted, bob reads everything.
+    let pid = s.child.id();
+    let (peak_before, _) = memory_kib(pid);
+    let payload = "q".repeat(3000);
+    let mut sent = 0;
+    let mut received = 0;
+    'talk: loop {
+        assert!(sent < 10_000, "carol was never evicted");
+        alice.send(&format!("{sent} {payload}")).await;
+        sent += 1;
+        while received < sent {
+            let line = bob.next_line().await;
+            if line == "*** carol left (send queue exceeded)" {
+                break 'talk;
+            }
+            assert_eq!(line, format!("<alice> {received} {payload}"));
+            received += 1;
+        }
+    }
+    let (peak_after, rss_after) = memory_kib(pid);
+    let grown = peak_after.saturating_sub(peak_before);
+    eprintln!(
+        "{sent} lines of 3 KB; server peak RSS {peak_before} -> {peak_after} KiB, now {rss_after} KiB"
+    );
+    // The queue bound, rustls' own buffer and allocator slack; not the megabytes sent.
+    assert!(
+        grown < BOUND_KIB + 1024,
+        "server peak memory grew by {grown} KiB"
+    );
 }
