@@ -25,12 +25,13 @@ use crate::username::Username;
 
 /// Failed logins allowed on one connection.
 pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
-/// Bytes read from the socket at a time.
-const READ_CHUNK_BYTES: usize = 4096;
+/// Bytes read from the TLS stream at a time. rustls already holds each decrypted record, so a
+/// small buffer only means more memcpy calls, while it is memory every idle session keeps.
+const READ_CHUNK_BYTES: usize = 1024;
 /// Time given to a last line and close_notify when a session ends on its own.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
-/// An output buffer grown beyond this by a burst is released once written.
-const OUT_BUFFER_KEEP_BYTES: usize = 16 * 1024;
+/// An output buffer larger than this is released once written: idle sessions keep none.
+const OUT_BUFFER_KEEP_BYTES: usize = 1024;
 /// First byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -92,23 +93,26 @@ pub async fn run(
     let handshake_deadline = connected + limits.handshake_timeout;
 
     let first = tokio::select! {
-        r = timeout_at(handshake_deadline, first_byte(&tcp)) => r,
+        r = tokio::time::timeout_at(handshake_deadline, first_byte(&tcp)) => r,
         _ = shutdown.cancelled() => return Ok(End::Shutdown),
     };
     match first {
-        None => return Ok(End::HandshakeTimeout),
-        Some(Ok(None)) => return Ok(End::ClientClosed),
-        Some(Ok(Some(TLS_HANDSHAKE_RECORD))) => {}
-        Some(Ok(Some(_))) => {
+        Err(_) => return Ok(End::HandshakeTimeout),
+        Ok(Ok(None)) => return Ok(End::ClientClosed),
+        Ok(Ok(Some(TLS_HANDSHAKE_RECORD))) => {}
+        Ok(Ok(Some(_))) => {
             refuse_plaintext(tcp).await;
             return Ok(End::NotTls);
         }
-        Some(Err(e)) => return Err(e),
+        Ok(Err(e)) => return Err(e),
     }
+    // Boxed: the handshake state is large and only needed until it completes, so it should not
+    // size the task that every idle session keeps.
+    let handshake = Box::pin(ctx.acceptor.accept(tcp));
     let tls = tokio::select! {
-        r = timeout_at(handshake_deadline, ctx.acceptor.accept(tcp)) => match r {
-            None => return Ok(End::HandshakeTimeout),
-            Some(r) => r?,
+        r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
+            Err(_) => return Ok(End::HandshakeTimeout),
+            Ok(r) => r?,
         },
         _ = shutdown.cancelled() => return Ok(End::Shutdown),
     };
@@ -117,7 +121,7 @@ pub async fn run(
 
     let login_deadline = connected + limits.login_timeout;
     let outcome = tokio::select! {
-        r = login(&mut conn, &ctx.auth, peer) => r?,
+        r = Box::pin(login(&mut conn, &ctx.auth, peer)) => r?,
         _ = sleep_until(login_deadline) => {
             conn.goodbye(protocol::LOGIN_TIMED_OUT, GOODBYE_TIMEOUT).await;
             return Ok(End::LoginTimeout);
@@ -166,10 +170,6 @@ impl Drop for MemberGuard {
     fn drop(&mut self) {
         self.room.leave(self.id, self.reason.as_deref());
     }
-}
-
-async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Option<F::Output> {
-    tokio::time::timeout_at(deadline, f).await.ok()
 }
 
 /// Peeks at the first byte without consuming it; `None` on EOF.
