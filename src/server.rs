@@ -51,6 +51,10 @@ pub async fn run(
             }
         };
         set_keepalive(&tcp, ctx.limits.keepalive);
+        // Sessions coalesce their own writes; Nagle would only add delay to each batch.
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "could not set TCP_NODELAY");
+        }
         let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
         let task = serve_one(tcp, peer, Arc::clone(&ctx), shutdown.clone(), slot);
         tracker.spawn(task.instrument(span));
