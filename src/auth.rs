@@ -7,14 +7,15 @@ use std::time::Instant;
 use secrecy::SecretString;
 
 use crate::password::{HashError, Hasher};
-use crate::store::{Store, StoreError};
+use crate::store::{AccountStamp, Store, StoreError};
 use crate::throttle::{Throttle, Verdict};
 use crate::username::Username;
 
 /// Why a login did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// Unknown user, wrong password or invalid name: deliberately indistinguishable.
+    /// Unknown user, wrong password, disabled account or invalid name: deliberately
+    /// indistinguishable.
     #[error("login failed")]
     LoginFailed,
     /// Too many recent failures for this name or source; answered like `LoginFailed` after a
@@ -37,6 +38,15 @@ impl From<HashError> for AuthError {
             other => AuthError::Hash(other),
         }
     }
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// The name as created.
+    pub name: Username,
+    /// The account's state at login, to notice later changes.
+    pub stamp: AccountStamp,
 }
 
 /// Checks passwords against the store; cheap to clone.
@@ -62,6 +72,11 @@ impl Authenticator {
         &self.hasher
     }
 
+    /// The user store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Returns the name as created on success. Unknown and invalid names are checked against a
     /// dummy hash so that the time taken does not reveal which names exist. Throttled attempts
     /// wait, then fail without a password check.
@@ -71,7 +86,7 @@ impl Authenticator {
         name: &str,
         password: SecretString,
         source: IpAddr,
-    ) -> Result<Username, AuthError> {
+    ) -> Result<LoggedIn, AuthError> {
         if let Verdict::Throttled(delay) = self.throttle.check(name, source, Instant::now()) {
             self.throttle.record_failure(name, source, Instant::now());
             tokio::time::sleep(delay).await;
@@ -88,20 +103,22 @@ impl Authenticator {
         &self,
         name: &str,
         password: SecretString,
-    ) -> Result<Username, AuthError> {
+    ) -> Result<LoggedIn, AuthError> {
         let credentials = match Username::parse(name) {
             Ok(user) => self.store.credentials(&user).await?,
             Err(_) => None,
         };
-        let (display, phc) = match credentials {
-            Some(c) => (Some(c.username), Some(c.password_hash)),
+        // A disabled account still costs a full check, so its state does not show in timing.
+        let (account, phc) = match credentials {
+            Some(c) => (Some((c.username, c.stamp)), Some(c.password_hash)),
             None => (None, None),
         };
         let ok = self.hasher.verify(password, phc).await?;
-        match display {
-            Some(name) if ok => {
-                Ok(Username::parse(&name).expect("stored names passed Username::parse"))
-            }
+        match account {
+            Some((name, stamp)) if ok && !stamp.disabled => Ok(LoggedIn {
+                name: Username::parse(&name).expect("stored names passed Username::parse"),
+                stamp,
+            }),
             _ => Err(AuthError::LoginFailed),
         }
     }

@@ -28,8 +28,33 @@ use crate::username::Username;
 #[derive(Debug, Parser)]
 #[command(name = "tlschat", version, propagate_version = true)]
 pub struct Cli {
+    /// Log line format on stderr (filter with RUST_LOG, default tlschat=info)
+    #[arg(
+        long,
+        global = true,
+        env = "TLSCHAT_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// The chosen log format.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +151,21 @@ enum UserCommand {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// List users with their creation time (UTC)
+    /// Refuse a user's logins and close their session (within a few seconds)
+    Disable {
+        /// Existing user (matched case-insensitively)
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Allow a disabled user to log in again
+    Enable {
+        /// Existing user (matched case-insensitively)
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List users: name, creation time (UTC), enabled or disabled
     List {
         #[command(flatten)]
         db: DbArgs,
@@ -184,10 +223,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         acceptor: tokio_rustls::TlsAcceptor::from(loaded.config),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
         room: Arc::new(LocalRoom::new(limits.outbound_queue_bytes)),
+        accounts: Arc::default(),
         limits,
     });
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let reload = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(notify_on_hangup(Arc::clone(&reload)));
+    tokio::spawn(tls::watch(
+        Arc::clone(&loaded.source),
+        ctx.limits.cert_check_interval,
+        reload,
+        shutdown.clone(),
+    ));
     crate::server::run(listener, ctx, shutdown).await?;
     store.close().await;
     Ok(())
@@ -265,15 +313,30 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             store.close().await;
             println!("deleted user {name}");
         }
+        UserCommand::Disable { name, db } => set_disabled(&name, &db, true).await?,
+        UserCommand::Enable { name, db } => set_disabled(&name, &db, false).await?,
         UserCommand::List { db } => {
             let (store, _) = open(&db, None).await?;
             let mut out = std::io::stdout().lock();
             for user in store.list_users().await? {
-                writeln!(out, "{}\t{}", user.username, user.created_at)?;
+                let state = if user.disabled { "disabled" } else { "enabled" };
+                writeln!(out, "{}\t{}\t{state}", user.username, user.created_at)?;
             }
             store.close().await;
         }
     }
+    Ok(())
+}
+
+async fn set_disabled(name: &str, db: &DbArgs, disabled: bool) -> anyhow::Result<()> {
+    let name = Username::parse(name)?;
+    let (store, _) = open(db, None).await?;
+    store.set_disabled(&name, disabled).await?;
+    store.close().await;
+    println!(
+        "{} user {name}",
+        if disabled { "disabled" } else { "enabled" }
+    );
     Ok(())
 }
 
@@ -311,6 +374,21 @@ fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
         first
     };
     Ok(Password::parse(secret)?)
+}
+
+/// SIGHUP asks for the certificate to be reloaded.
+async fn notify_on_hangup(reload: Arc<tokio::sync::Notify>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the certificate");
+        reload.notify_one();
+    }
 }
 
 async fn cancel_on_signal(token: CancellationToken) {

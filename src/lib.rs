@@ -8,6 +8,7 @@
 //! | `store` | SQLite, migrations, user rows (the only SQL) |
 //! | `password` | argon2id on the blocking pool, password rules |
 //! | `username` | the username rule |
+//! | `accounts` | closing sessions whose account an admin changed (polls the store) |
 //! | `auth` | `authenticate(name, password, source)` |
 //! | `throttle` | failed-login counting per username and per source |
 //! | `server` | accept loop, connection caps, shutdown |
@@ -16,6 +17,7 @@
 //! | `protocol` | line decoding, commands, every wire string (no async) |
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -23,11 +23,16 @@ fn main() -> ExitCode {
     let cli = tlschat::cli::Cli::parse();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("tlschat=info"));
-    tracing_subscriber::fmt()
+    // Text output escapes control characters in logged values (tracing-subscriber >= 0.3.20),
+    // JSON escapes them by construction; user-supplied names are logged with `?` as well.
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format() {
+        tlschat::cli::LogFormat::Text => logs.init(),
+        tlschat::cli::LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,11 +1,9 @@
 //! argon2id hashing and verification on the blocking pool, with capped concurrency.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString, rand_core::OsRng};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
@@ -72,6 +70,10 @@ struct Inner {
     capacity: usize,
     /// Verified against for unknown users so that failures cost the same time.
     dummy_hash: OnceLock<String>,
+    /// argon2 working memory (~19 MiB each), reused while checks are queued so that a login
+    /// storm does not fault in fresh pages for every check, and freed as soon as the queue is
+    /// empty so that an idle server does not keep it. At most `threads` buffers exist.
+    scratch: Mutex<Vec<Vec<Block>>>,
 }
 
 impl Hasher {
@@ -92,6 +94,7 @@ impl Hasher {
                 admission: Arc::new(Semaphore::new(capacity)),
                 capacity,
                 dummy_hash: OnceLock::new(),
+                scratch: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -120,11 +123,7 @@ impl Hasher {
                 Some(p) => p,
                 None => inner.dummy_hash()?.to_owned(),
             };
-            let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Failed(e.to_string()))?;
-            let ok = inner
-                .argon
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .is_ok();
+            let ok = inner.verify(password.expose_secret().as_bytes(), &phc)?;
             Ok(ok && known)
         })
         .await
@@ -159,6 +158,60 @@ impl Inner {
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| HashError::Failed(e.to_string()))
+    }
+
+    /// Recomputes the hash with the PHC string's own parameters in reused memory and compares
+    /// in constant time.
+    fn verify(&self, password: &[u8], phc: &str) -> Result<bool, HashError> {
+        let failed = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
+        let parsed = PasswordHash::new(phc).map_err(|e| failed(&e))?;
+        let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| failed(&e))?;
+        let version = parsed
+            .version
+            .map_or(Ok(Version::V0x13), Version::try_from)
+            .map_err(|e| failed(&e))?;
+        let params = Params::try_from(&parsed).map_err(|e| failed(&e))?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(HashError::Failed("PHC string without salt or hash".into()));
+        };
+        let mut salt_buf = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_buf).map_err(|e| failed(&e))?;
+        let mut out = vec![0u8; expected.len()];
+        let mut blocks = self.take_scratch(params.block_count());
+        let result = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+            password,
+            salt,
+            &mut out,
+            &mut blocks[..],
+        );
+        self.return_scratch(blocks);
+        result.map_err(|e| failed(&e))?;
+        let computed = Output::new(&out).map_err(|e| failed(&e))?;
+        // `Output`'s equality is constant-time.
+        Ok(computed == expected)
+    }
+
+    fn take_scratch(&self, blocks: usize) -> Vec<Block> {
+        let mut buf = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        if buf.len() < blocks {
+            buf.resize(blocks, Block::default());
+        }
+        buf
+    }
+
+    fn return_scratch(&self, buf: Vec<Block>) {
+        let mut pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        // This check still holds its admission permit, so a depth of 1 means nobody waits.
+        if self.capacity - self.admission.available_permits() > 1 {
+            pool.push(buf);
+        } else {
+            pool.clear();
+        }
     }
 
     fn dummy_hash(&self) -> Result<&str, HashError> {

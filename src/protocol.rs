@@ -23,6 +23,8 @@ pub const SHUTTING_DOWN: &str = "*** Server shutting down\n";
 pub const BYE: &str = "*** Bye\n";
 /// Sent to a session replaced by a newer login of the same user.
 pub const SIGNED_IN_ELSEWHERE: &str = "! You signed in elsewhere; closing this session\n";
+/// Sent to a member whose account was deleted, disabled or given a new password.
+pub const ACCOUNT_CHANGED: &str = "! Your account was changed by an administrator\n";
 /// Sent (best effort) to a member evicted for not reading.
 pub const SEND_QUEUE_EXCEEDED: &str = "! Send queue exceeded\n";
 /// Reason shown to others when a slow member is evicted.

@@ -97,6 +97,9 @@ pub trait Room: Send + Sync {
     fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline>;
     /// Everyone online, sorted case-insensitively.
     fn who(&self) -> Vec<Arc<str>>;
+    /// Removes a member with a last line to it and `*** name left` to the others; false if
+    /// the member is no longer there.
+    fn kick(&self, id: MemberId, line: &str) -> bool;
     /// Queues the shutdown notice behind each member's pending lines and closes the room.
     fn shutdown(&self);
 }
@@ -314,6 +317,17 @@ impl Room for LocalRoom {
         self.lock().sorted_names()
     }
 
+    fn kick(&self, id: MemberId, line: &str) -> bool {
+        let mut state = self.lock();
+        let Some(member) = state.remove(id) else {
+            return false;
+        };
+        member.close(line);
+        let left: Arc<str> = protocol::left(&member.name, None).into();
+        state.broadcast(left, None, self.queue_limit_bytes);
+        true
+    }
+
     fn shutdown(&self) {
         let mut state = self.lock();
         state.closed = true;
@@ -455,6 +469,18 @@ mod tests {
         assert_eq!(drain(&mut b.outbox), vec!["*a* psst"]);
         assert!(drain(&mut c.outbox).is_empty());
         assert!(room.whisper(a.id, "zed", "x").is_err());
+    }
+
+    #[test]
+    fn kick_closes_the_member_and_announces_left() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join(&user("a")).unwrap();
+        let mut b = room.join(&user("b")).unwrap();
+        drain(&mut a.outbox);
+        assert!(room.kick(a.id, "! bye\n"));
+        assert_eq!(drain(&mut a.outbox), vec!["CLOSE ! bye"]);
+        assert_eq!(drain(&mut b.outbox), vec!["*** a left"]);
+        assert!(!room.kick(a.id, "! bye\n"));
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub async fn run(
 ) -> io::Result<()> {
     let tracker = TaskTracker::new();
     let caps = Arc::new(ConnectionCaps::new(&ctx.limits));
+    tracker.spawn(crate::accounts::watch(
+        Arc::clone(&ctx.accounts),
+        ctx.auth.store().clone(),
+        Arc::clone(&ctx.room),
+        ctx.limits.account_check_interval,
+        shutdown.clone(),
+    ));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,

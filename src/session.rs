@@ -17,11 +17,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::auth::{AuthError, Authenticator};
+use crate::accounts::AccountWatch;
+use crate::auth::{AuthError, Authenticator, LoggedIn};
 use crate::config::Limits;
 use crate::protocol::{self, Command, Incoming, LineDecoder};
 use crate::room::{Delivery, MemberId, Outbox, Room};
-use crate::username::Username;
 
 /// Failed logins allowed on one connection.
 pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
@@ -32,6 +32,8 @@ const READ_CHUNK_BYTES: usize = 1024;
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// An output buffer larger than this is released once written: idle sessions keep none.
 const OUT_BUFFER_KEEP_BYTES: usize = 1024;
+/// A batch this large is written at once, without waiting for the flush interval.
+const COALESCE_MAX_BYTES: usize = 16 * 1024;
 /// First byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -43,6 +45,8 @@ pub struct SessionContext {
     pub auth: Authenticator,
     /// The room members join.
     pub room: Arc<dyn Room>,
+    /// Account stamps of logged-in members, for closing sessions of changed accounts.
+    pub accounts: Arc<AccountWatch>,
     /// Timeouts, line limits and rates.
     pub limits: Limits,
 }
@@ -131,8 +135,8 @@ pub async fn run(
             return Ok(End::Shutdown);
         }
     };
-    let name = match outcome {
-        LoginOutcome::LoggedIn(name) => name,
+    let LoggedIn { name, stamp } = match outcome {
+        LoginOutcome::LoggedIn(account) => account,
         LoginOutcome::Ended(end, last_line) => {
             if let Some(line) = last_line {
                 conn.goodbye(line, GOODBYE_TIMEOUT).await;
@@ -148,8 +152,10 @@ pub async fn run(
     };
     observer.logged_in();
     info!("login ok");
+    ctx.accounts.register(joined.id, stamp);
     let mut member = MemberGuard {
         room: Arc::clone(&ctx.room),
+        accounts: Some(Arc::clone(&ctx.accounts)),
         id: joined.id,
         reason: None,
     };
@@ -162,6 +168,7 @@ pub async fn run(
 /// Takes `leave` off the happy path: it runs on every exit, including errors and panics.
 struct MemberGuard {
     room: Arc<dyn Room>,
+    accounts: Option<Arc<AccountWatch>>,
     id: MemberId,
     reason: Option<String>,
 }
@@ -169,6 +176,9 @@ struct MemberGuard {
 impl Drop for MemberGuard {
     fn drop(&mut self) {
         self.room.leave(self.id, self.reason.as_deref());
+        if let Some(accounts) = &self.accounts {
+            accounts.unregister(self.id);
+        }
     }
 }
 
@@ -195,7 +205,7 @@ async fn refuse_plaintext(mut tcp: TcpStream) {
 }
 
 enum LoginOutcome {
-    LoggedIn(Username),
+    LoggedIn(LoggedIn),
     Ended(End, Option<&'static str>),
 }
 
@@ -225,7 +235,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Err(end) => return Ok(end),
         };
         match auth.authenticate(&username, password, peer.ip()).await {
-            Ok(name) => return Ok(LoginOutcome::LoggedIn(name)),
+            Ok(account) => return Ok(LoginOutcome::LoggedIn(account)),
             Err(e @ (AuthError::LoginFailed | AuthError::Throttled)) => {
                 let throttled = matches!(e, AuthError::Throttled);
                 warn!(username = ?username, peer = %peer, throttled, "login failed");
@@ -260,23 +270,34 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut held: Option<Incoming> = None;
     let mut warned = false;
     let evicted = outbox.evicted().clone();
+    let interval = limits.flush_interval;
+    let mut last_flush = Instant::now()
+        .checked_sub(interval)
+        .unwrap_or_else(Instant::now);
     loop {
-        // Everything queued so far goes out as one write.
+        // Everything queued so far goes out as one write. While lines keep coming, writes are
+        // at most one per `flush_interval`, so a busy member gets batches instead of one TLS
+        // record and syscall per line; after a quiet spell the first line goes out at once.
         if let Some(end) = conn.take_deliveries(&mut outbox) {
             conn.goodbye_queued(GOODBYE_TIMEOUT).await;
             return Ok(end);
         }
-        if !conn.out.is_empty() {
+        let flush_at = last_flush + interval;
+        let now = Instant::now();
+        if !conn.out.is_empty() && (now >= flush_at || conn.out.len() >= COALESCE_MAX_BYTES) {
             tokio::select! {
                 r = conn.flush() => r?,
                 _ = evicted.cancelled() => return Ok(evict(conn).await),
             }
             outbox.written(std::mem::take(&mut conn.from_room));
+            last_flush = now;
         }
+        let pending = !conn.out.is_empty();
         let resume_at = bucket.ready_at();
         let ended = tokio::select! {
             biased;
             _ = evicted.cancelled() => return Ok(evict(conn).await),
+            _ = sleep_until(flush_at), if pending => None,
             d = outbox.recv() => match d {
                 Some(d) => conn.push_delivery(d),
                 None => Some(End::Closed("removed from the room".into())),
@@ -568,6 +589,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 mod tests {
     use super::*;
     use crate::room::LocalRoom;
+    use crate::username::Username;
 
     #[tokio::test]
     async fn a_panicking_session_is_announced_as_left_and_the_room_carries_on() {
@@ -578,6 +600,7 @@ mod tests {
             let joined = task_room.join(&Username::parse("alice").unwrap()).unwrap();
             let _member = MemberGuard {
                 room: Arc::clone(&task_room),
+                accounts: None,
                 id: joined.id,
                 reason: None,
             };

@@ -47,6 +47,8 @@ pub struct UserSummary {
     pub username: String,
     /// UTC creation time, `YYYY-MM-DDTHH:MM:SSZ`.
     pub created_at: String,
+    /// Whether logins are refused.
+    pub disabled: bool,
 }
 
 /// What login needs to check a password.
@@ -56,6 +58,22 @@ pub struct Credentials {
     pub username: String,
     /// PHC string.
     pub password_hash: String,
+    /// Whether logins are refused.
+    pub disabled: bool,
+    /// Identifies this account and its current state; see [`AccountStamp`].
+    pub stamp: AccountStamp,
+}
+
+/// An account's row id and change counter: if either differs later, the account was deleted,
+/// recreated, disabled or given a new password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccountStamp {
+    /// Row id (a deleted and re-added user gets a new one).
+    pub id: i64,
+    /// Incremented by every password or state change.
+    pub generation: i64,
+    /// Disabled at the time of the stamp.
+    pub disabled: bool,
 }
 
 /// A handle on the user database; cheap to clone.
@@ -128,7 +146,7 @@ impl Store {
         password_hash: &str,
     ) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE users SET password_hash = ?, \
+            "UPDATE users SET password_hash = ?, generation = generation + 1, \
              updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE username = ?",
         )
         .bind(password_hash)
@@ -137,6 +155,36 @@ impl Store {
         .await
         .map_err(|e| self.error(e))?;
         self.require_one(done.rows_affected(), name)
+    }
+
+    /// Disables or enables a user's logins.
+    pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET disabled = ?, generation = generation + 1, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE username = ?",
+        )
+        .bind(disabled)
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        self.require_one(done.rows_affected(), name)
+    }
+
+    /// The current stamp of every account, for noticing changes made by other processes.
+    pub async fn account_stamps(&self) -> Result<Vec<AccountStamp>, StoreError> {
+        let rows = sqlx::query("SELECT id, generation, disabled FROM users")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AccountStamp {
+                id: r.get("id"),
+                generation: r.get("generation"),
+                disabled: r.get("disabled"),
+            })
+            .collect())
     }
 
     /// Deletes a user.
@@ -151,22 +199,26 @@ impl Store {
 
     /// All users, sorted case-insensitively.
     pub async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
-        let rows = sqlx::query("SELECT username, created_at FROM users ORDER BY username")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+        let rows =
+            sqlx::query("SELECT username, created_at, disabled FROM users ORDER BY username")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
         Ok(rows
             .into_iter()
             .map(|r| UserSummary {
                 username: r.get("username"),
                 created_at: r.get("created_at"),
+                disabled: r.get("disabled"),
             })
             .collect())
     }
 
     /// The stored credentials for a name, matched case-insensitively.
     pub async fn credentials(&self, name: &Username) -> Result<Option<Credentials>, StoreError> {
-        let row = sqlx::query("SELECT username, password_hash FROM users WHERE username = ?")
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, disabled, generation FROM users WHERE username = ?",
+        )
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -174,6 +226,12 @@ impl Store {
         Ok(row.map(|r| Credentials {
             username: r.get("username"),
             password_hash: r.get("password_hash"),
+            disabled: r.get("disabled"),
+            stamp: AccountStamp {
+                id: r.get("id"),
+                generation: r.get("generation"),
+                disabled: r.get("disabled"),
+            },
         }))
     }
 
@@ -268,5 +326,33 @@ mod tests {
         store.set_password(&name("BOB"), "h2").await.unwrap();
         store.delete_user(&name("bob")).await.unwrap();
         assert!(store.credentials(&name("bob")).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn every_change_moves_the_account_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        store.add_user(&name("carol"), "h").await.unwrap();
+        let stamp = |s: &Store| {
+            let s = s.clone();
+            async move { s.credentials(&name("carol")).await.unwrap().unwrap().stamp }
+        };
+        let s0 = stamp(&store).await;
+        store.set_disabled(&name("carol"), true).await.unwrap();
+        let s1 = stamp(&store).await;
+        assert!(s1.disabled && s1.generation > s0.generation);
+        store.set_disabled(&name("carol"), false).await.unwrap();
+        store.set_password(&name("carol"), "h2").await.unwrap();
+        let s2 = stamp(&store).await;
+        assert!(!s2.disabled && s2.generation > s1.generation + 1);
+        assert_eq!(store.account_stamps().await.unwrap(), vec![s2]);
+        assert!(
+            store
+                .list_users()
+                .await
+                .unwrap()
+                .iter()
+                .all(|u| !u.disabled)
+        );
     }
 }

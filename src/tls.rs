@@ -7,7 +7,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::RwLock;
+
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -48,10 +52,101 @@ pub struct LoadedCert {
     pub config: Arc<ServerConfig>,
     /// SHA-256 fingerprint of the leaf certificate.
     pub fingerprint: String,
+    /// Where new handshakes get their certificate; [`CertSource::reload`] swaps it.
+    pub source: Arc<CertSource>,
+}
+
+/// The certificate new handshakes use, replaceable while the server runs: existing sessions
+/// keep the keys they negotiated, only later handshakes see the new pair.
+#[derive(Debug)]
+pub struct CertSource {
+    current: RwLock<(Arc<CertifiedKey>, String)>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+}
+
+impl ResolvesServerCert for CertSource {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.read().0))
+    }
+}
+
+impl CertSource {
+    /// The fingerprint of the certificate in service.
+    pub fn fingerprint(&self) -> String {
+        self.read().1.clone()
+    }
+
+    /// Loads the files again; on any error the pair in service stays and the error is returned.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let (key, fingerprint) = load_pair(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (key, fingerprint.clone());
+        Ok(fingerprint)
+    }
+
+    /// Modification times and sizes of both files, to notice replacements.
+    pub fn file_state(&self) -> Option<[(std::time::SystemTime, u64); 2]> {
+        let stat = |p: &Path| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        };
+        Some([stat(&self.cert_path)?, stat(&self.key_path)?])
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Arc<CertifiedKey>, String)> {
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reloads the certificate whenever `trigger` is notified (SIGHUP) and whenever either file
+/// changes on disk (checked every `interval`), until `shutdown`. A failed reload is logged and
+/// the pair in service stays.
+pub async fn watch(
+    source: Arc<CertSource>,
+    interval: std::time::Duration,
+    trigger: Arc<tokio::sync::Notify>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut seen = source.file_state();
+    loop {
+        let asked = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = trigger.notified() => true,
+            _ = shutdown.cancelled() => return,
+        };
+        let state = source.file_state();
+        if !asked && state == seen {
+            continue;
+        }
+        seen = state;
+        match source.reload() {
+            Ok(fingerprint) => tracing::info!(%fingerprint, "certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "certificate reload failed; the previous one stays in service")
+            }
+        }
+    }
 }
 
 /// Loads a PEM certificate chain and key and checks that they belong together.
 pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
+    let (certified, fingerprint) = load_pair(cert, key)?;
+    let source = Arc::new(CertSource {
+        current: RwLock::new((certified, fingerprint.clone())),
+        cert_path: cert.to_owned(),
+        key_path: key.to_owned(),
+    });
+    let config = config_builder()
+        .map_err(|e| TlsError::Generate(e.to_string()))?
+        .with_cert_resolver(Arc::clone(&source) as Arc<dyn ResolvesServerCert>);
+    Ok(LoadedCert {
+        config: finish(config),
+        fingerprint,
+        source,
+    })
+}
+
+fn load_pair(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, String), TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Cert {
@@ -69,15 +164,30 @@ pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
         path: key.to_owned(),
         message: e.to_string(),
     })?;
-    let config = server_config(chain, private).map_err(|e| TlsError::Mismatch {
-        cert: cert.to_owned(),
-        key: key.to_owned(),
-        message: e.to_string(),
-    })?;
-    Ok(LoadedCert {
-        config,
-        fingerprint,
-    })
+    let certified =
+        CertifiedKey::from_der(chain, private, &provider()).map_err(|e| TlsError::Mismatch {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok((Arc::new(certified), fingerprint))
+}
+
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+fn config_builder()
+-> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, rustls::Error> {
+    Ok(ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth())
+}
+
+fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
+    // Chat clients hold one long connection; resumption tickets would only cost memory.
+    config.send_tls13_tickets = 0;
+    Arc::new(config)
 }
 
 /// A TLS 1.2/1.3 server configuration with the ring provider and no client certificates.
@@ -85,14 +195,7 @@ pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    // Chat clients hold one long connection; resumption tickets would only cost memory.
-    config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
+    Ok(finish(config_builder()?.with_single_cert(chain, key)?))
 }
 
 /// Uppercase colon-separated SHA-256 of a DER certificate, as `openssl x509 -fingerprint` prints.
@@ -206,6 +309,20 @@ mod tests {
         write_self_signed(&c1, &k1, &names(), false).unwrap();
         write_self_signed(&c2, &k2, &names(), false).unwrap();
         assert!(matches!(load(&c1, &k2), Err(TlsError::Mismatch { .. })));
+    }
+
+    #[test]
+    fn reload_swaps_the_pair_and_a_bad_pair_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c"), dir.path().join("k"));
+        let first = write_self_signed(&c, &k, &names(), false).unwrap();
+        let loaded = load(&c, &k).unwrap();
+        let second = write_self_signed(&c, &k, &names(), true).unwrap();
+        assert_eq!(loaded.source.reload().unwrap(), second.fingerprint);
+        assert_ne!(first.fingerprint, second.fingerprint);
+        std::fs::write(&k, "not a key").unwrap();
+        assert!(loaded.source.reload().is_err());
+        assert_eq!(loaded.source.fingerprint(), second.fingerprint);
     }
 
     #[test]

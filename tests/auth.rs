@@ -44,7 +44,7 @@ async fn right_password_authenticates_with_the_name_as_created() {
         .authenticate("alice", secret("right password"), LOCAL)
         .await
         .unwrap();
-    assert_eq!(user.as_str(), "Alice");
+    assert_eq!(user.name.as_str(), "Alice");
 }
 
 #[tokio::test]
@@ -62,6 +62,24 @@ async fn wrong_password_and_unknown_user_give_the_same_error() {
         assert!(matches!(e, AuthError::LoginFailed));
         assert_eq!(e.to_string(), "login failed");
     }
+}
+
+#[tokio::test]
+async fn disabled_account_fails_like_a_wrong_password() {
+    let (_d, store, auth) = setup(cheap()).await;
+    let alice = Username::parse("alice").unwrap();
+    store.set_disabled(&alice, true).await.unwrap();
+    let e = auth
+        .authenticate("alice", secret("right password"), LOCAL)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::LoginFailed));
+    store.set_disabled(&alice, false).await.unwrap();
+    assert!(
+        auth.authenticate("alice", secret("right password"), LOCAL)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -46,6 +46,7 @@ fn add_list_passwd_del_round_trip() {
     let lines: Vec<String> = stdout(&list).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].starts_with("alice\t20"), "{lines:?}");
+    assert!(lines[0].ends_with("Z\tenabled"), "{lines:?}");
     assert!(lines[1].starts_with("Bob\t20"), "{lines:?}");
     assert!(!stdout(&list).contains("argon2"));
     let passwd = user(
@@ -57,6 +58,29 @@ fn add_list_passwd_del_round_trip() {
     let del = user(d, &["del", "bob"], "");
     assert!(del.status.success(), "{}", stderr(&del));
     assert_eq!(stdout(&user(d, &["list"], "")).lines().count(), 1);
+}
+
+#[test]
+fn disable_and_enable_show_in_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(add(d, "alice").status.success());
+    let out = user(d, &["disable", "ALICE"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&user(d, &["list"], ""))
+            .trim_end()
+            .ends_with("\tdisabled")
+    );
+    assert!(user(d, &["enable", "alice"], "").status.success());
+    assert!(
+        stdout(&user(d, &["list"], ""))
+            .trim_end()
+            .ends_with("\tenabled")
+    );
+    let missing = user(d, &["disable", "ghost"], "");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no such user: ghost"));
 }
 
 #[test]
@@ -410,5 +434,45 @@ fn help_mentions_every_subcommand() {
     let out = Command::new(BIN).args(["user", "--help"]).output().unwrap();
     for word in ["add", "passwd", "del", "list"] {
         assert!(stdout(&out).contains(word));
+    }
+}
+
+#[tokio::test]
+async fn json_logs_parse_and_never_contain_the_password() {
+    use common::bin::serve_with_env;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(add(d, "alice").status.success());
+    let s = serve_with_env(d, &[], &[("TLSCHAT_LOG_FORMAT", "json")]);
+    let cert = std::fs::read(d.join("certs/server.crt")).unwrap();
+    let connector = common::connector_for(&CertificateDer::from_pem_slice(&cert).unwrap());
+    let mut c = common::TestClient::connect(s.addr, &connector).await;
+    c.expect_greeting().await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send("wrong-guess-123").await;
+    c.expect_line("! Login failed").await;
+    c.expect_line("Username:").await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send(PW).await;
+    c.expect_line("*** Welcome, alice! 1 online: alice").await;
+    c.send("/quit").await;
+    c.expect_line("*** Bye").await;
+    drop(s);
+    let log = std::fs::read_to_string(d.join("serve.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("login failed")), "{log}");
+    assert!(lines.iter().any(|l| l.contains("login ok")), "{log}");
+    for line in &lines {
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "not JSON: {line}"
+        );
+        assert!(
+            !line.contains(PW) && !line.contains("wrong-guess-123"),
+            "{line}"
+        );
+        assert!(!line.contains("$argon2"), "{line}");
     }
 }

@@ -55,10 +55,16 @@ impl Drop for Serve {
 /// Starts `serve` on 127.0.0.1:0 in `dir` and waits for its "listening on" line.
 /// Its log goes to `dir/serve.log`.
 pub fn serve(dir: &Path, args: &[&str]) -> Serve {
+    serve_with_env(dir, args, &[])
+}
+
+/// Like [`serve`], with extra environment variables.
+pub fn serve_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let child = tlschat(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--db", "users.db"])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()

@@ -49,6 +49,7 @@ pub fn test_limits() -> Limits {
         rate_burst: 10_000,
         rate_per_sec: 10_000.0,
         shutdown_grace: Duration::from_secs(1),
+        account_check_interval: Duration::from_millis(200),
         ..Limits::default()
     }
 }
@@ -90,8 +91,15 @@ pub fn localhost_cert() -> (String, String) {
 
 /// A client configuration that trusts exactly `cert`.
 pub fn connector_for(cert: &CertificateDer<'static>) -> TlsConnector {
+    connector_for_all(std::slice::from_ref(cert))
+}
+
+/// A client configuration that trusts each of `certs`.
+pub fn connector_for_all(certs: &[CertificateDer<'static>]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
+    for cert in certs {
+        roots.add(cert.clone()).unwrap();
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -121,6 +129,7 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         acceptor: tokio_rustls::TlsAcceptor::from(config),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&opts.limits)),
         room: Arc::new(LocalRoom::new(opts.limits.outbound_queue_bytes)),
+        accounts: Arc::default(),
         limits: opts.limits,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -179,6 +188,7 @@ pub struct TestClient {
     writer: WriteHalf<TlsStream<TcpStream>>,
     pub welcome: String,
     writer_tls_version: Option<rustls::ProtocolVersion>,
+    peer_fingerprint: String,
 }
 
 impl TestClient {
@@ -198,13 +208,26 @@ impl TestClient {
             .expect("handshake timed out")
             .unwrap();
         let version = tls.get_ref().1.protocol_version();
+        let peer_fingerprint = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(tlschat::tls::fingerprint)
+            .unwrap_or_default();
         let (r, w) = tokio::io::split(tls);
         TestClient {
             reader: BufReader::new(r),
             writer: w,
             welcome: String::new(),
             writer_tls_version: version,
+            peer_fingerprint,
         }
+    }
+
+    /// SHA-256 fingerprint of the certificate the server presented.
+    pub fn peer_fingerprint(&self) -> String {
+        self.peer_fingerprint.clone()
     }
 
     /// The negotiated TLS version.
