@@ -1,11 +1,14 @@
-//! Live effect of account changes: the admin CLI is another process that only writes the
-//! database, so the server polls every account's stamp (row id, change counter, disabled) at a
-//! short interval and closes the sessions whose account was deleted, disabled or given a new
-//! password since they logged in. One small query per interval, whatever the number of members.
+//! Who is logged in from where (for `tlschat admin who`), and the live effect of account
+//! changes: the admin CLI is another process that only writes the database, so the server polls
+//! every account's stamp (row id, change counter, disabled) at a short interval and closes the
+//! sessions whose account was deleted, disabled or given a new password since they logged in.
+//! One small query per interval, whatever the number of members.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,16 +16,71 @@ use crate::protocol;
 use crate::room::{MemberId, Room};
 use crate::store::{AccountStamp, Store};
 
-/// The account stamp each logged-in member had at login.
+/// One logged-in session.
+#[derive(Clone)]
+pub struct OnlineSession {
+    /// Name as created.
+    pub name: Arc<str>,
+    /// Source address.
+    pub peer: SocketAddr,
+    /// Login time.
+    pub since: SystemTime,
+    /// The account stamp at login.
+    pub stamp: AccountStamp,
+    /// Bytes waiting in the member's outbound queue (shared with the room).
+    pub queued: Arc<AtomicUsize>,
+}
+
+/// A row of `tlschat admin who`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Member id.
+    pub id: MemberId,
+    /// Name as created.
+    pub name: String,
+    /// Source address.
+    pub peer: SocketAddr,
+    /// Login time.
+    pub since: SystemTime,
+    /// Bytes queued for the member.
+    pub queued_bytes: usize,
+}
+
+/// Every logged-in session with the account stamp it logged in with.
 #[derive(Default)]
 pub struct AccountWatch {
-    online: Mutex<HashMap<MemberId, AccountStamp>>,
+    online: Mutex<HashMap<MemberId, OnlineSession>>,
 }
 
 impl AccountWatch {
-    /// Remembers the stamp a member logged in with.
-    pub fn register(&self, id: MemberId, stamp: AccountStamp) {
-        self.lock().insert(id, stamp);
+    /// Remembers a member that logged in.
+    pub fn register(&self, id: MemberId, session: OnlineSession) {
+        self.lock().insert(id, session);
+    }
+
+    /// Every session, sorted by name (case-insensitively).
+    pub fn sessions(&self) -> Vec<SessionSummary> {
+        let mut out: Vec<SessionSummary> = self
+            .lock()
+            .iter()
+            .map(|(id, s)| SessionSummary {
+                id: *id,
+                name: s.name.to_string(),
+                peer: s.peer,
+                since: s.since,
+                queued_bytes: s.queued.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by_key(|s| (s.name.to_ascii_lowercase(), s.id));
+        out
+    }
+
+    /// The member id of the session of `name` (any letter case), if online.
+    pub fn find(&self, name: &str) -> Option<MemberId> {
+        self.lock()
+            .iter()
+            .find(|(_, s)| s.name.eq_ignore_ascii_case(name))
+            .map(|(id, _)| *id)
     }
 
     /// Forgets a member that left.
@@ -35,12 +93,12 @@ impl AccountWatch {
         let current: HashSet<&AccountStamp> = current.iter().collect();
         self.lock()
             .iter()
-            .filter(|(_, stamp)| !current.contains(stamp))
+            .filter(|(_, s)| !current.contains(&s.stamp))
             .map(|(id, _)| *id)
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MemberId, AccountStamp>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MemberId, OnlineSession>> {
         self.online.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -67,7 +125,7 @@ pub async fn watch(
         };
         for id in accounts.stale(&stamps) {
             accounts.unregister(id);
-            if room.kick(id, protocol::ACCOUNT_CHANGED) {
+            if room.kick(id, protocol::ACCOUNT_CHANGED, None) {
                 tracing::info!(
                     member = id,
                     "session closed: account changed by an administrator"
@@ -89,13 +147,34 @@ mod tests {
         }
     }
 
+    fn online(name: &str, stamp: AccountStamp) -> OnlineSession {
+        OnlineSession {
+            name: name.into(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            since: SystemTime::UNIX_EPOCH,
+            stamp,
+            queued: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn sessions_are_listed_by_name_and_found_case_insensitively() {
+        let w = AccountWatch::default();
+        w.register(7, online("bob", stamp(2, 0, false)));
+        w.register(3, online("Alice", stamp(1, 0, false)));
+        let names: Vec<String> = w.sessions().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["Alice", "bob"]);
+        assert_eq!(w.find("alice"), Some(3));
+        assert_eq!(w.find("carol"), None);
+    }
+
     #[test]
     fn members_with_changed_or_missing_accounts_are_stale() {
         let w = AccountWatch::default();
-        w.register(1, stamp(10, 0, false));
-        w.register(2, stamp(20, 3, false));
-        w.register(3, stamp(30, 0, false));
-        w.register(4, stamp(40, 0, false));
+        w.register(1, online("a", stamp(10, 0, false)));
+        w.register(2, online("b", stamp(20, 3, false)));
+        w.register(3, online("c", stamp(30, 0, false)));
+        w.register(4, online("d", stamp(40, 0, false)));
         let current = [stamp(10, 0, false), stamp(20, 4, false), stamp(40, 1, true)];
         let mut stale = w.stale(&current);
         stale.sort_unstable();

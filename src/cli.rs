@@ -67,6 +67,38 @@ enum Command {
     /// Manage user accounts in the database
     #[command(subcommand)]
     User(UserCommand),
+    /// Talk to a running server through its admin socket
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+    #[command(flatten)]
+    db: DbArgs,
+    /// The server's admin socket [default: next to the database, tlschat.sock]
+    #[arg(long, env = "TLSCHAT_ADMIN_SOCKET", value_name = "PATH", global = true)]
+    admin_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// List sessions: user, source address, connected since (UTC), queued bytes
+    Who,
+    /// Disconnect a user; the others see "*** NAME left (REASON)"
+    Kick {
+        /// User to disconnect (matched case-insensitively)
+        name: String,
+        /// Shown to the user and to the room
+        reason: Vec<String>,
+    },
+    /// Send "*** [admin] TEXT" to everyone
+    Say {
+        /// The notice
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
 }
 
 /// Options every command that touches the database takes.
@@ -93,6 +125,9 @@ struct ServeArgs {
     /// Private key, PEM [default: certs/server.key, generated if missing]
     #[arg(long, env = "TLSCHAT_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Admin socket (mode 0600), or "off" [default: next to the database, tlschat.sock]
+    #[arg(long, env = "TLSCHAT_ADMIN_SOCKET", value_name = "PATH")]
+    admin_socket: Option<String>,
     #[command(flatten, next_help_heading = "Limits")]
     limits: LimitSettings,
     #[command(flatten, next_help_heading = "Password hashing")]
@@ -180,6 +215,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cert_generate(&out, names, force)
         }
         Command::User(cmd) => user(cmd).await,
+        Command::Admin(args) => admin_command(args).await,
+    }
+}
+
+async fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
+    let file = FileConfig::load(args.db.config.as_deref())?;
+    let path = match args.admin_socket {
+        Some(p) => p,
+        None => match file.admin_socket.as_deref() {
+            Some(p) if p != "off" => PathBuf::from(p),
+            _ => crate::admin::default_socket_path(&file.db_path(args.db.db)),
+        },
+    };
+    let command = match args.command {
+        AdminCommand::Who => "who".to_owned(),
+        AdminCommand::Kick { name, reason } => format!("kick {name} {}", reason.join(" ")),
+        AdminCommand::Say { text } => format!("say {}", text.join(" ")),
+    };
+    let reply = crate::admin::request(&path, command.trim_end()).await?;
+    let mut lines: Vec<&str> = reply.lines().collect();
+    match lines.pop() {
+        Some("ok") => {
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Some(error) => bail!("{}", error.strip_prefix("error: ").unwrap_or(error)),
+        None => bail!("the server closed the admin connection without a reply"),
     }
 }
 
@@ -198,6 +262,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let admin_path = match args.admin_socket.or_else(|| file.admin_socket.clone()) {
+        Some(p) if p == "off" => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(crate::admin::default_socket_path(&db_path)),
+    };
+    let admin_listener = match &admin_path {
+        Some(path) => Some(crate::admin::bind(path).await?),
+        None => None,
+    };
 
     let mut out = std::io::stdout().lock();
     if generated {
@@ -213,8 +286,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "certificate SHA-256 fingerprint: {}",
         loaded.fingerprint
     )?;
+    if let Some(path) = &admin_path {
+        writeln!(out, "admin socket: {}", path.display())?;
+    }
     writeln!(out, "listening on {local}")?;
     writeln!(out, "connect with: {}", s_client_command(local))?;
+
     out.flush()?;
     drop(out);
     tracing::info!(addr = %local, "listening");
@@ -228,6 +305,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    if let (Some(listener), Some(path)) = (admin_listener, admin_path) {
+        tokio::spawn(crate::admin::serve(
+            listener,
+            path,
+            Arc::clone(&ctx.accounts),
+            Arc::clone(&ctx.room),
+            shutdown.clone(),
+        ));
+    }
     let reload = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(notify_on_hangup(Arc::clone(&reload)));
     tokio::spawn(tls::watch(

@@ -387,6 +387,8 @@ pub struct FileConfig {
     pub cert: Option<PathBuf>,
     /// `key = "certs/server.key"`
     pub key: Option<PathBuf>,
+    /// `admin_socket = "/run/tlschat/admin.sock"` or `"off"`
+    pub admin_socket: Option<String>,
     /// `[argon2]` table.
     #[serde(default)]
     pub argon2: Argon2Settings,

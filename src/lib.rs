@@ -9,6 +9,7 @@
 //! | `password` | argon2id on the blocking pool, password rules |
 //! | `username` | the username rule |
 //! | `accounts` | closing sessions whose account an admin changed (polls the store) |
+//! | `admin` | the admin control socket: who, kick, say |
 //! | `auth` | `authenticate(name, password, source)` |
 //! | `throttle` | failed-login counting per username and per source |
 //! | `server` | accept loop, connection caps, shutdown |
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -230,6 +230,19 @@ fn who_tail(online: &[impl AsRef<str>]) -> String {
     format!("{} online: {}\n", names.len(), names.join(", "))
 }
 
+/// `*** [admin] TEXT`
+pub fn admin_notice(text: &str) -> String {
+    format!("*** [admin] {}\n", clean(text))
+}
+
+/// `! You were removed by an administrator (REASON)`
+pub fn kicked(reason: Option<&str>) -> String {
+    match reason.map(clean).filter(|r| !r.trim().is_empty()) {
+        Some(r) => format!("! You were removed by an administrator ({r})\n"),
+        None => "! You were removed by an administrator\n".to_owned(),
+    }
+}
+
 /// `*** alice joined`
 pub fn joined(name: &str) -> String {
     format!("*** {name} joined\n")

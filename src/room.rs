@@ -49,6 +49,13 @@ pub struct Joined {
     pub outbox: Outbox,
 }
 
+impl Outbox {
+    /// The queued-bytes counter, shared for reporting (`tlschat admin who`).
+    pub fn queue_counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.queued)
+    }
+}
+
 /// The receiving end of a member's byte-bounded queue.
 pub struct Outbox {
     rx: UnboundedReceiver<Delivery>,
@@ -97,9 +104,11 @@ pub trait Room: Send + Sync {
     fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline>;
     /// Everyone online, sorted case-insensitively.
     fn who(&self) -> Vec<Arc<str>>;
-    /// Removes a member with a last line to it and `*** name left` to the others; false if
-    /// the member is no longer there.
-    fn kick(&self, id: MemberId, line: &str) -> bool;
+    /// Removes a member with a last line to it and `*** name left` (with the reason, if any)
+    /// to the others; false if the member is no longer there.
+    fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool;
+    /// Sends `*** [admin] TEXT` to every member, as a room event.
+    fn announce(&self, text: &str);
     /// Queues the shutdown notice behind each member's pending lines and closes the room.
     fn shutdown(&self);
 }
@@ -317,15 +326,20 @@ impl Room for LocalRoom {
         self.lock().sorted_names()
     }
 
-    fn kick(&self, id: MemberId, line: &str) -> bool {
+    fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool {
         let mut state = self.lock();
         let Some(member) = state.remove(id) else {
             return false;
         };
         member.close(line);
-        let left: Arc<str> = protocol::left(&member.name, None).into();
+        let left: Arc<str> = protocol::left(&member.name, reason).into();
         state.broadcast(left, None, self.queue_limit_bytes);
         true
+    }
+
+    fn announce(&self, text: &str) {
+        let line: Arc<str> = protocol::admin_notice(text).into();
+        self.lock().broadcast(line, None, self.queue_limit_bytes);
     }
 
     fn shutdown(&self) {
@@ -477,10 +491,12 @@ mod tests {
         let mut a = room.join(&user("a")).unwrap();
         let mut b = room.join(&user("b")).unwrap();
         drain(&mut a.outbox);
-        assert!(room.kick(a.id, "! bye\n"));
+        assert!(room.kick(a.id, "! bye\n", Some("spam")));
         assert_eq!(drain(&mut a.outbox), vec!["CLOSE ! bye"]);
-        assert_eq!(drain(&mut b.outbox), vec!["*** a left"]);
-        assert!(!room.kick(a.id, "! bye\n"));
+        assert_eq!(drain(&mut b.outbox), vec!["*** a left (spam)"]);
+        assert!(!room.kick(a.id, "! bye\n", None));
+        room.announce("maintenance at 5");
+        assert_eq!(drain(&mut b.outbox), vec!["*** [admin] maintenance at 5"]);
     }
 
     #[test]

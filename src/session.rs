@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::accounts::AccountWatch;
+use crate::accounts::{AccountWatch, OnlineSession};
 use crate::auth::{AuthError, Authenticator, LoggedIn};
 use crate::config::Limits;
 use crate::protocol::{self, Command, Incoming, LineDecoder};
@@ -152,7 +152,16 @@ pub async fn run(
     };
     observer.logged_in();
     info!("login ok");
-    ctx.accounts.register(joined.id, stamp);
+    ctx.accounts.register(
+        joined.id,
+        OnlineSession {
+            name: name.as_str().into(),
+            peer,
+            since: std::time::SystemTime::now(),
+            stamp,
+            queued: joined.outbox.queue_counter(),
+        },
+    );
     let mut member = MemberGuard {
         room: Arc::clone(&ctx.room),
         accounts: Some(Arc::clone(&ctx.accounts)),

@@ -1,0 +1,225 @@
+//! The admin control socket: a local Unix socket (mode 0600) on which `serve` answers one
+//! command per connection: `who`, `kick NAME [REASON]`, `say TEXT`.
+//!
+//! Replies are text lines; the last line is `ok` or starts with `error: `.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::AccountWatch;
+use crate::protocol;
+use crate::room::Room;
+
+/// Longest command line accepted on the socket.
+const MAX_COMMAND_BYTES: u64 = 4096;
+/// A client that does not send its command within this time is dropped.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The control socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("another server is already listening on the admin socket {0}")]
+    InUse(PathBuf),
+    #[error("admin socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "no tlschat server is running with admin socket {0} (start one with `tlschat serve`, or give its --admin-socket)"
+    )]
+    NoServer(PathBuf),
+}
+
+/// Binds the socket with mode 0600, replacing a stale file left by a server that is gone.
+pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+    let io_err = |source| AdminError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(AdminError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    Ok(listener)
+}
+
+/// Answers commands until `shutdown`, then removes the socket file.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    sessions: Arc<AccountWatch>,
+    room: Arc<dyn Room>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (sessions, room) = (Arc::clone(&sessions), Arc::clone(&room));
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &sessions, room.as_ref()).await {
+                tracing::debug!(error = %e, "admin connection failed");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn answer(stream: UnixStream, sessions: &AccountWatch, room: &dyn Room) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_COMMAND_BYTES));
+    tokio::time::timeout(COMMAND_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no command"))??;
+    let reply = execute(line.trim_end_matches(['\r', '\n']), sessions, room);
+    write.write_all(reply.as_bytes()).await?;
+    write.shutdown().await
+}
+
+/// Runs one command and renders the reply.
+pub fn execute(command: &str, sessions: &AccountWatch, room: &dyn Room) -> String {
+    let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
+    let rest = rest.trim();
+    match word {
+        "who" => {
+            let mut out = String::new();
+            for s in sessions.sessions() {
+                let since = utc(s
+                    .since
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()));
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
+                    s.name, s.peer, since, s.queued_bytes
+                ));
+            }
+            out.push_str("ok\n");
+            out
+        }
+        "kick" if !rest.is_empty() => {
+            let (name, reason) = match rest.split_once(' ') {
+                Some((n, r)) => (n, Some(r.trim()).filter(|r| !r.is_empty())),
+                None => (rest, None),
+            };
+            let kicked = sessions
+                .find(name)
+                .is_some_and(|id| room.kick(id, &protocol::kicked(reason), reason));
+            if kicked {
+                tracing::info!(user = ?name, "kicked by an administrator");
+                "ok\n".to_owned()
+            } else {
+                format!("error: {} is not online\n", protocol::clean(name))
+            }
+        }
+        "say" if !rest.is_empty() => {
+            room.announce(rest);
+            "ok\n".to_owned()
+        }
+        _ => "error: commands are: who | kick NAME [REASON] | say TEXT\n".to_owned(),
+    }
+}
+
+/// Sends one command to a running server and returns its reply.
+pub async fn request(path: &Path, command: &str) -> Result<String, AdminError> {
+    let mut stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                AdminError::NoServer(path.to_owned())
+            }
+            _ => AdminError::Io {
+                path: path.to_owned(),
+                source: e,
+            },
+        })?;
+    let io_err = |source| AdminError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .map_err(io_err)?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.map_err(io_err)?;
+    Ok(reply)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (civil-from-days, proleptic
+/// Gregorian calendar).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The default socket path: next to the database, `tlschat.db` → `tlschat.sock`.
+pub fn default_socket_path(db: &Path) -> PathBuf {
+    db.with_extension("sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::LocalRoom;
+
+    #[test]
+    fn unknown_commands_and_offline_targets_are_errors() {
+        let sessions = AccountWatch::default();
+        let room = LocalRoom::new(1 << 20);
+        assert!(execute("frob", &sessions, &room).starts_with("error: "));
+        assert!(execute("kick", &sessions, &room).starts_with("error: "));
+        assert_eq!(
+            execute("kick zed spam", &sessions, &room),
+            "error: zed is not online\n"
+        );
+        assert_eq!(execute("who", &sessions, &room), "ok\n");
+    }
+
+    #[test]
+    fn utc_formats_epoch_seconds() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_795_564_800), "2026-11-25T00:00:00Z");
+        assert_eq!(utc(951_782_400 + 3_661), "2000-02-29T01:01:01Z");
+    }
+
+    #[test]
+    fn default_socket_sits_next_to_the_database() {
+        assert_eq!(
+            default_socket_path(Path::new("/var/lib/tlschat/tlschat.db")),
+            PathBuf::from("/var/lib/tlschat/tlschat.sock")
+        );
+    }
+}
