@@ -314,14 +314,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    let reload = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(notify_on_hangup(Arc::clone(&reload)));
+    tokio::spawn(reload_on_hangup(Arc::clone(&loaded.source)));
     tokio::spawn(tls::watch(
         Arc::clone(&loaded.source),
         ctx.limits.cert_check_interval,
-        reload,
         shutdown.clone(),
     ));
+    crate::notify::notify("READY=1");
     crate::server::run(listener, ctx, shutdown).await?;
     store.close().await;
     Ok(())
@@ -462,8 +461,8 @@ fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
     Ok(Password::parse(secret)?)
 }
 
-/// SIGHUP asks for the certificate to be reloaded.
-async fn notify_on_hangup(reload: Arc<tokio::sync::Notify>) {
+/// SIGHUP reloads the certificate (telling systemd while it does).
+async fn reload_on_hangup(source: Arc<tls::CertSource>) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -473,7 +472,9 @@ async fn notify_on_hangup(reload: Arc<tokio::sync::Notify>) {
     };
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the certificate");
-        reload.notify_one();
+        crate::notify::notify("RELOADING=1");
+        source.reload_and_log();
+        crate::notify::notify("READY=1");
     }
 }
 
@@ -494,5 +495,6 @@ async fn cancel_on_signal(token: CancellationToken) {
         _ = terminate => {}
     }
     tracing::info!("signal received");
+    crate::notify::notify("STOPPING=1");
     token.cancel();
 }

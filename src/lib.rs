@@ -6,6 +6,7 @@
 //! | `config` | every tunable number, config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints |
 //! | `store` | SQLite, migrations, user rows (the only SQL) |
+//! | `notify` | systemd readiness notifications |
 //! | `password` | argon2id on the blocking pool, password rules |
 //! | `username` | the username rule |
 //! | `accounts` | closing sessions whose account an admin changed (polls the store) |
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod notify;
 pub mod password;
 pub mod protocol;
 pub mod room;

@@ -84,6 +84,17 @@ impl CertSource {
         Ok(fingerprint)
     }
 
+    /// Reloads and logs the outcome: a failed reload keeps the pair in service.
+    pub fn reload_and_log(&self) {
+        match self.reload() {
+            Ok(fingerprint) => tracing::info!(%fingerprint, "certificate reloaded"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "certificate reload failed; the previous one stays in service"
+            ),
+        }
+    }
+
     /// Modification times and sizes of both files, to notice replacements.
     pub fn file_state(&self) -> Option<[(std::time::SystemTime, u64); 2]> {
         let stat = |p: &Path| {
@@ -98,32 +109,23 @@ impl CertSource {
     }
 }
 
-/// Reloads the certificate whenever `trigger` is notified (SIGHUP) and whenever either file
-/// changes on disk (checked every `interval`), until `shutdown`. A failed reload is logged and
-/// the pair in service stays.
+/// Reloads the certificate whenever either file changes on disk (checked every `interval`),
+/// until `shutdown`.
 pub async fn watch(
     source: Arc<CertSource>,
     interval: std::time::Duration,
-    trigger: Arc<tokio::sync::Notify>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut seen = source.file_state();
     loop {
-        let asked = tokio::select! {
-            _ = tokio::time::sleep(interval) => false,
-            _ = trigger.notified() => true,
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
             _ = shutdown.cancelled() => return,
-        };
-        let state = source.file_state();
-        if !asked && state == seen {
-            continue;
         }
-        seen = state;
-        match source.reload() {
-            Ok(fingerprint) => tracing::info!(%fingerprint, "certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "certificate reload failed; the previous one stays in service")
-            }
+        let state = source.file_state();
+        if state != seen {
+            seen = state;
+            source.reload_and_log();
         }
     }
 }
