@@ -69,6 +69,18 @@ enum Command {
     User(UserCommand),
     /// Talk to a running server through its admin socket
     Admin(AdminArgs),
+    /// Check a configuration without serving: certificate, files, database, argon2, address
+    Doctor(Box<DoctorArgs>),
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Host name clients will connect to; warns if the certificate does not cover it
+    /// (repeatable) [default: localhost]
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -216,7 +228,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user(cmd).await,
         Command::Admin(args) => admin_command(args).await,
+        Command::Doctor(args) => doctor(*args).await,
     }
+}
+
+async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let serve = args.serve;
+    let file = FileConfig::load(serve.db.config.as_deref())?;
+    let certs = CertPaths::resolve(serve.cert, serve.key, &file);
+    let db = file.db_path(serve.db.db);
+    let names = if args.names.is_empty() {
+        vec!["localhost".to_owned()]
+    } else {
+        args.names
+    };
+    let target = crate::doctor::Target {
+        certs: &certs,
+        db: &db,
+        listen: resolve_listen(serve.listen, &file).map_err(|e| e.to_string()),
+        names: &names,
+        hash: file.hash_settings(&serve.argon2).map_err(|e| e.to_string()),
+    };
+    let checks = crate::doctor::run(&target).await;
+    let mut failed = 0;
+    for c in &checks {
+        println!("{c}");
+        failed += usize::from(c.level == crate::doctor::Level::Fail);
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
 }
 
 async fn admin_command(args: AdminArgs) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `cli` | clap types, admin commands, human output |
+//! | `doctor` | configuration checks without serving |
 //! | `config` | every tunable number, config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints |
 //! | `store` | SQLite, migrations, user rows (the only SQL) |
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod notify;
 pub mod password;
 pub mod protocol;

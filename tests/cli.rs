@@ -476,3 +476,92 @@ async fn json_logs_parse_and_never_contain_the_password() {
         assert!(!line.contains("$argon2"), "{line}");
     }
 }
+
+#[test]
+fn doctor_passes_a_good_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        tlschat(d)
+            .args(["cert", "generate"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(add(d, "alice").status.success());
+    let out = tlschat(d)
+        .args(["doctor", "--db", "users.db", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    for what in [
+        "certificate:",
+        "certificate expiry:",
+        "certificate names:",
+        "key file mode:",
+        "database integrity:",
+        "database migrations:",
+        "argon2:",
+        "listen address:",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{what} missing: {report}"));
+        assert!(line.starts_with("ok "), "{line}");
+    }
+    assert!(report.contains("one hash took"), "{report}");
+}
+
+#[test]
+fn doctor_fails_a_broken_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for out in ["a", "b"] {
+        assert!(
+            tlschat(d)
+                .args(["cert", "generate", "--out", out])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+    }
+    std::fs::set_permissions(
+        d.join("b/server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tlschat(d)
+        .args(["doctor", "--db", "users.db", "--listen", &addr])
+        .args(["--cert", "a/server.crt", "--key", "b/server.key"])
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("fail certificate:") && l.contains("do not match")),
+        "{report}"
+    );
+    assert!(
+        report.lines().any(|l| l.starts_with("warn key file mode:")),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("fail listen address:")),
+        "{report}"
+    );
+    assert!(stderr(&out).contains("check(s) failed"));
+    assert!(
+        !d.join("users.db").exists(),
+        "doctor must not create the database"
+    );
+}
