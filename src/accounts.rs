@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::protocol;
 use crate::room::{MemberId, Room};
 use crate::store::{AccountStamp, Store};
@@ -83,6 +84,16 @@ impl AccountWatch {
             .map(|(id, _)| *id)
     }
 
+    /// Members online.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nobody is online.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Forgets a member that left.
     pub fn unregister(&self, id: MemberId) {
         self.lock().remove(&id);
@@ -108,6 +119,7 @@ pub async fn watch(
     accounts: Arc<AccountWatch>,
     store: Store,
     room: Arc<dyn Room>,
+    metrics: Arc<Metrics>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -126,6 +138,7 @@ pub async fn watch(
         for id in accounts.stale(&stamps) {
             accounts.unregister(id);
             if room.kick(id, protocol::ACCOUNT_CHANGED, None) {
+                crate::metrics::inc(&metrics.evictions_admin);
                 tracing::info!(
                     member = id,
                     "session closed: account changed by an administrator"

@@ -14,6 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::AccountWatch;
+use crate::metrics::Metrics;
 use crate::protocol;
 use crate::room::Room;
 
@@ -58,6 +59,7 @@ pub async fn serve(
     path: PathBuf,
     sessions: Arc<AccountWatch>,
     room: Arc<dyn Room>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -72,9 +74,13 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let (sessions, room) = (Arc::clone(&sessions), Arc::clone(&room));
+        let (sessions, room, metrics) = (
+            Arc::clone(&sessions),
+            Arc::clone(&room),
+            Arc::clone(&metrics),
+        );
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &sessions, room.as_ref()).await {
+            if let Err(e) = answer(stream, &sessions, room.as_ref(), &metrics).await {
                 tracing::debug!(error = %e, "admin connection failed");
             }
         });
@@ -82,20 +88,30 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
-async fn answer(stream: UnixStream, sessions: &AccountWatch, room: &dyn Room) -> io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    sessions: &AccountWatch,
+    room: &dyn Room,
+    metrics: &Metrics,
+) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_COMMAND_BYTES));
     tokio::time::timeout(COMMAND_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no command"))??;
-    let reply = execute(line.trim_end_matches(['\r', '\n']), sessions, room);
+    let reply = execute(line.trim_end_matches(['\r', '\n']), sessions, room, metrics);
     write.write_all(reply.as_bytes()).await?;
     write.shutdown().await
 }
 
 /// Runs one command and renders the reply.
-pub fn execute(command: &str, sessions: &AccountWatch, room: &dyn Room) -> String {
+pub fn execute(
+    command: &str,
+    sessions: &AccountWatch,
+    room: &dyn Room,
+    metrics: &Metrics,
+) -> String {
     let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
     let rest = rest.trim();
     match word {
@@ -123,6 +139,7 @@ pub fn execute(command: &str, sessions: &AccountWatch, room: &dyn Room) -> Strin
                 .find(name)
                 .is_some_and(|id| room.kick(id, &protocol::kicked(reason), reason));
             if kicked {
+                crate::metrics::inc(&metrics.evictions_admin);
                 tracing::info!(user = ?name, "kicked by an administrator");
                 "ok\n".to_owned()
             } else {
@@ -199,13 +216,14 @@ mod tests {
     fn unknown_commands_and_offline_targets_are_errors() {
         let sessions = AccountWatch::default();
         let room = LocalRoom::new(1 << 20);
-        assert!(execute("frob", &sessions, &room).starts_with("error: "));
-        assert!(execute("kick", &sessions, &room).starts_with("error: "));
+        let m = Metrics::default();
+        assert!(execute("frob", &sessions, &room, &m).starts_with("error: "));
+        assert!(execute("kick", &sessions, &room, &m).starts_with("error: "));
         assert_eq!(
-            execute("kick zed spam", &sessions, &room),
+            execute("kick zed spam", &sessions, &room, &m),
             "error: zed is not online\n"
         );
-        assert_eq!(execute("who", &sessions, &room), "ok\n");
+        assert_eq!(execute("who", &sessions, &room, &m), "ok\n");
     }
 
     #[test]

@@ -140,6 +140,10 @@ struct ServeArgs {
     /// Admin socket (mode 0600), or "off" [default: next to the database, tlschat.sock]
     #[arg(long, env = "TLSCHAT_ADMIN_SOCKET", value_name = "PATH")]
     admin_socket: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics; keep it on loopback or firewalled
+    /// [default: off]
+    #[arg(long, env = "TLSCHAT_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten, next_help_heading = "Limits")]
     limits: LimitSettings,
     #[command(flatten, next_help_heading = "Password hashing")]
@@ -309,6 +313,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(p) => Some(PathBuf::from(p)),
         None => Some(crate::admin::default_socket_path(&db_path)),
     };
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
     let admin_listener = match &admin_path {
         Some(path) => Some(crate::admin::bind(path).await?),
         None => None,
@@ -331,18 +344,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &admin_path {
         writeln!(out, "admin socket: {}", path.display())?;
     }
+    if let Some(l) = &metrics_listener {
+        writeln!(out, "metrics on http://{}/metrics", l.local_addr()?)?;
+    }
     writeln!(out, "listening on {local}")?;
     writeln!(out, "connect with: {}", s_client_command(local))?;
 
     out.flush()?;
     drop(out);
+    tracing::info!(fingerprint = %loaded.fingerprint, cert = %certs.cert.display(), "certificate loaded");
     tracing::info!(addr = %local, "listening");
 
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let ctx = Arc::new(SessionContext {
         acceptor: tokio_rustls::TlsAcceptor::from(loaded.config),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
-        room: Arc::new(LocalRoom::new(limits.outbound_queue_bytes)),
+        room: Arc::new(LocalRoom::with_metrics(
+            limits.outbound_queue_bytes,
+            Arc::clone(&metrics),
+        )),
         accounts: Arc::default(),
+        metrics,
         limits,
     });
     let shutdown = CancellationToken::new();
@@ -353,6 +375,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             path,
             Arc::clone(&ctx.accounts),
             Arc::clone(&ctx.room),
+            Arc::clone(&ctx.metrics),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(listener) = metrics_listener {
+        let (accounts, hasher) = (Arc::clone(&ctx.accounts), ctx.auth.hasher().clone());
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&ctx.metrics),
+            move || (accounts.len(), hasher.queue_depth()),
             shutdown.clone(),
         ));
     }

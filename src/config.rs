@@ -389,6 +389,8 @@ pub struct FileConfig {
     pub key: Option<PathBuf>,
     /// `admin_socket = "/run/tlschat/admin.sock"` or `"off"`
     pub admin_socket: Option<String>,
+    /// `metrics_listen = "127.0.0.1:9464"` (off when absent)
+    pub metrics_listen: Option<SocketAddr>,
     /// `[argon2]` table.
     #[serde(default)]
     pub argon2: Argon2Settings,

@@ -7,6 +7,7 @@
 //! | `config` | every tunable number, config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints |
 //! | `store` | SQLite, migrations, user rows (the only SQL) |
+//! | `metrics` | Prometheus counters and the `/metrics` responder |
 //! | `notify` | systemd readiness notifications |
 //! | `password` | argon2id on the blocking pool, password rules |
 //! | `username` | the username rule |
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod metrics;
 pub mod notify;
 pub mod password;
 pub mod protocol;

@@ -10,21 +10,42 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::protocol;
 use crate::username::Username;
 
 /// Identifies one logged-in connection (names can be reused by a takeover).
 pub type MemberId = u64;
 
+/// A rendered room line, shared by every member it is queued for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The wire text, LF included.
+    pub text: Box<str>,
+    /// When it was rendered and queued, for the delivery-latency metric.
+    pub queued_at: Instant,
+}
+
+impl Line {
+    /// Renders once; the `Arc` is what each member's queue holds.
+    pub fn new(text: String) -> Arc<Line> {
+        Arc::new(Line {
+            text: text.into_boxed_str(),
+            queued_at: Instant::now(),
+        })
+    }
+}
+
 /// An item in a member's outbound queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// A rendered line (with its LF).
-    Line(Arc<str>),
+    /// A rendered line.
+    Line(Arc<Line>),
     /// A last line; the session writes it and closes.
     Close(Arc<str>),
 }
@@ -125,6 +146,7 @@ struct State {
     by_key: HashMap<String, MemberId>,
     next_id: MemberId,
     closed: bool,
+    metrics: Arc<Metrics>,
 }
 
 struct Member {
@@ -142,8 +164,8 @@ enum Undeliverable {
 
 impl Member {
     /// Queues a line unless it would push the member's queue past `limit` bytes.
-    fn deliver(&self, line: &Arc<str>, limit: usize) -> Result<(), Undeliverable> {
-        let len = line.len();
+    fn deliver(&self, line: &Arc<Line>, limit: usize) -> Result<(), Undeliverable> {
+        let len = line.text.len();
         if self.queued.load(Ordering::Relaxed) + len > limit {
             return Err(Undeliverable::Full);
         }
@@ -162,8 +184,16 @@ impl Member {
 impl LocalRoom {
     /// An empty room whose members may each have `queue_limit_bytes` waiting.
     pub fn new(queue_limit_bytes: usize) -> Self {
+        Self::with_metrics(queue_limit_bytes, Arc::default())
+    }
+
+    /// Like [`LocalRoom::new`], counting events and deliveries in `metrics`.
+    pub fn with_metrics(queue_limit_bytes: usize, metrics: Arc<Metrics>) -> Self {
         LocalRoom {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                metrics,
+                ..State::default()
+            }),
             queue_limit_bytes,
         }
     }
@@ -179,7 +209,7 @@ impl LocalRoom {
         let Some(member) = state.members.get(&id) else {
             return;
         };
-        let line: Arc<str> = render(&member.name).into();
+        let line = Line::new(render(&member.name));
         state.broadcast(line, Some(id), self.queue_limit_bytes);
     }
 }
@@ -187,18 +217,24 @@ impl LocalRoom {
 impl State {
     /// Delivers `line` to every member but `except`, then announces anyone it had to drop.
     /// Announcements are handled in FIFO order so that every member sees one sequence.
-    fn broadcast(&mut self, line: Arc<str>, except: Option<MemberId>, limit: usize) {
+    fn broadcast(&mut self, line: Arc<Line>, except: Option<MemberId>, limit: usize) {
         let mut events = VecDeque::from([(line, except)]);
         while let Some((line, except)) = events.pop_front() {
             let mut dropped = Vec::new();
+            let mut delivered = 0;
             for (&id, member) in &self.members {
                 if Some(id) == except {
                     continue;
                 }
-                if let Err(why) = member.deliver(&line, limit) {
-                    dropped.push((id, why));
+                match member.deliver(&line, limit) {
+                    Ok(()) => delivered += 1,
+                    Err(why) => dropped.push((id, why)),
                 }
             }
+            crate::metrics::inc(&self.metrics.room_events);
+            self.metrics
+                .deliveries
+                .fetch_add(delivered, Ordering::Relaxed);
             for (id, why) in dropped {
                 if let Some(left) = self.drop_member(id, why, limit) {
                     events.push_back((left, None));
@@ -208,18 +244,19 @@ impl State {
     }
 
     /// Removes a member that could not take a delivery; returns the line announcing it.
-    fn drop_member(&mut self, id: MemberId, why: Undeliverable, limit: usize) -> Option<Arc<str>> {
+    fn drop_member(&mut self, id: MemberId, why: Undeliverable, limit: usize) -> Option<Arc<Line>> {
         let member = self.remove(id)?;
         let reason = match why {
             Undeliverable::Full => {
                 tracing::warn!(user = %member.name, limit_bytes = limit, "slow consumer evicted");
+                crate::metrics::inc(&self.metrics.evictions_send_queue);
                 member.evicted.cancel();
                 member.close(protocol::SEND_QUEUE_EXCEEDED);
                 Some(protocol::REASON_SEND_QUEUE)
             }
             Undeliverable::Gone => None,
         };
-        Some(protocol::left(&member.name, reason).into())
+        Some(Line::new(protocol::left(&member.name, reason)))
     }
 
     fn remove(&mut self, id: MemberId) -> Option<Member> {
@@ -249,7 +286,7 @@ impl Room for LocalRoom {
         match &replaced {
             Some(old) => old.close(protocol::SIGNED_IN_ELSEWHERE),
             None => {
-                let line: Arc<str> = protocol::joined(name.as_str()).into();
+                let line = Line::new(protocol::joined(name.as_str()));
                 state.broadcast(line, None, self.queue_limit_bytes);
             }
         }
@@ -287,7 +324,7 @@ impl Room for LocalRoom {
             return;
         };
         if !state.closed {
-            let line: Arc<str> = protocol::left(&member.name, reason).into();
+            let line = Line::new(protocol::left(&member.name, reason));
             state.broadcast(line, None, self.queue_limit_bytes);
         }
     }
@@ -310,7 +347,7 @@ impl Room for LocalRoom {
             .ok_or_else(not_online)?;
         let target = state.members.get(&target_id).ok_or_else(not_online)?;
         let target_name = Arc::clone(&target.name);
-        let line: Arc<str> = protocol::private_message(&from, text).into();
+        let line = Line::new(protocol::private_message(&from, text));
         match target.deliver(&line, self.queue_limit_bytes) {
             Ok(()) => Ok(target_name),
             Err(why) => {
@@ -332,13 +369,13 @@ impl Room for LocalRoom {
             return false;
         };
         member.close(line);
-        let left: Arc<str> = protocol::left(&member.name, reason).into();
+        let left = Line::new(protocol::left(&member.name, reason));
         state.broadcast(left, None, self.queue_limit_bytes);
         true
     }
 
     fn announce(&self, text: &str) {
-        let line: Arc<str> = protocol::admin_notice(text).into();
+        let line = Line::new(protocol::admin_notice(text));
         self.lock().broadcast(line, None, self.queue_limit_bytes);
     }
 
@@ -365,8 +402,8 @@ mod tests {
         while let Some(d) = outbox.try_recv() {
             match d {
                 Delivery::Line(l) => {
-                    outbox.written(l.len());
-                    out.push(l.trim_end().to_owned());
+                    outbox.written(l.text.len());
+                    out.push(l.text.trim_end().to_owned());
                 }
                 Delivery::Close(l) => out.push(format!("CLOSE {}", l.trim_end())),
             }

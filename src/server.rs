@@ -33,6 +33,7 @@ pub async fn run(
         Arc::clone(&ctx.accounts),
         ctx.auth.store().clone(),
         Arc::clone(&ctx.room),
+        Arc::clone(&ctx.metrics),
         ctx.limits.account_check_interval,
         shutdown.clone(),
     ));
@@ -49,9 +50,11 @@ pub async fn run(
                 continue;
             }
         };
+        crate::metrics::inc(&ctx.metrics.connections_accepted);
         let slot = match caps.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(limit) => {
+                crate::metrics::inc(&ctx.metrics.connections_refused);
                 caps.log_refusal(peer, limit);
                 refuse(tcp);
                 continue;
@@ -88,7 +91,15 @@ async fn serve_one(
     shutdown: CancellationToken,
     slot: Slot,
 ) {
-    match session::run(tcp, peer, ctx, shutdown, slot).await {
+    let metrics = Arc::clone(&ctx.metrics);
+    metrics
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let outcome = session::run(tcp, peer, ctx, shutdown, slot).await;
+    metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    match outcome {
         Ok(end) => debug!(end = ?end, "connection closed"),
         Err(e) if is_disconnect(&e) => debug!(error = %e, "connection lost"),
         Err(e) => warn!(error = %e, "connection failed"),

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::accounts::{AccountWatch, OnlineSession};
 use crate::auth::{AuthError, Authenticator, LoggedIn};
 use crate::config::Limits;
+use crate::metrics::{Metrics, inc};
 use crate::protocol::{self, Command, Incoming, LineDecoder};
 use crate::room::{Delivery, MemberId, Outbox, Room};
 
@@ -47,6 +48,8 @@ pub struct SessionContext {
     pub room: Arc<dyn Room>,
     /// Account stamps of logged-in members, for closing sessions of changed accounts.
     pub accounts: Arc<AccountWatch>,
+    /// Counters for `--metrics-listen`.
+    pub metrics: Arc<Metrics>,
     /// Timeouts, line limits and rates.
     pub limits: Limits,
 }
@@ -101,7 +104,10 @@ pub async fn run(
         _ = shutdown.cancelled() => return Ok(End::Shutdown),
     };
     match first {
-        Err(_) => return Ok(End::HandshakeTimeout),
+        Err(_) => {
+            inc(&ctx.metrics.tls_handshake_failures);
+            return Ok(End::HandshakeTimeout);
+        }
         Ok(Ok(None)) => return Ok(End::ClientClosed),
         Ok(Ok(Some(TLS_HANDSHAKE_RECORD))) => {}
         Ok(Ok(Some(_))) => {
@@ -115,8 +121,14 @@ pub async fn run(
     let handshake = Box::pin(ctx.acceptor.accept(tcp));
     let tls = tokio::select! {
         r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
-            Err(_) => return Ok(End::HandshakeTimeout),
-            Ok(r) => r?,
+            Ok(Ok(tls)) => tls,
+            failed => {
+                inc(&ctx.metrics.tls_handshake_failures);
+                return match failed {
+                    Ok(Err(e)) => Err(e),
+                    _ => Ok(End::HandshakeTimeout),
+                };
+            }
         },
         _ = shutdown.cancelled() => return Ok(End::Shutdown),
     };
@@ -125,7 +137,7 @@ pub async fn run(
 
     let login_deadline = connected + limits.login_timeout;
     let outcome = tokio::select! {
-        r = Box::pin(login(&mut conn, &ctx.auth, peer)) => r?,
+        r = Box::pin(login(&mut conn, &ctx.auth, &ctx.metrics, peer)) => r?,
         _ = sleep_until(login_deadline) => {
             conn.goodbye(protocol::LOGIN_TIMED_OUT, GOODBYE_TIMEOUT).await;
             return Ok(End::LoginTimeout);
@@ -222,6 +234,7 @@ enum LoginOutcome {
 async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     auth: &Authenticator,
+    metrics: &Metrics,
     peer: SocketAddr,
 ) -> io::Result<LoginOutcome> {
     conn.queue(protocol::GREETING);
@@ -243,10 +256,23 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(p) => SecretString::from(p),
             Err(end) => return Ok(end),
         };
-        match auth.authenticate(&username, password, peer.ip()).await {
-            Ok(account) => return Ok(LoginOutcome::LoggedIn(account)),
+        let started = std::time::Instant::now();
+        let result = auth.authenticate(&username, password, peer.ip()).await;
+        if matches!(result, Ok(_) | Err(AuthError::LoginFailed)) {
+            metrics.password_check_seconds.observe(started.elapsed());
+        }
+        match result {
+            Ok(account) => {
+                inc(&metrics.logins_ok);
+                return Ok(LoginOutcome::LoggedIn(account));
+            }
             Err(e @ (AuthError::LoginFailed | AuthError::Throttled)) => {
                 let throttled = matches!(e, AuthError::Throttled);
+                inc(if throttled {
+                    &metrics.logins_throttled
+                } else {
+                    &metrics.logins_failed
+                });
                 warn!(username = ?username, peer = %peer, throttled, "login failed");
                 failures += 1;
                 if failures >= MAX_LOGIN_ATTEMPTS {
@@ -259,6 +285,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 conn.queue(protocol::LOGIN_FAILED);
             }
             Err(AuthError::Busy) => {
+                inc(&metrics.logins_busy);
                 warn!(limit = "hash_queue", "password checks saturated");
                 return Ok(LoginOutcome::Ended(End::Busy, Some(protocol::SERVER_BUSY)));
             }
@@ -294,11 +321,20 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         let flush_at = last_flush + interval;
         let now = Instant::now();
         if !conn.out.is_empty() && (now >= flush_at || conn.out.len() >= COALESCE_MAX_BYTES) {
+            let bytes = conn.out.len() as u64;
             tokio::select! {
                 r = conn.flush() => r?,
                 _ = evicted.cancelled() => return Ok(evict(conn).await),
             }
             outbox.written(std::mem::take(&mut conn.from_room));
+            ctx.metrics
+                .bytes_sent
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            if let Some(queued_at) = conn.oldest.take() {
+                ctx.metrics
+                    .delivery_latency_seconds
+                    .observe(queued_at.elapsed());
+            }
             last_flush = now;
         }
         let pending = !conn.out.is_empty();
@@ -406,6 +442,7 @@ fn handle<S>(
 
 /// Best effort: tell an evicted member why, without waiting on a peer that does not read.
 async fn evict<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) -> End {
+    // Counted by the room, which decides evictions.
     conn.out.clear();
     conn.goodbye(protocol::SEND_QUEUE_EXCEEDED, Duration::from_millis(200))
         .await;
@@ -468,6 +505,8 @@ struct Conn<S> {
     out: Vec<u8>,
     /// Bytes in `out` taken from the room queue and still counted against its bound.
     from_room: usize,
+    /// When the oldest room line in `out` was queued.
+    oldest: Option<std::time::Instant>,
 }
 
 impl<S> Conn<S> {
@@ -480,6 +519,7 @@ impl<S> Conn<S> {
             rlen: 0,
             out: Vec::new(),
             from_room: 0,
+            oldest: None,
         }
     }
 
@@ -507,8 +547,9 @@ impl<S> Conn<S> {
     fn push_delivery(&mut self, d: Delivery) -> Option<End> {
         match d {
             Delivery::Line(line) => {
-                self.out.extend_from_slice(line.as_bytes());
-                self.from_room += line.len();
+                self.out.extend_from_slice(line.text.as_bytes());
+                self.from_room += line.text.len();
+                self.oldest.get_or_insert(line.queued_at);
                 None
             }
             Delivery::Close(line) => {
@@ -616,14 +657,17 @@ mod tests {
             panic!("injected fault");
         });
         assert!(task.await.unwrap_err().is_panic());
-        let line = |s: &str| Some(Delivery::Line(s.into()));
-        assert_eq!(bob.outbox.recv().await, line("*** alice joined\n"));
-        assert_eq!(bob.outbox.recv().await, line("*** alice left\n"));
+        let text = |d: Option<Delivery>| match d {
+            Some(Delivery::Line(l)) => l.text.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(bob.outbox.recv().await), "*** alice joined\n");
+        assert_eq!(text(bob.outbox.recv().await), "*** alice left\n");
         assert_eq!(room.who(), vec![Arc::<str>::from("bob")]);
         let carol = room.join(&Username::parse("carol").unwrap()).unwrap();
         room.say(carol.id, "still works");
-        assert_eq!(bob.outbox.recv().await, line("*** carol joined\n"));
-        assert_eq!(bob.outbox.recv().await, line("<carol> still works\n"));
+        assert_eq!(text(bob.outbox.recv().await), "*** carol joined\n");
+        assert_eq!(text(bob.outbox.recv().await), "<carol> still works\n");
     }
 
     #[test]

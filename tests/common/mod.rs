@@ -125,11 +125,16 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
     let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let config = tlschat::tls::server_config(vec![cert_der.clone()], key).unwrap();
+    let metrics = Arc::new(tlschat::metrics::Metrics::default());
     let ctx = Arc::new(SessionContext {
         acceptor: tokio_rustls::TlsAcceptor::from(config),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&opts.limits)),
-        room: Arc::new(LocalRoom::new(opts.limits.outbound_queue_bytes)),
+        room: Arc::new(LocalRoom::with_metrics(
+            opts.limits.outbound_queue_bytes,
+            Arc::clone(&metrics),
+        )),
         accounts: Arc::default(),
+        metrics,
         limits: opts.limits,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

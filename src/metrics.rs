@@ -1,0 +1,297 @@
+//! Prometheus metrics: lock-free counters updated on the hot paths, rendered in the text
+//! exposition format by a tiny HTTP responder bound only where the admin says
+//! (`--metrics-listen`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Longest HTTP request head read from a scraper.
+const MAX_REQUEST_BYTES: usize = 8192;
+/// A scraper that does not send its request in time is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A fixed-bucket histogram.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Every counter the server keeps.
+#[derive(Default)]
+pub struct Metrics {
+    /// Connections accepted (before caps).
+    pub connections_accepted: AtomicU64,
+    /// Connections refused by a cap.
+    pub connections_refused: AtomicU64,
+    /// Connections currently open.
+    pub connections_open: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: AtomicU64,
+    /// Successful logins.
+    pub logins_ok: AtomicU64,
+    /// Failed logins (wrong password, unknown or disabled account).
+    pub logins_failed: AtomicU64,
+    /// Logins answered without a password check (brute-force throttling).
+    pub logins_throttled: AtomicU64,
+    /// Logins refused because password checks were saturated.
+    pub logins_busy: AtomicU64,
+    /// Room events (chat, actions, joins, leaves, notices).
+    pub room_events: AtomicU64,
+    /// Lines queued to members (one event reaches many members).
+    pub deliveries: AtomicU64,
+    /// Plaintext bytes written to clients.
+    pub bytes_sent: AtomicU64,
+    /// Members evicted for not reading.
+    pub evictions_send_queue: AtomicU64,
+    /// Clients disconnected for sending too much without a newline.
+    pub evictions_no_newline: AtomicU64,
+    /// Sessions closed by an administrator or an account change.
+    pub evictions_admin: AtomicU64,
+    /// Time of one password check.
+    pub password_check_seconds: Histogram,
+    /// Time from a line entering a member's queue to its write completing (oldest line of
+    /// each write).
+    pub delivery_latency_seconds: Histogram,
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// The Prometheus text exposition; the gauges the caller samples are passed in.
+    pub fn render(&self, members_online: usize, password_queue_depth: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "tlschat_connections_accepted_total",
+                "Connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "tlschat_connections_refused_total",
+                "Connections refused by a cap.",
+                &self.connections_refused,
+            ),
+            (
+                "tlschat_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                &self.tls_handshake_failures,
+            ),
+            (
+                "tlschat_room_events_total",
+                "Room events (chat, actions, joins, leaves, notices).",
+                &self.room_events,
+            ),
+            (
+                "tlschat_deliveries_total",
+                "Lines queued to members.",
+                &self.deliveries,
+            ),
+            (
+                "tlschat_bytes_sent_total",
+                "Plaintext bytes written to clients.",
+                &self.bytes_sent,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let labelled =
+            |out: &mut String, name: &str, help: &str, label: &str, rows: &[(&str, &AtomicU64)]| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (value, counter) in rows {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{label}=\"{value}\"}} {}",
+                        counter.load(Ordering::Relaxed)
+                    );
+                }
+            };
+        labelled(
+            &mut out,
+            "tlschat_logins_total",
+            "Login attempts by result.",
+            "result",
+            &[
+                ("ok", &self.logins_ok),
+                ("failed", &self.logins_failed),
+                ("throttled", &self.logins_throttled),
+                ("busy", &self.logins_busy),
+            ],
+        );
+        labelled(
+            &mut out,
+            "tlschat_evictions_total",
+            "Sessions closed by the server, by reason.",
+            "reason",
+            &[
+                ("send_queue", &self.evictions_send_queue),
+                ("no_newline", &self.evictions_no_newline),
+                ("admin", &self.evictions_admin),
+            ],
+        );
+        let gauges: [(&str, &str, u64); 3] = [
+            (
+                "tlschat_connections_open",
+                "Connections open.",
+                self.connections_open.load(Ordering::Relaxed),
+            ),
+            (
+                "tlschat_members_online",
+                "Members logged in.",
+                members_online as u64,
+            ),
+            (
+                "tlschat_password_check_queue_depth",
+                "Password checks running or waiting.",
+                password_queue_depth as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        self.password_check_seconds.render(
+            &mut out,
+            "tlschat_password_check_seconds",
+            "Time of one argon2id password check.",
+        );
+        self.delivery_latency_seconds.render(
+            &mut out,
+            "tlschat_delivery_latency_seconds",
+            "Queue-to-socket latency of the oldest line in each write.",
+        );
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    gauges: impl Fn() -> (usize, usize) + Send + Sync + 'static,
+    shutdown: CancellationToken,
+) {
+    let gauges = Arc::new(gauges);
+    loop {
+        let (mut stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let (metrics, gauges) = (Arc::clone(&metrics), Arc::clone(&gauges));
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(512);
+            let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                std::io::Result::Ok(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET / ") {
+                let (members, queue) = gauges();
+                let body = metrics.render(members, queue);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(5));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.0001\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"1\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn render_has_every_series() {
+        let m = Metrics::default();
+        inc(&m.logins_ok);
+        let text = m.render(5, 2);
+        assert!(text.contains("tlschat_members_online 5\n"));
+        assert!(text.contains("tlschat_logins_total{result=\"ok\"} 1\n"));
+        assert!(text.contains("tlschat_password_check_queue_depth 2\n"));
+    }
+}
