@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
@@ -327,6 +328,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Handlers exist before anyone learns the port, so an early signal cannot hit the default
+    // action (which would end the process without the goodbye).
+    let signal = |kind| tokio::signal::unix::signal(kind).context("installing a signal handler");
+    let terminate = signal(SignalKind::terminate())?;
+    let interrupt = signal(SignalKind::interrupt())?;
+    let hangups = signal(SignalKind::hangup())?;
+
     let mut out = std::io::stdout().lock();
     if generated {
         writeln!(
@@ -368,7 +376,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits,
     });
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(cancel_on_signal(terminate, interrupt, shutdown.clone()));
     if let (Some(listener), Some(path)) = (admin_listener, admin_path) {
         tokio::spawn(crate::admin::serve(
             listener,
@@ -388,7 +396,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    tokio::spawn(reload_on_hangup(Arc::clone(&loaded.source)));
+    tokio::spawn(reload_on_hangup(hangups, Arc::clone(&loaded.source)));
     tokio::spawn(tls::watch(
         Arc::clone(&loaded.source),
         ctx.limits.cert_check_interval,
@@ -536,14 +544,7 @@ fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
 }
 
 /// SIGHUP reloads the certificate (telling systemd while it does).
-async fn reload_on_hangup(source: Arc<tls::CertSource>) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP");
-            return;
-        }
-    };
+async fn reload_on_hangup(mut hangups: Signal, source: Arc<tls::CertSource>) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the certificate");
         crate::notify::notify("RELOADING=1");
@@ -552,21 +553,11 @@ async fn reload_on_hangup(source: Arc<tls::CertSource>) {
     }
 }
 
-async fn cancel_on_signal(token: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
+/// SIGTERM or SIGINT starts the graceful shutdown.
+async fn cancel_on_signal(mut terminate: Signal, mut interrupt: Signal, token: CancellationToken) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
     }
     tracing::info!("signal received");
     crate::notify::notify("STOPPING=1");

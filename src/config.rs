@@ -128,9 +128,6 @@ pub struct LimitSettings {
     /// Seconds of idle before TCP keepalive probes start [default: 60]
     #[arg(long, env = "TLSCHAT_KEEPALIVE", value_name = "SECS")]
     pub keepalive: Option<f64>,
-    /// Shortest time between two writes to a busy member, in seconds; 0 writes every batch at once [default: 0.001]
-    #[arg(long, env = "TLSCHAT_FLUSH_INTERVAL", value_name = "SECS")]
-    pub flush_interval: Option<f64>,
     /// Seconds between checks for accounts deleted, disabled or re-keyed by an admin [default: 2]
     #[arg(long, env = "TLSCHAT_ACCOUNT_CHECK_INTERVAL", value_name = "SECS")]
     pub account_check_interval: Option<f64>,
@@ -225,8 +222,6 @@ pub struct Limits {
     pub keepalive: Duration,
     /// Time sessions get to flush their goodbye on shutdown.
     pub shutdown_grace: Duration,
-    /// Shortest time between two writes to a member while lines keep coming.
-    pub flush_interval: Duration,
     /// How often the server looks for accounts changed by the admin CLI.
     pub account_check_interval: Duration,
     /// How often the certificate files are checked for changes.
@@ -254,7 +249,6 @@ impl Default for Limits {
             throttle_delay: Duration::from_secs(1),
             keepalive: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(3),
-            flush_interval: Duration::from_millis(1),
             account_check_interval: Duration::from_secs(2),
             cert_check_interval: Duration::from_secs(30),
         }
@@ -318,16 +312,6 @@ impl Limits {
                 s.cert_check_interval,
                 d.cert_check_interval,
             )?,
-            flush_interval: match s.flush_interval {
-                None => d.flush_interval,
-                Some(x) => Duration::try_from_secs_f64(x)
-                    .ok()
-                    .filter(|d| *d <= Duration::from_secs(1))
-                    .ok_or_else(|| ConfigError::Invalid {
-                        name: "flush_interval",
-                        why: format!("{x} is not between 0 and 1 second"),
-                    })?,
-            },
         };
         limits.validate()?;
         Ok(limits)
@@ -456,7 +440,6 @@ impl FileConfig {
             throttle_delay: given.throttle_delay.or(f.throttle_delay),
             keepalive: given.keepalive.or(f.keepalive),
             shutdown_grace: given.shutdown_grace.or(f.shutdown_grace),
-            flush_interval: given.flush_interval.or(f.flush_interval),
             account_check_interval: given.account_check_interval.or(f.account_check_interval),
             cert_check_interval: given.cert_check_interval.or(f.cert_check_interval),
         })

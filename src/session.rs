@@ -33,8 +33,6 @@ const READ_CHUNK_BYTES: usize = 1024;
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// An output buffer larger than this is released once written: idle sessions keep none.
 const OUT_BUFFER_KEEP_BYTES: usize = 1024;
-/// A batch this large is written at once, without waiting for the flush interval.
-const COALESCE_MAX_BYTES: usize = 16 * 1024;
 /// First byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -306,21 +304,14 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut held: Option<Incoming> = None;
     let mut warned = false;
     let evicted = outbox.evicted().clone();
-    let interval = limits.flush_interval;
-    let mut last_flush = Instant::now()
-        .checked_sub(interval)
-        .unwrap_or_else(Instant::now);
     loop {
-        // Everything queued so far goes out as one write. While lines keep coming, writes are
-        // at most one per `flush_interval`, so a busy member gets batches instead of one TLS
-        // record and syscall per line; after a quiet spell the first line goes out at once.
+        // Everything queued so far goes out as one write: under load a member's lines pile up
+        // while it writes, so batches grow by themselves; at low rates each line goes at once.
         if let Some(end) = conn.take_deliveries(&mut outbox) {
             conn.goodbye_queued(GOODBYE_TIMEOUT).await;
             return Ok(end);
         }
-        let flush_at = last_flush + interval;
-        let now = Instant::now();
-        if !conn.out.is_empty() && (now >= flush_at || conn.out.len() >= COALESCE_MAX_BYTES) {
+        if !conn.out.is_empty() {
             let bytes = conn.out.len() as u64;
             tokio::select! {
                 r = conn.flush() => r?,
@@ -335,14 +326,11 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     .delivery_latency_seconds
                     .observe(queued_at.elapsed());
             }
-            last_flush = now;
         }
-        let pending = !conn.out.is_empty();
         let resume_at = bucket.ready_at();
         let ended = tokio::select! {
             biased;
             _ = evicted.cancelled() => return Ok(evict(conn).await),
-            _ = sleep_until(flush_at), if pending => None,
             d = outbox.recv() => match d {
                 Some(d) => conn.push_delivery(d),
                 None => Some(End::Closed("removed from the room".into())),

@@ -6,9 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
-use common::bin::{Serve, run_with_stdin, serve, tlschat};
+use common::bin::{Serve, add_users, serve, tlschat};
 use common::{PASSWORD, TestClient};
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 fn admin(dir: &Path, args: &[&str]) -> Output {
     tlschat(dir)
@@ -24,18 +23,9 @@ fn text(b: &[u8]) -> String {
 
 /// A server with alice and bob logged in (bob has seen alice's join).
 async fn room(dir: &Path) -> (Serve, TestClient, TestClient) {
-    for name in ["alice", "bob"] {
-        let mut add = tlschat(dir);
-        add.args(["user", "add", name, "--password-stdin", "--db", "users.db"]);
-        assert!(
-            run_with_stdin(add, &format!("{PASSWORD}\n"))
-                .status
-                .success()
-        );
-    }
+    add_users(dir, &["alice", "bob"], PASSWORD);
     let s = serve(dir, &[]);
-    let cert = std::fs::read(dir.join("certs/server.crt")).unwrap();
-    let connector = common::connector_for(&CertificateDer::from_pem_slice(&cert).unwrap());
+    let connector = common::bin::connector_for_dir(dir);
     let mut bob = TestClient::connect(s.addr, &connector).await;
     bob.login("bob", PASSWORD).await;
     let mut alice = TestClient::connect(s.addr, &connector).await;

@@ -444,8 +444,7 @@ async fn json_logs_parse_and_never_contain_the_password() {
     let d = dir.path();
     assert!(add(d, "alice").status.success());
     let s = serve_with_env(d, &[], &[("TLSCHAT_LOG_FORMAT", "json")]);
-    let cert = std::fs::read(d.join("certs/server.crt")).unwrap();
-    let connector = common::connector_for(&CertificateDer::from_pem_slice(&cert).unwrap());
+    let connector = common::bin::connector_for_dir(d);
     let mut c = common::TestClient::connect(s.addr, &connector).await;
     c.expect_greeting().await;
     c.send("alice").await;

@@ -433,20 +433,10 @@ async fn binary_room(
     args: &[&str],
     carol_recv_buffer: Option<u32>,
 ) -> (common::bin::Serve, [TestClient; 3]) {
-    use common::bin::{run_with_stdin, serve, tlschat};
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    for name in ["alice", "bob", "carol"] {
-        let mut add = tlschat(dir);
-        add.args(["user", "add", name, "--password-stdin", "--db", "users.db"]);
-        assert!(
-            run_with_stdin(add, &format!("{PASSWORD}\n"))
-                .status
-                .success()
-        );
-    }
+    use common::bin::{add_users, serve};
+    add_users(dir, &["alice", "bob", "carol"], PASSWORD);
     let s = serve(dir, args);
-    let cert = std::fs::read(dir.join("certs/server.crt")).unwrap();
-    let connector = common::connector_for(&CertificateDer::from_pem_slice(&cert).unwrap());
+    let connector = common::bin::connector_for_dir(dir);
     let mut alice = TestClient::connect(s.addr, &connector).await;
     alice.login("alice", PASSWORD).await;
     let mut bob = TestClient::connect(s.addr, &connector).await;

@@ -4,9 +4,8 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::bin::{run_with_stdin, serve, tlschat};
+use common::bin::{add_users, serve};
 use common::{PASSWORD, TestClient};
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 fn scrape(addr: &str) -> String {
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
@@ -30,15 +29,7 @@ fn value(body: &str, series: &str) -> f64 {
 async fn metrics_scrape_lists_the_series_and_counts_logins() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for name in ["alice", "bob"] {
-        let mut add = tlschat(d);
-        add.args(["user", "add", name, "--password-stdin", "--db", "users.db"]);
-        assert!(
-            run_with_stdin(add, &format!("{PASSWORD}\n"))
-                .status
-                .success()
-        );
-    }
+    add_users(d, &["alice", "bob"], PASSWORD);
     let s = serve(d, &["--metrics-listen", "127.0.0.1:0"]);
     let url = s
         .printed
@@ -47,8 +38,7 @@ async fn metrics_scrape_lists_the_series_and_counts_logins() {
         .expect("metrics address printed")
         .trim_end_matches("/metrics")
         .to_owned();
-    let cert = std::fs::read(d.join("certs/server.crt")).unwrap();
-    let connector = common::connector_for(&CertificateDer::from_pem_slice(&cert).unwrap());
+    let connector = common::bin::connector_for_dir(d);
     let mut alice = TestClient::connect(s.addr, &connector).await;
     alice.login("alice", PASSWORD).await;
     let mut bob = TestClient::connect(s.addr, &connector).await;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::bin::{Serve, run_with_stdin, serve, tlschat};
+use common::bin::{Serve, add_users, serve, tlschat};
 use common::{PASSWORD, STEP, TestClient, connector_for_all};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
@@ -24,15 +24,7 @@ fn generate(dir: &Path, force: bool) -> (CertificateDer<'static>, String) {
 }
 
 fn start(dir: &Path, extra: &[&str]) -> Serve {
-    for name in ["alice", "bob"] {
-        let mut add = tlschat(dir);
-        add.args(["user", "add", name, "--password-stdin", "--db", "users.db"]);
-        assert!(
-            run_with_stdin(add, &format!("{PASSWORD}\n"))
-                .status
-                .success()
-        );
-    }
+    add_users(dir, &["alice", "bob"], PASSWORD);
     let mut args = vec!["--cert", "c/server.crt", "--key", "c/server.key"];
     args.extend_from_slice(extra);
     serve(dir, &args)

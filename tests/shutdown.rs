@@ -5,9 +5,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::bin::{run_with_stdin, serve, tlschat};
+use common::bin::serve;
 use common::{Opts, PASSWORD, TestClient, spawn_server};
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 #[tokio::test]
 async fn shutdown_notifies_members_and_clients_still_logging_in_then_closes_cleanly() {
@@ -44,30 +43,9 @@ async fn queued_lines_are_delivered_before_the_shutdown_notice() {
 fn sigterm_exits_zero(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut add = tlschat(d);
-    add.args([
-        "user",
-        "add",
-        "alice",
-        "--password-stdin",
-        "--db",
-        "users.db",
-    ]);
-    assert!(
-        run_with_stdin(add, &format!("{PASSWORD}\n"))
-            .status
-            .success()
-    );
-    let mut add = tlschat(d);
-    add.args(["user", "add", "bob", "--password-stdin", "--db", "users.db"]);
-    assert!(
-        run_with_stdin(add, &format!("{PASSWORD}\n"))
-            .status
-            .success()
-    );
+    common::bin::add_users(d, &["alice", "bob"], PASSWORD);
     let mut s = serve(d, &[]);
-    let cert = std::fs::read(d.join("certs/server.crt")).unwrap();
-    let connector = common::connector_for(&CertificateDer::from_pem_slice(&cert).unwrap());
+    let connector = common::bin::connector_for_dir(d);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mut alice, _stalled_bob, mut pending) = rt.block_on(async {
         let mut alice = TestClient::connect(s.addr, &connector).await;

@@ -91,3 +91,24 @@ pub fn serve_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve 
         }
     }
 }
+
+/// Adds users through the CLI (`user add --password-stdin`) into `dir/users.db`.
+pub fn add_users(dir: &Path, names: &[&str], password: &str) {
+    for name in names {
+        let mut add = tlschat(dir);
+        add.args(["user", "add", name, "--password-stdin", "--db", "users.db"]);
+        let out = run_with_stdin(add, &format!("{password}\n"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A client configuration trusting the certificate `serve` generated in `dir/certs`.
+pub fn connector_for_dir(dir: &Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let pem = std::fs::read(dir.join("certs/server.crt")).unwrap();
+    super::connector_for(&CertificateDer::from_pem_slice(&pem).unwrap())
+}
