@@ -516,3 +516,17 @@ async fn slow_consumer_never_makes_the_server_buffer_more_than_its_bound() {
         "server peak memory grew by {grown} KiB"
     );
 }
+
+#[tokio::test]
+async fn accepted_sockets_use_tcp_keepalive() {
+    let server = spawn_server(Opts::default()).await;
+    let _alice = server.login("alice").await;
+    // The kernel shows a keepalive timer on the server's side of the connection.
+    let out = std::process::Command::new("ss")
+        .args(["-tonH", "state", "established"])
+        .arg(format!("( sport = :{} )", server.addr.port()))
+        .output()
+        .expect("ss (iproute2) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("timer:(keepalive,"), "{text}");
+}
