@@ -521,12 +521,20 @@ async fn slow_consumer_never_makes_the_server_buffer_more_than_its_bound() {
 async fn accepted_sockets_use_tcp_keepalive() {
     let server = spawn_server(Opts::default()).await;
     let _alice = server.login("alice").await;
-    // The kernel shows a keepalive timer on the server's side of the connection.
-    let out = std::process::Command::new("ss")
-        .args(["-tonH", "state", "established"])
-        .arg(format!("( sport = :{} )", server.addr.port()))
-        .output()
-        .expect("ss (iproute2) must be installed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("timer:(keepalive,"), "{text}");
+    // The kernel shows a keepalive timer on the server's side once nothing is in flight
+    // (right after the welcome it may still show the retransmission timer).
+    let deadline = Instant::now() + STEP;
+    loop {
+        let out = std::process::Command::new("ss")
+            .args(["-tonH", "state", "established"])
+            .arg(format!("( sport = :{} )", server.addr.port()))
+            .output()
+            .expect("ss (iproute2) must be installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("timer:(keepalive,") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no keepalive timer: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
