@@ -100,11 +100,6 @@ impl Outbox {
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Bytes queued and not yet written.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
-
     /// Cancelled when the room evicts this member for not reading: stop writing at once.
     pub fn evicted(&self) -> &CancellationToken {
         &self.evicted

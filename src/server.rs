@@ -204,8 +204,9 @@ impl ConnectionCaps {
         })
     }
 
-    /// Connections currently counted (for tests and metrics).
-    pub fn open_connections(&self) -> usize {
+    /// Connections currently counted.
+    #[cfg(test)]
+    fn open_connections(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
