@@ -338,7 +338,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             _ = sleep_until(resume_at), if held.is_some() => {
                 let item = held.take().expect("guarded by is_some");
                 bucket.try_take(Instant::now());
-                handle(conn, ctx, member, item)
+                handle(conn, ctx, member, &mut outbox, item)
             }
             item = conn.next_item(), if held.is_none() => {
                 let Some(item) = item? else { return Ok(End::ClientClosed) };
@@ -348,16 +348,20 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     warned = false;
                 }
                 if bucket.try_take(now) {
-                    handle(conn, ctx, member, item)
+                    handle(conn, ctx, member, &mut outbox, item)
                 } else {
                     // Stop reading: the rest waits in the client's TCP buffers, not here.
                     held = Some(item);
-                    if !warned {
+                    if warned {
+                        None
+                    } else {
                         warned = true;
                         warn!(limit = "rate", "member over line rate");
-                        conn.queue_reply(&mut outbox, &protocol::slow_down(limits.rate_per_sec));
+                        conn.take_deliveries(&mut outbox).or_else(|| {
+                            conn.queue(&protocol::slow_down(limits.rate_per_sec));
+                            None
+                        })
                     }
-                    None
                 }
             }
         };
@@ -369,12 +373,17 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Acts on one decoded item from a member; returns how the session ends, if it does.
+/// Room lines queued before the item go out before any reply to it.
 fn handle<S>(
     conn: &mut Conn<S>,
     ctx: &SessionContext,
     member: &mut MemberGuard,
+    outbox: &mut Outbox,
     item: Incoming,
 ) -> Option<End> {
+    if let Some(end) = conn.take_deliveries(outbox) {
+        return Some(end);
+    }
     let line = match item {
         Incoming::Line(line) => line,
         Incoming::TooLong => {
@@ -514,12 +523,6 @@ impl<S> Conn<S> {
     /// Appends a reply of this session's own (not from the room queue).
     fn queue(&mut self, text: &str) {
         self.out.extend_from_slice(text.as_bytes());
-    }
-
-    /// Appends a reply after everything the room had queued, so replies never overtake events.
-    fn queue_reply(&mut self, outbox: &mut Outbox, text: &str) {
-        let _ = self.take_deliveries(outbox);
-        self.queue(text);
     }
 
     /// Moves queued room lines into the output buffer; returns an end if one was a `Close`.
