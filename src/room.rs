@@ -26,7 +26,7 @@ pub type MemberId = u64;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Line {
     /// The wire text, LF included.
-    pub text: Box<str>,
+    pub text: String,
     /// When it was rendered and queued, for the delivery-latency metric.
     pub queued_at: Instant,
 }
@@ -35,7 +35,7 @@ impl Line {
     /// Renders once; the `Arc` is what each member's queue holds.
     pub fn new(text: String) -> Arc<Line> {
         Arc::new(Line {
-            text: text.into_boxed_str(),
+            text,
             queued_at: Instant::now(),
         })
     }
@@ -132,7 +132,6 @@ pub trait Room: Send + Sync {
 /// The in-memory room of a single server.
 pub struct LocalRoom {
     state: Mutex<State>,
-    queue_limit_bytes: usize,
 }
 
 #[derive(Default)]
@@ -142,6 +141,8 @@ struct State {
     next_id: MemberId,
     closed: bool,
     metrics: Arc<Metrics>,
+    /// Bytes that may wait in one member's queue.
+    limit: usize,
 }
 
 struct Member {
@@ -187,9 +188,9 @@ impl LocalRoom {
         LocalRoom {
             state: Mutex::new(State {
                 metrics,
+                limit: queue_limit_bytes,
                 ..State::default()
             }),
-            queue_limit_bytes,
         }
     }
 
@@ -205,14 +206,15 @@ impl LocalRoom {
             return;
         };
         let line = Line::new(render(&member.name));
-        state.broadcast(line, Some(id), self.queue_limit_bytes);
+        state.broadcast(line, Some(id));
     }
 }
 
 impl State {
     /// Delivers `line` to every member but `except`, then announces anyone it had to drop.
     /// Announcements are handled in FIFO order so that every member sees one sequence.
-    fn broadcast(&mut self, line: Arc<Line>, except: Option<MemberId>, limit: usize) {
+    fn broadcast(&mut self, line: Arc<Line>, except: Option<MemberId>) {
+        let limit = self.limit;
         let mut events = VecDeque::from([(line, except)]);
         while let Some((line, except)) = events.pop_front() {
             let mut dropped = Vec::new();
@@ -231,7 +233,7 @@ impl State {
                 .deliveries
                 .fetch_add(delivered, Ordering::Relaxed);
             for (id, why) in dropped {
-                if let Some(left) = self.drop_member(id, why, limit) {
+                if let Some(left) = self.drop_member(id, why) {
                     events.push_back((left, None));
                 }
             }
@@ -239,7 +241,8 @@ impl State {
     }
 
     /// Removes a member that could not take a delivery; returns the line announcing it.
-    fn drop_member(&mut self, id: MemberId, why: Undeliverable, limit: usize) -> Option<Arc<Line>> {
+    fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<Arc<Line>> {
+        let limit = self.limit;
         let member = self.remove(id)?;
         let reason = match why {
             Undeliverable::Full => {
@@ -282,7 +285,7 @@ impl Room for LocalRoom {
             Some(old) => old.close(protocol::SIGNED_IN_ELSEWHERE),
             None => {
                 let line = Line::new(protocol::joined(name.as_str()));
-                state.broadcast(line, None, self.queue_limit_bytes);
+                state.broadcast(line, None);
             }
         }
         state.next_id += 1;
@@ -320,7 +323,7 @@ impl Room for LocalRoom {
         };
         if !state.closed {
             let line = Line::new(protocol::left(&member.name, reason));
-            state.broadcast(line, None, self.queue_limit_bytes);
+            state.broadcast(line, None);
         }
     }
 
@@ -343,11 +346,11 @@ impl Room for LocalRoom {
         let target = state.members.get(&target_id).ok_or_else(not_online)?;
         let target_name = Arc::clone(&target.name);
         let line = Line::new(protocol::private_message(&from, text));
-        match target.deliver(&line, self.queue_limit_bytes) {
+        match target.deliver(&line, state.limit) {
             Ok(()) => Ok(target_name),
             Err(why) => {
-                if let Some(left) = state.drop_member(target_id, why, self.queue_limit_bytes) {
-                    state.broadcast(left, None, self.queue_limit_bytes);
+                if let Some(left) = state.drop_member(target_id, why) {
+                    state.broadcast(left, None);
                 }
                 Err(not_online())
             }
@@ -365,13 +368,13 @@ impl Room for LocalRoom {
         };
         member.close(line);
         let left = Line::new(protocol::left(&member.name, reason));
-        state.broadcast(left, None, self.queue_limit_bytes);
+        state.broadcast(left, None);
         true
     }
 
     fn announce(&self, text: &str) {
         let line = Line::new(protocol::admin_notice(text));
-        self.lock().broadcast(line, None, self.queue_limit_bytes);
+        self.lock().broadcast(line, None);
     }
 
     fn shutdown(&self) {

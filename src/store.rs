@@ -145,30 +145,39 @@ impl Store {
         name: &Username,
         password_hash: &str,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE users SET password_hash = ?, generation = generation + 1, \
              updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE username = ?",
         )
-        .bind(password_hash)
-        .bind(name.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        self.require_one(done.rows_affected(), name)
+        .bind(password_hash);
+        self.change_one(query, name).await
     }
 
     /// Disables or enables a user's logins.
     pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE users SET disabled = ?, generation = generation + 1, \
              updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE username = ?",
         )
-        .bind(disabled)
-        .bind(name.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        self.require_one(done.rows_affected(), name)
+        .bind(disabled);
+        self.change_one(query, name).await
+    }
+
+    /// Runs a statement whose last parameter is the username; the user must exist.
+    async fn change_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        name: &'q Username,
+    ) -> Result<(), StoreError> {
+        let done = query
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchUser(name.to_string()));
+        }
+        Ok(())
     }
 
     /// The current stamp of every account, for noticing changes made by other processes.
@@ -189,12 +198,8 @@ impl Store {
 
     /// Deletes a user.
     pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM users WHERE username = ?")
-            .bind(name.as_str())
-            .execute(&self.pool)
+        self.change_one(sqlx::query("DELETE FROM users WHERE username = ?"), name)
             .await
-            .map_err(|e| self.error(e))?;
-        self.require_one(done.rows_affected(), name)
     }
 
     /// All users, sorted case-insensitively.
@@ -238,14 +243,6 @@ impl Store {
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    fn require_one(&self, rows: u64, name: &Username) -> Result<(), StoreError> {
-        if rows == 0 {
-            Err(StoreError::NoSuchUser(name.to_string()))
-        } else {
-            Ok(())
-        }
     }
 
     fn error(&self, source: sqlx::Error) -> StoreError {
