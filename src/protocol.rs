@@ -199,20 +199,67 @@ pub fn parse_command(line: &str) -> Command<'_> {
     }
 }
 
-/// Removes C0 controls (except TAB), DEL and C1 controls, so no terminal escape reaches anyone.
+/// Format characters (Unicode category Cf, Unicode 15.1) that are removed: they are invisible
+/// and can reorder (bidi controls), hide (zero-width, tags) or fake text.
+const REMOVED_FORMAT: [(char, char); 17] = [
+    ('\u{00AD}', '\u{00AD}'),   // soft hyphen
+    ('\u{061C}', '\u{061C}'),   // Arabic letter mark (bidi)
+    ('\u{180E}', '\u{180E}'),   // Mongolian vowel separator
+    ('\u{200B}', '\u{200B}'),   // zero width space
+    ('\u{200E}', '\u{200F}'),   // LRM, RLM (bidi)
+    ('\u{202A}', '\u{202E}'),   // bidi embeddings and overrides
+    ('\u{2060}', '\u{2064}'),   // word joiner, invisible operators
+    ('\u{2066}', '\u{206F}'),   // bidi isolates, deprecated format characters
+    ('\u{FEFF}', '\u{FEFF}'),   // zero width no-break space (BOM)
+    ('\u{FFF9}', '\u{FFFB}'),   // interlinear annotation
+    ('\u{13430}', '\u{1343F}'), // Egyptian hieroglyph format controls
+    ('\u{1BCA0}', '\u{1BCA3}'), // shorthand format controls
+    ('\u{1D173}', '\u{1D17A}'), // musical symbol format controls
+    ('\u{E0001}', '\u{E0001}'), // language tag
+    ('\u{E0020}', '\u{E007F}'), // tag characters (can smuggle invisible ASCII)
+    ('\u{2028}', '\u{2029}'),   // line and paragraph separators (not Cf, but line breaks)
+    ('\u{0080}', '\u{009F}'),   // C1 controls
+];
+
+/// ZERO WIDTH NON-JOINER and ZERO WIDTH JOINER: needed inside words of Persian, Indic and
+/// other scripts and inside emoji sequences, so they are kept between two visible
+/// characters and removed anywhere else (alone, at an end, next to a space).
+const JOINERS: [char; 2] = ['\u{200C}', '\u{200D}'];
+
+/// Removes what could change how a terminal or a line displays: C0 controls (except TAB),
+/// DEL, C1 controls, U+2028/2029 and the format characters of [`REMOVED_FORMAT`]; keeps
+/// ZWNJ/ZWJ only between visible characters. The Cf characters that remain are the
+/// prepended concatenation marks (U+0600–0605, U+06DD, U+070F, U+0890–0891, U+08E2,
+/// U+110BD, U+110CD), which are visible signs of Arabic, Syriac and Kaithi numbers.
 pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(is_forbidden) {
-        text.chars()
-            .filter(|c| !is_forbidden(*c))
-            .collect::<String>()
-            .into()
-    } else {
-        text.into()
+    if !text
+        .chars()
+        .any(|c| is_forbidden(c) || JOINERS.contains(&c))
+    {
+        return text.into();
     }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().filter(|c| !is_forbidden(*c)).peekable();
+    while let Some(c) = chars.next() {
+        if JOINERS.contains(&c) {
+            let visible =
+                |c: Option<&char>| c.is_some_and(|c| !c.is_whitespace() && !JOINERS.contains(c));
+            if !(visible(out.chars().last().as_ref()) && visible(chars.peek())) {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out.into()
 }
 
 fn is_forbidden(c: char) -> bool {
-    (c.is_control() && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c)
+    if c.is_ascii() {
+        return c.is_ascii_control() && c != '\t';
+    }
+    REMOVED_FORMAT
+        .iter()
+        .any(|(first, last)| (*first..=*last).contains(&c))
 }
 
 /// `*** Welcome, alice! 3 online: alice, bob, carol`
@@ -397,6 +444,70 @@ mod tests {
         );
         assert_eq!(parse_command("/help"), Command::Help);
         assert_eq!(parse_command("/frob x"), Command::Unknown("frob"));
+    }
+
+    #[test]
+    fn bidi_controls_are_removed() {
+        for c in ('\u{202A}'..='\u{202E}')
+            .chain('\u{2066}'..='\u{2069}')
+            .chain(['\u{061C}', '\u{200E}', '\u{200F}'])
+        {
+            assert_eq!(clean(&format!("a{c}b")), "ab", "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn zero_width_characters_are_removed() {
+        for c in ['\u{200B}', '\u{2060}', '\u{FEFF}', '\u{00AD}', '\u{180E}'] {
+            assert_eq!(clean(&format!("a{c}b")), "ab", "U+{:04X}", c as u32);
+        }
+        assert!(!has_content("\u{200B}"));
+        assert!(!has_content("\u{200B}\u{FEFF} \u{2060}"));
+    }
+
+    #[test]
+    fn line_and_paragraph_separators_are_removed() {
+        assert_eq!(clean("a\u{2028}b\u{2029}c"), "abc");
+    }
+
+    #[test]
+    fn other_format_characters_are_removed() {
+        for c in [
+            '\u{2061}',
+            '\u{206A}',
+            '\u{FFF9}',
+            '\u{13430}',
+            '\u{1BCA0}',
+            '\u{1D173}',
+            '\u{E0001}',
+            '\u{E0041}',
+            '\u{E007F}',
+        ] {
+            assert_eq!(clean(&format!("a{c}b")), "ab", "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn joiners_stay_between_visible_characters_only() {
+        // Persian "mi-khaham" needs ZWNJ; a family emoji needs ZWJ.
+        assert_eq!(
+            clean("\u{0645}\u{06CC}\u{200C}\u{062E}"),
+            "\u{0645}\u{06CC}\u{200C}\u{062E}"
+        );
+        assert_eq!(
+            clean("\u{1F468}\u{200D}\u{1F469}"),
+            "\u{1F468}\u{200D}\u{1F469}"
+        );
+        assert_eq!(clean("\u{200D}a\u{200C}"), "a");
+        assert_eq!(clean("a \u{200D}b"), "a b");
+        assert_eq!(clean("a\u{200D}\u{200D}b"), "a\u{200D}b");
+        assert_eq!(clean("a\u{200D}\u{202E}b"), "a\u{200D}b");
+        assert!(!has_content("\u{200D}\u{200C}"));
+    }
+
+    #[test]
+    fn prepended_concatenation_marks_are_kept() {
+        assert_eq!(clean("\u{0600}123"), "\u{0600}123");
     }
 
     #[test]
