@@ -96,6 +96,9 @@ pub struct LimitSettings {
     /// Concurrent not-yet-logged-in connections per source IP [default: 16]
     #[arg(long, env = "TLSCHAT_MAX_PRELOGIN_PER_IP", value_name = "N")]
     pub max_prelogin_per_ip: Option<usize>,
+    /// Concurrent not-yet-logged-in connections, all sources together [default: 25% of max_connections]
+    #[arg(long, env = "TLSCHAT_MAX_PRELOGIN", value_name = "N")]
+    pub max_prelogin: Option<usize>,
     /// Source IPs exempt from the per-IP caps (repeat the flag; comma-separated in env)
     #[arg(
         long = "exempt-ip",
@@ -113,6 +116,10 @@ pub struct LimitSettings {
     /// Failed logins per username within the window before throttling [default: 5]
     #[arg(long, env = "TLSCHAT_USER_FAILURES", value_name = "N")]
     pub user_failures: Option<u32>,
+    /// Failed logins per username within the window after which no source gets its password
+    /// checked for that name [default: 50]
+    #[arg(long, env = "TLSCHAT_USER_FAILURE_CEILING", value_name = "N")]
+    pub user_failure_ceiling: Option<u32>,
     /// Window in seconds for per-username failures [default: 900]
     #[arg(long, env = "TLSCHAT_USER_FAILURE_WINDOW", value_name = "SECS")]
     pub user_failure_window: Option<f64>,
@@ -178,7 +185,19 @@ impl HashSettings {
             threads: s.threads.unwrap_or(d.threads),
             queue: s.queue.unwrap_or(d.queue),
         };
-        positive("hash_threads", out.threads)?;
+        let values: [(&'static str, f64); 5] = [
+            ("argon2_memory_kib", f64::from(out.memory_kib)),
+            ("argon2_iterations", f64::from(out.iterations)),
+            ("argon2_parallelism", f64::from(out.parallelism)),
+            ("hash_threads", out.threads as f64),
+            ("hash_queue", out.queue as f64),
+        ];
+        for (name, v) in values {
+            let (min, max) = bound(name);
+            if !(v >= min && v <= max) {
+                return Err(out_of_range(name, v, min, max, ""));
+            }
+        }
         Ok(out)
     }
 }
@@ -202,14 +221,19 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Concurrent not-yet-logged-in connections per source IP.
     pub max_prelogin_per_ip: usize,
+    /// Concurrent not-yet-logged-in connections in total.
+    pub max_prelogin: usize,
     /// Sources exempt from per-IP caps.
     pub exempt_ips: Vec<IpAddr>,
     /// Line burst per member.
     pub rate_burst: u32,
     /// Sustained lines per second per member.
     pub rate_per_sec: f64,
-    /// Failures per username within `user_failure_window` before throttling.
+    /// Failures per username within `user_failure_window` before the sources that took part
+    /// are throttled.
     pub user_failures: u32,
+    /// Failures per username within `user_failure_window` before every source is throttled.
+    pub user_failure_ceiling: u32,
     /// Sliding window for per-username failures.
     pub user_failure_window: Duration,
     /// Failures per source IP within `ip_failure_window` before throttling.
@@ -239,10 +263,12 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 128,
             max_prelogin_per_ip: 16,
+            max_prelogin: 2_500,
             exempt_ips: Vec::new(),
             rate_burst: 10,
             rate_per_sec: 2.0,
             user_failures: 5,
+            user_failure_ceiling: 50,
             user_failure_window: Duration::from_secs(15 * 60),
             ip_failures: 20,
             ip_failure_window: Duration::from_secs(10 * 60),
@@ -256,21 +282,23 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Applies the given overrides on top of the defaults and validates the result.
+    /// Applies the given overrides on top of the defaults and validates the result: every
+    /// value must lie in its documented range ([`BOUNDS`] and the relations checked below).
     pub fn from_settings(s: &LimitSettings) -> Result<Self, ConfigError> {
         let d = Limits::default();
         let secs = |name, v: Option<f64>, dflt: Duration| -> Result<Duration, ConfigError> {
             match v {
                 None => Ok(dflt),
-                Some(x) => Duration::try_from_secs_f64(x)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| ConfigError::Invalid {
-                        name,
-                        why: format!("{x} is not a positive number of seconds"),
-                    }),
+                Some(x) => {
+                    let (min, max) = bound(name);
+                    if !(x.is_finite() && x >= min && x <= max) {
+                        return Err(out_of_range(name, x, min, max, " seconds"));
+                    }
+                    Ok(Duration::from_secs_f64(x))
+                }
             }
         };
+        let max_connections = s.max_connections.unwrap_or(d.max_connections);
         let limits = Limits {
             max_line_bytes: s.max_line_bytes.unwrap_or(d.max_line_bytes),
             max_unterminated_bytes: s.max_unterminated_bytes.unwrap_or(d.max_unterminated_bytes),
@@ -281,13 +309,17 @@ impl Limits {
             )?,
             login_timeout: secs("login_timeout", s.login_timeout, d.login_timeout)?,
             outbound_queue_bytes: s.outbound_queue_bytes.unwrap_or(d.outbound_queue_bytes),
-            max_connections: s.max_connections.unwrap_or(d.max_connections),
+            max_connections,
             max_connections_per_ip: s.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
             max_prelogin_per_ip: s.max_prelogin_per_ip.unwrap_or(d.max_prelogin_per_ip),
+            max_prelogin: s
+                .max_prelogin
+                .unwrap_or_else(|| default_max_prelogin(max_connections)),
             exempt_ips: s.exempt_ips.clone().unwrap_or(d.exempt_ips),
             rate_burst: s.rate_burst.unwrap_or(d.rate_burst),
             rate_per_sec: s.rate_per_sec.unwrap_or(d.rate_per_sec),
             user_failures: s.user_failures.unwrap_or(d.user_failures),
+            user_failure_ceiling: s.user_failure_ceiling.unwrap_or(d.user_failure_ceiling),
             user_failure_window: secs(
                 "user_failure_window",
                 s.user_failure_window,
@@ -317,46 +349,131 @@ impl Limits {
         Ok(limits)
     }
 
-    /// Rejects values that would make the server unusable.
+    /// Rejects values outside their documented ranges, naming the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        positive("max_line_bytes", self.max_line_bytes)?;
-        positive("max_connections", self.max_connections)?;
-        positive("max_connections_per_ip", self.max_connections_per_ip)?;
-        positive("max_prelogin_per_ip", self.max_prelogin_per_ip)?;
-        positive("rate_burst", self.rate_burst as usize)?;
-        positive("user_failures", self.user_failures as usize)?;
-        positive("ip_failures", self.ip_failures as usize)?;
-        if self.max_unterminated_bytes < self.max_line_bytes {
-            return Err(ConfigError::Invalid {
-                name: "max_unterminated_bytes",
-                why: "must be at least max_line_bytes".into(),
-            });
+        let counts: [(&'static str, f64); 12] = [
+            ("max_line_bytes", self.max_line_bytes as f64),
+            ("max_unterminated_bytes", self.max_unterminated_bytes as f64),
+            ("outbound_queue_bytes", self.outbound_queue_bytes as f64),
+            ("max_connections", self.max_connections as f64),
+            ("max_connections_per_ip", self.max_connections_per_ip as f64),
+            ("max_prelogin_per_ip", self.max_prelogin_per_ip as f64),
+            ("max_prelogin", self.max_prelogin as f64),
+            ("rate_burst", f64::from(self.rate_burst)),
+            ("rate_per_sec", self.rate_per_sec),
+            ("user_failures", f64::from(self.user_failures)),
+            ("user_failure_ceiling", f64::from(self.user_failure_ceiling)),
+            ("ip_failures", f64::from(self.ip_failures)),
+        ];
+        let durations: [(&'static str, Duration); 9] = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("login_timeout", self.login_timeout),
+            ("user_failure_window", self.user_failure_window),
+            ("ip_failure_window", self.ip_failure_window),
+            ("throttle_delay", self.throttle_delay),
+            ("keepalive", self.keepalive),
+            ("shutdown_grace", self.shutdown_grace),
+            ("account_check_interval", self.account_check_interval),
+            ("cert_check_interval", self.cert_check_interval),
+        ];
+        for (name, v) in counts {
+            let (min, max) = bound(name);
+            if !(v.is_finite() && v >= min && v <= max) {
+                return Err(out_of_range(name, v, min, max, ""));
+            }
         }
+        for (name, d) in durations {
+            let (min, max) = bound(name);
+            let v = d.as_secs_f64();
+            if !(v >= min && v <= max) {
+                return Err(out_of_range(name, v, min, max, " seconds"));
+            }
+        }
+        let relation = |name, ok: bool, why: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    name,
+                    why: why.into(),
+                })
+            }
+        };
+        relation(
+            "max_unterminated_bytes",
+            self.max_unterminated_bytes >= self.max_line_bytes,
+            "must be at least max_line_bytes",
+        )?;
         // The queue must hold at least one full line plus its prefix, or every long line evicts.
-        if self.outbound_queue_bytes < self.max_line_bytes + 64 {
-            return Err(ConfigError::Invalid {
-                name: "outbound_queue_bytes",
-                why: "must be at least max_line_bytes + 64".into(),
-            });
-        }
-        if !(self.rate_per_sec.is_finite() && self.rate_per_sec > 0.0) {
-            return Err(ConfigError::Invalid {
-                name: "rate_per_sec",
-                why: "must be a positive number".into(),
-            });
-        }
-        Ok(())
+        relation(
+            "outbound_queue_bytes",
+            self.outbound_queue_bytes >= self.max_line_bytes + 64,
+            "must be at least max_line_bytes + 64",
+        )?;
+        relation(
+            "max_prelogin",
+            self.max_prelogin <= self.max_connections,
+            "must be at most max_connections",
+        )?;
+        relation(
+            "user_failure_ceiling",
+            self.user_failure_ceiling >= self.user_failures,
+            "must be at least user_failures",
+        )
     }
 }
 
-fn positive(name: &'static str, v: usize) -> Result<(), ConfigError> {
-    if v == 0 {
-        return Err(ConfigError::Invalid {
-            name,
-            why: "must be at least 1".into(),
-        });
+/// The documented range of each numeric setting: (minimum, maximum), in the setting's unit
+/// (bytes, connections, lines, failures, seconds). Whatever the values in these ranges, no
+/// arithmetic on them can overflow (the largest product is a delay of 60 s × 2^16, capped).
+pub const BOUNDS: [(&str, f64, f64); 26] = [
+    ("argon2_memory_kib", 8.0, 4_194_304.0),
+    ("argon2_iterations", 1.0, 100.0),
+    ("argon2_parallelism", 1.0, 64.0),
+    ("hash_threads", 1.0, 1_024.0),
+    ("hash_queue", 0.0, 1_000_000.0),
+    ("max_line_bytes", 16.0, 1_048_576.0),
+    ("max_unterminated_bytes", 16.0, 67_108_864.0),
+    ("outbound_queue_bytes", 1_024.0, 1_073_741_824.0),
+    ("max_connections", 1.0, 1_000_000.0),
+    ("max_connections_per_ip", 1.0, 1_000_000.0),
+    ("max_prelogin_per_ip", 1.0, 1_000_000.0),
+    ("max_prelogin", 1.0, 1_000_000.0),
+    ("rate_burst", 1.0, 1_000_000.0),
+    ("rate_per_sec", 0.01, 1_000_000.0),
+    ("user_failures", 1.0, 100_000.0),
+    ("user_failure_ceiling", 1.0, 100_000.0),
+    ("ip_failures", 1.0, 100_000.0),
+    ("handshake_timeout", 0.01, 86_400.0),
+    ("login_timeout", 0.01, 86_400.0),
+    ("user_failure_window", 0.01, 86_400.0),
+    ("ip_failure_window", 0.01, 86_400.0),
+    ("throttle_delay", 0.001, 60.0),
+    // Linux takes keepalive times up to 32767 s; the user timeout is twice this, in ms.
+    ("keepalive", 1.0, 7_200.0),
+    ("shutdown_grace", 0.01, 3_600.0),
+    ("account_check_interval", 0.01, 3_600.0),
+    ("cert_check_interval", 0.01, 86_400.0),
+];
+
+fn bound(name: &str) -> (f64, f64) {
+    BOUNDS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, min, max)| (*min, *max))
+        .expect("every bounded setting is listed in BOUNDS")
+}
+
+fn out_of_range(name: &'static str, v: f64, min: f64, max: f64, unit: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        why: format!("{v} is out of range: use {min} to {max}{unit}"),
     }
-    Ok(())
+}
+
+/// A quarter of all slots may be held by connections that have not logged in.
+pub fn default_max_prelogin(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
 }
 
 /// The optional TOML config file (`--config FILE`); every key is optional.
@@ -430,10 +547,12 @@ impl FileConfig {
             max_connections: given.max_connections.or(f.max_connections),
             max_connections_per_ip: given.max_connections_per_ip.or(f.max_connections_per_ip),
             max_prelogin_per_ip: given.max_prelogin_per_ip.or(f.max_prelogin_per_ip),
+            max_prelogin: given.max_prelogin.or(f.max_prelogin),
             exempt_ips: given.exempt_ips.clone().or_else(|| f.exempt_ips.clone()),
             rate_burst: given.rate_burst.or(f.rate_burst),
             rate_per_sec: given.rate_per_sec.or(f.rate_per_sec),
             user_failures: given.user_failures.or(f.user_failures),
+            user_failure_ceiling: given.user_failure_ceiling.or(f.user_failure_ceiling),
             user_failure_window: given.user_failure_window.or(f.user_failure_window),
             ip_failures: given.ip_failures.or(f.ip_failures),
             ip_failure_window: given.ip_failure_window.or(f.ip_failure_window),
@@ -510,6 +629,54 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("lissten = \"x\"").is_err());
+    }
+
+    fn rejected(toml_text: &str) -> String {
+        let file: FileConfig = toml::from_str(toml_text).unwrap();
+        let err = file
+            .limits(&LimitSettings::default())
+            .and_then(|_| file.hash_settings(&Argon2Settings::default()))
+            .unwrap_err();
+        err.to_string()
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected_with_the_key_name() {
+        let cases = [
+            ("[limits]\nlogin_timeout = 1e19", "login_timeout"),
+            ("[limits]\nrate_per_sec = 1e-20", "rate_per_sec"),
+            ("[limits]\nrate_per_sec = nan", "rate_per_sec"),
+            ("[limits]\nhandshake_timeout = -1", "handshake_timeout"),
+            ("[limits]\nkeepalive = 100000", "keepalive"),
+            ("[limits]\nthrottle_delay = 3600", "throttle_delay"),
+            ("[limits]\nuser_failure_window = 1e300", "user_failure_window"),
+            ("[limits]\nshutdown_grace = inf", "shutdown_grace"),
+            ("[limits]\noutbound_queue_bytes = 2000000000", "outbound_queue_bytes"),
+            ("[limits]\nmax_line_bytes = 0", "max_line_bytes"),
+            ("[limits]\nmax_connections = 0", "max_connections"),
+            ("[limits]\nmax_connections = 100\nmax_prelogin = 101", "max_prelogin"),
+            ("[limits]\nrate_burst = 0", "rate_burst"),
+            ("[limits]\nuser_failures = 10\nuser_failure_ceiling = 9", "user_failure_ceiling"),
+            ("[argon2]\nmemory_kib = 4294967295", "argon2_memory_kib"),
+            ("[argon2]\nthreads = 0", "hash_threads"),
+        ];
+        for (text, key) in cases {
+            let err = rejected(text);
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_default_is_inside_its_range() {
+        Limits::default().validate().unwrap();
+        HashSettings::from_settings(&Argon2Settings::default()).unwrap();
+    }
+
+    #[test]
+    fn prelogin_cap_defaults_to_a_quarter_of_all_connections() {
+        let file: FileConfig = toml::from_str("[limits]\nmax_connections = 400").unwrap();
+        assert_eq!(file.limits(&LimitSettings::default()).unwrap().max_prelogin, 100);
+        assert_eq!(Limits::default().max_prelogin, 2_500);
     }
 
     #[test]

@@ -397,7 +397,7 @@ fn invalid_argon2_parameters_fail_at_start_up() {
         dir.path(),
         &["--listen", "127.0.0.1:0", "--argon2-memory-kib", "1"],
     );
-    assert!(err.contains("invalid argon2 parameters"), "{err}");
+    assert!(err.contains("invalid setting argon2_memory_kib"), "{err}");
 }
 
 #[test]
