@@ -47,22 +47,48 @@ pub struct SessionSummary {
     pub queued_bytes: usize,
 }
 
-/// Every logged-in session with the account stamp it logged in with.
+/// Every logged-in session with the account stamp it logged in with: one per name, since a
+/// new login of a name replaces the old session (takeover).
 #[derive(Default)]
 pub struct AccountWatch {
-    online: Mutex<HashMap<MemberId, OnlineSession>>,
+    online: Mutex<Online>,
+}
+
+#[derive(Default)]
+struct Online {
+    by_id: HashMap<MemberId, OnlineSession>,
+    /// Lower-case name → the live session of that name.
+    by_name: HashMap<String, MemberId>,
+}
+
+impl Online {
+    fn remove(&mut self, id: MemberId) -> Option<OnlineSession> {
+        let session = self.by_id.remove(&id)?;
+        let key = session.name.to_ascii_lowercase();
+        if self.by_name.get(&key) == Some(&id) {
+            self.by_name.remove(&key);
+        }
+        Some(session)
+    }
 }
 
 impl AccountWatch {
-    /// Remembers a member that logged in.
+    /// Remembers a member that logged in, replacing an older session of the same name (which
+    /// the room has just closed), so `admin who` and `admin kick` see only the live one.
     pub fn register(&self, id: MemberId, session: OnlineSession) {
-        self.lock().insert(id, session);
+        let mut online = self.lock();
+        let key = session.name.to_ascii_lowercase();
+        if let Some(old) = online.by_name.insert(key, id) {
+            online.by_id.remove(&old);
+        }
+        online.by_id.insert(id, session);
     }
 
     /// Every session, sorted by name (case-insensitively).
     pub fn sessions(&self) -> Vec<SessionSummary> {
         let mut out: Vec<SessionSummary> = self
             .lock()
+            .by_id
             .iter()
             .map(|(id, s)| SessionSummary {
                 id: *id,
@@ -79,37 +105,38 @@ impl AccountWatch {
     /// The member id of the session of `name` (any letter case), if online.
     pub fn find(&self, name: &str) -> Option<MemberId> {
         self.lock()
-            .iter()
-            .find(|(_, s)| s.name.eq_ignore_ascii_case(name))
-            .map(|(id, _)| *id)
+            .by_name
+            .get(&name.to_ascii_lowercase())
+            .copied()
     }
 
     /// Members online.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 
     /// True when nobody is online.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().by_id.is_empty()
     }
 
-    /// Forgets a member that left.
+    /// Forgets a member that left or was removed.
     pub fn unregister(&self, id: MemberId) {
-        self.lock().remove(&id);
+        self.lock().remove(id);
     }
 
     /// Members whose account no longer has the stamp they logged in with.
     pub fn stale(&self, current: &[AccountStamp]) -> Vec<MemberId> {
         let current: HashSet<&AccountStamp> = current.iter().collect();
         self.lock()
+            .by_id
             .iter()
             .filter(|(_, s)| !current.contains(&s.stamp))
             .map(|(id, _)| *id)
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MemberId, OnlineSession>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Online> {
         self.online.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -179,6 +206,20 @@ mod tests {
         assert_eq!(names, vec!["Alice", "bob"]);
         assert_eq!(w.find("alice"), Some(3));
         assert_eq!(w.find("carol"), None);
+    }
+
+    #[test]
+    fn a_new_session_of_a_name_replaces_the_old_one() {
+        let w = AccountWatch::default();
+        w.register(1, online("alice", stamp(1, 0, false)));
+        w.register(2, online("Alice", stamp(1, 0, false)));
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.find("ALICE"), Some(2));
+        w.unregister(1);
+        assert_eq!(w.find("alice"), Some(2));
+        w.unregister(2);
+        assert!(w.is_empty());
+        assert_eq!(w.find("alice"), None);
     }
 
     #[test]

@@ -135,10 +135,12 @@ pub fn execute(
                 Some((n, r)) => (n, Some(r.trim()).filter(|r| !r.is_empty())),
                 None => (rest, None),
             };
-            let kicked = sessions
-                .find(name)
-                .is_some_and(|id| room.kick(id, &protocol::kicked(reason), reason));
-            if kicked {
+            let kicked = sessions.find(name).filter(|id| {
+                let kicked = room.kick(*id, &protocol::kicked(reason), reason);
+                sessions.unregister(*id);
+                kicked
+            });
+            if kicked.is_some() {
                 crate::metrics::inc(&metrics.evictions_admin);
                 tracing::info!(user = ?name, "kicked by an administrator");
                 "ok\n".to_owned()

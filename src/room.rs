@@ -48,6 +48,8 @@ pub enum Delivery {
     Line(Arc<Line>),
     /// A last line; the session writes it and closes.
     Close(Arc<str>),
+    /// Evicted for not reading: the session drops what it holds and closes.
+    Evicted,
 }
 
 /// The room has shut down and takes no new members.
@@ -81,7 +83,7 @@ impl Outbox {
 pub struct Outbox {
     rx: UnboundedReceiver<Delivery>,
     queued: Arc<AtomicUsize>,
-    evicted: CancellationToken,
+    removed: CancellationToken,
 }
 
 impl Outbox {
@@ -100,9 +102,11 @@ impl Outbox {
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Cancelled when the room evicts this member for not reading: stop writing at once.
-    pub fn evicted(&self) -> &CancellationToken {
-        &self.evicted
+    /// Cancelled whenever the room removes this member (kick, takeover, account change,
+    /// shutdown, eviction), after the last delivery is queued: a session blocked in a write
+    /// stops it and says goodbye within a bounded time.
+    pub fn removed(&self) -> &CancellationToken {
+        &self.removed
     }
 }
 
@@ -150,7 +154,7 @@ struct Member {
     key: String,
     tx: UnboundedSender<Delivery>,
     queued: Arc<AtomicUsize>,
-    evicted: CancellationToken,
+    removed: CancellationToken,
 }
 
 enum Undeliverable {
@@ -171,9 +175,17 @@ impl Member {
             .map_err(|_| Undeliverable::Gone)
     }
 
-    /// Sends the final line regardless of the bound (it is short and ends the queue).
+    /// Sends the final line regardless of the bound (it is short and ends the queue), and
+    /// interrupts the session even if it is blocked writing to a peer that does not read.
     fn close(&self, line: &str) {
         let _ = self.tx.send(Delivery::Close(line.into()));
+        self.removed.cancel();
+    }
+
+    /// Ends the session of a member that does not read, without anything more to queue.
+    fn evict(&self) {
+        let _ = self.tx.send(Delivery::Evicted);
+        self.removed.cancel();
     }
 }
 
@@ -248,8 +260,7 @@ impl State {
             Undeliverable::Full => {
                 tracing::warn!(user = %member.name, limit_bytes = limit, "slow consumer evicted");
                 crate::metrics::inc(&self.metrics.evictions_send_queue);
-                member.evicted.cancel();
-                member.close(protocol::SEND_QUEUE_EXCEEDED);
+                member.evict();
                 Some(protocol::REASON_SEND_QUEUE)
             }
             Undeliverable::Gone => None,
@@ -292,7 +303,7 @@ impl Room for LocalRoom {
         let id = state.next_id;
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let evicted = CancellationToken::new();
+        let removed = CancellationToken::new();
         state.members.insert(
             id,
             Member {
@@ -300,7 +311,7 @@ impl Room for LocalRoom {
                 key: key.clone(),
                 tx,
                 queued: Arc::clone(&queued),
-                evicted: evicted.clone(),
+                removed: removed.clone(),
             },
         );
         state.by_key.insert(key, id);
@@ -311,7 +322,7 @@ impl Room for LocalRoom {
             outbox: Outbox {
                 rx,
                 queued,
-                evicted,
+                removed,
             },
         })
     }
@@ -404,6 +415,7 @@ mod tests {
                     out.push(l.text.trim_end().to_owned());
                 }
                 Delivery::Close(l) => out.push(format!("CLOSE {}", l.trim_end())),
+                Delivery::Evicted => out.push("EVICTED".to_owned()),
             }
         }
         out
@@ -465,10 +477,10 @@ mod tests {
         let (room, slow, mut fast, talker) = three_members(100);
         room.say(talker.id, "aaaaaaaaaaaaaaaaaaaa");
         room.say(talker.id, "bbbbbbbbbbbbbbbbbbbb");
-        assert!(!slow.outbox.evicted().is_cancelled());
+        assert!(!slow.outbox.removed().is_cancelled());
         drain(&mut fast.outbox);
         room.say(talker.id, "cccccccccccccccccccc");
-        assert!(slow.outbox.evicted().is_cancelled());
+        assert!(slow.outbox.removed().is_cancelled());
         assert_eq!(room.who().len(), 2);
         assert_eq!(drain(&mut fast.outbox).len(), 2);
         room.say(talker.id, "after");

@@ -100,7 +100,12 @@ async fn serve_one(
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     match outcome {
-        Ok(end) => debug!(end = ?end, "connection closed"),
+        Ok(end) => {
+            if matches!(end, session::End::NoNewline) {
+                crate::metrics::inc(&metrics.evictions_no_newline);
+            }
+            debug!(end = ?end, "connection closed")
+        }
         Err(e) if is_disconnect(&e) => debug!(error = %e, "connection lost"),
         Err(e) => warn!(error = %e, "connection failed"),
     }
@@ -139,6 +144,8 @@ pub enum CapHit {
     PerIp,
     /// Not-yet-logged-in connections from one source.
     PreLoginPerIp,
+    /// Not-yet-logged-in connections, all sources together.
+    PreLogin,
 }
 
 /// Counts connections in total and per source (IPv6 per /64).
@@ -147,6 +154,7 @@ pub struct ConnectionCaps {
     max_total: usize,
     max_per_ip: usize,
     max_prelogin_per_ip: usize,
+    max_prelogin: usize,
     exempt: Vec<IpAddr>,
     last_refusal_log: Mutex<Option<Instant>>,
 }
@@ -154,6 +162,8 @@ pub struct ConnectionCaps {
 #[derive(Default)]
 struct CapState {
     total: usize,
+    /// Connections that have not logged in yet.
+    prelogin: usize,
     per_source: HashMap<IpAddr, SourceCount>,
 }
 
@@ -171,6 +181,7 @@ impl ConnectionCaps {
             max_total: limits.max_connections,
             max_per_ip: limits.max_connections_per_ip,
             max_prelogin_per_ip: limits.max_prelogin_per_ip,
+            max_prelogin: limits.max_prelogin,
             exempt: limits.exempt_ips.clone(),
             last_refusal_log: Mutex::new(None),
         }
@@ -183,6 +194,11 @@ impl ConnectionCaps {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.total >= self.max_total {
             return Err(CapHit::Global);
+        }
+        // Keeps room for members and for logins in progress elsewhere: idle connections at the
+        // prompt can take at most this share of all slots.
+        if state.prelogin >= self.max_prelogin {
+            return Err(CapHit::PreLogin);
         }
         if let Some(key) = source {
             let count = state.per_source.get(&key).copied().unwrap_or_default();
@@ -197,10 +213,12 @@ impl ConnectionCaps {
             entry.prelogin += 1;
         }
         state.total += 1;
+        state.prelogin += 1;
         Ok(Slot {
             caps: Arc::clone(self),
             source,
             logged_in: false,
+            released: false,
         })
     }
 
@@ -225,6 +243,9 @@ impl ConnectionCaps {
     fn release(&self, source: Option<IpAddr>, logged_in: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.total -= 1;
+        if !logged_in {
+            state.prelogin -= 1;
+        }
         if let Some(key) = source {
             if let Some(count) = state.per_source.get_mut(&key) {
                 count.total -= 1;
@@ -238,35 +259,42 @@ impl ConnectionCaps {
         }
     }
 
-    fn mark_logged_in(&self, source: IpAddr) {
+    fn mark_logged_in(&self, source: Option<IpAddr>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = state.per_source.get_mut(&source) {
+        state.prelogin -= 1;
+        if let Some(count) = source.and_then(|s| state.per_source.get_mut(&s)) {
             count.prelogin -= 1;
         }
     }
 }
 
-/// One admitted connection; dropping it gives the slot back.
+/// One admitted connection; dropping it (or `released`) gives the slot back.
 pub struct Slot {
     caps: Arc<ConnectionCaps>,
     source: Option<IpAddr>,
     logged_in: bool,
+    released: bool,
 }
 
 impl LoginObserver for Slot {
     fn logged_in(&mut self) {
-        if !self.logged_in {
+        if !self.logged_in && !self.released {
             self.logged_in = true;
-            if let Some(source) = self.source {
-                self.caps.mark_logged_in(source);
-            }
+            self.caps.mark_logged_in(self.source);
+        }
+    }
+
+    fn released(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.caps.release(self.source, self.logged_in);
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.caps.release(self.source, self.logged_in);
+        self.released();
     }
 }
 
@@ -301,6 +329,7 @@ mod tests {
             max_connections: total,
             max_connections_per_ip: per_ip,
             max_prelogin_per_ip: prelogin,
+            max_prelogin: total,
             exempt_ips: exempt,
             ..Limits::default()
         }))
@@ -351,6 +380,41 @@ mod tests {
             source_key(ip("2001:db8:0:1::1"))
         );
         assert_eq!(source_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn global_prelogin_cap_counts_every_source_and_frees_up_on_login() {
+        let c = Arc::new(ConnectionCaps::new(&Limits {
+            max_connections: 100,
+            max_prelogin: 2,
+            exempt_ips: vec!["10.0.0.9".parse().unwrap()],
+            ..Limits::default()
+        }));
+        let mut a = c.admit("10.0.0.1".parse().unwrap()).unwrap();
+        let b = c.admit("10.0.0.9".parse().unwrap()).unwrap();
+        assert_eq!(
+            c.admit("10.0.0.3".parse().unwrap()).err(),
+            Some(CapHit::PreLogin)
+        );
+        a.logged_in();
+        let _c = c.admit("10.0.0.3".parse().unwrap()).unwrap();
+        drop(b);
+        drop(a);
+        let _d = c.admit("10.0.0.4".parse().unwrap()).unwrap();
+        assert_eq!(c.open_connections(), 2);
+    }
+
+    #[test]
+    fn released_slot_is_not_released_twice() {
+        let c = caps(1, 1, 100, vec![]);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut a = c.admit(ip).unwrap();
+        a.logged_in();
+        a.released();
+        assert_eq!(c.open_connections(), 0);
+        drop(a);
+        assert_eq!(c.open_connections(), 0);
+        assert!(c.admit(ip).is_ok());
     }
 
     #[test]

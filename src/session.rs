@@ -29,8 +29,12 @@ pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
 /// Bytes read from the TLS stream at a time. rustls already holds each decrypted record, so a
 /// small buffer only means more memcpy calls, while it is memory every idle session keeps.
 const READ_CHUNK_BYTES: usize = 1024;
-/// Time given to a last line and close_notify when a session ends on its own.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time given to a last line and close_notify when a session ends, whether on its own or
+/// removed by the room (kick, takeover, account change, shutdown): a peer that does not read
+/// holds nothing longer than this.
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time given to the eviction notice: the peer is known not to read.
+const EVICTION_GOODBYE_TIMEOUT: Duration = Duration::from_millis(200);
 /// An output buffer larger than this is released once written: idle sessions keep none.
 const OUT_BUFFER_KEEP_BYTES: usize = 1024;
 /// First byte of a TLS handshake record.
@@ -52,10 +56,13 @@ pub struct SessionContext {
     pub limits: Limits,
 }
 
-/// Called once when the client has logged in (the server moves it out of the pre-login cap).
+/// Told when the client has logged in (the server moves it out of the pre-login cap) and when
+/// its member has left (the server frees its connection slots before the goodbye).
 pub trait LoginObserver: Send {
     /// The connection has a logged-in member now.
     fn logged_in(&mut self);
+    /// The member has left; only a bounded goodbye remains.
+    fn released(&mut self);
 }
 
 /// Why a session ended, for the log.
@@ -179,7 +186,24 @@ pub async fn run(
         reason: None,
     };
     conn.queue(&joined.welcome);
-    let end = member_loop(&mut conn, &ctx, &mut member, joined.outbox).await;
+    let result = member_loop(&mut conn, &ctx, &mut member, joined.outbox).await;
+    // Leave the room, the admin list and the connection caps before the goodbye, which may
+    // wait on a peer that does not read.
+    drop(member);
+    observer.released();
+    let end = match result {
+        Ok((end, goodbye)) => {
+            if let Some(mut limit) = goodbye {
+                if shutdown.is_cancelled() {
+                    // The server waits `shutdown_grace` for every session.
+                    limit = limit.min(limits.shutdown_grace);
+                }
+                conn.goodbye_queued(limit).await;
+            }
+            Ok(end)
+        }
+        Err(e) => Err(e),
+    };
     info!(reason = ?end.as_ref().map_err(|e| e.kind()), "logout");
     end
 }
@@ -239,7 +263,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let mut failures = 0;
     loop {
         conn.queue(protocol::USERNAME_PROMPT);
-        let Some(username) = conn.read_login_line().await? else {
+        let Some(username) = conn.read_login_line(protocol::USERNAME_PROMPT).await? else {
             return Ok(LoginOutcome::Ended(End::ClientClosed, None));
         };
         let username = match username {
@@ -247,7 +271,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Err(end) => return Ok(end),
         };
         conn.queue(protocol::PASSWORD_PROMPT);
-        let Some(password) = conn.read_login_line().await? else {
+        let Some(password) = conn.read_login_line(protocol::PASSWORD_PROMPT).await? else {
             return Ok(LoginOutcome::Ended(End::ClientClosed, None));
         };
         let password = match password {
@@ -271,7 +295,17 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 } else {
                     &metrics.logins_failed
                 });
-                warn!(username = ?username, peer = %peer, throttled, "login failed");
+                // A line that is not a valid name may be a password typed at the wrong prompt:
+                // only its length is logged.
+                match crate::username::Username::parse(&username) {
+                    Ok(name) => warn!(username = %name, peer = %peer, throttled, "login failed"),
+                    Err(_) => warn!(
+                        username_len = username.len(),
+                        peer = %peer,
+                        throttled,
+                        "login failed: invalid username"
+                    ),
+                }
                 failures += 1;
                 if failures >= MAX_LOGIN_ATTEMPTS {
                     conn.queue(protocol::LOGIN_FAILED);
@@ -292,30 +326,36 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The logged-in loop: client lines, queued room lines, and eviction.
+/// The logged-in loop: client lines, queued room lines, and removal by the room. Returns how
+/// the session ends and how long its goodbye (whatever is left in the output buffer, then
+/// close_notify) may take; the caller leaves the room first.
 async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     ctx: &SessionContext,
     member: &mut MemberGuard,
     mut outbox: Outbox,
-) -> io::Result<End> {
+) -> io::Result<(End, Option<Duration>)> {
     let limits = &ctx.limits;
     let mut bucket = TokenBucket::new(limits.rate_burst, limits.rate_per_sec);
     let mut held: Option<Incoming> = None;
     let mut warned = false;
-    let evicted = outbox.evicted().clone();
+    let removed = outbox.removed().clone();
     loop {
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
         if let Some(end) = conn.take_deliveries(&mut outbox) {
-            conn.goodbye_queued(GOODBYE_TIMEOUT).await;
-            return Ok(end);
+            return Ok(conn.last_words(end));
         }
         if !conn.out.is_empty() {
             let bytes = conn.out.len() as u64;
             tokio::select! {
                 r = conn.flush() => r?,
-                _ = evicted.cancelled() => return Ok(evict(conn).await),
+                _ = removed.cancelled() => {
+                    // The interrupted write left an unknown part of the buffer unsent, and
+                    // the peer is not reading anyway: only the last line is still worth trying.
+                    conn.out.clear();
+                    return Ok(conn.removed(&mut outbox));
+                }
             }
             outbox.written(std::mem::take(&mut conn.from_room));
             ctx.metrics
@@ -330,7 +370,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         let resume_at = bucket.ready_at();
         let ended = tokio::select! {
             biased;
-            _ = evicted.cancelled() => return Ok(evict(conn).await),
+            _ = removed.cancelled() => return Ok(conn.removed(&mut outbox)),
             d = outbox.recv() => match d {
                 Some(d) => conn.push_delivery(d),
                 None => Some(End::Closed("removed from the room".into())),
@@ -341,7 +381,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 handle(conn, ctx, member, &mut outbox, item)
             }
             item = conn.next_item(), if held.is_none() => {
-                let Some(item) = item? else { return Ok(End::ClientClosed) };
+                let Some(item) = item? else { return Ok((End::ClientClosed, None)) };
                 let now = Instant::now();
                 if bucket.is_full(now) {
                     // The client was quiet long enough to earn its whole burst: a new episode.
@@ -366,8 +406,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         if let Some(end) = ended {
-            conn.goodbye_queued(GOODBYE_TIMEOUT).await;
-            return Ok(end);
+            return Ok(conn.last_words(end));
         }
     }
 }
@@ -435,15 +474,6 @@ fn handle<S>(
         }
     }
     None
-}
-
-/// Best effort: tell an evicted member why, without waiting on a peer that does not read.
-async fn evict<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) -> End {
-    // Counted by the room, which decides evictions.
-    conn.out.clear();
-    conn.goodbye(protocol::SEND_QUEUE_EXCEEDED, Duration::from_millis(200))
-        .await;
-    End::Evicted
 }
 
 /// A token bucket of lines: `burst` at once, then `rate` per second.
@@ -547,6 +577,29 @@ impl<S> Conn<S> {
                 self.queue(&line);
                 Some(End::Closed(line))
             }
+            Delivery::Evicted => Some(End::Evicted),
+        }
+    }
+
+    /// The room removed this member: its last deliveries (ending in the reason) are queued.
+    fn removed(&mut self, outbox: &mut Outbox) -> (End, Option<Duration>) {
+        let end = self
+            .take_deliveries(outbox)
+            .unwrap_or_else(|| End::Closed("removed from the room".into()));
+        self.last_words(end)
+    }
+
+    /// What is left to send for `end`, and the time it may take.
+    fn last_words(&mut self, end: End) -> (End, Option<Duration>) {
+        match end {
+            End::Evicted => {
+                // Counted by the room, which decides evictions. Best effort: whatever is held
+                // is what overflowed, so only the reason is tried, briefly.
+                self.out.clear();
+                self.queue(protocol::SEND_QUEUE_EXCEEDED);
+                (End::Evicted, Some(EVICTION_GOODBYE_TIMEOUT))
+            }
+            end => (end, Some(GOODBYE_TIMEOUT)),
         }
     }
 }
@@ -572,9 +625,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Flushes pending output, then reads one line of the login dialogue.
-    /// `Some(Err(..))` ends the login with a final line.
-    async fn read_login_line(&mut self) -> io::Result<Option<Result<String, LoginOutcome>>> {
+    /// Flushes pending output, then reads one line of the login dialogue; a line that is too
+    /// long or not UTF-8 gets its error and `prompt` again. `Some(Err(..))` ends the login
+    /// with a final line.
+    async fn read_login_line(
+        &mut self,
+        prompt: &str,
+    ) -> io::Result<Option<Result<String, LoginOutcome>>> {
         loop {
             self.flush().await?;
             let Some(item) = self.next_item().await? else {
@@ -584,8 +641,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Incoming::Line(line) => return Ok(Some(Ok(line))),
                 Incoming::TooLong => {
                     self.queue(&protocol::line_too_long(self.decoder.max_line()));
+                    self.queue(prompt);
                 }
-                Incoming::InvalidUtf8 => self.queue(protocol::INVALID_UTF8),
+                Incoming::InvalidUtf8 => {
+                    self.queue(protocol::INVALID_UTF8);
+                    self.queue(prompt);
+                }
                 Incoming::Unterminated => {
                     return Ok(Some(Err(LoginOutcome::Ended(
                         End::NoNewline,

@@ -115,6 +115,36 @@ async fn per_ip_prelogin_cap_refuses_and_frees_up_on_login() {
 }
 
 #[tokio::test]
+async fn global_prelogin_cap_refuses_idle_connections_while_members_still_log_in() {
+    let server = spawn_server(opts(Limits {
+        max_prelogin: 2,
+        ..test_limits()
+    }))
+    .await;
+    let mut bob = server.login("bob").await;
+    let tcp = tcp_from(server.addr, "127.0.0.2", None).await;
+    let mut idle = TestClient::over(tcp, &server.connector).await;
+    idle.expect_greeting().await;
+    let tcp = tcp_from(server.addr, "127.0.0.3", None).await;
+    let mut alice = TestClient::over(tcp, &server.connector).await;
+    alice.expect_greeting().await;
+    // A third source is refused although it has no connection of its own.
+    let mut refused = tcp_from(server.addr, "127.0.0.4", None).await;
+    let text = String::from_utf8(read_until_closed(&mut refused).await).unwrap();
+    assert_eq!(text, "! Too many connections\n");
+    // A connection already admitted still logs in, and members chat on.
+    alice.send("alice").await;
+    alice.expect_line("Password:").await;
+    alice.send(PASSWORD).await;
+    assert!(alice.next_line().await.starts_with("*** Welcome, alice!"));
+    bob.expect_line("*** alice joined").await;
+    bob.send("still here").await;
+    alice.expect_line("<bob> still here").await;
+    // Logging in gave its pre-login slot back.
+    assert!(admitted(&server).await);
+}
+
+#[tokio::test]
 async fn per_ip_total_cap_counts_logged_in_connections() {
     let server = spawn_server(opts(Limits {
         max_connections_per_ip: 2,

@@ -124,3 +124,55 @@ async fn second_login_takes_over_without_a_left_joined_pair() {
     bob.send("/who").await;
     bob.expect_line("*** 2 online: alice, bob").await;
 }
+
+async fn at_username_prompt(server: &common::TestServer) -> common::TestClient {
+    let mut c = server.connect().await;
+    c.expect_greeting().await;
+    c
+}
+
+#[tokio::test]
+async fn over_long_username_line_gets_the_error_and_the_prompt_again() {
+    let server = spawn_server(Opts::default()).await;
+    let mut c = at_username_prompt(&server).await;
+    c.send(&"u".repeat(5000)).await;
+    c.expect_line("! Line too long (max 4096 bytes)").await;
+    c.expect_line("Username:").await;
+    c.login_after_prompt("alice", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn non_utf8_username_line_gets_the_error_and_the_prompt_again() {
+    let server = spawn_server(Opts::default()).await;
+    let mut c = at_username_prompt(&server).await;
+    c.send_raw(b"\xff\xfe\n").await;
+    c.expect_line("! Invalid UTF-8").await;
+    c.expect_line("Username:").await;
+    c.login_after_prompt("alice", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn over_long_password_line_gets_the_error_and_the_prompt_again() {
+    let server = spawn_server(Opts::default()).await;
+    let mut c = at_username_prompt(&server).await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send(&"p".repeat(5000)).await;
+    c.expect_line("! Line too long (max 4096 bytes)").await;
+    c.expect_line("Password:").await;
+    c.send(PASSWORD).await;
+    assert!(c.next_line().await.starts_with("*** Welcome, alice!"));
+}
+
+#[tokio::test]
+async fn non_utf8_password_line_gets_the_error_and_the_prompt_again() {
+    let server = spawn_server(Opts::default()).await;
+    let mut c = at_username_prompt(&server).await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send_raw(b"\xc3\x28\n").await;
+    c.expect_line("! Invalid UTF-8").await;
+    c.expect_line("Password:").await;
+    c.send(PASSWORD).await;
+    assert!(c.next_line().await.starts_with("*** Welcome, alice!"));
+}

@@ -297,6 +297,11 @@ impl TestClient {
     /// Logs in and stores the welcome line.
     pub async fn login(&mut self, name: &str, password: &str) {
         self.expect_greeting().await;
+        self.login_after_prompt(name, password).await;
+    }
+
+    /// Logs in once `Username:` has been read.
+    pub async fn login_after_prompt(&mut self, name: &str, password: &str) {
         self.send(name).await;
         self.expect_line("Password:").await;
         self.send(password).await;
