@@ -1,47 +1,73 @@
 //! Brute-force throttling: failed logins counted per username and per source over sliding
 //! windows.
 //!
-//! Trade-off: a username with too many recent failures is throttled only for the sources that
-//! took part in those failures. A guesser is slowed down, while the real user, coming from
-//! another address, still has their password checked and can log in. A botnet therefore gets
-//! one checked guess per address per window once a name is under attack; the per-source limit
-//! and argon2's cost bound the rest. Unknown and invalid names are counted like known ones.
+//! What it guarantees, per username and per `user_failure_window` (defaults in brackets):
+//! - at most `user_failure_ceiling` [50] passwords are checked and found wrong, however many
+//!   sources take part: past the ceiling no source has its password checked for that name;
+//! - a source that took part in the name's recent failures gets no further checked guess once
+//!   the name has `user_failures` [5];
+//! - and per source (IPv6 per /64) and `ip_failure_window`, at most `ip_failures` [20] failed
+//!   or throttled attempts, over all names, before everything it sends is throttled.
+//!
+//! An attempt is counted when its check *starts* (and forgiven if it succeeds or was never
+//! made), so concurrent attempts cannot overshoot the ceiling. Trade-offs: below the ceiling
+//! the real user logging in from another address still has the password checked and gets in
+//! while guessers are slowed down; past it the name is locked for everyone until its oldest
+//! failures leave the window, which takes `user_failure_ceiling` checked failures from
+//! about that many distinct sources: one source alone can never lock a name. Throttled
+//! attempts do not count towards a name's ceiling, only towards their source.
+//!
+//! Memory is bounded: at most `MAX_TRACKED_KEYS` names and sources each, the least recently
+//! used dropped first; each name keeps at most `user_failure_ceiling` entries and each source
+//! `ip_failures + MAX_DELAY_DOUBLINGS`. Expired keys are dropped a few at a time on each
+//! attempt, never by a scan of the whole table.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use lru::LruCache;
 
 use crate::config::Limits;
 use crate::server::source_key;
 
 /// Longest stored username key; longer (invalid) names are truncated, which only merges them.
 const MAX_KEY_BYTES: usize = 64;
-/// Distinct names or sources tracked at once; bounds memory under a flood of fresh names.
-const MAX_TRACKED_KEYS: usize = 100_000;
+/// Distinct names, and distinct sources, tracked at once; bounds memory under a flood of
+/// fresh names or addresses.
+pub const MAX_TRACKED_KEYS: usize = 100_000;
 /// Longest delay for a throttled attempt.
 const MAX_DELAY: Duration = Duration::from_secs(30);
+/// The delay doubles at most this often (1 s × 2^5 already passes 30 s).
+const MAX_DELAY_DOUBLINGS: usize = 16;
+/// Expired keys dropped from the least-recently-used end on each attempt.
+const PRUNE_PER_ATTEMPT: usize = 2;
 
 /// Counts failures and decides whether an attempt may have its password checked.
 pub struct Throttle {
     state: Mutex<State>,
     user_limit: usize,
+    user_ceiling: usize,
     user_window: Duration,
     ip_limit: usize,
     ip_window: Duration,
     base_delay: Duration,
+    max_keys: usize,
 }
 
-#[derive(Default)]
 struct State {
-    by_user: HashMap<String, VecDeque<(Instant, IpAddr)>>,
-    by_source: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Per name: when each counted attempt started and from which source.
+    by_user: LruCache<String, VecDeque<(Instant, IpAddr)>>,
+    /// Per source: each counted attempt, and whether it was throttled.
+    by_source: LruCache<IpAddr, VecDeque<(Instant, bool)>>,
 }
 
 /// The verdict for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Check the password.
+    /// Check the password; the attempt is already counted as a failure until
+    /// [`Throttle::forgive`] is called.
     Check,
     /// Do not check; answer "Login failed" after this delay.
     Throttled(Duration),
@@ -50,64 +76,95 @@ pub enum Verdict {
 impl Throttle {
     /// Thresholds and windows from the limits.
     pub fn new(limits: &Limits) -> Self {
+        Self::with_capacity(limits, MAX_TRACKED_KEYS)
+    }
+
+    /// Like [`Throttle::new`], tracking at most `max_keys` names and sources each.
+    pub fn with_capacity(limits: &Limits, max_keys: usize) -> Self {
         Throttle {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                // Unbounded maps trimmed by hand: a bounded one would allocate all of its
+                // capacity up front, which an idle server does not need.
+                by_user: LruCache::unbounded(),
+                by_source: LruCache::unbounded(),
+            }),
             user_limit: limits.user_failures as usize,
+            user_ceiling: limits.user_failure_ceiling as usize,
             user_window: limits.user_failure_window,
             ip_limit: limits.ip_failures as usize,
             ip_window: limits.ip_failure_window,
             base_delay: limits.throttle_delay,
+            max_keys,
         }
     }
 
-    /// Whether an attempt for `name` from `ip` may be checked, as of `now`.
-    pub fn check(&self, name: &str, ip: IpAddr, now: Instant) -> Verdict {
+    /// Decides on an attempt for `name` from `ip` at `now` and counts it: a checked attempt as
+    /// a failure (until forgiven), a throttled one against its source.
+    pub fn attempt(&self, name: &str, ip: IpAddr, now: Instant) -> Verdict {
         let key = user_key(name);
         let source = source_key(ip);
         let mut state = self.lock();
+        state.prune_idle(now, self.user_window, self.ip_window);
         let mut excess = 0;
         let mut throttled = false;
-        if let Some(fails) = state.by_source.get_mut(&source) {
-            prune(fails, now, self.ip_window, |t| *t);
-            if fails.len() >= self.ip_limit {
+        let mut earlier_throttled = 0;
+        if let Some(attempts) = state.by_source.get_mut(&source) {
+            expire(attempts, now, self.ip_window, |(t, _)| *t);
+            if attempts.len() >= self.ip_limit {
                 throttled = true;
-                excess = excess.max(fails.len() - self.ip_limit);
+                excess = attempts.len() - self.ip_limit;
             }
+            earlier_throttled = attempts.iter().filter(|(_, t)| *t).count();
         }
         if let Some(fails) = state.by_user.get_mut(&key) {
-            prune(fails, now, self.user_window, |(t, _)| *t);
-            if fails.len() >= self.user_limit && fails.iter().any(|(_, s)| *s == source) {
+            expire(fails, now, self.user_window, |(t, _)| *t);
+            let took_part = || fails.iter().any(|(_, s)| *s == source);
+            if fails.len() >= self.user_ceiling || (fails.len() >= self.user_limit && took_part()) {
                 throttled = true;
-                excess = excess.max(fails.len() - self.user_limit);
+                excess = excess.max(fails.len().saturating_sub(self.user_limit));
             }
         }
-        if !throttled {
-            return Verdict::Check;
+        let source_cap = self.ip_limit + MAX_DELAY_DOUBLINGS;
+        let max_keys = self.max_keys;
+        push_capped(
+            state.entry_for_source(source, max_keys),
+            (now, throttled),
+            source_cap,
+        );
+        if throttled {
+            let doublings = (excess + earlier_throttled).min(MAX_DELAY_DOUBLINGS) as u32;
+            let delay = self
+                .base_delay
+                .saturating_mul(1 << doublings)
+                .min(MAX_DELAY);
+            return Verdict::Throttled(delay);
         }
-        let factor = 1u32 << excess.min(16) as u32;
-        Verdict::Throttled(self.base_delay.saturating_mul(factor).min(MAX_DELAY))
+        let ceiling = self.user_ceiling;
+        push_capped(state.entry_for_user(key, max_keys), (now, source), ceiling);
+        Verdict::Check
     }
 
-    /// Records a failed (or throttled) attempt.
-    pub fn record_failure(&self, name: &str, ip: IpAddr, now: Instant) {
+    /// Takes back the count of a checked attempt that succeeded or was never checked.
+    pub fn forgive(&self, name: &str, ip: IpAddr) {
         let key = user_key(name);
         let source = source_key(ip);
         let mut state = self.lock();
-        if state.by_user.len() >= MAX_TRACKED_KEYS || state.by_source.len() >= MAX_TRACKED_KEYS {
-            state.prune_all(now, self.user_window, self.ip_window);
+        if let Some(fails) = state.by_user.peek_mut(&key) {
+            if let Some(i) = fails.iter().rposition(|(_, s)| *s == source) {
+                fails.remove(i);
+            }
         }
-        let user_cap = self.user_limit * 8;
-        if state.by_user.len() < MAX_TRACKED_KEYS || state.by_user.contains_key(&key) {
-            push_capped(
-                state.by_user.entry(key).or_default(),
-                (now, source),
-                user_cap,
-            );
+        if let Some(attempts) = state.by_source.peek_mut(&source) {
+            if let Some(i) = attempts.iter().rposition(|(_, throttled)| !throttled) {
+                attempts.remove(i);
+            }
         }
-        let ip_cap = self.ip_limit * 8;
-        if state.by_source.len() < MAX_TRACKED_KEYS || state.by_source.contains_key(&source) {
-            push_capped(state.by_source.entry(source).or_default(), now, ip_cap);
-        }
+    }
+
+    /// Names and sources tracked right now.
+    pub fn tracked(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.by_user.len(), state.by_source.len())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -116,19 +173,46 @@ impl Throttle {
 }
 
 impl State {
-    fn prune_all(&mut self, now: Instant, user_window: Duration, ip_window: Duration) {
-        self.by_user.retain(|_, v| {
-            prune(v, now, user_window, |(t, _)| *t);
-            !v.is_empty()
-        });
-        self.by_source.retain(|_, v| {
-            prune(v, now, ip_window, |t| *t);
-            !v.is_empty()
-        });
+    /// Drops a few keys whose newest entry has left its window, oldest-used first: bounded
+    /// work per attempt that still empties the tables once an attack is over.
+    fn prune_idle(&mut self, now: Instant, user_window: Duration, ip_window: Duration) {
+        for _ in 0..PRUNE_PER_ATTEMPT {
+            let idle = |newest: Option<Instant>, window| {
+                newest.is_none_or(|t| now.saturating_duration_since(t) >= window)
+            };
+            if let Some((_, fails)) = self.by_user.peek_lru() {
+                if idle(fails.back().map(|(t, _)| *t), user_window) {
+                    self.by_user.pop_lru();
+                }
+            }
+            if let Some((_, attempts)) = self.by_source.peek_lru() {
+                if idle(attempts.back().map(|(t, _)| *t), ip_window) {
+                    self.by_source.pop_lru();
+                }
+            }
+        }
+    }
+
+    fn entry_for_user(&mut self, key: String, max_keys: usize) -> &mut VecDeque<(Instant, IpAddr)> {
+        if !self.by_user.contains(&key) && self.by_user.len() >= max_keys {
+            self.by_user.pop_lru();
+        }
+        self.by_user.get_or_insert_mut(key, VecDeque::new)
+    }
+
+    fn entry_for_source(
+        &mut self,
+        source: IpAddr,
+        max_keys: usize,
+    ) -> &mut VecDeque<(Instant, bool)> {
+        if !self.by_source.contains(&source) && self.by_source.len() >= max_keys {
+            self.by_source.pop_lru();
+        }
+        self.by_source.get_or_insert_mut(source, VecDeque::new)
     }
 }
 
-fn prune<T>(q: &mut VecDeque<T>, now: Instant, window: Duration, at: impl Fn(&T) -> Instant) {
+fn expire<T>(q: &mut VecDeque<T>, now: Instant, window: Duration, at: impl Fn(&T) -> Instant) {
     while q
         .front()
         .is_some_and(|e| now.saturating_duration_since(at(e)) >= window)
@@ -156,15 +240,20 @@ fn user_key(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn throttle() -> Throttle {
-        Throttle::new(&Limits {
+    fn limits() -> Limits {
+        Limits {
             user_failures: 5,
+            user_failure_ceiling: 50,
             user_failure_window: Duration::from_secs(900),
             ip_failures: 20,
             ip_failure_window: Duration::from_secs(600),
             throttle_delay: Duration::from_secs(1),
             ..Limits::default()
-        })
+        }
+    }
+
+    fn throttle() -> Throttle {
+        Throttle::new(&limits())
     }
 
     const A: &str = "10.0.0.1";
@@ -174,21 +263,23 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn nth_source(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
     #[test]
     fn sixth_attempt_for_a_name_is_throttled_with_growing_delay() {
         let t = throttle();
         let now = Instant::now();
         for _ in 0..5 {
-            assert_eq!(t.check("Alice", ip(A), now), Verdict::Check);
-            t.record_failure("Alice", ip(A), now);
+            assert_eq!(t.attempt("Alice", ip(A), now), Verdict::Check);
         }
         assert_eq!(
-            t.check("alice", ip(A), now),
+            t.attempt("alice", ip(A), now),
             Verdict::Throttled(Duration::from_secs(1))
         );
-        t.record_failure("alice", ip(A), now);
         assert_eq!(
-            t.check("ALICE", ip(A), now),
+            t.attempt("ALICE", ip(A), now),
             Verdict::Throttled(Duration::from_secs(2))
         );
     }
@@ -198,9 +289,19 @@ mod tests {
         let t = throttle();
         let now = Instant::now();
         for _ in 0..6 {
-            t.record_failure("alice", ip(A), now);
+            t.attempt("alice", ip(A), now);
         }
-        assert_eq!(t.check("alice", ip(B), now), Verdict::Check);
+        assert_eq!(t.attempt("alice", ip(B), now), Verdict::Check);
+    }
+
+    #[test]
+    fn forgiven_attempts_do_not_count() {
+        let t = throttle();
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(t.attempt("alice", ip(A), now), Verdict::Check);
+            t.forgive("alice", ip(A));
+        }
     }
 
     #[test]
@@ -208,13 +309,13 @@ mod tests {
         let t = throttle();
         let now = Instant::now();
         for i in 0..20 {
-            t.record_failure(&format!("user{i}"), ip(A), now);
+            assert_eq!(t.attempt(&format!("user{i}"), ip(A), now), Verdict::Check);
         }
         assert!(matches!(
-            t.check("fresh", ip(A), now),
+            t.attempt("fresh", ip(A), now),
             Verdict::Throttled(_)
         ));
-        assert_eq!(t.check("fresh", ip(B), now), Verdict::Check);
+        assert_eq!(t.attempt("fresh", ip(B), now), Verdict::Check);
     }
 
     #[test]
@@ -222,10 +323,111 @@ mod tests {
         let t = throttle();
         let now = Instant::now();
         for _ in 0..5 {
-            t.record_failure("bob", ip(A), now);
+            t.attempt("bob", ip(A), now);
         }
-        assert_ne!(t.check("bob", ip(A), now), Verdict::Check);
+        assert_ne!(t.attempt("bob", ip(A), now), Verdict::Check);
         let later = now + Duration::from_secs(901);
-        assert_eq!(t.check("bob", ip(A), later), Verdict::Check);
+        assert_eq!(t.attempt("bob", ip(A), later), Verdict::Check);
+    }
+
+    #[test]
+    fn rotating_sources_get_at_most_the_ceiling_of_checked_guesses_per_window() {
+        let t = throttle();
+        let start = Instant::now();
+        let mut checked = 0;
+        // 100 sources take turns, ten rounds each, all within one window.
+        for round in 0..10u32 {
+            for i in 0..100u32 {
+                let at = start + Duration::from_millis(u64::from(round * 100 + i));
+                if t.attempt("alice", nth_source(i), at) == Verdict::Check {
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 50, "checked guesses in one window");
+        // A fresh source is throttled too once the ceiling is reached.
+        assert!(matches!(
+            t.attempt("alice", ip("192.0.2.1"), start + Duration::from_secs(1)),
+            Verdict::Throttled(_)
+        ));
+        // Other names are unaffected.
+        assert_eq!(
+            t.attempt("bob", ip("192.0.2.1"), start + Duration::from_secs(1)),
+            Verdict::Check
+        );
+    }
+
+    #[test]
+    fn ceiling_holds_however_many_attempts_are_in_flight() {
+        let t = throttle();
+        let now = Instant::now();
+        // Attempts whose checks have started but not finished count already.
+        let checked = (0..200)
+            .filter(|i| t.attempt("alice", nth_source(*i), now) == Verdict::Check)
+            .count();
+        assert_eq!(checked, 50);
+    }
+
+    #[test]
+    fn one_source_cannot_lock_a_name_for_others() {
+        let t = throttle();
+        let now = Instant::now();
+        for _ in 0..1_000 {
+            t.attempt("alice", ip(A), now);
+        }
+        assert_eq!(t.attempt("alice", ip(B), now), Verdict::Check);
+    }
+
+    #[test]
+    fn a_full_table_drops_the_least_recently_used_key_instead_of_refusing_new_ones() {
+        let t = Throttle::with_capacity(&limits(), 3);
+        let now = Instant::now();
+        for i in 0..3 {
+            t.attempt("alice", nth_source(i), now);
+        }
+        // Touch source 0 so that source 1 is the least recently used.
+        t.attempt("bob", nth_source(0), now);
+        t.attempt("alice", nth_source(3), now);
+        let state = t.lock();
+        assert_eq!(state.by_source.len(), 3);
+        assert!(state.by_source.contains(&nth_source(3)));
+        assert!(state.by_source.contains(&nth_source(0)));
+        assert!(!state.by_source.contains(&nth_source(1)));
+    }
+
+    #[test]
+    fn a_new_source_is_still_limited_when_the_table_is_full() {
+        let t = Throttle::with_capacity(&limits(), 10);
+        let now = Instant::now();
+        for i in 0..10 {
+            t.attempt(&format!("n{i}"), nth_source(i), now);
+        }
+        let newcomer = ip("192.0.2.9");
+        let verdicts: Vec<Verdict> = (0..21)
+            .map(|i| t.attempt(&format!("x{i}"), newcomer, now))
+            .collect();
+        assert!(verdicts[..20].iter().all(|v| *v == Verdict::Check));
+        assert!(matches!(verdicts[20], Verdict::Throttled(_)));
+    }
+
+    #[test]
+    fn idle_keys_are_dropped_a_few_at_a_time() {
+        let t = throttle();
+        let now = Instant::now();
+        for i in 0..10 {
+            t.attempt(&format!("n{i}"), nth_source(i), now);
+        }
+        assert_eq!(t.tracked(), (10, 10));
+        let later = now + Duration::from_secs(1_000);
+        t.attempt("late", ip("192.0.2.1"), later);
+        let (names, sources) = t.tracked();
+        assert_eq!(
+            (names, sources),
+            (10 - PRUNE_PER_ATTEMPT + 1, 10 - PRUNE_PER_ATTEMPT + 1)
+        );
+        for _ in 0..10 {
+            t.attempt("late", ip("192.0.2.1"), later);
+        }
+        assert_eq!(t.tracked(), (1, 1));
     }
 }
