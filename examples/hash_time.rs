@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(phc.clone()),
             )
             .await?;
-        assert!(ok);
+        assert!(ok.ok);
     }
     let per = start.elapsed() / rounds;
     println!(

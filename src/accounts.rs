@@ -104,10 +104,7 @@ impl AccountWatch {
 
     /// The member id of the session of `name` (any letter case), if online.
     pub fn find(&self, name: &str) -> Option<MemberId> {
-        self.lock()
-            .by_name
-            .get(&name.to_ascii_lowercase())
-            .copied()
+        self.lock().by_name.get(&name.to_ascii_lowercase()).copied()
     }
 
     /// Members online.

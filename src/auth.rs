@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use secrecy::SecretString;
 
-use crate::password::{HashError, Hasher};
+use crate::password::{HashError, Hasher, Password};
 use crate::store::{AccountStamp, Store, StoreError};
 use crate::throttle::{Throttle, Verdict};
 use crate::username::Username;
@@ -87,14 +87,14 @@ impl Authenticator {
         password: SecretString,
         source: IpAddr,
     ) -> Result<LoggedIn, AuthError> {
-        if let Verdict::Throttled(delay) = self.throttle.check(name, source, Instant::now()) {
-            self.throttle.record_failure(name, source, Instant::now());
+        if let Verdict::Throttled(delay) = self.throttle.attempt(name, source, Instant::now()) {
             tokio::time::sleep(delay).await;
             return Err(AuthError::Throttled);
         }
         let result = self.check_password(name, password).await;
-        if matches!(result, Err(AuthError::LoginFailed)) {
-            self.throttle.record_failure(name, source, Instant::now());
+        if !matches!(result, Err(AuthError::LoginFailed)) {
+            // A success, or a check that never ran (busy, store error): not a failed guess.
+            self.throttle.forgive(name, source);
         }
         result
     }
@@ -113,13 +113,56 @@ impl Authenticator {
             Some(c) => (Some((c.username, c.stamp)), Some(c.password_hash)),
             None => (None, None),
         };
-        let ok = self.hasher.verify(password, phc).await?;
-        match account {
-            Some((name, stamp)) if ok && !stamp.disabled => Ok(LoggedIn {
-                name: Username::parse(&name).expect("stored names passed Username::parse"),
-                stamp,
-            }),
-            _ => Err(AuthError::LoginFailed),
+        let verified = match self.hasher.verify(password.clone(), phc).await {
+            Ok(v) => v,
+            Err(e @ HashError::Unusable(_)) => {
+                tracing::error!(user = %name, error = %e, "stored password hash is unusable; login refused");
+                return Err(AuthError::LoginFailed);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some((stored_name, stamp)) = account else {
+            return Err(AuthError::LoginFailed);
+        };
+        if !verified.ok || stamp.disabled {
+            return Err(AuthError::LoginFailed);
+        }
+        let Ok(user) = Username::parse(&stored_name) else {
+            tracing::error!(
+                name_len = stored_name.len(),
+                "stored username is invalid; login refused"
+            );
+            return Err(AuthError::LoginFailed);
+        };
+        if verified.stale {
+            self.rehash(&user, stamp, password).await;
+        }
+        Ok(LoggedIn { name: user, stamp })
+    }
+
+    /// Stores a hash with the current parameters for an account hashed with older ones, so
+    /// that its checks cost what every other check costs. Best effort: a failure is logged
+    /// and the login goes on.
+    async fn rehash(&self, user: &Username, stamp: AccountStamp, password: SecretString) {
+        let result = match Password::parse(password) {
+            // A password that predates the rule still gets a fresh hash.
+            Ok(p) => self.hasher.hash(&p).await,
+            Err(_) => return,
+        };
+        let outcome = match result {
+            Ok(phc) => self
+                .store
+                .rehash_password(stamp, &phc)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(true) => {
+                tracing::info!(user = %user, "password re-hashed with the current parameters")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(user = %user, error = %e, "could not re-hash the password"),
         }
     }
 }

@@ -649,14 +649,26 @@ mod tests {
             ("[limits]\nhandshake_timeout = -1", "handshake_timeout"),
             ("[limits]\nkeepalive = 100000", "keepalive"),
             ("[limits]\nthrottle_delay = 3600", "throttle_delay"),
-            ("[limits]\nuser_failure_window = 1e300", "user_failure_window"),
+            (
+                "[limits]\nuser_failure_window = 1e300",
+                "user_failure_window",
+            ),
             ("[limits]\nshutdown_grace = inf", "shutdown_grace"),
-            ("[limits]\noutbound_queue_bytes = 2000000000", "outbound_queue_bytes"),
+            (
+                "[limits]\noutbound_queue_bytes = 2000000000",
+                "outbound_queue_bytes",
+            ),
             ("[limits]\nmax_line_bytes = 0", "max_line_bytes"),
             ("[limits]\nmax_connections = 0", "max_connections"),
-            ("[limits]\nmax_connections = 100\nmax_prelogin = 101", "max_prelogin"),
+            (
+                "[limits]\nmax_connections = 100\nmax_prelogin = 101",
+                "max_prelogin",
+            ),
             ("[limits]\nrate_burst = 0", "rate_burst"),
-            ("[limits]\nuser_failures = 10\nuser_failure_ceiling = 9", "user_failure_ceiling"),
+            (
+                "[limits]\nuser_failures = 10\nuser_failure_ceiling = 9",
+                "user_failure_ceiling",
+            ),
             ("[argon2]\nmemory_kib = 4294967295", "argon2_memory_kib"),
             ("[argon2]\nthreads = 0", "hash_threads"),
         ];
@@ -675,7 +687,10 @@ mod tests {
     #[test]
     fn prelogin_cap_defaults_to_a_quarter_of_all_connections() {
         let file: FileConfig = toml::from_str("[limits]\nmax_connections = 400").unwrap();
-        assert_eq!(file.limits(&LimitSettings::default()).unwrap().max_prelogin, 100);
+        assert_eq!(
+            file.limits(&LimitSettings::default()).unwrap().max_prelogin,
+            100
+        );
         assert_eq!(Limits::default().max_prelogin, 2_500);
     }
 

@@ -1,6 +1,6 @@
 //! argon2id hashing and verification on the blocking pool, with capped concurrency.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -13,6 +13,10 @@ use crate::config::HashSettings;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest accepted password, in bytes (bounds the cost of hashing hostile input).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Stored hashes may use up to 4× the current memory and iterations, or these, whichever is
+/// more (so that lowering the parameters does not lock out accounts hashed before).
+const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
+const MAX_STORED_ITERATIONS: u32 = 16;
 
 /// Why a new password was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +59,20 @@ pub enum HashError {
     Busy,
     #[error("password hashing failed: {0}")]
     Failed(String),
+    /// A stored hash that cannot be used: not a PHC string, another algorithm, or parameters
+    /// beyond what this server will spend.
+    #[error("unusable stored password hash: {0}")]
+    Unusable(String),
+}
+
+/// The outcome of a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The password matched a real account's hash.
+    pub ok: bool,
+    /// The stored hash was made with other parameters than the current ones: re-hash it
+    /// after a successful login so that every account's check costs the same.
+    pub stale: bool,
 }
 
 /// Runs argon2id off the reactor, at most `threads` at once and `queue` more waiting.
@@ -68,8 +86,11 @@ struct Inner {
     workers: Arc<Semaphore>,
     admission: Arc<Semaphore>,
     capacity: usize,
-    /// Verified against for unknown users so that failures cost the same time.
-    dummy_hash: OnceLock<String>,
+    /// Verified against for unknown users so that failures cost the same time; made with the
+    /// current parameters when the hasher is built, so no first check costs two runs.
+    dummy_hash: String,
+    /// The parameters new hashes get.
+    params: Params,
     /// argon2 working memory (~19 MiB each), reused while checks are queued so that a login
     /// storm does not fault in fresh pages for every check, and freed as soon as the queue is
     /// empty so that an idle server does not keep it. At most `threads` buffers exist.
@@ -87,13 +108,16 @@ impl Hasher {
         )
         .map_err(|e| HashError::Params(e.to_string()))?;
         let capacity = settings.threads + settings.queue;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let dummy_hash = hash_with(&argon, "dummy password for unknown users")?;
         Ok(Hasher {
             inner: Arc::new(Inner {
-                argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+                argon,
                 workers: Arc::new(Semaphore::new(settings.threads)),
                 admission: Arc::new(Semaphore::new(capacity)),
                 capacity,
-                dummy_hash: OnceLock::new(),
+                dummy_hash,
+                params,
                 scratch: Mutex::new(Vec::new()),
             }),
         })
@@ -111,20 +135,30 @@ impl Hasher {
             .await
     }
 
-    /// Checks `password` against `phc`; with `None` it checks a dummy hash and returns false.
+    /// Checks `password` against `phc`; with `None` it checks a dummy hash and fails. An
+    /// unusable stored hash costs a dummy check too, then is reported as
+    /// [`HashError::Unusable`], so its state does not show in timing.
     pub async fn verify(
         &self,
         password: SecretString,
         phc: Option<String>,
-    ) -> Result<bool, HashError> {
+    ) -> Result<Verified, HashError> {
         self.run(move |inner| {
-            let known = phc.is_some();
-            let phc = match phc {
-                Some(p) => p,
-                None => inner.dummy_hash()?.to_owned(),
+            let password = password.expose_secret().as_bytes();
+            let Some(phc) = phc else {
+                inner.verify(password, &inner.dummy_hash)?;
+                return Ok(Verified {
+                    ok: false,
+                    stale: false,
+                });
             };
-            let ok = inner.verify(password.expose_secret().as_bytes(), &phc)?;
-            Ok(ok && known)
+            match inner.verify(password, &phc) {
+                Ok((ok, stale)) => Ok(Verified { ok, stale }),
+                Err(e) => {
+                    inner.verify(password, &inner.dummy_hash)?;
+                    Err(e)
+                }
+            }
         })
         .await
     }
@@ -151,19 +185,23 @@ impl Hasher {
     }
 }
 
+fn hash_with(argon: &Argon2<'_>, password: &str) -> Result<String, HashError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Failed(e.to_string()))
+}
+
 impl Inner {
     fn hash(&self, password: &str) -> Result<String, HashError> {
-        let salt = SaltString::generate(&mut OsRng);
-        self.argon
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| HashError::Failed(e.to_string()))
+        hash_with(&self.argon, password)
     }
 
     /// Recomputes the hash with the PHC string's own parameters in reused memory and compares
-    /// in constant time.
-    fn verify(&self, password: &[u8], phc: &str) -> Result<bool, HashError> {
-        let failed = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
+    /// in constant time; also says whether those parameters differ from the current ones.
+    fn verify(&self, password: &[u8], phc: &str) -> Result<(bool, bool), HashError> {
+        let failed = |e: &dyn std::fmt::Display| HashError::Unusable(e.to_string());
         let parsed = PasswordHash::new(phc).map_err(|e| failed(&e))?;
         let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| failed(&e))?;
         let version = parsed
@@ -171,8 +209,28 @@ impl Inner {
             .map_or(Ok(Version::V0x13), Version::try_from)
             .map_err(|e| failed(&e))?;
         let params = Params::try_from(&parsed).map_err(|e| failed(&e))?;
+        // A hand-edited row must not make one login allocate gigabytes or run for minutes.
+        let current = &self.params;
+        if params.m_cost()
+            > current
+                .m_cost()
+                .saturating_mul(4)
+                .max(MAX_STORED_MEMORY_KIB)
+            || params.t_cost()
+                > current
+                    .t_cost()
+                    .saturating_mul(4)
+                    .max(MAX_STORED_ITERATIONS)
+        {
+            return Err(failed(&"parameters beyond the server's limit"));
+        }
+        let stale = algorithm != Algorithm::Argon2id
+            || version != Version::V0x13
+            || params.m_cost() != current.m_cost()
+            || params.t_cost() != current.t_cost()
+            || params.p_cost() != current.p_cost();
         let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-            return Err(HashError::Failed("PHC string without salt or hash".into()));
+            return Err(HashError::Unusable("PHC string without salt or hash".into()));
         };
         let mut salt_buf = [0u8; 64];
         let salt = salt.decode_b64(&mut salt_buf).map_err(|e| failed(&e))?;
@@ -188,7 +246,7 @@ impl Inner {
         result.map_err(|e| failed(&e))?;
         let computed = Output::new(&out).map_err(|e| failed(&e))?;
         // `Output`'s equality is constant-time.
-        Ok(computed == expected)
+        Ok((computed == expected, stale))
     }
 
     fn take_scratch(&self, blocks: usize) -> Vec<Block> {
@@ -212,14 +270,6 @@ impl Inner {
         } else {
             pool.clear();
         }
-    }
-
-    fn dummy_hash(&self) -> Result<&str, HashError> {
-        if let Some(h) = self.dummy_hash.get() {
-            return Ok(h);
-        }
-        let h = self.hash("dummy password for unknown users")?;
-        Ok(self.dummy_hash.get_or_init(|| h))
     }
 }
 
@@ -281,12 +331,54 @@ mod tests {
             .await
             .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        assert!(
+        let fresh = Verified {
+            ok: true,
+            stale: false,
+        };
+        assert_eq!(
             h.verify(secret("correct horse"), Some(phc.clone()))
                 .await
-                .unwrap()
+                .unwrap(),
+            fresh
         );
-        assert!(!h.verify(secret("wrong horse"), Some(phc)).await.unwrap());
-        assert!(!h.verify(secret("correct horse"), None).await.unwrap());
+        assert!(!h.verify(secret("wrong horse"), Some(phc)).await.unwrap().ok);
+        assert!(!h.verify(secret("correct horse"), None).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_other_parameters_verifies_and_is_stale() {
+        let old = Hasher::new(&HashSettings {
+            iterations: 2,
+            ..cheap()
+        })
+        .unwrap();
+        let phc = old
+            .hash(&Password::parse(secret("correct horse")).unwrap())
+            .await
+            .unwrap();
+        let h = Hasher::new(&cheap()).unwrap();
+        let v = h.verify(secret("correct horse"), Some(phc)).await.unwrap();
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                stale: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn unusable_stored_hashes_are_errors_not_panics() {
+        let h = Hasher::new(&cheap()).unwrap();
+        for phc in [
+            "not a hash",
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ",
+            "$bcrypt$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=4000000,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=64,t=100000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+        ] {
+            let r = h.verify(secret("x"), Some(phc.to_owned())).await;
+            assert!(matches!(r, Err(HashError::Unusable(_))), "{phc}: {r:?}");
+        }
     }
 }

@@ -153,6 +153,25 @@ impl Store {
         self.change_one(query, name).await
     }
 
+    /// Replaces the hash of the account in `stamp` with one of the same password made with
+    /// other parameters; unlike [`Store::set_password`] it keeps the generation, so the live
+    /// session is not closed as changed. Does nothing (false) if the account changed since.
+    pub async fn rehash_password(
+        &self,
+        stamp: AccountStamp,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND generation = ?")
+                .bind(password_hash)
+                .bind(stamp.id)
+                .bind(stamp.generation)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Disables or enables a user's logins.
     pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
         let query = sqlx::query(
@@ -228,14 +247,18 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(row.map(|r| Credentials {
-            username: r.get("username"),
-            password_hash: r.get("password_hash"),
-            disabled: r.get("disabled"),
+        // try_get: a row edited by hand with a wrong type is an error, not a panic.
+        let Some(r) = row else { return Ok(None) };
+        let get_err = |e| self.error(e);
+        let disabled: bool = r.try_get("disabled").map_err(get_err)?;
+        Ok(Some(Credentials {
+            username: r.try_get("username").map_err(get_err)?,
+            password_hash: r.try_get("password_hash").map_err(get_err)?,
+            disabled,
             stamp: AccountStamp {
-                id: r.get("id"),
-                generation: r.get("generation"),
-                disabled: r.get("disabled"),
+                id: r.try_get("id").map_err(get_err)?,
+                generation: r.try_get("generation").map_err(get_err)?,
+                disabled,
             },
         }))
     }

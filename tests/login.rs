@@ -176,3 +176,58 @@ async fn non_utf8_password_line_gets_the_error_and_the_prompt_again() {
     c.send(PASSWORD).await;
     assert!(c.next_line().await.starts_with("*** Welcome, alice!"));
 }
+
+#[tokio::test]
+async fn a_hash_with_older_parameters_is_rehashed_at_login_without_closing_the_session() {
+    use secrecy::SecretString;
+    use tlschat::password::{Hasher, Password};
+    use tlschat::username::Username;
+    let server = spawn_server(Opts::default()).await;
+    let old = Hasher::new(&tlschat::config::HashSettings {
+        iterations: 2,
+        ..common::test_hash_settings()
+    })
+    .unwrap();
+    let pw = Password::parse(SecretString::from(PASSWORD.to_owned())).unwrap();
+    let erin = Username::parse("erin").unwrap();
+    server
+        .store
+        .add_user(&erin, &old.hash(&pw).await.unwrap())
+        .await
+        .unwrap();
+    let before = server.store.credentials(&erin).await.unwrap().unwrap();
+    assert!(before.password_hash.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"));
+    let mut c = server.login("erin").await;
+    let after = server.store.credentials(&erin).await.unwrap().unwrap();
+    assert!(
+        after.password_hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+        "{}",
+        after.password_hash
+    );
+    // Same account state: the change watcher does not close the session.
+    assert_eq!(after.stamp, before.stamp);
+    c.send("/who").await;
+    c.expect_line("*** 1 online: erin").await;
+    // And the new hash logs in.
+    let mut again = server.connect().await;
+    again.login("erin", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn an_unusable_stored_hash_answers_login_failed_and_keeps_the_connection() {
+    let server = spawn_server(Opts::default()).await;
+    let alice = tlschat::username::Username::parse("alice").unwrap();
+    server
+        .store
+        .set_password(&alice, "$argon2id$v=19$garbage")
+        .await
+        .unwrap();
+    let mut c = server.connect().await;
+    c.expect_greeting().await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send(PASSWORD).await;
+    c.expect_line("! Login failed").await;
+    c.expect_line("Username:").await;
+    c.login_after_prompt("bob", PASSWORD).await;
+}
