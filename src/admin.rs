@@ -2,9 +2,14 @@
 //! command per connection: `who`, `kick NAME [REASON]`, `say TEXT`.
 //!
 //! Replies are text lines; the last line is `ok` or starts with `error: `.
+//!
+//! Access: the socket is created inside a fresh private directory (mode 0700), set to 0600
+//! there and only then renamed into place, so it is never reachable by others, not even for
+//! an instant; a peer whose uid (SO_PEERCRED) is neither the server's nor root is refused
+//! whatever the file mode; every command is logged with the peer's uid.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -34,34 +39,89 @@ pub enum AdminError {
         "no tlschat server is running with admin socket {0} (start one with `tlschat serve`, or give its --admin-socket)"
     )]
     NoServer(PathBuf),
+    #[error(
+        "refusing to use {0} as the admin socket: a file that is not a socket is there (choose another --admin-socket, or \"off\")"
+    )]
+    NotASocket(PathBuf),
 }
 
-/// Binds the socket with mode 0600, replacing a stale file left by a server that is gone.
-pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+/// The bound control socket.
+pub struct AdminSocket {
+    listener: UnixListener,
+    path: PathBuf,
+    /// Identifies our socket file, so that shutdown never removes another file.
+    inode: (u64, u64),
+    /// The uid that owns the socket: the server's effective uid.
+    owner: u32,
+}
+
+/// Binds the socket with mode 0600, replacing a stale socket left by a server that is gone;
+/// refuses any other kind of file at `path`.
+pub async fn bind(path: &Path) -> Result<AdminSocket, AdminError> {
     let io_err = |source| AdminError::Io {
         path: path.to_owned(),
         source,
     };
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(AdminError::NotASocket(path.to_owned()));
+        }
+        Ok(_) if UnixStream::connect(path).await.is_ok() => {
             return Err(AdminError::InUse(path.to_owned()));
         }
-        std::fs::remove_file(path).map_err(io_err)?;
+        // A stale socket: the rename below replaces it.
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
     }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
-    Ok(listener)
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Made with mode 0700 by tempfile; removed again when `private` drops.
+    let private = tempfile::Builder::new()
+        .prefix(".tlschat-admin-")
+        .tempdir_in(parent)
+        .map_err(io_err)?;
+    let staged = private.path().join("admin.sock");
+    let listener = UnixListener::bind(&staged).map_err(io_err)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    let meta = std::fs::metadata(&staged).map_err(io_err)?;
+    std::fs::rename(&staged, path).map_err(io_err)?;
+    Ok(AdminSocket {
+        listener,
+        path: path.to_owned(),
+        inode: (meta.dev(), meta.ino()),
+        owner: meta.uid(),
+    })
 }
 
-/// Answers commands until `shutdown`, then removes the socket file.
+impl AdminSocket {
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Who may use the socket: the server's own uid and root.
+pub fn peer_allowed(peer_uid: u32, server_uid: u32) -> bool {
+    peer_uid == server_uid || peer_uid == 0
+}
+
+/// Answers commands until `shutdown`, then removes the socket file (if it is still ours).
 pub async fn serve(
-    listener: UnixListener,
-    path: PathBuf,
+    socket: AdminSocket,
     sessions: Arc<AccountWatch>,
     room: Arc<dyn Room>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let AdminSocket {
+        listener,
+        path,
+        inode,
+        owner,
+    } = socket;
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -80,29 +140,74 @@ pub async fn serve(
             Arc::clone(&metrics),
         );
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &sessions, room.as_ref(), &metrics).await {
+            if let Err(e) = answer(stream, owner, &sessions, room.as_ref(), &metrics).await {
                 tracing::debug!(error = %e, "admin connection failed");
             }
         });
     }
-    let _ = std::fs::remove_file(&path);
+    let ours = std::fs::symlink_metadata(&path)
+        .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == inode);
+    if ours {
+        let _ = std::fs::remove_file(&path);
+    }
 }
 
 async fn answer(
     stream: UnixStream,
+    server_uid: u32,
     sessions: &AccountWatch,
     room: &dyn Room,
     metrics: &Metrics,
 ) -> io::Result<()> {
+    let peer_uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_COMMAND_BYTES));
+    // Read even a refused peer's command, so that closing does not reset the connection
+    // before it has read the refusal.
     tokio::time::timeout(COMMAND_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no command"))??;
-    let reply = execute(line.trim_end_matches(['\r', '\n']), sessions, room, metrics);
+    if !peer_allowed(peer_uid, server_uid) {
+        tracing::warn!(
+            peer_uid,
+            "admin connection refused: not the server's uid or root"
+        );
+        let reply =
+            format!("error: permission denied: uid {peer_uid} may not administer this server\n");
+        write.write_all(reply.as_bytes()).await?;
+        return write.shutdown().await;
+    }
+    let command = line.trim_end_matches(['\r', '\n']);
+    log_command(peer_uid, command);
+    let reply = execute(command, sessions, room, metrics);
     write.write_all(reply.as_bytes()).await?;
     write.shutdown().await
+}
+
+/// The audit trail: who ran what on whom. The text of `say` is a message body, so only its
+/// length is logged.
+fn log_command(peer_uid: u32, command: &str) {
+    let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
+    let rest = rest.trim();
+    match word {
+        "kick" => {
+            let (target, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            tracing::info!(peer_uid, command = "kick", target = ?target, reason = ?reason.trim(), "admin command");
+        }
+        "say" => tracing::info!(
+            peer_uid,
+            command = "say",
+            text_len = rest.len(),
+            "admin command"
+        ),
+        "who" => tracing::info!(peer_uid, command = "who", "admin command"),
+        _ => tracing::info!(
+            peer_uid,
+            command_len = command.len(),
+            "unknown admin command"
+        ),
+    }
 }
 
 /// Runs one command and renders the reply.
@@ -226,6 +331,35 @@ mod tests {
             "error: zed is not online\n"
         );
         assert_eq!(execute("who", &sessions, &room, &m), "ok\n");
+    }
+
+    #[test]
+    fn only_the_servers_uid_and_root_are_allowed() {
+        assert!(peer_allowed(1000, 1000));
+        assert!(peer_allowed(0, 1000));
+        assert!(!peer_allowed(1001, 1000));
+        assert!(!peer_allowed(65534, 0));
+    }
+
+    #[tokio::test]
+    async fn bind_refuses_to_replace_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        std::fs::write(&path, "precious").unwrap();
+        assert!(matches!(bind(&path).await, Err(AdminError::NotASocket(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    }
+
+    #[tokio::test]
+    async fn bind_replaces_a_stale_socket_and_leaves_no_staging_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let socket = bind(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(UnixStream::connect(socket.path()).await.is_ok());
     }
 
     #[test]

@@ -88,8 +88,12 @@ struct DoctorArgs {
 struct AdminArgs {
     #[command(subcommand)]
     command: AdminCommand,
-    #[command(flatten)]
-    db: DbArgs,
+    /// TOML config file (keys: db, admin_socket)
+    #[arg(long, env = "TLSCHAT_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The server's database, to find the socket next to it [default: tlschat.db]
+    #[arg(long, env = "TLSCHAT_DB", value_name = "PATH", global = true)]
+    db: Option<PathBuf>,
     /// The server's admin socket [default: next to the database, tlschat.sock]
     #[arg(long, env = "TLSCHAT_ADMIN_SOCKET", value_name = "PATH", global = true)]
     admin_socket: Option<PathBuf>,
@@ -267,12 +271,12 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
 }
 
 async fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
-    let file = FileConfig::load(args.db.config.as_deref())?;
+    let file = FileConfig::load(args.config.as_deref())?;
     let path = match args.admin_socket {
         Some(p) => p,
         None => match file.admin_socket.as_deref() {
             Some(p) if p != "off" => PathBuf::from(p),
-            _ => crate::admin::default_socket_path(&file.db_path(args.db.db)),
+            _ => crate::admin::default_socket_path(&file.db_path(args.db)),
         },
     };
     let command = match args.command {
@@ -377,10 +381,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(terminate, interrupt, shutdown.clone()));
-    if let (Some(listener), Some(path)) = (admin_listener, admin_path) {
+    if let Some(socket) = admin_listener {
         tokio::spawn(crate::admin::serve(
-            listener,
-            path,
+            socket,
             Arc::clone(&ctx.accounts),
             Arc::clone(&ctx.room),
             Arc::clone(&ctx.metrics),
