@@ -149,6 +149,9 @@ struct ServeArgs {
     /// [default: off]
     #[arg(long, env = "TLSCHAT_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Allow --metrics-listen on a non-loopback address (the metrics have no authentication)
+    #[arg(long, env = "TLSCHAT_METRICS_PUBLIC")]
+    metrics_public: bool,
     #[command(flatten, next_help_heading = "Limits")]
     limits: LimitSettings,
     #[command(flatten, next_help_heading = "Password hashing")]
@@ -319,6 +322,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Some(crate::admin::default_socket_path(&db_path)),
     };
     let metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    let metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);
+    if let Some(addr) = metrics_listen {
+        if !addr.ip().is_loopback() && !metrics_public {
+            bail!(
+                "refusing to serve metrics on {addr}: it is not a loopback address and the \
+                 metrics have no authentication; use 127.0.0.1, or allow it with \
+                 --metrics-public (metrics_public = true)"
+            );
+        }
+        if !addr.ip().is_loopback() {
+            tracing::warn!(addr = %addr, "metrics served on a non-loopback address without authentication");
+        }
+    }
     let metrics_listener = match metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)

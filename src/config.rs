@@ -492,6 +492,8 @@ pub struct FileConfig {
     pub admin_socket: Option<String>,
     /// `metrics_listen = "127.0.0.1:9464"` (off when absent)
     pub metrics_listen: Option<SocketAddr>,
+    /// `metrics_public = true` allows a non-loopback `metrics_listen`.
+    pub metrics_public: Option<bool>,
     /// `[argon2]` table.
     #[serde(default)]
     pub argon2: Argon2Settings,

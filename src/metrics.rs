@@ -18,7 +18,14 @@ const BUCKETS: [f64; 12] = [
 /// Longest HTTP request head read from a scraper.
 const MAX_REQUEST_BYTES: usize = 8192;
 /// A scraper that does not send its request in time is dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Scrapes served at once; more are answered 503 at once. Prometheus scrapes one at a time, so
+/// this only bounds what a slowloris on the metrics port can hold (file descriptors are shared
+/// with the chat port).
+pub const MAX_CONCURRENT_SCRAPES: usize = 4;
+/// The answer to a scrape over the concurrency cap, written without waiting.
+const BUSY_RESPONSE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// A fixed-bucket histogram.
 #[derive(Default)]
@@ -219,6 +226,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let gauges = Arc::new(gauges);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
     loop {
         let (mut stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -231,8 +239,14 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("metrics scrape refused: too many at once");
+            let _ = stream.try_write(BUSY_RESPONSE);
+            continue;
+        };
         let (metrics, gauges) = (Arc::clone(&metrics), Arc::clone(&gauges));
         tokio::spawn(async move {
+            let _slot = slot;
             let mut head = Vec::with_capacity(512);
             let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
                 let mut buf = [0u8; 1024];

@@ -230,7 +230,9 @@ impl Inner {
             || params.t_cost() != current.t_cost()
             || params.p_cost() != current.p_cost();
         let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-            return Err(HashError::Unusable("PHC string without salt or hash".into()));
+            return Err(HashError::Unusable(
+                "PHC string without salt or hash".into(),
+            ));
         };
         let mut salt_buf = [0u8; 64];
         let salt = salt.decode_b64(&mut salt_buf).map_err(|e| failed(&e))?;

@@ -100,12 +100,7 @@ async fn serve_one(
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     match outcome {
-        Ok(end) => {
-            if matches!(end, session::End::NoNewline) {
-                crate::metrics::inc(&metrics.evictions_no_newline);
-            }
-            debug!(end = ?end, "connection closed")
-        }
+        Ok(end) => debug!(end = ?end, "connection closed"),
         Err(e) if is_disconnect(&e) => debug!(error = %e, "connection lost"),
         Err(e) => warn!(error = %e, "connection failed"),
     }

@@ -155,6 +155,9 @@ pub async fn run(
     let LoggedIn { name, stamp } = match outcome {
         LoginOutcome::LoggedIn(account) => account,
         LoginOutcome::Ended(end, last_line) => {
+            if matches!(end, End::NoNewline) {
+                inc(&ctx.metrics.evictions_no_newline);
+            }
             if let Some(line) = last_line {
                 conn.goodbye(line, GOODBYE_TIMEOUT).await;
             }
@@ -441,6 +444,7 @@ fn handle<S>(
                 "no newline, disconnecting"
             );
             conn.queue(protocol::NO_NEWLINE);
+            inc(&ctx.metrics.evictions_no_newline);
             member.reason = Some("no newline".into());
             return Some(End::NoNewline);
         }

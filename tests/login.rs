@@ -196,11 +196,17 @@ async fn a_hash_with_older_parameters_is_rehashed_at_login_without_closing_the_s
         .await
         .unwrap();
     let before = server.store.credentials(&erin).await.unwrap().unwrap();
-    assert!(before.password_hash.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"));
+    assert!(
+        before
+            .password_hash
+            .starts_with("$argon2id$v=19$m=1024,t=2,p=1$")
+    );
     let mut c = server.login("erin").await;
     let after = server.store.credentials(&erin).await.unwrap().unwrap();
     assert!(
-        after.password_hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+        after
+            .password_hash
+            .starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
         "{}",
         after.password_hash
     );
