@@ -89,7 +89,9 @@ impl LineDecoder {
     }
 
     /// Consumes bytes from the front of `input` until one item is complete.
-    /// Returns `None` once `input` is used up without completing an item.
+    /// Returns `None` once `input` is used up without completing an item. The result does
+    /// not depend on how the stream is cut into `input`s: every limit is checked at the exact
+    /// byte that crosses it.
     pub fn decode(&mut self, input: &mut &[u8]) -> Option<Incoming> {
         if self.since_newline > self.max_unterminated {
             // Sticky: the session disconnects on the first report; later calls repeat it.
@@ -97,33 +99,45 @@ impl LineDecoder {
         }
         while !input.is_empty() {
             let newline = input.iter().position(|&b| b == b'\n');
-            let take = newline.unwrap_or(input.len());
+            let avail = newline.unwrap_or(input.len());
+            // Never consume past the byte that makes the run without a newline too long.
+            let allowance = self.max_unterminated + 1 - self.since_newline;
+            let take = avail.min(allowance);
             let chunk = &input[..take];
-            let was_discarding = self.discarding;
             self.since_newline += take;
+            let mut started_discarding = false;
             if !self.discarding {
                 // One extra byte of room for the CR of a CRLF.
                 if self.line.len() + chunk.len() > self.max_line + 1 {
                     self.discarding = true;
+                    started_discarding = true;
                     self.line = Vec::new();
                 } else {
                     self.line.extend_from_slice(chunk);
                 }
             }
+            if self.since_newline > self.max_unterminated {
+                *input = &input[take..];
+                // A line that just became too long is reported first; the next call
+                // reports the cut-off.
+                return Some(if started_discarding {
+                    Incoming::TooLong
+                } else {
+                    Incoming::Unterminated
+                });
+            }
             *input = &input[(take + newline.map_or(0, |_| 1))..];
             if newline.is_none() {
-                if self.discarding && !was_discarding {
+                if started_discarding {
                     return Some(Incoming::TooLong);
-                }
-                if self.since_newline > self.max_unterminated {
-                    return Some(Incoming::Unterminated);
                 }
                 continue;
             }
             self.since_newline = 0;
             if self.discarding {
                 self.discarding = false;
-                if was_discarding {
+                if !started_discarding {
+                    // Reported when discarding started.
                     continue;
                 }
                 return Some(Incoming::TooLong);
@@ -355,7 +369,12 @@ mod tests {
     fn decode_all(d: &mut LineDecoder, mut input: &[u8]) -> Vec<Incoming> {
         let mut out = Vec::new();
         while let Some(item) = d.decode(&mut input) {
+            let end = item == Incoming::Unterminated;
             out.push(item);
+            if end {
+                // Sticky: it would be reported forever.
+                break;
+            }
         }
         out
     }
@@ -408,6 +427,44 @@ mod tests {
         let mut input: &[u8] = &[b'x'; 30];
         assert_eq!(d.decode(&mut input), Some(Incoming::TooLong));
         assert_eq!(d.decode(&mut input), Some(Incoming::Unterminated));
+    }
+
+    /// Found by fuzzing: a run of more than the limit followed by a newline in the same read
+    /// was taken as a line, but cut off when it arrived byte by byte.
+    #[test]
+    fn cut_off_does_not_depend_on_how_reads_split_the_stream() {
+        let mut stream = vec![b'x'; 21];
+        stream.extend_from_slice(b"\n\n");
+        let mut whole = LineDecoder::new(4, 20);
+        let at_once = decode_all(&mut whole, &stream);
+        let mut bytewise = LineDecoder::new(4, 20);
+        let mut one_by_one = Vec::new();
+        for b in &stream {
+            let mut input = std::slice::from_ref(b);
+            while let Some(item) = bytewise.decode(&mut input) {
+                let end = item == Incoming::Unterminated;
+                one_by_one.push(item);
+                if end {
+                    break;
+                }
+            }
+            if one_by_one.last() == Some(&Incoming::Unterminated) {
+                break;
+            }
+        }
+        assert_eq!(one_by_one, vec![Incoming::TooLong, Incoming::Unterminated]);
+        assert_eq!(at_once, one_by_one);
+    }
+
+    #[test]
+    fn exactly_the_unterminated_limit_then_a_newline_is_a_long_line_not_a_cut_off() {
+        let mut d = LineDecoder::new(4, 20);
+        let mut stream = vec![b'x'; 20];
+        stream.extend_from_slice(b"\nok\n");
+        assert_eq!(
+            decode_all(&mut d, &stream),
+            vec![Incoming::TooLong, Incoming::Line("ok".into())]
+        );
     }
 
     #[test]
