@@ -223,10 +223,11 @@ pub fn execute(
         "who" => {
             let mut out = String::new();
             for s in sessions.sessions() {
-                let since = utc(s
-                    .since
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()));
+                let since = crate::report::utc(
+                    s.since
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                );
                 out.push_str(&format!(
                     "{}\t{}\t{}\t{}\n",
                     s.name, s.peer, since, s.queued_bytes
@@ -287,28 +288,6 @@ pub async fn request(path: &Path, command: &str) -> Result<String, AdminError> {
     Ok(reply)
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (civil-from-days, proleptic
-/// Gregorian calendar).
-fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 /// The default socket path: next to the database, `tlschat.db` → `tlschat.sock`.
 pub fn default_socket_path(db: &Path) -> PathBuf {
     db.with_extension("sock")
@@ -360,13 +339,6 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(UnixStream::connect(socket.path()).await.is_ok());
-    }
-
-    #[test]
-    fn utc_formats_epoch_seconds() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(1_795_564_800), "2026-11-25T00:00:00Z");
-        assert_eq!(utc(951_782_400 + 3_661), "2000-02-29T01:01:01Z");
     }
 
     #[test]

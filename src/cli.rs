@@ -1,6 +1,6 @@
 //! Command-line interface: `serve`, `cert generate`, `user add|passwd|del|list`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::{Argon2Settings, CertPaths, FileConfig, LimitSettings, resolve_listen};
 use crate::password::{Hasher, Password};
+use crate::report::Report;
 use crate::room::LocalRoom;
 use crate::session::SessionContext;
 use crate::store::Store;
 use crate::throttle::Throttle;
 use crate::tls::{self, DEFAULT_CERT_NAMES};
 use crate::username::Username;
+use serde_json::json;
 
 /// tlschat: a small, fast, secure chat-room server over TLS.
 ///
@@ -171,6 +173,10 @@ enum CertCommand {
         /// Replace existing files
         #[arg(long)]
         force: bool,
+        /// Days the certificate is valid, 1-3650 (browsers accept at most 398 for public CAs)
+        #[arg(long, default_value_t = tls::DEFAULT_CERT_DAYS, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
     },
 }
 
@@ -233,18 +239,22 @@ enum UserCommand {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let report = Report::new(cli.log_format == LogFormat::Json);
     match cli.command {
-        Command::Serve(args) => serve(*args).await,
-        Command::Cert(CertCommand::Generate { out, names, force }) => {
-            cert_generate(&out, names, force)
-        }
-        Command::User(cmd) => user(cmd).await,
-        Command::Admin(args) => admin_command(args).await,
-        Command::Doctor(args) => doctor(*args).await,
+        Command::Serve(args) => serve(*args, report).await,
+        Command::Cert(CertCommand::Generate {
+            out,
+            names,
+            force,
+            days,
+        }) => cert_generate(&out, names, force, days, report),
+        Command::User(cmd) => user(cmd, report).await,
+        Command::Admin(args) => admin_command(args, report).await,
+        Command::Doctor(args) => doctor(*args, report).await,
     }
 }
 
-async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+async fn doctor(args: DoctorArgs, report: Report) -> anyhow::Result<()> {
     let serve = args.serve;
     let file = FileConfig::load(serve.db.config.as_deref())?;
     let certs = CertPaths::resolve(serve.cert, serve.key, &file);
@@ -264,7 +274,16 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     let checks = crate::doctor::run(&target).await;
     let mut failed = 0;
     for c in &checks {
-        println!("{c}");
+        let level = format!("{:?}", c.level).to_lowercase();
+        report.line(
+            &c.to_string(),
+            "check",
+            &[
+                ("check", json!(c.what)),
+                ("result", json!(level)),
+                ("detail", json!(c.detail)),
+            ],
+        )?;
         failed += usize::from(c.level == crate::doctor::Level::Fail);
     }
     if failed > 0 {
@@ -273,7 +292,7 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
+async fn admin_command(args: AdminArgs, report: Report) -> anyhow::Result<()> {
     let file = FileConfig::load(args.config.as_deref())?;
     let path = match args.admin_socket {
         Some(p) => p,
@@ -292,7 +311,17 @@ async fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
     match lines.pop() {
         Some("ok") => {
             for line in lines {
-                println!("{line}");
+                let cols: Vec<&str> = line.split('\t').collect();
+                let fields = match cols.as_slice() {
+                    [user, peer, since, queued] => vec![
+                        ("user", json!(user)),
+                        ("peer", json!(peer)),
+                        ("since", json!(since)),
+                        ("queued_bytes", json!(queued.parse::<u64>().ok())),
+                    ],
+                    _ => vec![("text", json!(line))],
+                };
+                report.line(line, "session", &fields)?;
             }
             Ok(())
         }
@@ -301,7 +330,7 @@ async fn admin_command(args: AdminArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     let file = FileConfig::load(args.db.config.as_deref())?;
     let listen = resolve_listen(args.listen, &file)?;
     let db_path = file.db_path(args.db.db);
@@ -355,33 +384,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let interrupt = signal(SignalKind::interrupt())?;
     let hangups = signal(SignalKind::hangup())?;
 
-    let mut out = std::io::stdout().lock();
     if generated {
-        writeln!(
-            out,
-            "generated a self-signed certificate for {} in {}",
-            DEFAULT_CERT_NAMES.join(", "),
-            certs.cert.parent().unwrap_or(Path::new(".")).display()
+        let dir = certs.cert.parent().unwrap_or(Path::new(".")).display();
+        report.line(
+            &format!(
+                "generated a self-signed certificate for {} in {dir}",
+                DEFAULT_CERT_NAMES.join(", ")
+            ),
+            "generated a self-signed certificate",
+            &[
+                ("names", json!(DEFAULT_CERT_NAMES)),
+                ("dir", json!(dir.to_string())),
+            ],
         )?;
     }
-    writeln!(
-        out,
-        "certificate SHA-256 fingerprint: {}",
-        loaded.fingerprint
+    report.line(
+        &format!("certificate SHA-256 fingerprint: {}", loaded.fingerprint),
+        "certificate loaded",
+        &[
+            ("fingerprint", json!(loaded.fingerprint)),
+            ("cert", json!(certs.cert.display().to_string())),
+        ],
     )?;
     if let Some(path) = &admin_path {
-        writeln!(out, "admin socket: {}", path.display())?;
+        report.line(
+            &format!("admin socket: {}", path.display()),
+            "admin socket",
+            &[("path", json!(path.display().to_string()))],
+        )?;
     }
     if let Some(l) = &metrics_listener {
-        writeln!(out, "metrics on http://{}/metrics", l.local_addr()?)?;
+        let url = format!("http://{}/metrics", l.local_addr()?);
+        report.line(
+            &format!("metrics on {url}"),
+            "metrics",
+            &[("url", json!(url))],
+        )?;
     }
-    writeln!(out, "listening on {local}")?;
-    writeln!(out, "connect with: {}", s_client_command(local))?;
-
-    out.flush()?;
-    drop(out);
-    tracing::info!(fingerprint = %loaded.fingerprint, cert = %certs.cert.display(), "certificate loaded");
-    tracing::info!(addr = %local, "listening");
+    report.line(
+        &format!("listening on {local}"),
+        "listening",
+        &[("addr", json!(local.to_string()))],
+    )?;
+    report.line(
+        &format!("connect with: {}", s_client_command(local)),
+        "connect with",
+        &[("command", json!(s_client_command(local)))],
+    )?;
+    if !report.is_json() {
+        // In JSON mode the stdout events above carry these facts already.
+        tracing::info!(fingerprint = %loaded.fingerprint, cert = %certs.cert.display(), "certificate loaded");
+        tracing::info!(addr = %local, "listening");
+    }
 
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let ctx = Arc::new(SessionContext {
@@ -452,24 +506,61 @@ fn ensure_default_cert(certs: &CertPaths) -> anyhow::Result<bool> {
         );
     }
     let names: Vec<String> = DEFAULT_CERT_NAMES.iter().map(|s| s.to_string()).collect();
-    tls::write_self_signed(&certs.cert, &certs.key, &names, false)?;
+    tls::write_self_signed(
+        &certs.cert,
+        &certs.key,
+        &names,
+        tls::DEFAULT_CERT_DAYS,
+        false,
+    )?;
     Ok(true)
 }
 
-fn cert_generate(out: &Path, mut names: Vec<String>, force: bool) -> anyhow::Result<()> {
+fn cert_generate(
+    out: &Path,
+    mut names: Vec<String>,
+    force: bool,
+    days: u32,
+    report: Report,
+) -> anyhow::Result<()> {
     if names.is_empty() {
         names = DEFAULT_CERT_NAMES.iter().map(|s| s.to_string()).collect();
     }
     let (cert, key) = (out.join(tls::CERT_FILE), out.join(tls::KEY_FILE));
-    let pair = tls::write_self_signed(&cert, &key, &names, force)?;
-    println!("certificate: {}", cert.display());
-    println!("private key: {} (mode 0600)", key.display());
-    println!("names: {}", names.join(", "));
-    println!("SHA-256 fingerprint: {}", pair.fingerprint);
+    let pair = tls::write_self_signed(&cert, &key, &names, days, force)?;
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    report.line(
+        &format!("certificate: {c}"),
+        "certificate",
+        &[("path", json!(c))],
+    )?;
+    report.line(
+        &format!("private key: {k} (mode 0600)"),
+        "private key",
+        &[("path", json!(k))],
+    )?;
+    report.line(
+        &format!("names: {}", names.join(", ")),
+        "names",
+        &[("names", json!(names))],
+    )?;
+    report.line(
+        &format!("valid until: {}", pair.not_after),
+        "valid until",
+        &[("not_after", json!(pair.not_after)), ("days", json!(days))],
+    )?;
+    report.line(
+        &format!("SHA-256 fingerprint: {}", pair.fingerprint),
+        "fingerprint",
+        &[("fingerprint", json!(pair.fingerprint))],
+    )?;
     Ok(())
 }
 
-async fn user(cmd: UserCommand) -> anyhow::Result<()> {
+async fn user(cmd: UserCommand, report: Report) -> anyhow::Result<()> {
+    let done = |human: String, message: &str, name: &Username| {
+        report.line(&human, message, &[("user", json!(name.as_str()))])
+    };
     match cmd {
         UserCommand::Add { name, db, password } => {
             let name = Username::parse(&name)?;
@@ -478,7 +569,7 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let hash = hasher.hash(&secret).await?;
             store.add_user(&name, &hash).await?;
             store.close().await;
-            println!("added user {name}");
+            done(format!("added user {name}"), "added user", &name)?;
         }
         UserCommand::Passwd { name, db, password } => {
             let name = Username::parse(&name)?;
@@ -490,23 +581,34 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let hash = hasher.hash(&secret).await?;
             store.set_password(&name, &hash).await?;
             store.close().await;
-            println!("changed password of {name}");
+            done(
+                format!("changed password of {name}"),
+                "changed password",
+                &name,
+            )?;
         }
         UserCommand::Del { name, db } => {
             let name = Username::parse(&name)?;
             let (store, _) = open(&db, None).await?;
             store.delete_user(&name).await?;
             store.close().await;
-            println!("deleted user {name}");
+            done(format!("deleted user {name}"), "deleted user", &name)?;
         }
-        UserCommand::Disable { name, db } => set_disabled(&name, &db, true).await?,
-        UserCommand::Enable { name, db } => set_disabled(&name, &db, false).await?,
+        UserCommand::Disable { name, db } => set_disabled(&name, &db, true, report).await?,
+        UserCommand::Enable { name, db } => set_disabled(&name, &db, false, report).await?,
         UserCommand::List { db } => {
             let (store, _) = open(&db, None).await?;
-            let mut out = std::io::stdout().lock();
             for user in store.list_users().await? {
                 let state = if user.disabled { "disabled" } else { "enabled" };
-                writeln!(out, "{}\t{}\t{state}", user.username, user.created_at)?;
+                report.line(
+                    &format!("{}\t{}\t{state}", user.username, user.created_at),
+                    "user",
+                    &[
+                        ("user", json!(user.username)),
+                        ("created_at", json!(user.created_at)),
+                        ("state", json!(state)),
+                    ],
+                )?;
             }
             store.close().await;
         }
@@ -514,15 +616,22 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn set_disabled(name: &str, db: &DbArgs, disabled: bool) -> anyhow::Result<()> {
+async fn set_disabled(
+    name: &str,
+    db: &DbArgs,
+    disabled: bool,
+    report: Report,
+) -> anyhow::Result<()> {
     let name = Username::parse(name)?;
     let (store, _) = open(db, None).await?;
     store.set_disabled(&name, disabled).await?;
     store.close().await;
-    println!(
-        "{} user {name}",
-        if disabled { "disabled" } else { "enabled" }
-    );
+    let verb = if disabled { "disabled" } else { "enabled" };
+    report.line(
+        &format!("{verb} user {name}"),
+        &format!("{verb} user"),
+        &[("user", json!(name.as_str()))],
+    )?;
     Ok(())
 }
 

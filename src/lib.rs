@@ -9,6 +9,7 @@
 //! | `store` | SQLite, migrations, user rows (the only SQL) |
 //! | `metrics` | Prometheus counters and the `/metrics` responder |
 //! | `notify` | systemd readiness notifications |
+//! | `report` | the process's own output lines, human or JSON |
 //! | `password` | argon2id on the blocking pool, password rules |
 //! | `username` | the username rule |
 //! | `accounts` | closing sessions whose account an admin changed (polls the store) |
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod notify;
 pub mod password;
 pub mod protocol;
+pub mod report;
 pub mod room;
 pub mod server;
 pub mod session;

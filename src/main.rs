@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tlschat::report::Report;
 use tracing_subscriber::EnvFilter;
 
 /// Each argon2 check allocates ~19 MiB. glibc raises its mmap threshold after the first such
@@ -18,9 +19,50 @@ fn tune_malloc() {
     }
 }
 
+/// Whether JSON output was asked for, read from the raw arguments and environment: usage
+/// errors happen before clap has parsed the option.
+fn json_requested() -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--log-format=json"
+            || (arg == "--log-format" && args.next().as_deref() == Some("json"))
+        {
+            return true;
+        }
+    }
+    std::env::var("TLSCHAT_LOG_FORMAT").as_deref() == Ok("json")
+}
+
 fn main() -> ExitCode {
     tune_malloc();
-    let cli = tlschat::cli::Cli::parse();
+    let cli = match tlschat::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let asked = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if json_requested() && !asked {
+                let text = e.render().to_string();
+                let message = text
+                    .lines()
+                    .next()
+                    .unwrap_or("usage error")
+                    .trim_start_matches("error: ");
+                Report::new(true).error(message);
+                return ExitCode::from(2);
+            }
+            e.exit();
+        }
+    };
+    let report = Report::new(cli.log_format() == tlschat::cli::LogFormat::Json);
+    if report.is_json() {
+        // A panic message is one more line on stderr: keep it JSON as well.
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!(
+                "{}",
+                tlschat::report::event("ERROR", &format!("panic: {info}"), &[])
+            );
+        }));
+    }
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("tlschat=info"));
     // Text output escapes control characters in logged values (tracing-subscriber >= 0.3.20),
@@ -36,7 +78,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            report.error(&format!("starting the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -46,7 +88,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report.error(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -221,16 +221,35 @@ pub struct SelfSigned {
     pub key_pem: String,
     /// SHA-256 fingerprint of the certificate.
     pub fingerprint: String,
+    /// Last day of validity, `YYYY-MM-DD` (UTC).
+    pub not_after: String,
 }
 
-/// Generates an ECDSA P-256 self-signed certificate for `names` (DNS names or IP addresses).
-pub fn self_signed(names: &[String]) -> Result<SelfSigned, TlsError> {
-    let generated = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+/// Validity of generated certificates: 397 days, the most the CA/Browser Forum allows
+/// publicly trusted ones, so that `doctor`'s expiry check means something.
+pub const DEFAULT_CERT_DAYS: u32 = 397;
+
+/// Generates an ECDSA P-256 self-signed certificate for `names` (DNS names or IP addresses),
+/// valid from an hour ago (clock skew) for `days` days.
+pub fn self_signed(names: &[String], days: u32) -> Result<SelfSigned, TlsError> {
+    let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(generate)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let key = rcgen::KeyPair::generate().map_err(generate)?;
+    let cert = params.self_signed(&key).map_err(generate)?;
+    let end = params.not_after.date();
     Ok(SelfSigned {
-        cert_pem: generated.cert.pem(),
-        key_pem: generated.signing_key.serialize_pem(),
-        fingerprint: fingerprint(generated.cert.der()),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        fingerprint: fingerprint(cert.der()),
+        not_after: format!(
+            "{:04}-{:02}-{:02}",
+            end.year(),
+            u8::from(end.month()),
+            end.day()
+        ),
     })
 }
 
@@ -239,6 +258,7 @@ pub fn write_self_signed(
     cert: &Path,
     key: &Path,
     names: &[String],
+    days: u32,
     force: bool,
 ) -> Result<SelfSigned, TlsError> {
     if !force {
@@ -248,7 +268,7 @@ pub fn write_self_signed(
             }
         }
     }
-    let pair = self_signed(names)?;
+    let pair = self_signed(names, days)?;
     for (path, mode, pem) in [(key, 0o600, &pair.key_pem), (cert, 0o644, &pair.cert_pem)] {
         write_file(path, mode, pem.as_bytes(), force)?;
     }
@@ -297,10 +317,22 @@ mod tests {
     fn generated_pair_loads_and_fingerprint_matches() {
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        let pair = write_self_signed(&c, &k, &names(), false).unwrap();
+        let pair = write_self_signed(&c, &k, &names(), DEFAULT_CERT_DAYS, false).unwrap();
         let loaded = load(&c, &k).unwrap();
         assert_eq!(loaded.fingerprint, pair.fingerprint);
         assert_eq!(loaded.fingerprint.len(), 95);
+    }
+
+    #[test]
+    fn generated_certificates_are_valid_for_the_given_days_only() {
+        let pair = self_signed(&names(), 397).unwrap();
+        let der = CertificateDer::from_pem_slice(pair.cert_pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let validity = cert.validity();
+        let span = validity.not_after.timestamp() - validity.not_before.timestamp();
+        assert_eq!(span, 397 * 86_400 + 3_600);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!(validity.not_before.timestamp() < now && validity.not_after.timestamp() > now);
     }
 
     #[test]
@@ -308,8 +340,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c1, k1) = (dir.path().join("c1"), dir.path().join("k1"));
         let (c2, k2) = (dir.path().join("c2"), dir.path().join("k2"));
-        write_self_signed(&c1, &k1, &names(), false).unwrap();
-        write_self_signed(&c2, &k2, &names(), false).unwrap();
+        write_self_signed(&c1, &k1, &names(), DEFAULT_CERT_DAYS, false).unwrap();
+        write_self_signed(&c2, &k2, &names(), DEFAULT_CERT_DAYS, false).unwrap();
         assert!(matches!(load(&c1, &k2), Err(TlsError::Mismatch { .. })));
     }
 
@@ -317,9 +349,9 @@ mod tests {
     fn reload_swaps_the_pair_and_a_bad_pair_keeps_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = (dir.path().join("c"), dir.path().join("k"));
-        let first = write_self_signed(&c, &k, &names(), false).unwrap();
+        let first = write_self_signed(&c, &k, &names(), DEFAULT_CERT_DAYS, false).unwrap();
         let loaded = load(&c, &k).unwrap();
-        let second = write_self_signed(&c, &k, &names(), true).unwrap();
+        let second = write_self_signed(&c, &k, &names(), DEFAULT_CERT_DAYS, true).unwrap();
         assert_eq!(loaded.source.reload().unwrap(), second.fingerprint);
         assert_ne!(first.fingerprint, second.fingerprint);
         std::fs::write(&k, "not a key").unwrap();
@@ -331,12 +363,12 @@ mod tests {
     fn existing_files_are_not_overwritten_without_force() {
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = (dir.path().join("c"), dir.path().join("k"));
-        let first = write_self_signed(&c, &k, &names(), false).unwrap();
+        let first = write_self_signed(&c, &k, &names(), DEFAULT_CERT_DAYS, false).unwrap();
         assert!(matches!(
-            write_self_signed(&c, &k, &names(), false),
+            write_self_signed(&c, &k, &names(), DEFAULT_CERT_DAYS, false),
             Err(TlsError::Exists(_))
         ));
-        let second = write_self_signed(&c, &k, &names(), true).unwrap();
+        let second = write_self_signed(&c, &k, &names(), DEFAULT_CERT_DAYS, true).unwrap();
         assert_ne!(first.fingerprint, second.fingerprint);
     }
 }

@@ -564,3 +564,124 @@ fn doctor_fails_a_broken_configuration() {
         "doctor must not create the database"
     );
 }
+
+/// Every line must be a JSON object with a level and a message.
+fn assert_all_json(stream: &str, text: &str) {
+    assert!(!text.trim().is_empty(), "nothing on {stream}");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{stream} line is not JSON ({e}): {line:?}"));
+        assert!(v.is_object(), "{stream}: {line}");
+        assert!(v["level"].is_string(), "{stream}: {line}");
+        assert!(v["fields"]["message"].is_string(), "{stream}: {line}");
+    }
+}
+
+#[tokio::test]
+async fn json_log_format_makes_every_line_on_both_streams_json() {
+    let dir = tempfile::tempdir().unwrap();
+    common::bin::add_users(dir.path(), &["alice"], common::PASSWORD);
+    let mut child = tlschat(dir.path())
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--db", "users.db"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "serve exited: {printed}"
+        );
+        printed.push_str(&line);
+        let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+        if v["fields"]["message"] == "listening" {
+            break v["fields"]["addr"]
+                .as_str()
+                .unwrap()
+                .parse::<std::net::SocketAddr>()
+                .unwrap();
+        }
+    };
+    let connector = common::bin::connector_for_dir(dir.path());
+    let mut c = common::TestClient::connect(addr, &connector).await;
+    c.expect_greeting().await;
+    c.send("not a valid name!").await;
+    c.expect_line("Password:").await;
+    c.send("whatever").await;
+    c.expect_line("! Login failed").await;
+    c.expect_line("Username:").await;
+    c.login_after_prompt("alice", common::PASSWORD).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    printed.push_str(&rest);
+    let mut errors = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut errors).unwrap();
+    assert_all_json("stdout", &printed);
+    assert_all_json("stderr", &errors);
+    for fact in [
+        "certificate loaded",
+        "admin socket",
+        "listening",
+        "connect with",
+    ] {
+        assert!(
+            printed.contains(&format!("\"message\":\"{fact}\"")),
+            "{fact}: {printed}"
+        );
+    }
+    assert!(errors.contains("login ok"), "{errors}");
+    assert!(errors.contains("shutdown complete"), "{errors}");
+    // The invalid name typed at the prompt is logged by its length only.
+    assert!(!errors.contains("not a valid name"), "{errors}");
+    assert!(errors.contains("username_len"), "{errors}");
+}
+
+#[test]
+fn json_log_format_makes_errors_and_usage_errors_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tlschat(dir.path())
+        .args([
+            "--log-format",
+            "json",
+            "user",
+            "del",
+            "nobody",
+            "--db",
+            "users.db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_all_json("stderr", &stderr(&out));
+    assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
+    let usage = tlschat(dir.path())
+        .args(["--log-format=json", "user", "frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert_all_json("stderr", &stderr(&usage));
+    common::bin::add_users(dir.path(), &["alice"], common::PASSWORD);
+    let listed = tlschat(dir.path())
+        .env("TLSCHAT_LOG_FORMAT", "json")
+        .args(["user", "list", "--db", "users.db"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    assert_all_json("stdout", &stdout(&listed));
+    assert!(
+        stdout(&listed).contains("\"user\":\"alice\""),
+        "{}",
+        stdout(&listed)
+    );
+}

@@ -83,13 +83,23 @@ pub fn serve_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve 
         }
         let line = line.trim_end().to_owned();
         s.printed.push(line.clone());
-        if let Some(addr) = line.strip_prefix("listening on ") {
+        if let Some(addr) = listening_addr(&line) {
             s.addr = addr.parse().unwrap();
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in reader.lines() {});
             return s;
         }
     }
+}
+
+/// The address of a "listening on ADDR" line, or of its JSON form.
+fn listening_addr(line: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix("listening on ") {
+        return Some(addr.to_owned());
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["fields"]["message"] == "listening")
+        .then(|| v["fields"]["addr"].as_str().map(str::to_owned))?
 }
 
 /// Adds users through the CLI (`user add --password-stdin`) into `dir/users.db`.
