@@ -341,6 +341,7 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     let store = Store::open(&db_path).await?;
     let generated = ensure_default_cert(&certs)?;
     let loaded = tls::load(&certs.cert, &certs.key)?;
+    warn_if_key_readable(&certs.key);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -479,6 +480,21 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     crate::server::run(listener, ctx, shutdown).await?;
     store.close().await;
     Ok(())
+}
+
+/// A private key others can read is a key others may have copied.
+fn warn_if_key_readable(key: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(key) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %key.display(),
+                mode = format!("{mode:o}"),
+                "the private key file is readable by group or others; restrict it with chmod 600"
+            );
+        }
+    }
 }
 
 /// The command a user pastes to connect; `localhost` when listening on all or loopback addresses.

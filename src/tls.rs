@@ -186,9 +186,15 @@ fn config_builder()
         .with_no_client_auth())
 }
 
+/// The ALPN name of the line protocol. Clients that offer no ALPN (`openssl s_client`) are
+/// served too; a client that offers only other protocols (a browser's `h2`, an HTTP client)
+/// is refused in the handshake with the no_application_protocol alert.
+pub const ALPN_TLSCHAT: &[u8] = b"tlschat";
+
 fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
     // Chat clients hold one long connection; resumption tickets would only cost memory.
     config.send_tls13_tickets = 0;
+    config.alpn_protocols = vec![ALPN_TLSCHAT.to_vec()];
     Arc::new(config)
 }
 

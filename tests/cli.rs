@@ -685,3 +685,40 @@ fn json_log_format_makes_errors_and_usage_errors_json() {
         stdout(&listed)
     );
 }
+
+#[test]
+fn serve_warns_when_the_private_key_is_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tlschat(dir.path())
+        .args(["cert", "generate", "--out", "tls"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = dir.path().join("tls/server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _s = serve(
+        dir.path(),
+        &["--cert", "tls/server.crt", "--key", "tls/server.key"],
+    );
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("private key file is readable by group or others"),
+        "{log}"
+    );
+}
+
+#[test]
+fn generated_certificates_say_when_they_expire_and_take_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tlschat(dir.path())
+        .args(["cert", "generate", "--out", "tls", "--days", "30"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("valid until: 20"), "{}", stdout(&out));
+    let too_long = tlschat(dir.path())
+        .args(["cert", "generate", "--out", "t2", "--days", "5000"])
+        .output()
+        .unwrap();
+    assert_eq!(too_long.status.code(), Some(2));
+}
