@@ -363,7 +363,10 @@ mod tests {
             socket.tcp_user_timeout().unwrap(),
             Some(Duration::from_secs(120))
         );
-        assert_eq!(socket.keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(60)
+        );
         drop(client);
     }
 
