@@ -249,15 +249,15 @@ impl ConnectionCaps {
         if !logged_in {
             state.prelogin -= 1;
         }
-        if let Some(key) = source {
-            if let Some(count) = state.per_source.get_mut(&key) {
-                count.total -= 1;
-                if !logged_in {
-                    count.prelogin -= 1;
-                }
-                if count.total == 0 {
-                    state.per_source.remove(&key);
-                }
+        if let Some(key) = source
+            && let Some(count) = state.per_source.get_mut(&key)
+        {
+            count.total -= 1;
+            if !logged_in {
+                count.prelogin -= 1;
+            }
+            if count.total == 0 {
+                state.per_source.remove(&key);
             }
         }
     }

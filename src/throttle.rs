@@ -149,15 +149,15 @@ impl Throttle {
         let key = user_key(name);
         let source = source_key(ip);
         let mut state = self.lock();
-        if let Some(fails) = state.by_user.peek_mut(&key) {
-            if let Some(i) = fails.iter().rposition(|(_, s)| *s == source) {
-                fails.remove(i);
-            }
+        if let Some(fails) = state.by_user.peek_mut(&key)
+            && let Some(i) = fails.iter().rposition(|(_, s)| *s == source)
+        {
+            fails.remove(i);
         }
-        if let Some(attempts) = state.by_source.peek_mut(&source) {
-            if let Some(i) = attempts.iter().rposition(|(_, throttled)| !throttled) {
-                attempts.remove(i);
-            }
+        if let Some(attempts) = state.by_source.peek_mut(&source)
+            && let Some(i) = attempts.iter().rposition(|(_, throttled)| !throttled)
+        {
+            attempts.remove(i);
         }
     }
 
@@ -180,15 +180,15 @@ impl State {
             let idle = |newest: Option<Instant>, window| {
                 newest.is_none_or(|t| now.saturating_duration_since(t) >= window)
             };
-            if let Some((_, fails)) = self.by_user.peek_lru() {
-                if idle(fails.back().map(|(t, _)| *t), user_window) {
-                    self.by_user.pop_lru();
-                }
+            if let Some((_, fails)) = self.by_user.peek_lru()
+                && idle(fails.back().map(|(t, _)| *t), user_window)
+            {
+                self.by_user.pop_lru();
             }
-            if let Some((_, attempts)) = self.by_source.peek_lru() {
-                if idle(attempts.back().map(|(t, _)| *t), ip_window) {
-                    self.by_source.pop_lru();
-                }
+            if let Some((_, attempts)) = self.by_source.peek_lru()
+                && idle(attempts.back().map(|(t, _)| *t), ip_window)
+            {
+                self.by_source.pop_lru();
             }
         }
     }
