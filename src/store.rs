@@ -205,14 +205,16 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AccountStamp {
-                id: r.get("id"),
-                generation: r.get("generation"),
-                disabled: r.get("disabled"),
+        rows.into_iter()
+            .map(|r| {
+                Ok(AccountStamp {
+                    id: r.try_get("id")?,
+                    generation: r.try_get("generation")?,
+                    disabled: r.try_get("disabled")?,
+                })
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.error(e))
     }
 
     /// Deletes a user.
@@ -228,14 +230,16 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.error(e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| UserSummary {
-                username: r.get("username"),
-                created_at: r.get("created_at"),
-                disabled: r.get("disabled"),
+        rows.into_iter()
+            .map(|r| {
+                Ok(UserSummary {
+                    username: r.try_get("username")?,
+                    created_at: r.try_get("created_at")?,
+                    disabled: r.try_get("disabled")?,
+                })
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.error(e))
     }
 
     /// The stored credentials for a name, matched case-insensitively.
@@ -367,6 +371,19 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(store.list_users().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_row_with_a_wrong_type_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("u.db")).await.unwrap();
+        store.add_user(&name("alice"), "h").await.unwrap();
+        sqlx::query("UPDATE users SET generation = 'not a number'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(store.credentials(&name("alice")).await.is_err());
+        assert!(store.account_stamps().await.is_err());
     }
 
     #[tokio::test]
