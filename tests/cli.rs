@@ -722,3 +722,25 @@ fn generated_certificates_say_when_they_expire_and_take_days() {
         .unwrap();
     assert_eq!(too_long.status.code(), Some(2));
 }
+
+#[test]
+fn out_of_range_settings_stop_serve_with_the_setting_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, key) in [
+        ("--login-timeout", "1e19", "login_timeout"),
+        ("--rate-per-sec", "1e-20", "rate_per_sec"),
+        (
+            "--outbound-queue-bytes",
+            "2000000000",
+            "outbound_queue_bytes",
+        ),
+        ("--keepalive", "0", "keepalive"),
+    ] {
+        let err = serve_fails(dir.path(), &["--listen", "127.0.0.1:0", flag, value]);
+        assert!(
+            err.contains(&format!("invalid setting {key}")),
+            "{flag}: {err}"
+        );
+        assert!(err.contains("out of range"), "{flag}: {err}");
+    }
+}
