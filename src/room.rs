@@ -7,7 +7,7 @@
 //! state lock is held, so all members see events in the lock's order. The lock is a
 //! `std::sync::Mutex`, never held across an `.await` (there is no async code here).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -46,6 +46,9 @@ impl Line {
 pub enum Delivery {
     /// A rendered line.
     Line(Arc<Line>),
+    /// `left` lines of members the room dropped, outside the byte bound (see
+    /// [`LocalRoom`]'s eviction rule).
+    Presence(Arc<Line>),
     /// A last line; the session writes it and closes.
     Close(Arc<str>),
     /// Evicted for not reading: the session drops what it holds and closes.
@@ -175,6 +178,14 @@ impl Member {
             .map_err(|_| Undeliverable::Gone)
     }
 
+    /// Queues presence lines outside the bound: they are at most one line per member that
+    /// left (so bounded by the room's size), and must never turn one eviction into more.
+    fn deliver_presence(&self, line: &Arc<Line>) -> Result<(), Undeliverable> {
+        self.tx
+            .send(Delivery::Presence(Arc::clone(line)))
+            .map_err(|_| Undeliverable::Gone)
+    }
+
     /// Sends the final line regardless of the bound (it is short and ends the queue), and
     /// interrupts the session even if it is blocked writing to a peer that does not read.
     fn close(&self, line: &str) {
@@ -224,18 +235,48 @@ impl LocalRoom {
 
 impl State {
     /// Delivers `line` to every member but `except`, then announces anyone it had to drop.
-    /// Announcements are handled in FIFO order so that every member sees one sequence.
+    ///
+    /// Everyone dropped by one event is announced in one presence delivery (their `left`
+    /// lines, concatenated and shared), which is queued past the byte bound: a mass eviction
+    /// costs each survivor one delivery and can evict nobody else, so the work under the lock
+    /// stays proportional to the members, never to evicted × members.
     fn broadcast(&mut self, line: Arc<Line>, except: Option<MemberId>) {
         let limit = self.limit;
-        let mut events = VecDeque::from([(line, except)]);
-        while let Some((line, except)) = events.pop_front() {
-            let mut dropped = Vec::new();
+        let mut dropped = Vec::new();
+        let mut delivered = 0;
+        for (&id, member) in &self.members {
+            if Some(id) == except {
+                continue;
+            }
+            match member.deliver(&line, limit) {
+                Ok(()) => delivered += 1,
+                Err(why) => dropped.push((id, why)),
+            }
+        }
+        crate::metrics::inc(&self.metrics.room_events);
+        self.metrics
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        self.announce_dropped(dropped);
+    }
+
+    /// Removes the members that could not take a delivery and tells everyone left, in one
+    /// presence delivery per round; a round only repeats for members found gone meanwhile.
+    fn announce_dropped(&mut self, mut dropped: Vec<(MemberId, Undeliverable)>) {
+        while !dropped.is_empty() {
+            let mut text = String::new();
+            for (id, why) in dropped.drain(..) {
+                if let Some(left) = self.drop_member(id, why) {
+                    text.push_str(&left);
+                }
+            }
+            if text.is_empty() {
+                return;
+            }
+            let presence = Line::new(text);
             let mut delivered = 0;
             for (&id, member) in &self.members {
-                if Some(id) == except {
-                    continue;
-                }
-                match member.deliver(&line, limit) {
+                match member.deliver_presence(&presence) {
                     Ok(()) => delivered += 1,
                     Err(why) => dropped.push((id, why)),
                 }
@@ -244,16 +285,11 @@ impl State {
             self.metrics
                 .deliveries
                 .fetch_add(delivered, Ordering::Relaxed);
-            for (id, why) in dropped {
-                if let Some(left) = self.drop_member(id, why) {
-                    events.push_back((left, None));
-                }
-            }
         }
     }
 
     /// Removes a member that could not take a delivery; returns the line announcing it.
-    fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<Arc<Line>> {
+    fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<String> {
         let limit = self.limit;
         let member = self.remove(id)?;
         let reason = match why {
@@ -265,7 +301,7 @@ impl State {
             }
             Undeliverable::Gone => None,
         };
-        Some(Line::new(protocol::left(&member.name, reason)))
+        Some(protocol::left(&member.name, reason))
     }
 
     fn remove(&mut self, id: MemberId) -> Option<Member> {
@@ -360,9 +396,7 @@ impl Room for LocalRoom {
         match target.deliver(&line, state.limit) {
             Ok(()) => Ok(target_name),
             Err(why) => {
-                if let Some(left) = state.drop_member(target_id, why) {
-                    state.broadcast(left, None);
-                }
+                state.announce_dropped(vec![(target_id, why)]);
                 Err(not_online())
             }
         }
@@ -410,6 +444,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(d) = outbox.try_recv() {
             match d {
+                Delivery::Presence(l) => out.push(l.text.trim_end().to_owned()),
                 Delivery::Line(l) => {
                     outbox.written(l.text.len());
                     out.push(l.text.trim_end().to_owned());
@@ -504,6 +539,61 @@ mod tests {
                 "*** slow left (send queue exceeded)"
             ]
         );
+    }
+
+    #[test]
+    fn mass_eviction_evicts_no_healthy_member_and_costs_each_survivor_one_delivery() {
+        let metrics = Arc::new(Metrics::default());
+        // Room for one 40-byte chat line and a little more.
+        let line = "x".repeat(29);
+        let room = LocalRoom::with_metrics(64, Arc::clone(&metrics));
+        let mut talker = room.join(&user("talker")).unwrap();
+        let mut stalled: Vec<Joined> = Vec::new();
+        let mut healthy: Vec<Joined> = Vec::new();
+        for i in 0..200 {
+            stalled.push(room.join(&user(&format!("s{i:03}"))).unwrap());
+            healthy.push(room.join(&user(&format!("h{i:03}"))).unwrap());
+            // Everyone reads the join notices; the bound is tiny.
+            for m in stalled.iter_mut().chain(healthy.iter_mut()) {
+                drain(&mut m.outbox);
+            }
+            drain(&mut talker.outbox);
+        }
+        let drain_all = |healthy: &mut Vec<Joined>| {
+            healthy
+                .iter_mut()
+                .map(|h| drain(&mut h.outbox))
+                .collect::<Vec<_>>()
+        };
+        // From here on the stalled members read nothing.
+        room.say(talker.id, &line);
+        drain_all(&mut healthy);
+        let before = metrics.deliveries.load(Ordering::Relaxed);
+        room.say(talker.id, &line);
+        let after = metrics.deliveries.load(Ordering::Relaxed);
+        assert!(stalled.iter().all(|s| s.outbox.removed().is_cancelled()));
+        assert!(healthy.iter().all(|h| !h.outbox.removed().is_cancelled()));
+        assert_eq!(room.who().len(), 201);
+        // One chat line and one presence delivery per healthy member (and the talker's
+        // presence delivery), not one per evicted member.
+        assert_eq!(after - before, 200 + 201);
+        let got_all = drain_all(&mut healthy);
+        for got in got_all {
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0], format!("<talker> {line}"));
+            let left: Vec<&str> = got[1].lines().collect();
+            assert_eq!(left.len(), 200);
+            assert_eq!(
+                left[0]
+                    .strip_suffix(" left (send queue exceeded)")
+                    .map(|n| n.starts_with("*** s")),
+                Some(true)
+            );
+        }
+        // Presence lines do not count towards the bound: a survivor that has not read them yet
+        // still takes the next line.
+        room.say(talker.id, &line);
+        assert!(healthy.iter().all(|h| !h.outbox.removed().is_cancelled()));
     }
 
     #[test]

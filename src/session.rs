@@ -577,6 +577,12 @@ impl<S> Conn<S> {
                 self.oldest.get_or_insert(line.queued_at);
                 None
             }
+            Delivery::Presence(line) => {
+                // Outside the queue's byte bound, so not counted in `from_room`.
+                self.out.extend_from_slice(line.text.as_bytes());
+                self.oldest.get_or_insert(line.queued_at);
+                None
+            }
             Delivery::Close(line) => {
                 self.queue(&line);
                 Some(End::Closed(line))
