@@ -123,9 +123,14 @@ pub trait Room: Send + Sync {
     fn say(&self, id: MemberId, text: &str);
     /// Relays an action (`/me`) to every other member.
     fn emote(&self, id: MemberId, text: &str);
-    /// Sends a private message; returns the target's name as created.
+    /// Sends a private message and queues the sender's echo (or `! NAME is not online`) in
+    /// the sender's own queue, in room order; returns the target's name as created.
     fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline>;
-    /// Everyone online, sorted case-insensitively.
+    /// Queues the `/who` reply in the member's own queue, so it agrees with the joined and
+    /// left lines queued before it.
+    fn send_who(&self, id: MemberId);
+    /// Everyone online, sorted case-insensitively (for `admin` and tests; members get
+    /// [`Room::send_who`]).
     fn who(&self) -> Vec<Arc<str>>;
     /// Removes a member with a last line to it and `*** name left` (with the reason, if any)
     /// to the others; false if the member is no longer there.
@@ -288,6 +293,17 @@ impl State {
         }
     }
 
+    /// Queues a reply to one member's command in its own queue, under the same bound as room
+    /// lines (a member that asks but never reads is evicted like any slow consumer).
+    fn reply(&mut self, id: MemberId, text: String) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        if let Err(why) = member.deliver(&Line::new(text), self.limit) {
+            self.announce_dropped(vec![(id, why)]);
+        }
+    }
+
     /// Removes a member that could not take a delivery; returns the line announcing it.
     fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<String> {
         let limit = self.limit;
@@ -384,22 +400,38 @@ impl Room for LocalRoom {
 
     fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
         let mut state = self.lock();
-        let not_online = || NotOnline(to.to_owned());
-        let from = Arc::clone(&state.members.get(&id).ok_or_else(not_online)?.name);
-        let target_id = *state
+        let Some(from) = state.members.get(&id).map(|m| Arc::clone(&m.name)) else {
+            return Err(NotOnline(to.to_owned()));
+        };
+        let target = state
             .by_key
             .get(&to.to_ascii_lowercase())
-            .ok_or_else(not_online)?;
-        let target = state.members.get(&target_id).ok_or_else(not_online)?;
-        let target_name = Arc::clone(&target.name);
-        let line = Line::new(protocol::private_message(&from, text));
-        match target.deliver(&line, state.limit) {
-            Ok(()) => Ok(target_name),
-            Err(why) => {
-                state.announce_dropped(vec![(target_id, why)]);
-                Err(not_online())
+            .and_then(|tid| state.members.get(tid).map(|t| (*tid, t)));
+        let result = match target {
+            Some((target_id, target)) => {
+                let line = Line::new(protocol::private_message(&from, text));
+                match target.deliver(&line, state.limit) {
+                    Ok(()) => Ok(Arc::clone(&target.name)),
+                    Err(why) => {
+                        state.announce_dropped(vec![(target_id, why)]);
+                        Err(NotOnline(to.to_owned()))
+                    }
+                }
             }
-        }
+            None => Err(NotOnline(to.to_owned())),
+        };
+        let reply = match &result {
+            Ok(target_name) => protocol::private_echo(target_name, text),
+            Err(_) => protocol::not_online(to),
+        };
+        state.reply(id, reply);
+        result
+    }
+
+    fn send_who(&self, id: MemberId) {
+        let mut state = self.lock();
+        let reply = protocol::who(&state.sorted_names());
+        state.reply(id, reply);
     }
 
     fn who(&self) -> Vec<Arc<str>> {
@@ -612,7 +644,7 @@ mod tests {
     #[test]
     fn whisper_goes_to_one_member_only() {
         let room = LocalRoom::new(1 << 20);
-        let a = room.join(&user("a")).unwrap();
+        let mut a = room.join(&user("a")).unwrap();
         let mut b = room.join(&user("Bob")).unwrap();
         let mut c = room.join(&user("c")).unwrap();
         drain(&mut b.outbox);
@@ -620,6 +652,34 @@ mod tests {
         assert_eq!(drain(&mut b.outbox), vec!["*a* psst"]);
         assert!(drain(&mut c.outbox).is_empty());
         assert!(room.whisper(a.id, "zed", "x").is_err());
+        assert_eq!(
+            drain(&mut a.outbox)[..],
+            [
+                "*** Bob joined",
+                "*** c joined",
+                "-> *Bob* psst",
+                "! zed is not online"
+            ]
+        );
+    }
+
+    #[test]
+    fn who_reply_is_queued_behind_the_presence_lines_before_it() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join(&user("a")).unwrap();
+        let b = room.join(&user("b")).unwrap();
+        room.leave(b.id, None);
+        let _c = room.join(&user("c")).unwrap();
+        room.send_who(a.id);
+        assert_eq!(
+            drain(&mut a.outbox),
+            vec![
+                "*** b joined",
+                "*** b left",
+                "*** c joined",
+                "*** 2 online: a, c"
+            ]
+        );
     }
 
     #[test]

@@ -463,11 +463,11 @@ fn handle<S>(
                 room.emote(member.id, text);
             }
         }
-        Command::Whisper { to, text } => match room.whisper(member.id, to, text) {
-            Ok(target) => conn.queue(&protocol::private_echo(&target, text)),
-            Err(_) => conn.queue(&protocol::not_online(to)),
-        },
-        Command::Who => conn.queue(&protocol::who(&room.who())),
+        // Both replies are queued by the room in room order (see `Room::send_who`).
+        Command::Whisper { to, text } => {
+            let _ = room.whisper(member.id, to, text);
+        }
+        Command::Who => room.send_who(member.id),
         Command::Help => conn.queue(protocol::HELP),
         Command::Usage(usage) => conn.queue(usage),
         Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),

@@ -252,3 +252,58 @@ async fn every_member_sees_room_events_in_the_same_order() {
         c.expect_line("*** dave joined").await;
     }
 }
+
+#[tokio::test]
+async fn who_agrees_with_the_joined_and_left_lines_before_it_while_members_come_and_go() {
+    use std::collections::BTreeSet;
+    let server = std::sync::Arc::new(
+        spawn_server(Opts {
+            users: vec!["alice", "bob", "carol", "dave", "erin"],
+            ..Opts::default()
+        })
+        .await,
+    );
+    let mut alice = server.login("alice").await;
+    let mut roster: BTreeSet<String> = BTreeSet::from(["alice".to_owned()]);
+    let mut churn = Vec::new();
+    for name in ["bob", "carol", "dave", "erin"] {
+        let server = std::sync::Arc::clone(&server);
+        churn.push(tokio::spawn(async move {
+            for _ in 0..15 {
+                let mut c = server.login(name).await;
+                c.send("/quit").await;
+                c.wait_for("*** Bye").await;
+            }
+        }));
+    }
+    let mut checked = 0;
+    while !churn.iter().all(|t| t.is_finished()) || checked < 20 {
+        assert!(checked < 10_000, "churn never finished");
+        alice.send("/who").await;
+        loop {
+            let line = alice.next_line().await;
+            if let Some(name) = line
+                .strip_prefix("*** ")
+                .and_then(|l| l.strip_suffix(" joined"))
+            {
+                roster.insert(name.to_owned());
+            } else if let Some(rest) = line.strip_prefix("*** ").filter(|l| l.contains(" left")) {
+                roster.remove(rest.split(' ').next().unwrap());
+            } else if let Some((count, names)) = line
+                .strip_prefix("*** ")
+                .and_then(|l| l.split_once(" online: "))
+            {
+                let listed: BTreeSet<String> = names.split(", ").map(str::to_owned).collect();
+                assert_eq!(listed, roster, "/who disagrees with the lines before it");
+                assert_eq!(count.parse::<usize>().unwrap(), roster.len());
+                checked += 1;
+                break;
+            } else {
+                panic!("unexpected line {line:?}");
+            }
+        }
+    }
+    for t in churn {
+        t.await.unwrap();
+    }
+}
