@@ -744,3 +744,11 @@ fn out_of_range_settings_stop_serve_with_the_setting_named() {
         assert!(err.contains("out of range"), "{flag}: {err}");
     }
 }
+
+#[test]
+fn the_benchmark_config_is_inside_every_bound() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bench.toml");
+    let file = tlschat::config::FileConfig::load(Some(&path)).unwrap();
+    file.limits(&Default::default()).unwrap();
+    file.hash_settings(&Default::default()).unwrap();
+}
