@@ -353,17 +353,15 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     };
     let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);
-    if let Some(addr) = metrics_listen {
-        if !addr.ip().is_loopback() && !metrics_public {
+    if let Some(addr) = metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        if !metrics_public {
             bail!(
                 "refusing to serve metrics on {addr}: it is not a loopback address and the \
                  metrics have no authentication; use 127.0.0.1, or allow it with \
                  --metrics-public (metrics_public = true)"
             );
         }
-        if !addr.ip().is_loopback() {
-            tracing::warn!(addr = %addr, "metrics served on a non-loopback address without authentication");
-        }
+        tracing::warn!(addr = %addr, "metrics served on a non-loopback address without authentication");
     }
     let metrics_listener = match metrics_listen {
         Some(addr) => Some(
@@ -427,10 +425,11 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
         "listening",
         &[("addr", json!(local.to_string()))],
     )?;
+    let connect = s_client_command(local);
     report.line(
-        &format!("connect with: {}", s_client_command(local)),
+        &format!("connect with: {connect}"),
         "connect with",
-        &[("command", json!(s_client_command(local)))],
+        &[("command", json!(connect))],
     )?;
     if !report.is_json() {
         // In JSON mode the stdout events above carry these facts already.

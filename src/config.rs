@@ -193,10 +193,7 @@ impl HashSettings {
             ("hash_queue", out.queue as f64),
         ];
         for (name, v) in values {
-            let (min, max) = bound(name);
-            if !(v >= min && v <= max) {
-                return Err(out_of_range(name, v, min, max, ""));
-            }
+            check_bound(name, v, "")?;
         }
         Ok(out)
     }
@@ -290,10 +287,8 @@ impl Limits {
             match v {
                 None => Ok(dflt),
                 Some(x) => {
-                    let (min, max) = bound(name);
-                    if !(x.is_finite() && x >= min && x <= max) {
-                        return Err(out_of_range(name, x, min, max, " seconds"));
-                    }
+                    // Checked before converting: from_secs_f64 panics on 1e19 or NaN.
+                    check_bound(name, x, " seconds")?;
                     Ok(Duration::from_secs_f64(x))
                 }
             }
@@ -377,17 +372,10 @@ impl Limits {
             ("cert_check_interval", self.cert_check_interval),
         ];
         for (name, v) in counts {
-            let (min, max) = bound(name);
-            if !(v.is_finite() && v >= min && v <= max) {
-                return Err(out_of_range(name, v, min, max, ""));
-            }
+            check_bound(name, v, "")?;
         }
         for (name, d) in durations {
-            let (min, max) = bound(name);
-            let v = d.as_secs_f64();
-            if !(v >= min && v <= max) {
-                return Err(out_of_range(name, v, min, max, " seconds"));
-            }
+            check_bound(name, d.as_secs_f64(), " seconds")?;
         }
         let relation = |name, ok: bool, why: &str| {
             if ok {
@@ -456,18 +444,20 @@ pub const BOUNDS: [(&str, f64, f64); 26] = [
     ("cert_check_interval", 0.01, 86_400.0),
 ];
 
-fn bound(name: &str) -> (f64, f64) {
-    BOUNDS
+/// Checks `v` against the setting's range in [`BOUNDS`]; NaN and infinities are out of range.
+fn check_bound(name: &'static str, v: f64, unit: &str) -> Result<(), ConfigError> {
+    let (min, max) = BOUNDS
         .iter()
         .find(|(n, _, _)| *n == name)
         .map(|(_, min, max)| (*min, *max))
-        .expect("every bounded setting is listed in BOUNDS")
-}
-
-fn out_of_range(name: &'static str, v: f64, min: f64, max: f64, unit: &str) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        why: format!("{v} is out of range: use {min} to {max}{unit}"),
+        .expect("every bounded setting is listed in BOUNDS");
+    if v.is_finite() && v >= min && v <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name,
+            why: format!("{v} is out of range: use {min} to {max}{unit}"),
+        })
     }
 }
 

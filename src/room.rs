@@ -247,21 +247,7 @@ impl State {
     /// stays proportional to the members, never to evicted × members.
     fn broadcast(&mut self, line: Arc<Line>, except: Option<MemberId>) {
         let limit = self.limit;
-        let mut dropped = Vec::new();
-        let mut delivered = 0;
-        for (&id, member) in &self.members {
-            if Some(id) == except {
-                continue;
-            }
-            match member.deliver(&line, limit) {
-                Ok(()) => delivered += 1,
-                Err(why) => dropped.push((id, why)),
-            }
-        }
-        crate::metrics::inc(&self.metrics.room_events);
-        self.metrics
-            .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
+        let dropped = self.fan_out(except, |member| member.deliver(&line, limit));
         self.announce_dropped(dropped);
     }
 
@@ -279,18 +265,33 @@ impl State {
                 return;
             }
             let presence = Line::new(text);
-            let mut delivered = 0;
-            for (&id, member) in &self.members {
-                match member.deliver_presence(&presence) {
-                    Ok(()) => delivered += 1,
-                    Err(why) => dropped.push((id, why)),
-                }
-            }
-            crate::metrics::inc(&self.metrics.room_events);
-            self.metrics
-                .deliveries
-                .fetch_add(delivered, Ordering::Relaxed);
+            dropped = self.fan_out(None, |member| member.deliver_presence(&presence));
         }
+    }
+
+    /// Offers one room event to every member but `except` and counts it; returns the members
+    /// that could not take it.
+    fn fan_out(
+        &self,
+        except: Option<MemberId>,
+        send: impl Fn(&Member) -> Result<(), Undeliverable>,
+    ) -> Vec<(MemberId, Undeliverable)> {
+        let mut dropped = Vec::new();
+        let mut delivered = 0;
+        for (&id, member) in &self.members {
+            if Some(id) == except {
+                continue;
+            }
+            match send(member) {
+                Ok(()) => delivered += 1,
+                Err(why) => dropped.push((id, why)),
+            }
+        }
+        crate::metrics::inc(&self.metrics.room_events);
+        self.metrics
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        dropped
     }
 
     /// Queues a reply to one member's command in its own queue, under the same bound as room

@@ -23,6 +23,7 @@
 //! attempt, never by a scan of the whole table.
 
 use std::collections::VecDeque;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -58,9 +59,9 @@ pub struct Throttle {
 
 struct State {
     /// Per name: when each counted attempt started and from which source.
-    by_user: LruCache<String, VecDeque<(Instant, IpAddr)>>,
+    by_user: LruCache<String, History<IpAddr>>,
     /// Per source: each counted attempt, and whether it was throttled.
-    by_source: LruCache<IpAddr, VecDeque<(Instant, bool)>>,
+    by_source: LruCache<IpAddr, History<bool>>,
 }
 
 /// The verdict for one attempt.
@@ -109,7 +110,7 @@ impl Throttle {
         let mut throttled = false;
         let mut earlier_throttled = 0;
         if let Some(attempts) = state.by_source.get_mut(&source) {
-            expire(attempts, now, self.ip_window, |(t, _)| *t);
+            expire(attempts, now, self.ip_window);
             if attempts.len() >= self.ip_limit {
                 throttled = true;
                 excess = attempts.len() - self.ip_limit;
@@ -117,7 +118,7 @@ impl Throttle {
             earlier_throttled = attempts.iter().filter(|(_, t)| *t).count();
         }
         if let Some(fails) = state.by_user.get_mut(&key) {
-            expire(fails, now, self.user_window, |(t, _)| *t);
+            expire(fails, now, self.user_window);
             let took_part = || fails.iter().any(|(_, s)| *s == source);
             if fails.len() >= self.user_ceiling || (fails.len() >= self.user_limit && took_part()) {
                 throttled = true;
@@ -127,7 +128,7 @@ impl Throttle {
         let source_cap = self.ip_limit + MAX_DELAY_DOUBLINGS;
         let max_keys = self.max_keys;
         push_capped(
-            state.entry_for_source(source, max_keys),
+            entry(&mut state.by_source, source, max_keys),
             (now, throttled),
             source_cap,
         );
@@ -140,7 +141,11 @@ impl Throttle {
             return Verdict::Throttled(delay);
         }
         let ceiling = self.user_ceiling;
-        push_capped(state.entry_for_user(key, max_keys), (now, source), ceiling);
+        push_capped(
+            entry(&mut state.by_user, key, max_keys),
+            (now, source),
+            ceiling,
+        );
         Verdict::Check
     }
 
@@ -177,47 +182,50 @@ impl State {
     /// work per attempt that still empties the tables once an attack is over.
     fn prune_idle(&mut self, now: Instant, user_window: Duration, ip_window: Duration) {
         for _ in 0..PRUNE_PER_ATTEMPT {
-            let idle = |newest: Option<Instant>, window| {
-                newest.is_none_or(|t| now.saturating_duration_since(t) >= window)
-            };
-            if let Some((_, fails)) = self.by_user.peek_lru()
-                && idle(fails.back().map(|(t, _)| *t), user_window)
-            {
-                self.by_user.pop_lru();
-            }
-            if let Some((_, attempts)) = self.by_source.peek_lru()
-                && idle(attempts.back().map(|(t, _)| *t), ip_window)
-            {
-                self.by_source.pop_lru();
-            }
+            drop_if_idle(&mut self.by_user, now, user_window);
+            drop_if_idle(&mut self.by_source, now, ip_window);
         }
-    }
-
-    fn entry_for_user(&mut self, key: String, max_keys: usize) -> &mut VecDeque<(Instant, IpAddr)> {
-        if !self.by_user.contains(&key) && self.by_user.len() >= max_keys {
-            self.by_user.pop_lru();
-        }
-        self.by_user.get_or_insert_mut(key, VecDeque::new)
-    }
-
-    fn entry_for_source(
-        &mut self,
-        source: IpAddr,
-        max_keys: usize,
-    ) -> &mut VecDeque<(Instant, bool)> {
-        if !self.by_source.contains(&source) && self.by_source.len() >= max_keys {
-            self.by_source.pop_lru();
-        }
-        self.by_source.get_or_insert_mut(source, VecDeque::new)
     }
 }
 
-fn expire<T>(q: &mut VecDeque<T>, now: Instant, window: Duration, at: impl Fn(&T) -> Instant) {
-    while q
-        .front()
-        .is_some_and(|e| now.saturating_duration_since(at(e)) >= window)
+/// One key's counted attempts, oldest first: when, and a detail (the source for a name,
+/// whether it was throttled for a source).
+type History<X> = VecDeque<(Instant, X)>;
+
+/// Drops the least recently used key if its newest entry has left the window.
+fn drop_if_idle<K: Hash + Eq, X>(
+    table: &mut LruCache<K, History<X>>,
+    now: Instant,
+    window: Duration,
+) {
+    if let Some((_, history)) = table.peek_lru()
+        && history
+            .back()
+            .is_none_or(|(t, _)| now.saturating_duration_since(*t) >= window)
     {
-        q.pop_front();
+        table.pop_lru();
+    }
+}
+
+/// The history of `key`, made room for by dropping the least recently used key when full.
+fn entry<K: Hash + Eq, X>(
+    table: &mut LruCache<K, History<X>>,
+    key: K,
+    max_keys: usize,
+) -> &mut History<X> {
+    if !table.contains(&key) && table.len() >= max_keys {
+        table.pop_lru();
+    }
+    table.get_or_insert_mut(key, VecDeque::new)
+}
+
+/// Drops the entries that have left the window.
+fn expire<X>(history: &mut History<X>, now: Instant, window: Duration) {
+    while history
+        .front()
+        .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= window)
+    {
+        history.pop_front();
     }
 }
 
