@@ -585,7 +585,7 @@ impl<S> Conn<S> {
             }
             Delivery::Close(line) => {
                 self.queue(&line);
-                Some(End::Closed(line))
+                Some(End::Closed(line.as_str().into()))
             }
             Delivery::Evicted => Some(End::Evicted),
         }
