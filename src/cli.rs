@@ -13,7 +13,9 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::config::{Argon2Settings, CertPaths, FileConfig, LimitSettings, resolve_listen};
+use crate::config::{
+    Argon2Settings, CertPaths, FileConfig, LimitSettings, RoomSettings, resolve_listen,
+};
 use crate::password::{Hasher, Password};
 use crate::report::Report;
 use crate::room::LocalRoom;
@@ -156,6 +158,8 @@ struct ServeArgs {
     metrics_public: bool,
     #[command(flatten, next_help_heading = "Limits")]
     limits: LimitSettings,
+    #[command(flatten, next_help_heading = "Rooms and history")]
+    rooms: RoomSettings,
     #[command(flatten, next_help_heading = "Password hashing")]
     argon2: Argon2Settings,
 }
@@ -336,9 +340,11 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     let db_path = file.db_path(args.db.db);
     let certs = CertPaths::resolve(args.cert, args.key, &file);
     let limits = file.limits(&args.limits)?;
+    let room_limits = file.room_limits(&args.rooms)?;
     let hasher = Hasher::new(&file.hash_settings(&args.argon2)?)?;
 
     let store = Store::open(&db_path).await?;
+    let history = crate::history::History::start(room_limits, store.clone()).await?;
     let generated = ensure_default_cert(&certs)?;
     let loaded = tls::load(&certs.cert, &certs.key)?;
     warn_if_key_readable(&certs.key);
@@ -441,10 +447,12 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     let ctx = Arc::new(SessionContext {
         acceptor: tokio_rustls::TlsAcceptor::from(loaded.config),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
-        room: Arc::new(LocalRoom::with_metrics(
+        room: Arc::new(LocalRoom::with_history(
             limits.outbound_queue_bytes,
             Arc::clone(&metrics),
+            Arc::clone(&history),
         )),
+        history,
         accounts: Arc::default(),
         metrics,
         limits,

@@ -146,6 +146,106 @@ pub struct LimitSettings {
     pub shutdown_grace: Option<f64>,
 }
 
+/// Where room history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryMode {
+    /// In the SQLite database: survives restarts.
+    Sqlite,
+    /// In memory only: lost on restart, with the read positions.
+    Memory,
+    /// Not kept: no `/history`, no catch-up.
+    Off,
+}
+
+/// Rooms and history as given by flag, env or file (top-level keys of the file).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettings {
+    /// Where history is kept: sqlite, memory or off [default: sqlite]
+    #[arg(long, env = "TLSCHAT_HISTORY", value_name = "MODE")]
+    pub history: Option<HistoryMode>,
+    /// Messages kept per room [default: 10000]
+    #[arg(long, env = "TLSCHAT_HISTORY_MESSAGES", value_name = "N")]
+    pub history_messages: Option<u64>,
+    /// Days a message is kept; 0 keeps messages of any age [default: 30]
+    #[arg(long, env = "TLSCHAT_HISTORY_DAYS", value_name = "DAYS")]
+    pub history_days: Option<u32>,
+    /// Recent messages shown on joining a room [default: 10]
+    #[arg(long, env = "TLSCHAT_JOIN_HISTORY", value_name = "N")]
+    pub join_history: Option<usize>,
+    /// Missed messages replayed per room at login [default: 50]
+    #[arg(long, env = "TLSCHAT_CATCHUP_MESSAGES", value_name = "N")]
+    pub catchup_messages: Option<usize>,
+    /// Rooms a user may be in besides #lobby [default: 20]
+    #[arg(long, env = "TLSCHAT_MAX_ROOMS_PER_USER", value_name = "N")]
+    pub max_rooms_per_user: Option<usize>,
+    /// Rooms with members online, #lobby included [default: 1000]
+    #[arg(long, env = "TLSCHAT_MAX_ROOMS", value_name = "N")]
+    pub max_rooms: Option<usize>,
+}
+
+/// Validated rooms and history settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Where history is kept.
+    pub history: HistoryMode,
+    /// Messages kept per room.
+    pub history_messages: u64,
+    /// Days a message is kept (0: no age limit).
+    pub history_days: u32,
+    /// Messages shown on joining.
+    pub join_history: usize,
+    /// Missed messages replayed per room at login.
+    pub catchup_messages: usize,
+    /// Rooms per user besides #lobby.
+    pub max_rooms_per_user: usize,
+    /// Rooms with members online.
+    pub max_rooms: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            history: HistoryMode::Sqlite,
+            history_messages: 10_000,
+            history_days: 30,
+            join_history: 10,
+            catchup_messages: 50,
+            max_rooms_per_user: 20,
+            max_rooms: 1_000,
+        }
+    }
+}
+
+impl RoomLimits {
+    /// Applies the given overrides on top of the defaults, each within its range.
+    pub fn from_settings(s: &RoomSettings) -> Result<Self, ConfigError> {
+        let d = RoomLimits::default();
+        let out = RoomLimits {
+            history: s.history.unwrap_or(d.history),
+            history_messages: s.history_messages.unwrap_or(d.history_messages),
+            history_days: s.history_days.unwrap_or(d.history_days),
+            join_history: s.join_history.unwrap_or(d.join_history),
+            catchup_messages: s.catchup_messages.unwrap_or(d.catchup_messages),
+            max_rooms_per_user: s.max_rooms_per_user.unwrap_or(d.max_rooms_per_user),
+            max_rooms: s.max_rooms.unwrap_or(d.max_rooms),
+        };
+        let values: [(&'static str, f64); 6] = [
+            ("history_messages", out.history_messages as f64),
+            ("history_days", f64::from(out.history_days)),
+            ("join_history", out.join_history as f64),
+            ("catchup_messages", out.catchup_messages as f64),
+            ("max_rooms_per_user", out.max_rooms_per_user as f64),
+            ("max_rooms", out.max_rooms as f64),
+        ];
+        for (name, v) in values {
+            check_bound(name, v, "")?;
+        }
+        Ok(out)
+    }
+}
+
 /// Validated argon2id parameters and password-check capacity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HashSettings {
@@ -414,7 +514,13 @@ impl Limits {
 /// The documented range of each numeric setting: (minimum, maximum), in the setting's unit
 /// (bytes, connections, lines, failures, seconds). Whatever the values in these ranges, no
 /// arithmetic on them can overflow (the largest product is a delay of 60 s × 2^16, capped).
-pub const BOUNDS: [(&str, f64, f64); 26] = [
+pub const BOUNDS: [(&str, f64, f64); 32] = [
+    ("history_messages", 1.0, 10_000_000.0),
+    ("history_days", 0.0, 36_500.0),
+    ("join_history", 0.0, 500.0),
+    ("catchup_messages", 0.0, 10_000.0),
+    ("max_rooms_per_user", 0.0, 1_000.0),
+    ("max_rooms", 1.0, 100_000.0),
     ("argon2_memory_kib", 8.0, 4_194_304.0),
     ("argon2_iterations", 1.0, 100.0),
     ("argon2_parallelism", 1.0, 64.0),
@@ -484,6 +590,20 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// `metrics_public = true` allows a non-loopback `metrics_listen`.
     pub metrics_public: Option<bool>,
+    /// `history = "sqlite"`, `"memory"` or `"off"`.
+    pub history: Option<HistoryMode>,
+    /// `history_messages = 10000`
+    pub history_messages: Option<u64>,
+    /// `history_days = 30`
+    pub history_days: Option<u32>,
+    /// `join_history = 10`
+    pub join_history: Option<usize>,
+    /// `catchup_messages = 50`
+    pub catchup_messages: Option<usize>,
+    /// `max_rooms_per_user = 20`
+    pub max_rooms_per_user: Option<usize>,
+    /// `max_rooms = 1000`
+    pub max_rooms: Option<usize>,
     /// `[argon2]` table.
     #[serde(default)]
     pub argon2: Argon2Settings,
@@ -524,6 +644,19 @@ impl FileConfig {
             parallelism: given.parallelism.or(f.parallelism),
             threads: given.threads.or(f.threads),
             queue: given.queue.or(f.queue),
+        })
+    }
+
+    /// Rooms and history settings with flag/env values taking precedence over the file's.
+    pub fn room_limits(&self, given: &RoomSettings) -> Result<RoomLimits, ConfigError> {
+        RoomLimits::from_settings(&RoomSettings {
+            history: given.history.or(self.history),
+            history_messages: given.history_messages.or(self.history_messages),
+            history_days: given.history_days.or(self.history_days),
+            join_history: given.join_history.or(self.join_history),
+            catchup_messages: given.catchup_messages.or(self.catchup_messages),
+            max_rooms_per_user: given.max_rooms_per_user.or(self.max_rooms_per_user),
+            max_rooms: given.max_rooms.or(self.max_rooms),
         })
     }
 

@@ -6,7 +6,7 @@
 //! | `doctor` | configuration checks without serving |
 //! | `config` | every tunable number, config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints |
-//! | `store` | SQLite, migrations, user rows (the only SQL) |
+//! | `store` | SQLite, migrations, users, rooms, messages, read positions (the only SQL) |
 //! | `metrics` | Prometheus counters and the `/metrics` responder |
 //! | `notify` | systemd readiness notifications |
 //! | `report` | the process's own output lines, human or JSON |
@@ -18,7 +18,9 @@
 //! | `throttle` | failed-login counting per username and per source |
 //! | `server` | accept loop, connection caps, shutdown |
 //! | `session` | one connection: handshake, login, member loop |
-//! | `room` | membership, ordering and fan-out (no I/O) |
+//! | `room` | rooms, membership, per-room logs, ordering and fan-out (no I/O) |
+//! | `event` | room names, sequence numbers, events (what happened, not how it looks) |
+//! | `history` | the batched history writer and the reads behind `/history` and catch-up |
 //! | `protocol` | line decoding, commands, every wire string (no async) |
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod event;
+pub mod history;
 pub mod metrics;
 pub mod notify;
 pub mod password;

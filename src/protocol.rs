@@ -3,6 +3,8 @@
 //! No async code lives here, so all of it is unit-tested with plain `#[test]`s. See
 //! `docs/PROTOCOL.md` for the contract this module implements.
 
+use crate::event::{Event, EventKind, RoomName};
+
 /// Prompt sent when a username is expected.
 pub const USERNAME_PROMPT: &str = "Username:\n";
 /// Prompt sent when a password is expected.
@@ -38,14 +40,36 @@ pub const TOO_MANY_CONNECTIONS: &str = "! Too many connections\n";
 /// `/help` output.
 pub const HELP: &str = "\
 *** Commands:
-***   /who              list who is online
+***   /who [#ROOM]      list who is online (in the current room, or in #ROOM)
 ***   /me ACTION        act, e.g. /me waves
 ***   /msg NAME TEXT    send TEXT to NAME only
+***   /join #ROOM       join #ROOM (creating it) and talk there
+***   /part [#ROOM]     leave #ROOM (default: the current room)
+***   /rooms            list the rooms with people online
+***   /history [N]      the last N messages of the current room (1-500, default 20)
 ***   /quit [REASON]    leave
 ***   /help             this list
 ***   //TEXT            send TEXT that starts with /
-*** Any other line is sent to everyone else in the room.
+*** Any other line is sent to everyone else in the current room.
 ";
+/// Reply to a room name that breaks the rule.
+pub const INVALID_ROOM_NAME: &str = "! Invalid room name: use # and 1-32 of a-z 0-9 _ - .\n";
+/// Reply to `/part #lobby`.
+pub const CANNOT_LEAVE_LOBBY: &str = "! You cannot leave #lobby\n";
+/// Reply to a `/join` past the server's room cap.
+pub const TOO_MANY_ROOMS_ON_SERVER: &str = "! Too many rooms on this server\n";
+/// Reply to `/history` when history is off.
+pub const HISTORY_OFF: &str = "! History is off on this server\n";
+/// Reply to `/history` with a bad count.
+pub const HISTORY_USAGE: &str = "! Usage: /history [1-500]\n";
+/// Sent instead of a history block when the database cannot be read in time.
+pub const HISTORY_UNAVAILABLE: &str = "! History is unavailable right now; try again later\n";
+/// Closes a history or catch-up block.
+pub const END_OF_HISTORY: &str = "*** End of history\n";
+/// Largest `/history N`.
+pub const MAX_HISTORY_REQUEST: usize = 500;
+/// `/history` without N.
+pub const DEFAULT_HISTORY_REQUEST: usize = 20;
 
 /// One item decoded from the client's byte stream.
 #[derive(Debug, PartialEq, Eq)]
@@ -169,8 +193,16 @@ pub enum Command<'a> {
     Emote(&'a str),
     /// `/msg NAME TEXT`.
     Whisper { to: &'a str, text: &'a str },
-    /// `/who`.
-    Who,
+    /// `/who [#ROOM]`.
+    Who(Option<&'a str>),
+    /// `/join #ROOM` (the argument is checked by the caller).
+    Join(&'a str),
+    /// `/part [#ROOM]`.
+    Part(Option<&'a str>),
+    /// `/rooms`.
+    Rooms,
+    /// `/history [N]`, N already checked.
+    History(usize),
     /// `/quit [REASON]`.
     Quit(Option<&'a str>),
     /// `/help`.
@@ -197,7 +229,18 @@ pub fn parse_command(line: &str) -> Command<'_> {
         None => (rest, ""),
     };
     match word.to_ascii_lowercase().as_str() {
-        "who" => Command::Who,
+        // v1 ignored anything after /who; only a room name (starting with #) is read.
+        "who" => Command::Who(Some(args).filter(|a| a.starts_with('#'))),
+        "join" => Command::Join(args),
+        "part" => Command::Part(Some(args).filter(|a| !a.is_empty())),
+        "rooms" => Command::Rooms,
+        "history" if args.is_empty() => Command::History(DEFAULT_HISTORY_REQUEST),
+        "history" => match args.parse::<usize>() {
+            Ok(n) if (1..=MAX_HISTORY_REQUEST).contains(&n) && args.bytes().all(|b| b.is_ascii_digit()) => {
+                Command::History(n)
+            }
+            _ => Command::Usage(HISTORY_USAGE),
+        },
         "help" => Command::Help,
         "me" if args.is_empty() => Command::Usage("! Usage: /me ACTION\n"),
         "me" => Command::Emote(args),
@@ -362,6 +405,131 @@ pub fn has_content(text: &str) -> bool {
     !clean(text).trim().is_empty()
 }
 
+/// The prefix of a room's live lines: none in `#lobby`, `[#room] ` elsewhere.
+fn room_prefix(room: &RoomName) -> String {
+    if room.is_lobby() {
+        String::new()
+    } else {
+        format!("[{room}] ")
+    }
+}
+
+/// An event's line without a room prefix (`<alice> hi`, `*** bob joined`).
+fn event_line(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Chat { from, text } => chat(from, text),
+        EventKind::Action { from, text } => action(from, text),
+        EventKind::Notice { text } => admin_notice(text),
+        EventKind::Joined { name } => joined(name),
+        EventKind::Left { name, reason } => left(name, reason.as_deref()),
+    }
+}
+
+/// An event as members of its room see it live: `[#dev] <alice> hi`, or `<alice> hi` in
+/// `#lobby`.
+pub fn render(event: &Event) -> String {
+    let mut line = room_prefix(&event.room);
+    line.push_str(&event_line(&event.kind));
+    line
+}
+
+/// A stored message in a history or catch-up block: `[2026-12-01 11:58:02] <bob> hi`.
+pub fn render_history(event: &Event) -> String {
+    let secs = u64::try_from(event.at_ms.div_euclid(1000)).unwrap_or(0);
+    // report::utc gives `YYYY-MM-DDTHH:MM:SSZ`.
+    let stamp = crate::report::utc(secs).replace('T', " ").replace('Z', "");
+    format!("[{stamp}] {}", event_line(&event.kind))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+fn names_tail(names: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
+}
+
+/// `*** You joined #dev; 3 here: alice, bob, carol`
+pub fn you_joined(room: &RoomName, here: &[impl AsRef<str>]) -> String {
+    format!("*** You joined {room}; {} here{}\n", here.len(), names_tail(here))
+}
+
+/// `*** You are in #dev; 3 here: alice, bob, carol` (restored at login)
+pub fn you_are_in(room: &RoomName, here: &[impl AsRef<str>]) -> String {
+    format!("*** You are in {room}; {} here{}\n", here.len(), names_tail(here))
+}
+
+/// `*** Now talking in #dev`
+pub fn now_talking(room: &RoomName) -> String {
+    format!("*** Now talking in {room}\n")
+}
+
+/// `*** You left #dev`
+pub fn you_left(room: &RoomName) -> String {
+    format!("*** You left {room}\n")
+}
+
+/// `! You are not in #dev`
+pub fn not_in(room: &RoomName) -> String {
+    format!("! You are not in {room}\n")
+}
+
+/// `! Too many rooms (max 20)`
+pub fn too_many_rooms(max: usize) -> String {
+    format!("! Too many rooms (max {max})\n")
+}
+
+/// `/who` outside `#lobby`: `*** 3 in #dev: alice, bob, carol`, `*** 0 in #dev`.
+pub fn who_in(room: &RoomName, here: &[impl AsRef<str>]) -> String {
+    format!("*** {} in {room}{}\n", here.len(), names_tail(here))
+}
+
+/// `*** 3 rooms: #dev (3), #lobby (10), #random (1)`
+pub fn rooms(list: &[(RoomName, usize)]) -> String {
+    let items: Vec<String> = list.iter().map(|(r, n)| format!("{r} ({n})")).collect();
+    format!(
+        "*** {}: {}\n",
+        plural(list.len(), "room", "rooms"),
+        items.join(", ")
+    )
+}
+
+/// `*** History of #dev: 3 messages`
+pub fn history_header(room: &RoomName, shown: usize) -> String {
+    format!(
+        "*** History of {room}: {}\n",
+        plural(shown, "message", "messages")
+    )
+}
+
+/// `*** No history in #dev`
+pub fn no_history(room: &RoomName) -> String {
+    format!("*** No history in {room}\n")
+}
+
+/// The catch-up header: `*** You missed 7 messages in #dev:`, `… in #dev; the last 50:` when
+/// more were missed than are shown, `… in #dev (80 no longer kept); the last 40:` when some
+/// are gone.
+pub fn missed_header(room: &RoomName, missed: u64, not_kept: u64, shown: usize) -> String {
+    let count = plural(usize::try_from(missed).unwrap_or(usize::MAX), "message", "messages");
+    if not_kept > 0 {
+        format!("*** You missed {count} in {room} ({not_kept} no longer kept); the last {shown}:\n")
+    } else if missed > shown as u64 {
+        format!("*** You missed {count} in {room}; the last {shown}:\n")
+    } else {
+        format!("*** You missed {count} in {room}:\n")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,8 +650,10 @@ mod tests {
         assert_eq!(parse_command("  "), Command::Nothing);
         assert_eq!(parse_command("hi /x"), Command::Say("hi /x"));
         assert_eq!(parse_command("//who"), Command::Say("/who"));
-        assert_eq!(parse_command("/who"), Command::Who);
-        assert_eq!(parse_command("/WHO"), Command::Who);
+        assert_eq!(parse_command("/who"), Command::Who(None));
+        assert_eq!(parse_command("/WHO"), Command::Who(None));
+        assert_eq!(parse_command("/who everyone"), Command::Who(None));
+        assert_eq!(parse_command("/who #Dev"), Command::Who(Some("#Dev")));
         assert_eq!(parse_command("/me waves"), Command::Emote("waves"));
         assert!(matches!(parse_command("/me"), Command::Usage(_)));
         assert_eq!(

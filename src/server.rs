@@ -80,6 +80,8 @@ pub async fn run(
     {
         warn!(remaining = tracker.len(), "sessions did not finish in time");
     }
+    // Every message relayed, and every position and membership saved, reaches the database.
+    ctx.history.close().await;
     info!("shutdown complete");
     Ok(())
 }

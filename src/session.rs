@@ -21,8 +21,10 @@ use crate::accounts::{AccountWatch, OnlineSession};
 use crate::auth::{AuthError, Authenticator, LoggedIn};
 use crate::config::Limits;
 use crate::metrics::{Metrics, inc};
+use crate::event::{RoomName, Seq};
+use crate::history::History;
 use crate::protocol::{self, Command, Incoming, LineDecoder};
-use crate::room::{Delivery, MemberId, Outbox, Room};
+use crate::room::{Delivery, Mark, MemberId, Outbox, Room};
 
 /// Failed logins allowed on one connection.
 pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
@@ -46,8 +48,10 @@ pub struct SessionContext {
     pub acceptor: TlsAcceptor,
     /// Password checks.
     pub auth: Authenticator,
-    /// The room members join.
+    /// The rooms members join.
     pub room: Arc<dyn Room>,
+    /// Stored history, memberships and read positions.
+    pub history: Arc<History>,
     /// Account stamps of logged-in members, for closing sessions of changed accounts.
     pub accounts: Arc<AccountWatch>,
     /// Counters for `--metrics-listen`.
@@ -165,7 +169,15 @@ pub async fn run(
         }
     };
     tracing::Span::current().record("user", name.as_str());
-    let Ok(joined) = ctx.room.join(&name) else {
+    let restore = match ctx.history.restore(stamp.id).await {
+        Ok(r) => r,
+        Err(e) => {
+            // The rooms stay stored; this session starts in #lobby only.
+            warn!(error = %e, "reading rooms and read positions failed");
+            Default::default()
+        }
+    };
+    let Ok(joined) = ctx.room.join(&name, stamp.id, restore) else {
         conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace)
             .await;
         return Ok(End::Shutdown);
@@ -187,7 +199,10 @@ pub async fn run(
         accounts: Some(Arc::clone(&ctx.accounts)),
         id: joined.id,
         reason: None,
+        history: Some((Arc::clone(&ctx.history), stamp.id)),
+        positions: Vec::new(),
     };
+    member.commit(joined.positions);
     conn.queue(&joined.welcome);
     let result = member_loop(&mut conn, &ctx, &mut member, joined.outbox).await;
     // Leave the room, the admin list and the connection caps before the goodbye, which may
@@ -211,12 +226,29 @@ pub async fn run(
     end
 }
 
-/// Takes `leave` off the happy path: it runs on every exit, including errors and panics.
+/// Takes `leave` off the happy path: it runs on every exit, including errors and panics, and
+/// saves the read positions the session reached.
 struct MemberGuard {
     room: Arc<dyn Room>,
     accounts: Option<Arc<AccountWatch>>,
     id: MemberId,
     reason: Option<String>,
+    /// Where positions are saved, and for which account.
+    history: Option<(Arc<History>, i64)>,
+    /// The last message of each room written to the socket or sent by the member.
+    positions: Vec<Mark>,
+}
+
+impl MemberGuard {
+    /// Moves read positions forward (never back).
+    fn commit(&mut self, marks: impl IntoIterator<Item = Mark>) {
+        for (room, seq) in marks {
+            match self.positions.iter_mut().find(|(r, _)| *r == room) {
+                Some((_, at)) => *at = (*at).max(seq),
+                None => self.positions.push((room, seq)),
+            }
+        }
+    }
 }
 
 impl Drop for MemberGuard {
@@ -224,6 +256,9 @@ impl Drop for MemberGuard {
         self.room.leave(self.id, self.reason.as_deref());
         if let Some(accounts) = &self.accounts {
             accounts.unregister(self.id);
+        }
+        if let Some((history, user)) = &self.history {
+            history.save_positions(*user, std::mem::take(&mut self.positions));
         }
     }
 }
@@ -343,13 +378,17 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut held: Option<Incoming> = None;
     let mut warned = false;
     let removed = outbox.removed().clone();
+    let history = &ctx.history;
     loop {
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
-        if let Some(end) = conn.take_deliveries(&mut outbox) {
+        if let Some(end) = conn.take_deliveries(&mut outbox, history).await {
             return Ok(conn.last_words(end));
         }
-        if !conn.out.is_empty() {
+        if conn.out.is_empty() {
+            // Nothing unwritten: positions reached by the member's own lines hold now.
+            member.commit(conn.marks.drain(..));
+        } else {
             let bytes = conn.out.len() as u64;
             tokio::select! {
                 r = conn.flush() => r?,
@@ -361,6 +400,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             outbox.written(std::mem::take(&mut conn.from_room));
+            member.commit(conn.marks.drain(..));
             ctx.metrics
                 .bytes_sent
                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -371,17 +411,18 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let resume_at = bucket.ready_at();
+        // Not biased: under sustained fan-out the queue is never empty, and a biased select
+        // would never read the member's own lines (`/quit` included).
         let ended = tokio::select! {
-            biased;
             _ = removed.cancelled() => return Ok(conn.removed(&mut outbox)),
             d = outbox.recv() => match d {
-                Some(d) => conn.push_delivery(d),
+                Some(d) => conn.push_delivery(d, history).await,
                 None => Some(End::Closed("removed from the room".into())),
             },
             _ = sleep_until(resume_at), if held.is_some() => {
                 let item = held.take().expect("guarded by is_some");
                 bucket.try_take(Instant::now());
-                handle(conn, ctx, member, &mut outbox, item)
+                handle(conn, ctx, member, &mut outbox, item).await
             }
             item = conn.next_item(), if held.is_none() => {
                 let Some(item) = item? else { return Ok((End::ClientClosed, None)) };
@@ -391,7 +432,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     warned = false;
                 }
                 if bucket.try_take(now) {
-                    handle(conn, ctx, member, &mut outbox, item)
+                    handle(conn, ctx, member, &mut outbox, item).await
                 } else {
                     // Stop reading: the rest waits in the client's TCP buffers, not here.
                     held = Some(item);
@@ -400,10 +441,13 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         warned = true;
                         warn!(limit = "rate", "member over line rate");
-                        conn.take_deliveries(&mut outbox).or_else(|| {
-                            conn.queue(&protocol::slow_down(limits.rate_per_sec));
-                            None
-                        })
+                        match conn.take_deliveries(&mut outbox, history).await {
+                            Some(end) => Some(end),
+                            None => {
+                                conn.queue(&protocol::slow_down(limits.rate_per_sec));
+                                None
+                            }
+                        }
                     }
                 }
             }
@@ -416,14 +460,14 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Acts on one decoded item from a member; returns how the session ends, if it does.
 /// Room lines queued before the item go out before any reply to it.
-fn handle<S>(
+async fn handle<S>(
     conn: &mut Conn<S>,
     ctx: &SessionContext,
     member: &mut MemberGuard,
     outbox: &mut Outbox,
     item: Incoming,
 ) -> Option<End> {
-    if let Some(end) = conn.take_deliveries(outbox) {
+    if let Some(end) = conn.take_deliveries(outbox, &ctx.history).await {
         return Some(end);
     }
     let line = match item {
@@ -452,22 +496,42 @@ fn handle<S>(
     let room = &ctx.room;
     match protocol::parse_command(&line) {
         Command::Nothing => {}
+        // A member's own line moves its read position once everything queued before it is
+        // written (see `Conn::marks`).
         Command::Say(text) => {
             if protocol::has_content(text) {
                 debug!(body = %text.escape_debug(), "say");
-                room.say(member.id, text);
+                conn.marks.extend(room.say(member.id, text));
             }
         }
         Command::Emote(text) => {
             if protocol::has_content(text) {
-                room.emote(member.id, text);
+                conn.marks.extend(room.emote(member.id, text));
             }
         }
-        // Both replies are queued by the room in room order (see `Room::send_who`).
+        // Replies from here on are queued by the room in room order (see `Room::send_who`).
         Command::Whisper { to, text } => {
             let _ = room.whisper(member.id, to, text);
         }
-        Command::Who => room.send_who(member.id),
+        Command::Who(None) => room.send_who(member.id, None),
+        Command::Who(Some(name)) => match RoomName::parse(name) {
+            Ok(name) => room.send_who(member.id, Some(&name)),
+            Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
+        },
+        Command::Join(name) => match RoomName::parse(name) {
+            Ok(name) => {
+                let stored = stored_last_seq(ctx, &name).await;
+                room.join_room(member.id, name, stored);
+            }
+            Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
+        },
+        Command::Part(None) => room.part_room(member.id, None),
+        Command::Part(Some(name)) => match RoomName::parse(name) {
+            Ok(name) => room.part_room(member.id, Some(name)),
+            Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
+        },
+        Command::Rooms => room.send_rooms(member.id),
+        Command::History(want) => room.send_history(member.id, want),
         Command::Help => conn.queue(protocol::HELP),
         Command::Usage(usage) => conn.queue(usage),
         Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),
@@ -478,6 +542,21 @@ fn handle<S>(
         }
     }
     None
+}
+
+/// The newest stored number of a room that is not in memory, so that a room coming back
+/// continues its numbers; 0 when it is in memory (the room's own count wins) or unreadable.
+async fn stored_last_seq(ctx: &SessionContext, room: &RoomName) -> Seq {
+    if ctx.room.is_active(room) {
+        return 0;
+    }
+    match ctx.history.last_seq(room).await {
+        Ok(seq) => seq,
+        Err(e) => {
+            warn!(error = %e, room = %room, "reading a room's last number failed");
+            0
+        }
+    }
 }
 
 /// A token bucket of lines: `burst` at once, then `rate` per second.
@@ -538,6 +617,8 @@ struct Conn<S> {
     from_room: usize,
     /// When the oldest room line in `out` was queued.
     oldest: Option<std::time::Instant>,
+    /// Read positions reached once `out` is written.
+    marks: Vec<Mark>,
 }
 
 impl<S> Conn<S> {
@@ -551,6 +632,7 @@ impl<S> Conn<S> {
             out: Vec::new(),
             from_room: 0,
             oldest: None,
+            marks: Vec::new(),
         }
     }
 
@@ -559,24 +641,53 @@ impl<S> Conn<S> {
         self.out.extend_from_slice(text.as_bytes());
     }
 
-    /// Moves queued room lines into the output buffer; returns an end if one was a `Close`.
-    fn take_deliveries(&mut self, outbox: &mut Outbox) -> Option<End> {
+    /// Moves queued room lines into the output buffer, answering history requests in place;
+    /// returns an end if one was a `Close`.
+    async fn take_deliveries(&mut self, outbox: &mut Outbox, history: &History) -> Option<End> {
         while let Some(d) = outbox.try_recv() {
-            if let Some(end) = self.push_delivery(d) {
+            if let Some(end) = self.push_delivery(d, history).await {
                 return Some(end);
             }
         }
         None
     }
 
-    fn push_delivery(&mut self, d: Delivery) -> Option<End> {
+    /// Like [`Conn::take_deliveries`] without history reads, for a member that is removed:
+    /// only its last line still matters.
+    fn take_deliveries_now(&mut self, outbox: &mut Outbox) -> Option<End> {
+        while let Some(d) = outbox.try_recv() {
+            if let Some(end) = self.push_ready(d) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    async fn push_delivery(&mut self, d: Delivery, history: &History) -> Option<End> {
+        match d {
+            Delivery::History(request) => {
+                let block = history.answer(&request).await;
+                self.queue(&block.text);
+                self.marks.extend(block.mark);
+                None
+            }
+            d => self.push_ready(d),
+        }
+    }
+
+    fn push_ready(&mut self, d: Delivery) -> Option<End> {
         match d {
             Delivery::Line(line) => {
                 self.out.extend_from_slice(line.text.as_bytes());
                 self.from_room += line.text.len();
                 self.oldest.get_or_insert(line.queued_at);
+                if let Some(mark) = &line.mark {
+                    self.mark(mark);
+                }
                 None
             }
+            // Answered by `push_delivery`; a removed member does not need it.
+            Delivery::History(_) => None,
             Delivery::Presence(line) => {
                 // Outside the queue's byte bound, so not counted in `from_room`.
                 self.out.extend_from_slice(line.text.as_bytes());
@@ -591,10 +702,19 @@ impl<S> Conn<S> {
         }
     }
 
+    /// Notes a read position reached once `out` is written; consecutive lines of one room
+    /// update one entry.
+    fn mark(&mut self, (room, seq): &Mark) {
+        match self.marks.last_mut() {
+            Some((r, s)) if r == room => *s = (*s).max(*seq),
+            _ => self.marks.push((room.clone(), *seq)),
+        }
+    }
+
     /// The room removed this member: its last deliveries (ending in the reason) are queued.
     fn removed(&mut self, outbox: &mut Outbox) -> (End, Option<Duration>) {
         let end = self
-            .take_deliveries(outbox)
+            .take_deliveries_now(outbox)
             .unwrap_or_else(|| End::Closed("removed from the room".into()));
         self.last_words(end)
     }
@@ -706,15 +826,17 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_session_is_announced_as_left_and_the_room_carries_on() {
         let room: Arc<dyn Room> = Arc::new(LocalRoom::new(1 << 20));
-        let mut bob = room.join(&Username::parse("bob").unwrap()).unwrap();
+        let mut bob = room.join(&Username::parse("bob").unwrap(), 0, Default::default()).unwrap();
         let task_room = Arc::clone(&room);
         let task = tokio::spawn(async move {
-            let joined = task_room.join(&Username::parse("alice").unwrap()).unwrap();
+            let joined = task_room.join(&Username::parse("alice").unwrap(), 0, Default::default()).unwrap();
             let _member = MemberGuard {
                 room: Arc::clone(&task_room),
                 accounts: None,
                 id: joined.id,
                 reason: None,
+                history: None,
+                positions: Vec::new(),
             };
             panic!("injected fault");
         });
@@ -726,7 +848,7 @@ mod tests {
         assert_eq!(text(bob.outbox.recv().await), "*** alice joined\n");
         assert_eq!(text(bob.outbox.recv().await), "*** alice left\n");
         assert_eq!(room.who(), vec![Arc::<str>::from("bob")]);
-        let carol = room.join(&Username::parse("carol").unwrap()).unwrap();
+        let carol = room.join(&Username::parse("carol").unwrap(), 0, Default::default()).unwrap();
         room.say(carol.id, "still works");
         assert_eq!(text(bob.outbox.recv().await), "*** carol joined\n");
         assert_eq!(text(bob.outbox.recv().await), "<carol> still works\n");

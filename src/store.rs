@@ -12,7 +12,70 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use crate::event::{Event, EventKind, RoomName, Seq};
 use crate::username::Username;
+
+/// Writes for [`Store::write_history`], collected by the history writer.
+#[derive(Debug, Default)]
+pub struct HistoryBatch {
+    /// New messages, in order.
+    pub messages: Vec<std::sync::Arc<Event>>,
+    /// (user id, room, now a member).
+    pub memberships: Vec<(i64, RoomName, bool)>,
+    /// (user id, room, read position).
+    pub positions: Vec<(i64, RoomName, Seq)>,
+    /// Messages kept per room (`history_messages`); `None` keeps all.
+    pub keep_messages: Option<u64>,
+}
+
+/// Which messages of a room a read wants: numbers `after+1 ..= upto`, sent at or after
+/// `min_at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRange {
+    /// Exclusive lower bound.
+    pub after: Seq,
+    /// Inclusive upper bound.
+    pub upto: Seq,
+    /// Oldest send time kept (retention by age), ms since the epoch.
+    pub min_at_ms: i64,
+}
+
+/// SQLite integers are signed; sequence numbers stay far below 2^63.
+fn seq_to_sql(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn seq_from_sql(seq: i64) -> Seq {
+    Seq::try_from(seq).unwrap_or(0)
+}
+
+/// (kind, sender, body) of a stored message; presence is never stored.
+fn stored_parts(kind: &EventKind) -> (&'static str, Option<&str>, &str) {
+    match kind {
+        EventKind::Chat { from, text } => ("chat", Some(from), text),
+        EventKind::Action { from, text } => ("action", Some(from), text),
+        EventKind::Notice { text } => ("notice", None, text),
+        EventKind::Joined { .. } | EventKind::Left { .. } => {
+            unreachable!("the history writer is given messages only")
+        }
+    }
+}
+
+/// The event of a stored row; `None` for a row edited into something unknown.
+fn stored_kind(kind: &str, sender: Option<String>, body: String) -> Option<EventKind> {
+    match (kind, sender) {
+        ("chat", Some(from)) => Some(EventKind::Chat {
+            from: from.into(),
+            text: body,
+        }),
+        ("action", Some(from)) => Some(EventKind::Action {
+            from: from.into(),
+            text: body,
+        }),
+        ("notice", _) => Some(EventKind::Notice { text: body }),
+        _ => None,
+    }
+}
 
 /// How long a writer waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -265,6 +328,197 @@ impl Store {
                 disabled,
             },
         }))
+    }
+
+    /// Writes one batch of history in one transaction: messages (and each room's newest
+    /// number), retention by count, memberships and read positions (which only move forward).
+    /// Rows of users deleted meanwhile are skipped.
+    pub async fn write_history(&self, batch: &HistoryBatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        // 6 parameters a row; SQLite allows 32,766 per statement.
+        for chunk in batch.messages.chunks(1_000) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT OR IGNORE INTO messages (room, seq, at_ms, kind, sender, body) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                let (kind, sender, body) = stored_parts(&event.kind);
+                row.push_bind(event.room.as_str())
+                    .push_bind(seq_to_sql(event.seq))
+                    .push_bind(event.at_ms)
+                    .push_bind(kind)
+                    .push_bind(sender)
+                    .push_bind(body);
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        let mut newest: std::collections::BTreeMap<&str, Seq> = Default::default();
+        for event in &batch.messages {
+            let seq = newest.entry(event.room.as_str()).or_default();
+            *seq = (*seq).max(event.seq);
+        }
+        for (room, seq) in newest {
+            sqlx::query(
+                "INSERT INTO rooms (name, last_seq) VALUES (?, ?) ON CONFLICT (name) \
+                 DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            )
+            .bind(room)
+            .bind(seq_to_sql(seq))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            if let Some(keep) = batch.keep_messages {
+                sqlx::query("DELETE FROM messages WHERE room = ? AND seq <= ?")
+                    .bind(room)
+                    .bind(seq_to_sql(seq.saturating_sub(keep)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.error(e))?;
+            }
+        }
+        for (user, room, member) in &batch.memberships {
+            let query = if *member {
+                "INSERT OR IGNORE INTO memberships (user_id, room) \
+                 SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)"
+            } else {
+                "DELETE FROM memberships WHERE user_id = ?1 AND room = ?2"
+            };
+            sqlx::query(query)
+                .bind(user)
+                .bind(room.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        for (user, room, seq) in &batch.positions {
+            sqlx::query(
+                "INSERT INTO read_positions (user_id, room, seq) \
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
+                 ON CONFLICT (user_id, room) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )
+            .bind(user)
+            .bind(room.as_str())
+            .bind(seq_to_sql(*seq))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+        }
+        tx.commit().await.map_err(|e| self.error(e))
+    }
+
+    /// Removes messages older than `cutoff_ms` (retention by age).
+    pub async fn trim_history_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM messages WHERE at_ms < ?")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The number of the newest message ever written in `room` (0 if none).
+    pub async fn room_last_seq(&self, room: &RoomName) -> Result<Seq, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM rooms WHERE name = ?")
+            .bind(room.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(seq.map_or(0, seq_from_sql))
+    }
+
+    /// The rooms (besides #lobby) a user is a member of, sorted by name; names that no longer
+    /// parse are skipped.
+    pub async fn memberships(&self, user: i64) -> Result<Vec<RoomName>, StoreError> {
+        let rooms: Vec<String> =
+            sqlx::query_scalar("SELECT room FROM memberships WHERE user_id = ? ORDER BY room")
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+        Ok(rooms
+            .iter()
+            .filter_map(|r| RoomName::parse(r).ok())
+            .filter(|r| !r.is_lobby())
+            .collect())
+    }
+
+    /// A user's read positions.
+    pub async fn read_positions(&self, user: i64) -> Result<Vec<(RoomName, Seq)>, StoreError> {
+        let rows = sqlx::query("SELECT room, seq FROM read_positions WHERE user_id = ?")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let room: String = r.try_get("room").map_err(|e| self.error(e))?;
+            let seq: i64 = r.try_get("seq").map_err(|e| self.error(e))?;
+            if let Ok(room) = RoomName::parse(&room) {
+                out.push((room, seq_from_sql(seq)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` messages of `room` numbered in `after+1 ..= upto` and sent at or after
+    /// `min_at_ms`, oldest first.
+    pub async fn messages(
+        &self,
+        room: &RoomName,
+        range: MessageRange,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, kind, sender, body FROM messages \
+             WHERE room = ? AND seq > ? AND seq <= ? AND at_ms >= ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(room.as_str())
+        .bind(seq_to_sql(range.after))
+        .bind(seq_to_sql(range.upto))
+        .bind(range.min_at_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows.iter().rev() {
+            let get = |e| self.error(e);
+            let kind: String = r.try_get("kind").map_err(get)?;
+            let sender: Option<String> = r.try_get("sender").map_err(get)?;
+            let body: String = r.try_get("body").map_err(get)?;
+            let Some(kind) = stored_kind(&kind, sender, body) else {
+                continue;
+            };
+            out.push(Event {
+                room: room.clone(),
+                seq: seq_from_sql(r.try_get("seq").map_err(get)?),
+                at_ms: r.try_get("at_ms").map_err(get)?,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// How many messages of `room` in `range` are stored.
+    pub async fn count_messages(
+        &self,
+        room: &RoomName,
+        range: MessageRange,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE room = ? AND seq > ? AND seq <= ? AND at_ms >= ?",
+        )
+        .bind(room.as_str())
+        .bind(seq_to_sql(range.after))
+        .bind(seq_to_sql(range.upto))
+        .bind(range.min_at_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Closes the pool, checkpointing the WAL.

@@ -99,12 +99,18 @@ async fn help_lists_the_commands() {
     let mut alice = server.login("alice").await;
     alice.send("/help").await;
     let mut lines = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..12 {
         lines.push(alice.next_line().await);
     }
     assert!(lines.iter().all(|l| l.starts_with("*** ")), "{lines:?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("*** Any other line is sent to everyone else in the current room.")
+    );
     let text = lines.join("\n");
-    for cmd in ["/who", "/me", "/msg", "/quit", "/help"] {
+    for cmd in [
+        "/who", "/me", "/msg", "/join", "/part", "/rooms", "/history", "/quit", "/help",
+    ] {
         assert!(text.contains(cmd), "{cmd} missing from {text}");
     }
 }

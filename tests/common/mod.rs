@@ -11,7 +11,8 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use secrecy::SecretString;
 use tlschat::auth::Authenticator;
-use tlschat::config::{HashSettings, Limits};
+use tlschat::config::{HashSettings, Limits, RoomLimits};
+use tlschat::history::History;
 use tlschat::password::{Hasher, Password};
 use tlschat::room::LocalRoom;
 use tlschat::session::SessionContext;
@@ -57,7 +58,10 @@ pub fn test_limits() -> Limits {
 pub struct Opts {
     pub users: Vec<&'static str>,
     pub limits: Limits,
+    pub rooms: RoomLimits,
     pub hash: HashSettings,
+    /// Reuse this directory (and its database) instead of a fresh one: a restart.
+    pub dir: Option<tempfile::TempDir>,
 }
 
 impl Default for Opts {
@@ -65,7 +69,9 @@ impl Default for Opts {
         Opts {
             users: vec!["alice", "bob", "carol", "dave"],
             limits: test_limits(),
+            rooms: RoomLimits::default(),
             hash: test_hash_settings(),
+            dir: None,
         }
     }
 }
@@ -110,10 +116,12 @@ pub fn connector_for_all(certs: &[CertificateDer<'static>]) -> TlsConnector {
 }
 
 pub async fn spawn_server(opts: Opts) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
+    let fresh = opts.dir.is_none();
+    let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let store = Store::open(&dir.path().join("users.db")).await.unwrap();
     let hasher = Hasher::new(&opts.hash).unwrap();
-    for name in &opts.users {
+    let users = if fresh { opts.users.clone() } else { Vec::new() };
+    for name in &users {
         let pw = Password::parse(SecretString::from(PASSWORD.to_owned())).unwrap();
         let hash = hasher.hash(&pw).await.unwrap();
         store
@@ -126,13 +134,16 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let config = tlschat::tls::server_config(vec![cert_der.clone()], key).unwrap();
     let metrics = Arc::new(tlschat::metrics::Metrics::default());
+    let history = History::start(opts.rooms, store.clone()).await.unwrap();
     let ctx = Arc::new(SessionContext {
         acceptor: tokio_rustls::TlsAcceptor::from(config),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&opts.limits)),
-        room: Arc::new(LocalRoom::with_metrics(
+        room: Arc::new(LocalRoom::with_history(
             opts.limits.outbound_queue_bytes,
             Arc::clone(&metrics),
+            Arc::clone(&history),
         )),
+        history,
         accounts: Arc::default(),
         metrics,
         limits: opts.limits,
@@ -175,6 +186,20 @@ pub async fn tcp_from(addr: SocketAddr, local_ip: &str, recv_buffer: Option<u32>
 }
 
 impl TestServer {
+    /// Shuts the server down (SIGTERM's path: everything relayed is written) and starts a new
+    /// one on the same database with `opts`.
+    pub async fn restart(self, mut opts: Opts) -> TestServer {
+        self.shutdown.cancel();
+        tokio::time::timeout(STEP, self.handle)
+            .await
+            .expect("shutdown timed out")
+            .unwrap()
+            .unwrap();
+        self.store.close().await;
+        opts.dir = Some(self.dir);
+        spawn_server(opts).await
+    }
+
     /// A TLS connection that has not logged in yet.
     pub async fn connect(&self) -> TestClient {
         TestClient::connect(self.addr, &self.connector).await

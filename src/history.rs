@@ -1,0 +1,408 @@
+//! The durable side of the rooms' logs: a writer that batches messages, memberships and read
+//! positions into SQLite off the hot path, and the reads behind `/history`, the join history
+//! and catch-up, made off the room lock.
+//!
+//! The room appends to its in-memory log under its lock and hands each message here without
+//! waiting ([`History::append`]); the writer commits whatever has queued up in one transaction,
+//! so under load batches grow by themselves and at low rates each line is written at once. A
+//! line is relayed before it is durable: a crash loses what was still queued, normally the
+//! last few milliseconds. Everything in the queue is committed before `close` returns.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{HistoryMode, RoomLimits};
+use crate::event::{Event, RoomName, Seq};
+use crate::protocol;
+use crate::store::{HistoryBatch, MessageRange, Store, StoreError};
+
+/// Rows gathered into one transaction at most.
+const MAX_BATCH_WRITES: usize = 10_000;
+/// Tries of one batch before it is given up (and logged as lost).
+const WRITE_ATTEMPTS: u32 = 3;
+/// How often messages past `history_days` are deleted.
+const AGE_TRIM_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest a history read may take before the member gets an error line instead.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// The number of a room's newest durable message, shared by the room and the writer: the
+/// room drops messages from its in-memory window only once they are durable.
+pub type Durable = Arc<AtomicU64>;
+
+enum Write {
+    Message(Arc<Event>, Durable),
+    Membership(i64, RoomName, bool),
+    Positions(i64, Vec<(RoomName, Seq)>),
+    Barrier(oneshot::Sender<()>),
+}
+
+/// What a member needs at login: its rooms, read positions and each room's newest number.
+#[derive(Debug, Default, Clone)]
+pub struct Restore {
+    /// Rooms besides #lobby, sorted, with the newest stored message number of each.
+    pub rooms: Vec<(RoomName, Seq)>,
+    /// Read positions by room; empty at a user's first login.
+    pub positions: HashMap<RoomName, Seq>,
+}
+
+/// Why a block of stored messages is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `/history N`: says so when there is nothing.
+    History,
+    /// The recent messages after `/join`: nothing when there is nothing.
+    Join,
+    /// At login: `missed` messages arrived after the read position.
+    CatchUp {
+        /// Messages numbered after the position (kept or not).
+        missed: u64,
+    },
+}
+
+/// A history block the room asked for, answered by the session in queue order (so it sits
+/// exactly where the room put it among the member's other lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// The room.
+    pub room: RoomName,
+    /// What the block is for.
+    pub purpose: Purpose,
+    /// The messages wanted (retention applied).
+    pub range: MessageRange,
+    /// Most messages to show.
+    pub want: usize,
+    /// The last `want` messages of the range that the room's window holds, oldest first.
+    pub window: Vec<Arc<Event>>,
+    /// Messages of the range in the window (may exceed `window.len()`).
+    pub in_window: u64,
+    /// The range's messages before this number are not in the window (`None`: the window
+    /// holds all of the range).
+    pub before_window: Option<Seq>,
+}
+
+/// A block ready to write: its lines, and the read position it completes.
+#[derive(Debug, Default)]
+pub struct Block {
+    /// Wire text.
+    pub text: String,
+    /// The room and the last message number covered.
+    pub mark: Option<(RoomName, Seq)>,
+}
+
+/// The history backend and writer handle shared by the room and the sessions.
+pub struct History {
+    limits: RoomLimits,
+    store: Option<Store>,
+    writes: Option<mpsc::UnboundedSender<Write>>,
+    /// Read positions in `memory` mode.
+    positions: Mutex<HashMap<(i64, RoomName), Seq>>,
+    lobby_last_seq: Seq,
+}
+
+impl History {
+    /// Starts the writer on `store` (memberships are always kept there; messages and read
+    /// positions only with `history = "sqlite"`).
+    pub async fn start(limits: RoomLimits, store: Store) -> Result<Arc<Self>, StoreError> {
+        let lobby_last_seq = match limits.history {
+            HistoryMode::Sqlite => store.room_last_seq(&RoomName::lobby()).await?,
+            _ => 0,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_writer(store.clone(), rx, limits));
+        Ok(Arc::new(History {
+            limits,
+            store: Some(store),
+            writes: Some(tx),
+            positions: Mutex::default(),
+            lobby_last_seq,
+        }))
+    }
+
+    /// A backend without a database (unit tests): memberships are not kept; `memory` history
+    /// works as configured.
+    pub fn detached(limits: RoomLimits) -> Arc<Self> {
+        Arc::new(History {
+            limits,
+            store: None,
+            writes: None,
+            positions: Mutex::default(),
+            lobby_last_seq: 0,
+        })
+    }
+
+    /// The settings.
+    pub fn limits(&self) -> &RoomLimits {
+        &self.limits
+    }
+
+    /// The lobby's newest stored number at start.
+    pub fn lobby_last_seq(&self) -> Seq {
+        self.lobby_last_seq
+    }
+
+    /// True when messages are written to the database.
+    pub fn is_durable(&self) -> bool {
+        self.limits.history == HistoryMode::Sqlite && self.writes.is_some()
+    }
+
+    fn send(&self, write: Write) {
+        if let Some(tx) = &self.writes {
+            // Fails only after close, when nothing is relayed any more.
+            let _ = tx.send(write);
+        }
+    }
+
+    /// Queues a message for the database without waiting; `durable` moves up once it is in.
+    pub fn append(&self, event: Arc<Event>, durable: &Durable) {
+        if self.is_durable() {
+            self.send(Write::Message(event, Arc::clone(durable)));
+        }
+    }
+
+    /// Records that `user` joined (`true`) or parted (`false`) `room`.
+    pub fn membership(&self, user: i64, room: &RoomName, member: bool) {
+        self.send(Write::Membership(user, room.clone(), member));
+    }
+
+    /// Records read positions; they only ever move forward.
+    pub fn save_positions(&self, user: i64, positions: Vec<(RoomName, Seq)>) {
+        if positions.is_empty() {
+            return;
+        }
+        match self.limits.history {
+            HistoryMode::Sqlite => self.send(Write::Positions(user, positions)),
+            HistoryMode::Memory => {
+                let mut map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+                for (room, seq) in positions {
+                    let at = map.entry((user, room)).or_default();
+                    *at = (*at).max(seq);
+                }
+            }
+            HistoryMode::Off => {}
+        }
+    }
+
+    /// Waits until every write queued before it is committed.
+    pub async fn barrier(&self) {
+        let Some(tx) = &self.writes else { return };
+        let (done, wait) = oneshot::channel();
+        if tx.send(Write::Barrier(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Commits everything queued (at shutdown).
+    pub async fn close(&self) {
+        self.barrier().await;
+    }
+
+    /// A user's rooms and read positions, after everything queued before is committed (so a
+    /// part or a position saved by the previous session is seen).
+    pub async fn restore(&self, user: i64) -> Result<Restore, StoreError> {
+        self.barrier().await;
+        let Some(store) = &self.store else {
+            return Ok(Restore::default());
+        };
+        let mut rooms = Vec::new();
+        for room in store.memberships(user).await? {
+            let seq = self.last_seq(&room).await?;
+            rooms.push((room, seq));
+        }
+        let positions = match self.limits.history {
+            HistoryMode::Sqlite => store.read_positions(user).await?.into_iter().collect(),
+            HistoryMode::Memory => {
+                let map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+                map.iter()
+                    .filter(|((u, _), _)| *u == user)
+                    .map(|((_, room), seq)| (room.clone(), *seq))
+                    .collect()
+            }
+            HistoryMode::Off => HashMap::new(),
+        };
+        Ok(Restore { rooms, positions })
+    }
+
+    /// The newest stored number of a room not active in memory (0 without a database).
+    pub async fn last_seq(&self, room: &RoomName) -> Result<Seq, StoreError> {
+        match (&self.store, self.limits.history) {
+            (Some(store), HistoryMode::Sqlite) => store.room_last_seq(room).await,
+            _ => Ok(0),
+        }
+    }
+
+    /// The oldest send time kept, for reads at `now_ms`.
+    pub fn min_at_ms(&self, now_ms: i64) -> i64 {
+        match self.limits.history_days {
+            0 => i64::MIN,
+            days => now_ms.saturating_sub(i64::from(days) * MS_PER_DAY),
+        }
+    }
+
+    /// Answers a request: the window's part, plus older messages from the database when the
+    /// window does not reach back far enough. A failing or slow database gives an error line.
+    pub async fn answer(&self, req: &HistoryRequest) -> Block {
+        match tokio::time::timeout(READ_TIMEOUT, self.complete(req)).await {
+            Ok(Ok((shown, kept))) => render_block(req, &shown, kept),
+            failed => {
+                match failed {
+                    Ok(Err(e)) => tracing::warn!(error = %e, room = %req.room, "history read failed"),
+                    _ => tracing::warn!(room = %req.room, "history read timed out"),
+                }
+                Block {
+                    text: protocol::HISTORY_UNAVAILABLE.to_owned(),
+                    mark: None,
+                }
+            }
+        }
+    }
+
+    /// The messages to show and how many of the range are kept.
+    async fn complete(&self, req: &HistoryRequest) -> Result<(Vec<Arc<Event>>, u64), StoreError> {
+        let mut shown = req.window.clone();
+        let mut kept = req.in_window;
+        let (Some(before), Some(store)) = (req.before_window, &self.store) else {
+            return Ok((shown, kept));
+        };
+        if self.limits.history != HistoryMode::Sqlite {
+            return Ok((shown, kept));
+        }
+        let older = MessageRange {
+            upto: before.saturating_sub(1),
+            ..req.range
+        };
+        if older.upto <= older.after {
+            return Ok((shown, kept));
+        }
+        if shown.len() < req.want {
+            let mut page: Vec<Arc<Event>> = store
+                .messages(&req.room, older, req.want - shown.len())
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            page.append(&mut shown);
+            shown = page;
+        }
+        if matches!(req.purpose, Purpose::CatchUp { .. }) {
+            kept += store.count_messages(&req.room, older).await?;
+        }
+        Ok((shown, kept))
+    }
+}
+
+/// The wire text of a block (header, timestamped lines, end), or nothing for an empty join
+/// history.
+fn render_block(req: &HistoryRequest, shown: &[Arc<Event>], kept: u64) -> Block {
+    let mut text = String::new();
+    match req.purpose {
+        Purpose::History | Purpose::Join if shown.is_empty() => {
+            if req.purpose == Purpose::History {
+                text.push_str(&protocol::no_history(&req.room));
+            }
+            return Block { text, mark: None };
+        }
+        Purpose::History | Purpose::Join => {
+            text.push_str(&protocol::history_header(&req.room, shown.len()));
+        }
+        Purpose::CatchUp { missed } => {
+            let not_kept = missed.saturating_sub(kept);
+            text.push_str(&protocol::missed_header(
+                &req.room,
+                missed,
+                not_kept,
+                shown.len(),
+            ));
+        }
+    }
+    for event in shown {
+        text.push_str(&protocol::render_history(event));
+    }
+    text.push_str(protocol::END_OF_HISTORY);
+    Block {
+        text,
+        mark: Some((req.room.clone(), req.range.upto)),
+    }
+}
+
+/// Commits queued writes in batches until every sender is gone.
+async fn run_writer(store: Store, mut rx: mpsc::UnboundedReceiver<Write>, limits: RoomLimits) {
+    let mut next_age_trim = tokio::time::Instant::now();
+    while let Some(first) = rx.recv().await {
+        let mut batch = HistoryBatch {
+            keep_messages: Some(limits.history_messages),
+            ..HistoryBatch::default()
+        };
+        let mut durable: Vec<(Durable, Seq)> = Vec::new();
+        let mut barriers = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(write) = next {
+            match write {
+                Write::Message(event, d) => {
+                    durable.push((d, event.seq));
+                    batch.messages.push(event);
+                }
+                Write::Membership(user, room, member) => {
+                    batch.memberships.push((user, room, member))
+                }
+                Write::Positions(user, positions) => batch
+                    .positions
+                    .extend(positions.into_iter().map(|(r, s)| (user, r, s))),
+                Write::Barrier(done) => barriers.push(done),
+            }
+            taken += 1;
+            next = if taken < MAX_BATCH_WRITES {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        commit(&store, &batch).await;
+        for (d, seq) in durable {
+            d.fetch_max(seq, Ordering::Release);
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+        if limits.history_days > 0 && tokio::time::Instant::now() >= next_age_trim {
+            next_age_trim = tokio::time::Instant::now() + AGE_TRIM_INTERVAL;
+            let cutoff = crate::event::now_ms() - i64::from(limits.history_days) * MS_PER_DAY;
+            if let Err(e) = store.trim_history_before(cutoff).await {
+                tracing::warn!(error = %e, "trimming old history failed");
+            }
+        }
+    }
+}
+
+/// Writes a batch, retrying a failing database a few times before giving the batch up.
+async fn commit(store: &Store, batch: &HistoryBatch) {
+    if batch.messages.is_empty() && batch.memberships.is_empty() && batch.positions.is_empty() {
+        return;
+    }
+    let mut attempt = 1;
+    loop {
+        match store.write_history(batch).await {
+            Ok(()) => return,
+            Err(e) if attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "writing history failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    messages = batch.messages.len(),
+                    memberships = batch.memberships.len(),
+                    positions = batch.positions.len(),
+                    "writing history failed; this batch is lost"
+                );
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The local implementation of a room's ordered log: the sequence counter and a bounded window
+//! of recent messages, under the room's lock.
+//!
+//! This is the seam for a shared log: a Redis Streams log assigns the number with one atomic
+//! script on the room's stream instead of `last_seq + 1`, and may fail or wait, so it would be
+//! appended to before taking the room lock and delivered in stream order; the window and the
+//! request it builds for the durable reads are the same.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::event::{Event, EventKind, RoomName, Seq};
+use crate::history::{Durable, History, HistoryRequest, Purpose};
+use crate::store::MessageRange;
+
+/// Recent messages a room keeps in memory when the database holds the rest: enough for the
+/// join history, `/history 20` and most catch-ups without a read.
+pub const RECENT_WINDOW_MESSAGES: usize = 100;
+
+/// One room's log on this node.
+pub struct LocalLog {
+    room: RoomName,
+    last_seq: Seq,
+    window: VecDeque<Arc<Event>>,
+    /// The newest number the writer has committed (all of them when nothing is written).
+    durable: Durable,
+    /// Messages the window keeps once durable.
+    keep: usize,
+}
+
+impl LocalLog {
+    /// A log continuing after `last_seq` (the newest number ever used in this room).
+    pub fn new(room: RoomName, last_seq: Seq, history: &History) -> Self {
+        let limits = history.limits();
+        let keep = if history.is_durable() {
+            RECENT_WINDOW_MESSAGES
+        } else if limits.history == crate::config::HistoryMode::Memory {
+            // The window is the whole history.
+            usize::try_from(limits.history_messages).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        let durable = if history.is_durable() { last_seq } else { Seq::MAX };
+        LocalLog {
+            room,
+            last_seq,
+            window: VecDeque::new(),
+            durable: Arc::new(AtomicU64::new(durable)),
+            keep,
+        }
+    }
+
+    /// The newest number used.
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Appends an event: a message takes the next number and is handed to the history
+    /// writer; presence carries the number of the last message before it.
+    pub fn append(&mut self, kind: EventKind, history: &History) -> Arc<Event> {
+        let message = kind.is_message();
+        if message {
+            self.last_seq += 1;
+        }
+        let event = Arc::new(Event {
+            room: self.room.clone(),
+            seq: self.last_seq,
+            at_ms: crate::event::now_ms(),
+            kind,
+        });
+        if message && history.limits().history != crate::config::HistoryMode::Off {
+            history.append(Arc::clone(&event), &self.durable);
+            self.window.push_back(Arc::clone(&event));
+            self.trim(history);
+        }
+        event
+    }
+
+    /// Drops what the window need not keep: past the retention limits, or beyond `keep` and
+    /// durable.
+    fn trim(&mut self, history: &History) {
+        let durable = self.durable.load(Ordering::Acquire);
+        let floor = self
+            .last_seq
+            .saturating_sub(history.limits().history_messages);
+        let min_at = history.min_at_ms(crate::event::now_ms());
+        while let Some(front) = self.window.front() {
+            let expired = front.seq <= floor || front.at_ms < min_at;
+            let spare = self.window.len() > self.keep && front.seq <= durable;
+            if !(expired || spare) {
+                break;
+            }
+            self.window.pop_front();
+        }
+    }
+
+    /// True when nothing of this log lives only in memory: a room without members may then
+    /// be forgotten and later continue from the database's number.
+    pub fn is_settled(&self, history: &History) -> bool {
+        match history.limits().history {
+            crate::config::HistoryMode::Off => true,
+            crate::config::HistoryMode::Memory => false,
+            crate::config::HistoryMode::Sqlite => {
+                self.durable.load(Ordering::Acquire) >= self.last_seq
+            }
+        }
+    }
+
+    /// A request for the newest `want` kept messages numbered after `after`, up to now.
+    pub fn request(
+        &self,
+        purpose: Purpose,
+        after: Seq,
+        want: usize,
+        history: &History,
+    ) -> HistoryRequest {
+        let limits = history.limits();
+        let floor = self.last_seq.saturating_sub(limits.history_messages);
+        let range = MessageRange {
+            after: after.max(floor),
+            upto: self.last_seq,
+            min_at_ms: history.min_at_ms(crate::event::now_ms()),
+        };
+        let in_range: Vec<&Arc<Event>> = self
+            .window
+            .iter()
+            .filter(|e| e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms)
+            .collect();
+        let skip = in_range.len().saturating_sub(want);
+        let window: Vec<Arc<Event>> = in_range[skip..].iter().map(|e| Arc::clone(e)).collect();
+        // The window is contiguous: it holds the whole range when it starts at or before the
+        // range's first number (or when nothing exists outside memory).
+        let first = self.window.front().map(|e| e.seq);
+        let holds_all = !history.is_durable()
+            || first.is_some_and(|f| f <= range.after + 1)
+            || range.upto <= range.after;
+        HistoryRequest {
+            room: self.room.clone(),
+            purpose,
+            range,
+            want,
+            window,
+            in_window: in_range.len() as u64,
+            before_window: if holds_all {
+                None
+            } else {
+                Some(first.unwrap_or(range.upto + 1))
+            },
+        }
+    }
+}

@@ -1,0 +1,1178 @@
+//! Rooms on this node: membership, per-room logs and fan-out into byte-bounded member queues.
+//!
+//! [`Room`] is the interface sessions use; [`LocalRoom`] is the in-memory implementation over
+//! one [`log::LocalLog`] per room. Every member is in `#lobby` (the v1 room) and in up to
+//! `max_rooms_per_user` others; one queue per connection is fed by all of them and by the
+//! replies to the member's own commands, so a member receives everything in one order.
+//!
+//! Ordering: events are appended to their room's log and pushed into the members' queues while
+//! the state lock is held, so every member of a room sees its events in log order, and a reply
+//! (`/who`, `/rooms`, a history block) is queued exactly where it was computed. The lock is a
+//! `std::sync::Mutex`, never held across an `.await` (there is no async code here): history
+//! reads that need the database are queued as a [`Delivery::History`] request and answered by
+//! the session, in place, off the lock.
+
+pub mod log;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HistoryMode;
+use crate::event::{EventKind, RoomName, Seq};
+use crate::history::{History, HistoryRequest, Purpose, Restore};
+use crate::metrics::Metrics;
+use crate::protocol;
+use crate::username::Username;
+use log::LocalLog;
+
+/// Identifies one logged-in connection (names can be reused by a takeover). Local ids count
+/// up from 1; a node id for rooms shared between nodes goes in the top 16 bits.
+pub type MemberId = u64;
+
+/// A room and the number of a message in it: a read position.
+pub type Mark = (RoomName, Seq);
+
+/// A rendered line, shared by every member it is queued for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The wire text, LF included.
+    pub text: String,
+    /// When it was rendered and queued, for the delivery-latency metric.
+    pub queued_at: Instant,
+    /// The read position a member reaches once this line is written to its socket.
+    pub mark: Option<Mark>,
+}
+
+impl Line {
+    /// Renders once; the `Arc` is what each member's queue holds.
+    pub fn new(text: String) -> Arc<Line> {
+        Self::marked(text, None)
+    }
+
+    /// A line that moves the reader's position in a room.
+    pub fn marked(text: String, mark: Option<Mark>) -> Arc<Line> {
+        Arc::new(Line {
+            text,
+            queued_at: Instant::now(),
+            mark,
+        })
+    }
+}
+
+/// An item in a member's outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A rendered line.
+    Line(Arc<Line>),
+    /// `left` lines of members the room dropped, outside the byte bound (see
+    /// [`LocalRoom`]'s eviction rule).
+    Presence(Arc<Line>),
+    /// A history block to be read and written at this point of the queue.
+    History(Box<HistoryRequest>),
+    /// A last line; the session writes it and closes. Boxed so that the enum stays two words:
+    /// a fat `Arc<str>` here would make every queue slot of every member 50 % larger, which
+    /// costs ~25 % of fan-out CPU when queues are deep (measured with benches/run.sh).
+    Close(Box<String>),
+    /// Evicted for not reading: the session drops what it holds and closes.
+    Evicted,
+}
+
+/// The room has shut down and takes no new members.
+#[derive(Debug, thiserror::Error)]
+#[error("the room is closed")]
+pub struct RoomClosed;
+
+/// A private message target that is not online.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not online")]
+pub struct NotOnline(pub String);
+
+/// What a session gets on joining.
+pub struct Joined {
+    /// This connection's member id.
+    pub id: MemberId,
+    /// The rendered welcome line (with everyone online).
+    pub welcome: String,
+    /// The member's end of its outbound queue (with its `You are in` lines and catch-up
+    /// requests already queued).
+    pub outbox: Outbox,
+    /// Read positions that start now (rooms without a saved position).
+    pub positions: Vec<Mark>,
+}
+
+impl Outbox {
+    /// The queued-bytes counter, shared for reporting (`tlschat admin who`).
+    pub fn queue_counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.queued)
+    }
+}
+
+/// The receiving end of a member's byte-bounded queue.
+pub struct Outbox {
+    rx: UnboundedReceiver<Delivery>,
+    queued: Arc<AtomicUsize>,
+    removed: CancellationToken,
+}
+
+impl Outbox {
+    /// Waits for the next delivery; `None` once the room dropped this member without a `Close`.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// Takes a delivery if one is queued.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Reports that `bytes` of taken deliveries have reached the socket.
+    pub fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Cancelled whenever the room removes this member (kick, takeover, account change,
+    /// shutdown, eviction), after the last delivery is queued: a session blocked in a write
+    /// stops it and says goodbye within a bounded time.
+    pub fn removed(&self) -> &CancellationToken {
+        &self.removed
+    }
+}
+
+/// The rooms as sessions see them. Every method is synchronous and quick: nothing here waits
+/// on I/O, so a session may call it from its loop.
+pub trait Room: Send + Sync {
+    /// Adds a member to #lobby and to its restored rooms, queueing its `You are in` lines and
+    /// catch-up requests; an existing member of the same name (any case) is replaced silently
+    /// and its rooms are kept.
+    fn join(&self, name: &Username, user: i64, restore: Restore) -> Result<Joined, RoomClosed>;
+    /// Removes a member and tells #lobby; does nothing for a replaced or evicted id.
+    fn leave(&self, id: MemberId, reason: Option<&str>);
+    /// Relays a chat line to the other members of the current room; returns its number.
+    fn say(&self, id: MemberId, text: &str) -> Option<Mark>;
+    /// Relays an action (`/me`) to the other members of the current room.
+    fn emote(&self, id: MemberId, text: &str) -> Option<Mark>;
+    /// Sends a private message and queues the sender's echo (or `! NAME is not online`) in
+    /// the sender's own queue, in room order; returns the target's name as created.
+    fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline>;
+    /// Queues the `/who` reply (the current room, or `room`) in the member's own queue, so it
+    /// agrees with the joined and left lines queued before it.
+    fn send_who(&self, id: MemberId, room: Option<&RoomName>);
+    /// Queues the `/rooms` reply.
+    fn send_rooms(&self, id: MemberId);
+    /// True when the room is in memory, so joining it needs no database lookup first.
+    fn is_active(&self, room: &RoomName) -> bool;
+    /// `/join`: joins (continuing after `stored_last_seq` if the room is not in memory) or
+    /// switches to the room, and queues the replies.
+    fn join_room(&self, id: MemberId, room: RoomName, stored_last_seq: Seq);
+    /// `/part [#room]`.
+    fn part_room(&self, id: MemberId, room: Option<RoomName>);
+    /// `/history N` in the current room.
+    fn send_history(&self, id: MemberId, want: usize);
+    /// Everyone online, sorted case-insensitively (for `admin` and tests; members get
+    /// [`Room::send_who`]).
+    fn who(&self) -> Vec<Arc<str>>;
+    /// Removes a member with a last line to it and `*** name left` (with the reason, if any)
+    /// to the others; false if the member is no longer there.
+    fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool;
+    /// Sends `*** [admin] TEXT` to every member, as a #lobby message.
+    fn announce(&self, text: &str);
+    /// Queues the shutdown notice behind each member's pending lines and closes the room.
+    fn shutdown(&self);
+}
+
+/// The in-memory rooms of a single server.
+pub struct LocalRoom {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Everyone online: the members of #lobby.
+    members: HashMap<MemberId, Member>,
+    by_key: HashMap<String, MemberId>,
+    /// Every room with members online, or with messages not yet durable; #lobby always.
+    rooms: HashMap<RoomName, Channel>,
+    lobby: RoomName,
+    next_id: MemberId,
+    closed: bool,
+    metrics: Arc<Metrics>,
+    /// Bytes that may wait in one member's queue.
+    limit: usize,
+    history: Arc<History>,
+}
+
+/// A room: its members besides #lobby's (which are all members) and its log.
+struct Channel {
+    members: HashSet<MemberId>,
+    log: LocalLog,
+}
+
+struct Member {
+    name: Arc<str>,
+    key: String,
+    /// The account's row id (memberships and read positions are kept per account).
+    user: i64,
+    /// Rooms besides #lobby, sorted.
+    rooms: Vec<RoomName>,
+    /// Where plain lines and `/me` go.
+    current: RoomName,
+    tx: UnboundedSender<Delivery>,
+    queued: Arc<AtomicUsize>,
+    removed: CancellationToken,
+}
+
+enum Undeliverable {
+    Full,
+    Gone,
+}
+
+impl Member {
+    /// Queues a line unless it would push the member's queue past `limit` bytes.
+    fn deliver(&self, line: &Arc<Line>, limit: usize) -> Result<(), Undeliverable> {
+        let len = line.text.len();
+        if self.queued.load(Ordering::Relaxed) + len > limit {
+            return Err(Undeliverable::Full);
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx
+            .send(Delivery::Line(Arc::clone(line)))
+            .map_err(|_| Undeliverable::Gone)
+    }
+
+    /// Queues presence lines outside the bound: they are at most one line per member that
+    /// left (so bounded by the room's size), and must never turn one eviction into more.
+    fn deliver_presence(&self, line: &Arc<Line>) -> Result<(), Undeliverable> {
+        self.tx
+            .send(Delivery::Presence(Arc::clone(line)))
+            .map_err(|_| Undeliverable::Gone)
+    }
+
+    /// Queues a history request; its size is bounded by the request itself (`want` ≤ 500).
+    fn deliver_history(&self, request: HistoryRequest) -> Result<(), Undeliverable> {
+        self.tx
+            .send(Delivery::History(Box::new(request)))
+            .map_err(|_| Undeliverable::Gone)
+    }
+
+    /// Sends the final line regardless of the bound (it is short and ends the queue), and
+    /// interrupts the session even if it is blocked writing to a peer that does not read.
+    fn close(&self, line: &str) {
+        let _ = self.tx.send(Delivery::Close(Box::new(line.to_owned())));
+        self.removed.cancel();
+    }
+
+    /// Ends the session of a member that does not read, without anything more to queue.
+    fn evict(&self) {
+        let _ = self.tx.send(Delivery::Evicted);
+        self.removed.cancel();
+    }
+
+    fn in_room(&self, room: &RoomName) -> bool {
+        room.is_lobby() || self.rooms.binary_search(room).is_ok()
+    }
+}
+
+impl LocalRoom {
+    /// Rooms whose members may each have `queue_limit_bytes` waiting, without history.
+    pub fn new(queue_limit_bytes: usize) -> Self {
+        let limits = crate::config::RoomLimits {
+            history: HistoryMode::Off,
+            ..Default::default()
+        };
+        Self::with_history(queue_limit_bytes, Arc::default(), History::detached(limits))
+    }
+
+    /// Rooms counting events and deliveries in `metrics`, keeping history in `history`.
+    pub fn with_history(
+        queue_limit_bytes: usize,
+        metrics: Arc<Metrics>,
+        history: Arc<History>,
+    ) -> Self {
+        let lobby = RoomName::lobby();
+        let mut rooms = HashMap::new();
+        rooms.insert(
+            lobby.clone(),
+            Channel {
+                members: HashSet::new(),
+                log: LocalLog::new(lobby.clone(), history.lobby_last_seq(), &history),
+            },
+        );
+        LocalRoom {
+            state: Mutex::new(State {
+                members: HashMap::new(),
+                by_key: HashMap::new(),
+                rooms,
+                lobby,
+                next_id: 0,
+                closed: false,
+                metrics,
+                limit: queue_limit_bytes,
+                history,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Room methods do not panic mid-update; if one ever did, the members' map is still
+        // consistent enough to keep serving, which beats taking the whole room down.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a message from `id` to its current room and relays it to the others there.
+    fn relay(
+        &self,
+        id: MemberId,
+        kind: impl FnOnce(Arc<str>) -> EventKind,
+    ) -> Option<Mark> {
+        let mut state = self.lock();
+        let member = state.members.get(&id)?;
+        let (room, from) = (member.current.clone(), Arc::clone(&member.name));
+        let seq = state.publish(&room, kind(from), Some(id));
+        Some((room, seq))
+    }
+}
+
+impl State {
+    /// Appends an event to a room's log and delivers its line to the room's members but
+    /// `except`; returns the room's newest number.
+    fn publish(&mut self, room: &RoomName, kind: EventKind, except: Option<MemberId>) -> Seq {
+        let history = Arc::clone(&self.history);
+        let Some(channel) = self.rooms.get_mut(room) else {
+            return 0;
+        };
+        let event = channel.log.append(kind, &history);
+        let mark = event.kind.is_message().then(|| (room.clone(), event.seq));
+        let line = Line::marked(protocol::render(&event), mark);
+        self.broadcast(room, line, except);
+        event.seq
+    }
+
+    /// Delivers `line` to every member of `room` but `except`, then announces anyone it had
+    /// to drop.
+    ///
+    /// Everyone dropped by one event is announced in one presence delivery (their `left`
+    /// lines, concatenated and shared), which is queued past the byte bound: a mass eviction
+    /// costs each survivor one delivery and can evict nobody else, so the work under the lock
+    /// stays proportional to the members, never to evicted × members.
+    fn broadcast(&mut self, room: &RoomName, line: Arc<Line>, except: Option<MemberId>) {
+        let limit = self.limit;
+        let dropped = self.fan_out(room, except, |member| member.deliver(&line, limit));
+        self.announce_dropped(dropped);
+    }
+
+    /// Removes the members that could not take a delivery and tells everyone left in #lobby
+    /// (where everybody is), in one presence delivery per round; a round only repeats for
+    /// members found gone meanwhile.
+    fn announce_dropped(&mut self, mut dropped: Vec<(MemberId, Undeliverable)>) {
+        while !dropped.is_empty() {
+            let mut text = String::new();
+            for (id, why) in dropped.drain(..) {
+                if let Some(left) = self.drop_member(id, why) {
+                    text.push_str(&left);
+                }
+            }
+            if text.is_empty() {
+                return;
+            }
+            let presence = Line::new(text);
+            let lobby = self.lobby.clone();
+            dropped = self.fan_out(&lobby, None, |member| member.deliver_presence(&presence));
+        }
+    }
+
+    /// Offers one room event to every member of `room` but `except` and counts it; returns
+    /// the members that could not take it.
+    fn fan_out(
+        &self,
+        room: &RoomName,
+        except: Option<MemberId>,
+        send: impl Fn(&Member) -> Result<(), Undeliverable>,
+    ) -> Vec<(MemberId, Undeliverable)> {
+        let mut dropped = Vec::new();
+        let mut delivered = 0;
+        let mut offer = |id: MemberId, member: &Member| {
+            if Some(id) == except {
+                return;
+            }
+            match send(member) {
+                Ok(()) => delivered += 1,
+                Err(why) => dropped.push((id, why)),
+            }
+        };
+        if room.is_lobby() {
+            for (&id, member) in &self.members {
+                offer(id, member);
+            }
+        } else if let Some(channel) = self.rooms.get(room) {
+            for id in &channel.members {
+                if let Some(member) = self.members.get(id) {
+                    offer(*id, member);
+                }
+            }
+        }
+        crate::metrics::inc(&self.metrics.room_events);
+        self.metrics
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Queues a reply to one member's command in its own queue, under the same bound as room
+    /// lines (a member that asks but never reads is evicted like any slow consumer).
+    fn reply(&mut self, id: MemberId, text: String) {
+        self.reply_marked(id, text, None);
+    }
+
+    fn reply_marked(&mut self, id: MemberId, text: String, mark: Option<Mark>) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        if let Err(why) = member.deliver(&Line::marked(text, mark), self.limit) {
+            self.announce_dropped(vec![(id, why)]);
+        }
+    }
+
+    /// Queues a history block request for one member.
+    fn request_history(&mut self, id: MemberId, request: HistoryRequest) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        if let Err(why) = member.deliver_history(request) {
+            self.announce_dropped(vec![(id, why)]);
+        }
+    }
+
+    /// Removes a member that could not take a delivery; returns the line announcing it.
+    fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<String> {
+        let limit = self.limit;
+        let member = self.remove(id)?;
+        let reason = match why {
+            Undeliverable::Full => {
+                tracing::warn!(user = %member.name, limit_bytes = limit, "slow consumer evicted");
+                crate::metrics::inc(&self.metrics.evictions_send_queue);
+                member.evict();
+                Some(protocol::REASON_SEND_QUEUE)
+            }
+            Undeliverable::Gone => None,
+        };
+        Some(protocol::left(&member.name, reason))
+    }
+
+    /// Takes a member out of everything; its other rooms drop it without a line (memberships
+    /// stay for its next login).
+    fn remove(&mut self, id: MemberId) -> Option<Member> {
+        let member = self.members.remove(&id)?;
+        self.by_key.remove(&member.key);
+        for room in &member.rooms {
+            self.leave_channel(room, id);
+        }
+        Some(member)
+    }
+
+    /// Removes `id` from a room's members, forgetting the room once it is empty and nothing
+    /// of it lives only in memory.
+    fn leave_channel(&mut self, room: &RoomName, id: MemberId) {
+        let Some(channel) = self.rooms.get_mut(room) else {
+            return;
+        };
+        channel.members.remove(&id);
+        self.forget_if_idle(room);
+    }
+
+    /// Forgets a room (not #lobby) without members once nothing of it lives only in memory.
+    fn forget_if_idle(&mut self, room: &RoomName) {
+        if room.is_lobby() {
+            return;
+        }
+        if let Some(channel) = self.rooms.get(room) {
+            if channel.members.is_empty() && channel.log.is_settled(&self.history) {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Names in a room, sorted case-insensitively.
+    fn sorted_names(&self, room: &RoomName) -> Vec<Arc<str>> {
+        let mut members: Vec<&Member> = if room.is_lobby() {
+            self.members.values().collect()
+        } else {
+            self.rooms
+                .get(room)
+                .map(|c| {
+                    c.members
+                        .iter()
+                        .filter_map(|id| self.members.get(id))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        members.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        members.into_iter().map(|m| Arc::clone(&m.name)).collect()
+    }
+
+    /// Rooms with members online, #lobby included.
+    fn active_rooms(&self) -> usize {
+        1 + self
+            .rooms
+            .iter()
+            .filter(|(name, c)| !name.is_lobby() && !c.members.is_empty())
+            .count()
+    }
+
+    /// Makes sure a room is in memory, continuing its numbers after `stored_last_seq`.
+    fn activate(&mut self, room: &RoomName, stored_last_seq: Seq) {
+        let history = Arc::clone(&self.history);
+        self.rooms.entry(room.clone()).or_insert_with(|| Channel {
+            members: HashSet::new(),
+            log: LocalLog::new(room.clone(), stored_last_seq, &history),
+        });
+    }
+
+    /// Adds `id` to a room it is not in: the others there see it join.
+    fn enter(&mut self, id: MemberId, room: &RoomName) {
+        let Some(name) = self.members.get(&id).map(|m| Arc::clone(&m.name)) else {
+            return;
+        };
+        self.publish(room, EventKind::Joined { name }, None);
+        if let Some(channel) = self.rooms.get_mut(room) {
+            channel.members.insert(id);
+        }
+        if let Some(member) = self.members.get_mut(&id) {
+            if let Err(at) = member.rooms.binary_search(room) {
+                member.rooms.insert(at, room.clone());
+            }
+        }
+    }
+
+    fn last_seq(&self, room: &RoomName) -> Seq {
+        self.rooms.get(room).map_or(0, |c| c.log.last_seq())
+    }
+
+    fn history_on(&self) -> bool {
+        self.history.limits().history != HistoryMode::Off
+    }
+}
+
+impl Room for LocalRoom {
+    fn join(&self, name: &Username, user: i64, restore: Restore) -> Result<Joined, RoomClosed> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(RoomClosed);
+        }
+        let key = name.key();
+        // A takeover keeps the rooms and shows no flap; the old session is only closed.
+        let replaced = match state.by_key.get(&key).copied() {
+            Some(old_id) => state.members.remove(&old_id).map(|m| (old_id, m)),
+            None => None,
+        };
+        state.next_id += 1;
+        let id = state.next_id;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let removed = CancellationToken::new();
+        let kept_rooms = match &replaced {
+            Some((old_id, old)) => {
+                old.close(protocol::SIGNED_IN_ELSEWHERE);
+                for room in &old.rooms {
+                    if let Some(channel) = state.rooms.get_mut(room) {
+                        channel.members.remove(old_id);
+                        channel.members.insert(id);
+                    }
+                }
+                old.rooms.clone()
+            }
+            None => Vec::new(),
+        };
+        let first_login = replaced.is_none();
+        let lobby_name = state.lobby.clone();
+        if first_login {
+            let lobby = state.lobby.clone();
+            state.publish(
+                &lobby,
+                EventKind::Joined {
+                    name: name.as_str().into(),
+                },
+                None,
+            );
+        }
+        state.members.insert(
+            id,
+            Member {
+                name: name.as_str().into(),
+                key: key.clone(),
+                user,
+                rooms: kept_rooms,
+                current: lobby_name.clone(),
+                tx,
+                queued: Arc::clone(&queued),
+                removed: removed.clone(),
+            },
+        );
+        state.by_key.insert(key, id);
+        let lobby = state.lobby.clone();
+        let welcome = protocol::welcome(name.as_str(), &state.sorted_names(&lobby));
+        let mut positions = Vec::new();
+        let mut catch_up = Vec::new();
+        if first_login {
+            let max_per_user = state.history.limits().max_rooms_per_user;
+            let max_rooms = state.history.limits().max_rooms;
+            for (room, stored) in restore.rooms.iter().take(max_per_user) {
+                if !state.rooms.contains_key(room) && state.active_rooms() >= max_rooms {
+                    continue;
+                }
+                state.activate(room, *stored);
+                state.enter(id, room);
+            }
+            let mut rooms = vec![lobby.clone()];
+            rooms.extend(state.members.get(&id).map(|m| m.rooms.clone()).unwrap_or_default());
+            for room in rooms {
+                let newest = state.last_seq(&room);
+                match restore.positions.get(&room) {
+                    Some(&at) if newest > at && state.history_on() => catch_up.push((room, at)),
+                    Some(_) => {}
+                    None => positions.push((room, newest)),
+                }
+            }
+        }
+        let rooms = state.members.get(&id).map(|m| m.rooms.clone()).unwrap_or_default();
+        for room in &rooms {
+            let here = state.sorted_names(room);
+            state.reply(id, protocol::you_are_in(room, &here));
+        }
+        let want = state.history.limits().catchup_messages;
+        for (room, at) in catch_up {
+            let Some(channel) = state.rooms.get(&room) else {
+                continue;
+            };
+            let missed = channel.log.last_seq() - at;
+            let request =
+                channel
+                    .log
+                    .request(Purpose::CatchUp { missed }, at, want, &state.history);
+            state.request_history(id, request);
+        }
+        Ok(Joined {
+            id,
+            welcome,
+            outbox: Outbox {
+                rx,
+                queued,
+                removed,
+            },
+            positions,
+        })
+    }
+
+    fn leave(&self, id: MemberId, reason: Option<&str>) {
+        let mut state = self.lock();
+        let Some(member) = state.remove(id) else {
+            return;
+        };
+        if !state.closed {
+            let lobby = state.lobby.clone();
+            let kind = EventKind::Left {
+                name: member.name,
+                reason: reason.map(str::to_owned),
+            };
+            state.publish(&lobby, kind, None);
+        }
+    }
+
+    fn say(&self, id: MemberId, text: &str) -> Option<Mark> {
+        self.relay(id, |from| EventKind::Chat {
+            from,
+            text: text.to_owned(),
+        })
+    }
+
+    fn emote(&self, id: MemberId, text: &str) -> Option<Mark> {
+        self.relay(id, |from| EventKind::Action {
+            from,
+            text: text.to_owned(),
+        })
+    }
+
+    fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
+        let mut state = self.lock();
+        let Some(from) = state.members.get(&id).map(|m| Arc::clone(&m.name)) else {
+            return Err(NotOnline(to.to_owned()));
+        };
+        let target = state
+            .by_key
+            .get(&to.to_ascii_lowercase())
+            .and_then(|tid| state.members.get(tid).map(|t| (*tid, t)));
+        let result = match target {
+            Some((target_id, target)) => {
+                let line = Line::new(protocol::private_message(&from, text));
+                match target.deliver(&line, state.limit) {
+                    Ok(()) => Ok(Arc::clone(&target.name)),
+                    Err(why) => {
+                        state.announce_dropped(vec![(target_id, why)]);
+                        Err(NotOnline(to.to_owned()))
+                    }
+                }
+            }
+            None => Err(NotOnline(to.to_owned())),
+        };
+        let reply = match &result {
+            Ok(target_name) => protocol::private_echo(target_name, text),
+            Err(_) => protocol::not_online(to),
+        };
+        state.reply(id, reply);
+        result
+    }
+
+    fn send_who(&self, id: MemberId, room: Option<&RoomName>) {
+        let mut state = self.lock();
+        let Some(current) = state.members.get(&id).map(|m| m.current.clone()) else {
+            return;
+        };
+        let room = room.cloned().unwrap_or(current);
+        let names = state.sorted_names(&room);
+        let reply = if room.is_lobby() {
+            protocol::who(&names)
+        } else {
+            protocol::who_in(&room, &names)
+        };
+        state.reply(id, reply);
+    }
+
+    fn send_rooms(&self, id: MemberId) {
+        let mut state = self.lock();
+        let mut list: Vec<(RoomName, usize)> = state
+            .rooms
+            .iter()
+            .map(|(name, c)| {
+                let n = if name.is_lobby() {
+                    state.members.len()
+                } else {
+                    c.members.len()
+                };
+                (name.clone(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        list.sort_unstable();
+        state.reply(id, protocol::rooms(&list));
+    }
+
+    fn is_active(&self, room: &RoomName) -> bool {
+        self.lock().rooms.contains_key(room)
+    }
+
+    fn join_room(&self, id: MemberId, room: RoomName, stored_last_seq: Seq) {
+        let mut state = self.lock();
+        let Some(member) = state.members.get(&id) else {
+            return;
+        };
+        if member.in_room(&room) {
+            state.reply(id, protocol::now_talking(&room));
+            if let Some(member) = state.members.get_mut(&id) {
+                member.current = room;
+            }
+            return;
+        }
+        let limits = *state.history.limits();
+        let user = member.user;
+        if member.rooms.len() >= limits.max_rooms_per_user {
+            state.reply(id, protocol::too_many_rooms(limits.max_rooms_per_user));
+            return;
+        }
+        let empty = state.rooms.get(&room).is_none_or(|c| c.members.is_empty());
+        if empty && state.active_rooms() >= limits.max_rooms {
+            state.reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
+            return;
+        }
+        state.activate(&room, stored_last_seq);
+        state.enter(id, &room);
+        state.history.membership(user, &room, true);
+        if let Some(member) = state.members.get_mut(&id) {
+            member.current = room.clone();
+        }
+        let here = state.sorted_names(&room);
+        let newest = state.last_seq(&room);
+        state.reply_marked(
+            id,
+            protocol::you_joined(&room, &here),
+            Some((room.clone(), newest)),
+        );
+        if state.history_on() && limits.join_history > 0 && newest > 0 {
+            if let Some(channel) = state.rooms.get(&room) {
+                let request =
+                    channel
+                        .log
+                        .request(Purpose::Join, 0, limits.join_history, &state.history);
+                state.request_history(id, request);
+            }
+        }
+    }
+
+    fn part_room(&self, id: MemberId, room: Option<RoomName>) {
+        let mut state = self.lock();
+        let Some(member) = state.members.get(&id) else {
+            return;
+        };
+        let room = room.unwrap_or_else(|| member.current.clone());
+        if room.is_lobby() {
+            state.reply(id, protocol::CANNOT_LEAVE_LOBBY.to_owned());
+            return;
+        }
+        if !member.in_room(&room) {
+            state.reply(id, protocol::not_in(&room));
+            return;
+        }
+        let (user, name) = (member.user, Arc::clone(&member.name));
+        let lobby = state.lobby.clone();
+        if let Some(member) = state.members.get_mut(&id) {
+            member.rooms.retain(|r| *r != room);
+            if member.current == room {
+                member.current = lobby;
+            }
+        }
+        if let Some(channel) = state.rooms.get_mut(&room) {
+            channel.members.remove(&id);
+        }
+        state.publish(&room, EventKind::Left { name, reason: None }, None);
+        state.history.membership(user, &room, false);
+        state.reply(id, protocol::you_left(&room));
+        state.forget_if_idle(&room);
+    }
+
+    fn send_history(&self, id: MemberId, want: usize) {
+        let mut state = self.lock();
+        let Some(room) = state.members.get(&id).map(|m| m.current.clone()) else {
+            return;
+        };
+        if !state.history_on() {
+            state.reply(id, protocol::HISTORY_OFF.to_owned());
+            return;
+        }
+        let Some(channel) = state.rooms.get(&room) else {
+            return;
+        };
+        let request = channel
+            .log
+            .request(Purpose::History, 0, want, &state.history);
+        state.request_history(id, request);
+    }
+
+    fn who(&self) -> Vec<Arc<str>> {
+        let state = self.lock();
+        state.sorted_names(&state.lobby)
+    }
+
+    fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool {
+        let mut state = self.lock();
+        let Some(member) = state.remove(id) else {
+            return false;
+        };
+        member.close(line);
+        let lobby = state.lobby.clone();
+        let kind = EventKind::Left {
+            name: member.name,
+            reason: reason.map(str::to_owned),
+        };
+        state.publish(&lobby, kind, None);
+        true
+    }
+
+    fn announce(&self, text: &str) {
+        let mut state = self.lock();
+        let lobby = state.lobby.clone();
+        state.publish(
+            &lobby,
+            EventKind::Notice {
+                text: text.to_owned(),
+            },
+            None,
+        );
+    }
+
+    fn shutdown(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for (_, member) in state.members.drain() {
+            member.close(protocol::SHUTTING_DOWN);
+        }
+        state.by_key.clear();
+        for channel in state.rooms.values_mut() {
+            channel.members.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(s: &str) -> Username {
+        Username::parse(s).unwrap()
+    }
+
+    trait JoinAs {
+        fn join_as(&self, name: &Username) -> Result<Joined, RoomClosed>;
+    }
+
+    impl JoinAs for LocalRoom {
+        /// A login with nothing to restore.
+        fn join_as(&self, name: &Username) -> Result<Joined, RoomClosed> {
+            self.join(name, 0, Restore::default())
+        }
+    }
+
+    fn drain(outbox: &mut Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(d) = outbox.try_recv() {
+            match d {
+                Delivery::Presence(l) => out.push(l.text.trim_end().to_owned()),
+                Delivery::Line(l) => {
+                    outbox.written(l.text.len());
+                    out.push(l.text.trim_end().to_owned());
+                }
+                Delivery::Close(l) => out.push(format!("CLOSE {}", l.trim_end())),
+                Delivery::History(r) => out.push(format!("HISTORY {} {:?}", r.room, r.purpose)),
+                Delivery::Evicted => out.push("EVICTED".to_owned()),
+            }
+        }
+        out
+    }
+
+    fn no_history() -> Arc<History> {
+        History::detached(crate::config::RoomLimits {
+            history: HistoryMode::Off,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_delivery_is_two_words() {
+        assert_eq!(
+            std::mem::size_of::<Delivery>(),
+            2 * std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn join_announces_and_welcome_lists_everyone_sorted() {
+        let room = LocalRoom::new(1 << 20);
+        let mut bob = room.join_as(&user("bob")).unwrap();
+        let alice = room.join_as(&user("Alice")).unwrap();
+        assert_eq!(alice.welcome, "*** Welcome, Alice! 2 online: Alice, bob\n");
+        assert_eq!(drain(&mut bob.outbox), vec!["*** Alice joined"]);
+    }
+
+    #[test]
+    fn say_reaches_others_but_not_the_sender() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join_as(&user("a")).unwrap();
+        let mut b = room.join_as(&user("b")).unwrap();
+        drain(&mut a.outbox);
+        room.say(a.id, "hello");
+        assert_eq!(drain(&mut b.outbox), vec!["<a> hello"]);
+        assert!(drain(&mut a.outbox).is_empty());
+    }
+
+    #[test]
+    fn takeover_closes_the_old_session_without_presence_flap() {
+        let room = LocalRoom::new(1 << 20);
+        let mut old = room.join_as(&user("alice")).unwrap();
+        let mut bob = room.join_as(&user("bob")).unwrap();
+        drain(&mut old.outbox);
+        let new = room.join_as(&user("ALICE")).unwrap();
+        assert_eq!(
+            drain(&mut old.outbox),
+            vec![format!(
+                "CLOSE {}",
+                protocol::SIGNED_IN_ELSEWHERE.trim_end()
+            )]
+        );
+        assert!(drain(&mut bob.outbox).is_empty());
+        assert!(new.welcome.contains("2 online: ALICE, bob"));
+        room.leave(old.id, None);
+        assert!(drain(&mut bob.outbox).is_empty(), "stale leave is ignored");
+    }
+
+    /// A room where `slow` never reads, `fast` always does, and `talker` speaks.
+    fn three_members(limit: usize) -> (LocalRoom, Joined, Joined, Joined) {
+        let room = LocalRoom::new(limit);
+        let slow = room.join_as(&user("slow")).unwrap();
+        let mut fast = room.join_as(&user("fast")).unwrap();
+        let talker = room.join_as(&user("talker")).unwrap();
+        drain(&mut fast.outbox);
+        (room, slow, fast, talker)
+    }
+
+    #[test]
+    fn full_queue_evicts_and_others_keep_receiving() {
+        // slow holds 34 bytes of join notices; each chat line is 30 bytes.
+        let (room, slow, mut fast, talker) = three_members(100);
+        room.say(talker.id, "aaaaaaaaaaaaaaaaaaaa");
+        room.say(talker.id, "bbbbbbbbbbbbbbbbbbbb");
+        assert!(!slow.outbox.removed().is_cancelled());
+        drain(&mut fast.outbox);
+        room.say(talker.id, "cccccccccccccccccccc");
+        assert!(slow.outbox.removed().is_cancelled());
+        assert_eq!(room.who().len(), 2);
+        assert_eq!(drain(&mut fast.outbox).len(), 2);
+        room.say(talker.id, "after");
+        assert_eq!(drain(&mut fast.outbox), vec!["<talker> after"]);
+    }
+
+    #[test]
+    fn eviction_notice_follows_the_event_that_overflowed() {
+        let (room, _slow, mut fast, talker) = three_members(100);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            room.say(talker.id, "xxxxxxxxxxxxxxxxxxxx");
+            seen.extend(drain(&mut fast.outbox));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                "<talker> xxxxxxxxxxxxxxxxxxxx",
+                "<talker> xxxxxxxxxxxxxxxxxxxx",
+                "<talker> xxxxxxxxxxxxxxxxxxxx",
+                "*** slow left (send queue exceeded)"
+            ]
+        );
+    }
+
+    #[test]
+    fn mass_eviction_evicts_no_healthy_member_and_costs_each_survivor_one_delivery() {
+        let metrics = Arc::new(Metrics::default());
+        // Room for one 40-byte chat line and a little more.
+        let line = "x".repeat(29);
+        let room = LocalRoom::with_history(64, Arc::clone(&metrics), no_history());
+        let mut talker = room.join_as(&user("talker")).unwrap();
+        let mut stalled: Vec<Joined> = Vec::new();
+        let mut healthy: Vec<Joined> = Vec::new();
+        for i in 0..200 {
+            stalled.push(room.join_as(&user(&format!("s{i:03}"))).unwrap());
+            healthy.push(room.join_as(&user(&format!("h{i:03}"))).unwrap());
+            // Everyone reads the join notices; the bound is tiny.
+            for m in stalled.iter_mut().chain(healthy.iter_mut()) {
+                drain(&mut m.outbox);
+            }
+            drain(&mut talker.outbox);
+        }
+        let drain_all = |healthy: &mut Vec<Joined>| {
+            healthy
+                .iter_mut()
+                .map(|h| drain(&mut h.outbox))
+                .collect::<Vec<_>>()
+        };
+        // From here on the stalled members read nothing.
+        room.say(talker.id, &line);
+        drain_all(&mut healthy);
+        let before = metrics.deliveries.load(Ordering::Relaxed);
+        room.say(talker.id, &line);
+        let after = metrics.deliveries.load(Ordering::Relaxed);
+        assert!(stalled.iter().all(|s| s.outbox.removed().is_cancelled()));
+        assert!(healthy.iter().all(|h| !h.outbox.removed().is_cancelled()));
+        assert_eq!(room.who().len(), 201);
+        // One chat line and one presence delivery per healthy member (and the talker's
+        // presence delivery), not one per evicted member.
+        assert_eq!(after - before, 200 + 201);
+        let got_all = drain_all(&mut healthy);
+        for got in got_all {
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0], format!("<talker> {line}"));
+            let left: Vec<&str> = got[1].lines().collect();
+            assert_eq!(left.len(), 200);
+            assert_eq!(
+                left[0]
+                    .strip_suffix(" left (send queue exceeded)")
+                    .map(|n| n.starts_with("*** s")),
+                Some(true)
+            );
+        }
+        // Presence lines do not count towards the bound: a survivor that has not read them yet
+        // still takes the next line.
+        room.say(talker.id, &line);
+        assert!(healthy.iter().all(|h| !h.outbox.removed().is_cancelled()));
+    }
+
+    #[test]
+    fn dropped_receiver_is_announced_as_left() {
+        let room = LocalRoom::new(1 << 20);
+        let gone = room.join_as(&user("gone")).unwrap();
+        let b = room.join_as(&user("b")).unwrap();
+        let mut c = room.join_as(&user("c")).unwrap();
+        drain(&mut c.outbox);
+        drop(gone);
+        room.say(b.id, "x");
+        assert_eq!(drain(&mut c.outbox), vec!["<b> x", "*** gone left"]);
+        assert_eq!(room.who().len(), 2);
+    }
+
+    #[test]
+    fn whisper_goes_to_one_member_only() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join_as(&user("a")).unwrap();
+        let mut b = room.join_as(&user("Bob")).unwrap();
+        let mut c = room.join_as(&user("c")).unwrap();
+        drain(&mut b.outbox);
+        assert_eq!(&*room.whisper(a.id, "bob", "psst").unwrap(), "Bob");
+        assert_eq!(drain(&mut b.outbox), vec!["*a* psst"]);
+        assert!(drain(&mut c.outbox).is_empty());
+        assert!(room.whisper(a.id, "zed", "x").is_err());
+        assert_eq!(
+            drain(&mut a.outbox)[..],
+            [
+                "*** Bob joined",
+                "*** c joined",
+                "-> *Bob* psst",
+                "! zed is not online"
+            ]
+        );
+    }
+
+    #[test]
+    fn who_reply_is_queued_behind_the_presence_lines_before_it() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join_as(&user("a")).unwrap();
+        let b = room.join_as(&user("b")).unwrap();
+        room.leave(b.id, None);
+        let _c = room.join_as(&user("c")).unwrap();
+        room.send_who(a.id, None);
+        assert_eq!(
+            drain(&mut a.outbox),
+            vec![
+                "*** b joined",
+                "*** b left",
+                "*** c joined",
+                "*** 2 online: a, c"
+            ]
+        );
+    }
+
+    #[test]
+    fn kick_closes_the_member_and_announces_left() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join_as(&user("a")).unwrap();
+        let mut b = room.join_as(&user("b")).unwrap();
+        drain(&mut a.outbox);
+        assert!(room.kick(a.id, "! bye\n", Some("spam")));
+        assert_eq!(drain(&mut a.outbox), vec!["CLOSE ! bye"]);
+        assert_eq!(drain(&mut b.outbox), vec!["*** a left (spam)"]);
+        assert!(!room.kick(a.id, "! bye\n", None));
+        room.announce("maintenance at 5");
+        assert_eq!(drain(&mut b.outbox), vec!["*** [admin] maintenance at 5"]);
+    }
+
+    #[test]
+    fn shutdown_closes_every_queue_and_refuses_joins() {
+        let room = LocalRoom::new(1 << 20);
+        let mut a = room.join_as(&user("a")).unwrap();
+        room.shutdown();
+        assert_eq!(
+            drain(&mut a.outbox),
+            vec![format!("CLOSE {}", protocol::SHUTTING_DOWN.trim_end())]
+        );
+        assert!(room.join_as(&user("b")).is_err());
+    }
+}
