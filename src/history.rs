@@ -250,7 +250,9 @@ impl History {
             Ok(Ok((shown, kept))) => render_block(req, &shown, kept),
             failed => {
                 match failed {
-                    Ok(Err(e)) => tracing::warn!(error = %e, room = %req.room, "history read failed"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, room = %req.room, "history read failed")
+                    }
                     _ => tracing::warn!(room = %req.room, "history read timed out"),
                 }
                 Block {

@@ -236,7 +236,10 @@ pub fn parse_command(line: &str) -> Command<'_> {
         "rooms" => Command::Rooms,
         "history" if args.is_empty() => Command::History(DEFAULT_HISTORY_REQUEST),
         "history" => match args.parse::<usize>() {
-            Ok(n) if (1..=MAX_HISTORY_REQUEST).contains(&n) && args.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(n)
+                if (1..=MAX_HISTORY_REQUEST).contains(&n)
+                    && args.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 Command::History(n)
             }
             _ => Command::Usage(HISTORY_USAGE),
@@ -460,12 +463,20 @@ fn names_tail(names: &[impl AsRef<str>]) -> String {
 
 /// `*** You joined #dev; 3 here: alice, bob, carol`
 pub fn you_joined(room: &RoomName, here: &[impl AsRef<str>]) -> String {
-    format!("*** You joined {room}; {} here{}\n", here.len(), names_tail(here))
+    format!(
+        "*** You joined {room}; {} here{}\n",
+        here.len(),
+        names_tail(here)
+    )
 }
 
 /// `*** You are in #dev; 3 here: alice, bob, carol` (restored at login)
 pub fn you_are_in(room: &RoomName, here: &[impl AsRef<str>]) -> String {
-    format!("*** You are in {room}; {} here{}\n", here.len(), names_tail(here))
+    format!(
+        "*** You are in {room}; {} here{}\n",
+        here.len(),
+        names_tail(here)
+    )
 }
 
 /// `*** Now talking in #dev`
@@ -520,7 +531,11 @@ pub fn no_history(room: &RoomName) -> String {
 /// more were missed than are shown, `… in #dev (80 no longer kept); the last 40:` when some
 /// are gone.
 pub fn missed_header(room: &RoomName, missed: u64, not_kept: u64, shown: usize) -> String {
-    let count = plural(usize::try_from(missed).unwrap_or(usize::MAX), "message", "messages");
+    let count = plural(
+        usize::try_from(missed).unwrap_or(usize::MAX),
+        "message",
+        "messages",
+    );
     if not_kept > 0 {
         format!("*** You missed {count} in {room} ({not_kept} no longer kept); the last {shown}:\n")
     } else if missed > shown as u64 {

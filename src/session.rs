@@ -20,9 +20,9 @@ use tracing::{debug, info, warn};
 use crate::accounts::{AccountWatch, OnlineSession};
 use crate::auth::{AuthError, Authenticator, LoggedIn};
 use crate::config::Limits;
-use crate::metrics::{Metrics, inc};
 use crate::event::{RoomName, Seq};
 use crate::history::History;
+use crate::metrics::{Metrics, inc};
 use crate::protocol::{self, Command, Incoming, LineDecoder};
 use crate::room::{Delivery, Mark, MemberId, Outbox, Room};
 
@@ -39,6 +39,9 @@ pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 const EVICTION_GOODBYE_TIMEOUT: Duration = Duration::from_millis(200);
 /// An output buffer larger than this is released once written: idle sessions keep none.
 const OUT_BUFFER_KEEP_BYTES: usize = 1024;
+/// Output written per step of the member loop: a backlog longer than this is written in
+/// several steps, each followed by a chance to read the client's lines.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// First byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -644,7 +647,11 @@ impl<S> Conn<S> {
     /// Moves queued room lines into the output buffer, answering history requests in place;
     /// returns an end if one was a `Close`.
     async fn take_deliveries(&mut self, outbox: &mut Outbox, history: &History) -> Option<End> {
-        while let Some(d) = outbox.try_recv() {
+        // At most one batch per write, so that a long backlog is written in steps with the
+        // client's input read in between.
+        while self.out.len() < MAX_BATCH_BYTES
+            && let Some(d) = outbox.try_recv()
+        {
             if let Some(end) = self.push_delivery(d, history).await {
                 return Some(end);
             }
@@ -826,10 +833,14 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_session_is_announced_as_left_and_the_room_carries_on() {
         let room: Arc<dyn Room> = Arc::new(LocalRoom::new(1 << 20));
-        let mut bob = room.join(&Username::parse("bob").unwrap(), 0, Default::default()).unwrap();
+        let mut bob = room
+            .join(&Username::parse("bob").unwrap(), 0, Default::default())
+            .unwrap();
         let task_room = Arc::clone(&room);
         let task = tokio::spawn(async move {
-            let joined = task_room.join(&Username::parse("alice").unwrap(), 0, Default::default()).unwrap();
+            let joined = task_room
+                .join(&Username::parse("alice").unwrap(), 0, Default::default())
+                .unwrap();
             let _member = MemberGuard {
                 room: Arc::clone(&task_room),
                 accounts: None,
@@ -848,7 +859,9 @@ mod tests {
         assert_eq!(text(bob.outbox.recv().await), "*** alice joined\n");
         assert_eq!(text(bob.outbox.recv().await), "*** alice left\n");
         assert_eq!(room.who(), vec![Arc::<str>::from("bob")]);
-        let carol = room.join(&Username::parse("carol").unwrap(), 0, Default::default()).unwrap();
+        let carol = room
+            .join(&Username::parse("carol").unwrap(), 0, Default::default())
+            .unwrap();
         room.say(carol.id, "still works");
         assert_eq!(text(bob.outbox.recv().await), "*** carol joined\n");
         assert_eq!(text(bob.outbox.recv().await), "<carol> still works\n");

@@ -6,7 +6,9 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Opts, PASSWORD, TestClient, TestServer, spawn_server, tcp_from, test_limits};
+use common::{
+    Opts, PASSWORD, TestClient, TestServer, spawn_server, tcp_from, test_limits, wait_until,
+};
 use tlschat::admin::execute;
 use tlschat::config::Limits;
 use tlschat::username::Username;
@@ -47,15 +49,6 @@ fn queued_for(server: &TestServer, name: &str) -> Option<usize> {
         .into_iter()
         .find(|s| s.name == name)
         .map(|s| s.queued_bytes)
-}
-
-/// Waits until `cond` holds, failing after `limit`.
-async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// alice logged in over a socket with a tiny receive buffer and not reading; bob talking until

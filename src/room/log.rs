@@ -41,7 +41,11 @@ impl LocalLog {
         } else {
             0
         };
-        let durable = if history.is_durable() { last_seq } else { Seq::MAX };
+        let durable = if history.is_durable() {
+            last_seq
+        } else {
+            Seq::MAX
+        };
         LocalLog {
             room,
             last_seq,

@@ -323,11 +323,7 @@ impl LocalRoom {
     }
 
     /// Appends a message from `id` to its current room and relays it to the others there.
-    fn relay(
-        &self,
-        id: MemberId,
-        kind: impl FnOnce(Arc<str>) -> EventKind,
-    ) -> Option<Mark> {
+    fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
         let mut state = self.lock();
         let member = state.members.get(&id)?;
         let (room, from) = (member.current.clone(), Arc::clone(&member.name));
@@ -488,10 +484,11 @@ impl State {
         if room.is_lobby() {
             return;
         }
-        if let Some(channel) = self.rooms.get(room) {
-            if channel.members.is_empty() && channel.log.is_settled(&self.history) {
-                self.rooms.remove(room);
-            }
+        if let Some(channel) = self.rooms.get(room)
+            && channel.members.is_empty()
+            && channel.log.is_settled(&self.history)
+        {
+            self.rooms.remove(room);
         }
     }
 
@@ -541,10 +538,10 @@ impl State {
         if let Some(channel) = self.rooms.get_mut(room) {
             channel.members.insert(id);
         }
-        if let Some(member) = self.members.get_mut(&id) {
-            if let Err(at) = member.rooms.binary_search(room) {
-                member.rooms.insert(at, room.clone());
-            }
+        if let Some(member) = self.members.get_mut(&id)
+            && let Err(at) = member.rooms.binary_search(room)
+        {
+            member.rooms.insert(at, room.clone());
         }
     }
 
@@ -628,7 +625,13 @@ impl Room for LocalRoom {
                 state.enter(id, room);
             }
             let mut rooms = vec![lobby.clone()];
-            rooms.extend(state.members.get(&id).map(|m| m.rooms.clone()).unwrap_or_default());
+            rooms.extend(
+                state
+                    .members
+                    .get(&id)
+                    .map(|m| m.rooms.clone())
+                    .unwrap_or_default(),
+            );
             for room in rooms {
                 let newest = state.last_seq(&room);
                 match restore.positions.get(&room) {
@@ -638,7 +641,11 @@ impl Room for LocalRoom {
                 }
             }
         }
-        let rooms = state.members.get(&id).map(|m| m.rooms.clone()).unwrap_or_default();
+        let rooms = state
+            .members
+            .get(&id)
+            .map(|m| m.rooms.clone())
+            .unwrap_or_default();
         for room in &rooms {
             let here = state.sorted_names(room);
             state.reply(id, protocol::you_are_in(room, &here));
@@ -800,14 +807,16 @@ impl Room for LocalRoom {
             protocol::you_joined(&room, &here),
             Some((room.clone(), newest)),
         );
-        if state.history_on() && limits.join_history > 0 && newest > 0 {
-            if let Some(channel) = state.rooms.get(&room) {
-                let request =
-                    channel
-                        .log
-                        .request(Purpose::Join, 0, limits.join_history, &state.history);
-                state.request_history(id, request);
-            }
+        if state.history_on()
+            && limits.join_history > 0
+            && newest > 0
+            && let Some(channel) = state.rooms.get(&room)
+        {
+            let request =
+                channel
+                    .log
+                    .request(Purpose::Join, 0, limits.join_history, &state.history);
+            state.request_history(id, request);
         }
     }
 

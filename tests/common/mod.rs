@@ -88,6 +88,15 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// Waits until `cond` (something observable on the server) holds, failing after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A self-signed certificate for localhost: (cert PEM, key PEM).
 pub fn localhost_cert() -> (String, String) {
     let ck =
@@ -120,7 +129,11 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
     let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let store = Store::open(&dir.path().join("users.db")).await.unwrap();
     let hasher = Hasher::new(&opts.hash).unwrap();
-    let users = if fresh { opts.users.clone() } else { Vec::new() };
+    let users = if fresh {
+        opts.users.clone()
+    } else {
+        Vec::new()
+    };
     for name in &users {
         let pw = Password::parse(SecretString::from(PASSWORD.to_owned())).unwrap();
         let hash = hasher.hash(&pw).await.unwrap();
@@ -255,6 +268,16 @@ impl TestClient {
         }
     }
 
+    /// The two halves, for a test that reads and writes from different tasks.
+    pub fn split(
+        self,
+    ) -> (
+        BufReader<ReadHalf<TlsStream<TcpStream>>>,
+        WriteHalf<TlsStream<TcpStream>>,
+    ) {
+        (self.reader, self.writer)
+    }
+
     /// SHA-256 fingerprint of the certificate the server presented.
     pub fn peer_fingerprint(&self) -> String {
         self.peer_fingerprint.clone()
@@ -309,6 +332,16 @@ impl TestClient {
                 return skipped;
             }
             skipped.push(line);
+        }
+    }
+
+    /// Skips lines until one starts with `prefix`; returns that line.
+    pub async fn wait_for_start(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.next_line().await;
+            if line.starts_with(prefix) {
+                return line;
+            }
         }
     }
 

@@ -1,0 +1,472 @@
+//! History: /history, the join history, catch-up after reconnect (with its counts), retention,
+//! restarts, and the `memory` and `off` modes, over real TLS.
+
+mod common;
+
+use common::{Opts, TestClient, TestServer, spawn_server};
+use tlschat::config::{HistoryMode, RoomLimits};
+
+fn opts(rooms: RoomLimits) -> Opts {
+    Opts {
+        rooms,
+        ..Opts::default()
+    }
+}
+
+/// The line without its `[YYYY-MM-DD HH:MM:SS] ` stamp, which must be well formed.
+fn untimed(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    assert!(line.len() > 22, "{line}");
+    let stamp = &line[..22];
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        0 => b == b'[',
+        5 | 8 => b == b'-',
+        11 => b == b' ',
+        14 | 17 => b == b':',
+        20 => b == b']',
+        21 => b == b' ',
+        _ => b.is_ascii_digit(),
+    });
+    assert!(shape && bytes[21] == b' ', "bad stamp in {line:?}");
+    &line[22..]
+}
+
+/// Reads a block's lines up to `*** End of history`, without their stamps.
+async fn block(c: &mut TestClient) -> Vec<String> {
+    let lines = c.wait_for("*** End of history").await;
+    lines.iter().map(|l| untimed(l).to_owned()).collect()
+}
+
+/// bob says `n` numbered lines in the lobby; alice (online) reads them.
+async fn say_lines(bob: &mut TestClient, alice: &mut TestClient, n: usize) {
+    for i in 1..=n {
+        bob.send(&format!("line {i}")).await;
+    }
+    alice.wait_for(&format!("<bob> line {n}")).await;
+}
+
+/// alice logs in, out, and bob then says `n` lines while she is away.
+async fn alice_misses(server: &TestServer, n: usize) -> TestClient {
+    let mut bob = server.login("bob").await;
+    let mut alice = server.login("alice").await;
+    bob.expect_line("*** alice joined").await;
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    bob.expect_line("*** alice left").await;
+    for i in 1..=n {
+        bob.send(&format!("missed {i}")).await;
+    }
+    // The lines are relayed (and so queued for the database) before /who is answered.
+    bob.send("/who").await;
+    bob.expect_line("*** 1 online: bob").await;
+    bob
+}
+
+#[tokio::test]
+async fn history_shows_the_last_messages_with_their_time_oldest_first() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.expect_line("*** bob joined").await;
+    say_lines(&mut bob, &mut alice, 3).await;
+    bob.send("/me waves").await;
+    alice.expect_line("* bob waves").await;
+    alice.send("/history").await;
+    alice.expect_line("*** History of #lobby: 4 messages").await;
+    assert_eq!(
+        block(&mut alice).await,
+        [
+            "<bob> line 1",
+            "<bob> line 2",
+            "<bob> line 3",
+            "* bob waves"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn history_n_shows_the_last_n() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.expect_line("*** bob joined").await;
+    say_lines(&mut bob, &mut alice, 25).await;
+    alice.send("/history 2").await;
+    alice.expect_line("*** History of #lobby: 2 messages").await;
+    assert_eq!(block(&mut alice).await, ["<bob> line 24", "<bob> line 25"]);
+    alice.send("/history").await;
+    alice
+        .expect_line("*** History of #lobby: 20 messages")
+        .await;
+    assert_eq!(block(&mut alice).await.len(), 20);
+}
+
+#[tokio::test]
+async fn one_message_is_written_in_the_singular() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.expect_line("*** bob joined").await;
+    say_lines(&mut bob, &mut alice, 1).await;
+    alice.send("/history 500").await;
+    alice.expect_line("*** History of #lobby: 1 message").await;
+    assert_eq!(block(&mut alice).await, ["<bob> line 1"]);
+}
+
+#[tokio::test]
+async fn history_counts_outside_1_to_500_are_refused() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    for bad in [
+        "/history 0",
+        "/history 501",
+        "/history x",
+        "/history -1",
+        "/history 2 3",
+    ] {
+        alice.send(bad).await;
+        alice.expect_line("! Usage: /history [1-500]").await;
+    }
+}
+
+#[tokio::test]
+async fn a_room_without_messages_has_no_history() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    alice.send("/join #dev").await;
+    alice
+        .expect_line("*** You joined #dev; 1 here: alice")
+        .await;
+    alice.send("/history").await;
+    alice.expect_line("*** No history in #dev").await;
+}
+
+#[tokio::test]
+async fn history_of_a_room_has_no_room_prefix_and_only_that_room() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.expect_line("*** bob joined").await;
+    for c in [&mut alice, &mut bob] {
+        c.send("/join #dev").await;
+        c.wait_for_start("*** You joined #dev;").await;
+    }
+    bob.send("in dev").await;
+    alice.wait_for("[#dev] <bob> in dev").await;
+    alice.send("/history").await;
+    alice.expect_line("*** History of #dev: 1 message").await;
+    assert_eq!(block(&mut alice).await, ["<bob> in dev"]);
+}
+
+#[tokio::test]
+async fn joining_a_room_shows_its_recent_messages() {
+    let server = spawn_server(opts(RoomLimits {
+        join_history: 3,
+        ..RoomLimits::default()
+    }))
+    .await;
+    let mut bob = server.login("bob").await;
+    bob.send("/join #dev").await;
+    bob.expect_line("*** You joined #dev; 1 here: bob").await;
+    for i in 1..=5 {
+        bob.send(&format!("d{i}")).await;
+    }
+    let mut alice = server.login("alice").await;
+    alice.send("/join #dev").await;
+    alice
+        .expect_line("*** You joined #dev; 2 here: alice, bob")
+        .await;
+    alice.expect_line("*** History of #dev: 3 messages").await;
+    assert_eq!(
+        block(&mut alice).await,
+        ["<bob> d3", "<bob> d4", "<bob> d5"]
+    );
+}
+
+#[tokio::test]
+async fn joining_an_empty_room_shows_no_history_block() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    alice.send("/join #dev").await;
+    alice
+        .expect_line("*** You joined #dev; 1 here: alice")
+        .await;
+    alice.send("/who").await;
+    alice.expect_line("*** 1 in #dev: alice").await;
+}
+
+#[tokio::test]
+async fn messages_missed_while_away_are_replayed_at_login() {
+    let server = spawn_server(Opts::default()).await;
+    let _bob = alice_misses(&server, 3).await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You missed 3 messages in #lobby:")
+        .await;
+    assert_eq!(
+        block(&mut alice).await,
+        ["<bob> missed 1", "<bob> missed 2", "<bob> missed 3"]
+    );
+}
+
+#[tokio::test]
+async fn one_missed_message_is_written_in_the_singular() {
+    let server = spawn_server(Opts::default()).await;
+    let _bob = alice_misses(&server, 1).await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You missed 1 message in #lobby:")
+        .await;
+}
+
+#[tokio::test]
+async fn nothing_missed_gives_no_catch_up_block() {
+    let server = spawn_server(Opts::default()).await;
+    let _bob = alice_misses(&server, 0).await;
+    let mut alice = server.login("alice").await;
+    alice.send("/who").await;
+    alice.expect_line("*** 2 online: alice, bob").await;
+}
+
+#[tokio::test]
+async fn a_first_login_ever_has_no_catch_up() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("before alice ever came").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 1 online: bob").await;
+    let mut alice = server.login("alice").await;
+    alice.send("/who").await;
+    alice.expect_line("*** 2 online: alice, bob").await;
+}
+
+#[tokio::test]
+async fn more_missed_than_catchup_messages_shows_the_last_ones() {
+    let server = spawn_server(opts(RoomLimits {
+        catchup_messages: 2,
+        ..RoomLimits::default()
+    }))
+    .await;
+    let _bob = alice_misses(&server, 5).await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You missed 5 messages in #lobby; the last 2:")
+        .await;
+    assert_eq!(
+        block(&mut alice).await,
+        ["<bob> missed 4", "<bob> missed 5"]
+    );
+}
+
+#[tokio::test]
+async fn missed_messages_no_longer_kept_are_counted_in_the_header() {
+    let server = spawn_server(opts(RoomLimits {
+        history_messages: 3,
+        ..RoomLimits::default()
+    }))
+    .await;
+    let _bob = alice_misses(&server, 5).await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You missed 5 messages in #lobby (2 no longer kept); the last 3:")
+        .await;
+    assert_eq!(
+        block(&mut alice).await,
+        ["<bob> missed 3", "<bob> missed 4", "<bob> missed 5"]
+    );
+}
+
+#[tokio::test]
+async fn a_members_own_lines_are_not_missed() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    alice.send("mine").await;
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    let mut alice = server.login("alice").await;
+    alice.send("/who").await;
+    alice.expect_line("*** 1 online: alice").await;
+}
+
+#[tokio::test]
+async fn catch_up_covers_the_lobby_first_then_rooms_in_name_order_after_you_are_in() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.expect_line("*** bob joined").await;
+    for room in ["#zed", "#abc"] {
+        for c in [&mut alice, &mut bob] {
+            c.send(&format!("/join {room}")).await;
+            c.wait_for_start(&format!("*** You joined {room};")).await;
+        }
+    }
+    alice.send("/quit").await;
+    alice.wait_for("*** Bye").await;
+    bob.wait_for("*** alice left").await;
+    for room in ["#zed", "#abc", "#lobby"] {
+        bob.send(&format!("/join {room}")).await;
+        bob.send(&format!("to {room}")).await;
+    }
+    bob.send("/who").await;
+    bob.wait_for("*** 1 online: bob").await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You are in #abc; 2 here: alice, bob")
+        .await;
+    alice
+        .expect_line("*** You are in #zed; 2 here: alice, bob")
+        .await;
+    alice
+        .expect_line("*** You missed 1 message in #lobby:")
+        .await;
+    assert_eq!(block(&mut alice).await, ["<bob> to #lobby"]);
+    alice.expect_line("*** You missed 1 message in #abc:").await;
+    assert_eq!(block(&mut alice).await, ["<bob> to #abc"]);
+    alice.expect_line("*** You missed 1 message in #zed:").await;
+    assert_eq!(block(&mut alice).await, ["<bob> to #zed"]);
+}
+
+#[tokio::test]
+async fn admin_notices_are_stored_in_the_lobby() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    server.ctx.room.announce("maintenance at 5");
+    alice.expect_line("*** [admin] maintenance at 5").await;
+    alice.send("/history").await;
+    alice.expect_line("*** History of #lobby: 1 message").await;
+    assert_eq!(block(&mut alice).await, ["*** [admin] maintenance at 5"]);
+}
+
+#[tokio::test]
+async fn history_and_numbers_survive_a_restart() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("before the restart").await;
+    let alice = server.login("alice").await;
+    bob.expect_line("*** alice joined").await;
+    drop((alice, bob));
+    let server = server.restart(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    alice.send("/history").await;
+    alice.expect_line("*** History of #lobby: 1 message").await;
+    assert_eq!(block(&mut alice).await, ["<bob> before the restart"]);
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    // Numbers continue after the restart: alice's position (1) is before bob's new line.
+    let mut bob = server.login("bob").await;
+    bob.send("after the restart").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 1 online: bob").await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You missed 1 message in #lobby:")
+        .await;
+    assert_eq!(block(&mut alice).await, ["<bob> after the restart"]);
+}
+
+#[tokio::test]
+async fn history_off_refuses_history_and_shows_none_on_join() {
+    let server = spawn_server(opts(RoomLimits {
+        history: HistoryMode::Off,
+        ..RoomLimits::default()
+    }))
+    .await;
+    let _bob = alice_misses(&server, 2).await;
+    let mut alice = server.login("alice").await;
+    alice.send("/history").await;
+    alice.expect_line("! History is off on this server").await;
+    alice.send("/join #dev").await;
+    alice
+        .expect_line("*** You joined #dev; 1 here: alice")
+        .await;
+    alice.send("/who").await;
+    alice.expect_line("*** 1 in #dev: alice").await;
+}
+
+#[tokio::test]
+async fn memory_history_works_until_a_restart() {
+    let rooms = RoomLimits {
+        history: HistoryMode::Memory,
+        ..RoomLimits::default()
+    };
+    let server = spawn_server(opts(rooms)).await;
+    let _bob = alice_misses(&server, 2).await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You missed 2 messages in #lobby:")
+        .await;
+    assert_eq!(
+        block(&mut alice).await,
+        ["<bob> missed 1", "<bob> missed 2"]
+    );
+    drop((_bob, alice));
+    let server = server.restart(opts(rooms)).await;
+    let mut alice = server.login("alice").await;
+    alice.send("/history").await;
+    alice.expect_line("*** No history in #lobby").await;
+}
+
+#[tokio::test]
+async fn an_evicted_member_catches_up_from_the_first_line_it_did_not_get() {
+    let mut limits = common::test_limits();
+    limits.outbound_queue_bytes = 8 * 1024;
+    let server = spawn_server(Opts {
+        limits,
+        rooms: RoomLimits {
+            catchup_messages: 10_000,
+            ..RoomLimits::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let tcp = common::tcp_from(server.addr, "127.0.0.1", Some(4096)).await;
+    let mut alice = TestClient::over(tcp, &server.connector).await;
+    alice.login("alice", common::PASSWORD).await;
+    let mut bob = server.login("bob").await;
+    alice.expect_line("*** bob joined").await;
+    let body = "x".repeat(1000);
+    let metrics = std::sync::Arc::clone(&server.ctx.metrics);
+    let evicted = || {
+        metrics
+            .evictions_send_queue
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    };
+    let mut sent = 0;
+    while !evicted() && sent < 5_000 {
+        sent += 1;
+        bob.send(&format!("n{sent} {body}")).await;
+        if sent % 50 == 0 {
+            // Paces bob to the server; the reply says 1 online once alice is gone.
+            bob.send("/who").await;
+            while !bob.next_line().await.contains(" online: ") {}
+        }
+    }
+    assert!(evicted(), "alice was never evicted");
+    // What alice did get, up to the end of her connection.
+    let got = alice.expect_closed().await;
+    let last_got = got
+        .iter()
+        .filter_map(|l| l.strip_prefix("<bob> n"))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(last_got < sent, "alice got everything");
+    bob.send("/who").await;
+    bob.wait_for("*** 1 online: bob").await;
+    let mut alice = server.login("alice").await;
+    let header = alice.next_line().await;
+    assert!(header.starts_with("*** You missed "), "{header}");
+    let caught: Vec<usize> = block(&mut alice)
+        .await
+        .iter()
+        .filter_map(|l| l.strip_prefix("<bob> n"))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        caught.first().is_some_and(|&first| first <= last_got + 1),
+        "catch-up starts at {:?}, alice last got n{last_got}",
+        caught.first()
+    );
+    assert_eq!(caught.last(), Some(&sent));
+}
