@@ -774,4 +774,103 @@ mod tests {
             "! Unknown command /frob (try /help)\n"
         );
     }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    fn event(room_name: &str, kind: EventKind) -> Event {
+        Event {
+            room: room(room_name),
+            seq: 1,
+            // 2026-12-01 11:58:02 UTC
+            at_ms: 1_796_126_282_000,
+            kind,
+        }
+    }
+
+    #[test]
+    fn room_lines_carry_a_prefix_outside_the_lobby_only() {
+        let chat = |r| {
+            event(
+                r,
+                EventKind::Chat {
+                    from: "bob".into(),
+                    text: "hi".into(),
+                },
+            )
+        };
+        assert_eq!(render(&chat("#lobby")), "<bob> hi\n");
+        assert_eq!(render(&chat("#dev")), "[#dev] <bob> hi\n");
+        let joined = event("#dev", EventKind::Joined { name: "bob".into() });
+        assert_eq!(render(&joined), "[#dev] *** bob joined\n");
+    }
+
+    #[test]
+    fn history_lines_have_the_utc_time_and_no_prefix() {
+        let action = event(
+            "#dev",
+            EventKind::Action {
+                from: "bob".into(),
+                text: "waves".into(),
+            },
+        );
+        assert_eq!(
+            render_history(&action),
+            "[2026-12-01 11:58:02] * bob waves\n"
+        );
+    }
+
+    #[test]
+    fn counts_of_one_are_singular() {
+        let dev = room("#dev");
+        assert_eq!(history_header(&dev, 1), "*** History of #dev: 1 message\n");
+        assert_eq!(history_header(&dev, 3), "*** History of #dev: 3 messages\n");
+        assert_eq!(rooms(&[(room("#lobby"), 1)]), "*** 1 room: #lobby (1)\n");
+        assert_eq!(
+            rooms(&[(room("#dev"), 3), (room("#lobby"), 10)]),
+            "*** 2 rooms: #dev (3), #lobby (10)\n"
+        );
+    }
+
+    #[test]
+    fn the_missed_header_says_what_is_shown() {
+        let dev = room("#dev");
+        assert_eq!(
+            missed_header(&dev, 7, 0, 7),
+            "*** You missed 7 messages in #dev:\n"
+        );
+        assert_eq!(
+            missed_header(&dev, 1, 0, 1),
+            "*** You missed 1 message in #dev:\n"
+        );
+        assert_eq!(
+            missed_header(&dev, 120, 0, 50),
+            "*** You missed 120 messages in #dev; the last 50:\n"
+        );
+        assert_eq!(
+            missed_header(&dev, 120, 80, 40),
+            "*** You missed 120 messages in #dev (80 no longer kept); the last 40:\n"
+        );
+    }
+
+    #[test]
+    fn room_replies_match_the_contract() {
+        let dev = room("#dev");
+        assert_eq!(
+            you_joined(&dev, &["alice", "bob", "carol"]),
+            "*** You joined #dev; 3 here: alice, bob, carol\n"
+        );
+        assert_eq!(who_in(&dev, &[] as &[&str]), "*** 0 in #dev\n");
+        assert_eq!(who_in(&dev, &["a", "b"]), "*** 2 in #dev: a, b\n");
+    }
+
+    #[test]
+    fn history_counts_are_checked() {
+        assert_eq!(parse_command("/history"), Command::History(20));
+        assert_eq!(parse_command("/history 500"), Command::History(500));
+        for bad in ["/history 0", "/history 501", "/history +5", "/history 1.5"] {
+            assert_eq!(parse_command(bad), Command::Usage(HISTORY_USAGE), "{bad}");
+        }
+    }
 }

@@ -470,3 +470,43 @@ async fn an_evicted_member_catches_up_from_the_first_line_it_did_not_get() {
     );
     assert_eq!(caught.last(), Some(&sent));
 }
+
+#[tokio::test]
+async fn a_room_read_back_from_the_database_continues_its_numbers() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("/join #dev").await;
+    bob.expect_line("*** You joined #dev; 1 here: bob").await;
+    for i in 1..=3 {
+        bob.send(&format!("d{i}")).await;
+    }
+    bob.send("/part").await;
+    bob.expect_line("*** You left #dev").await;
+    drop(bob);
+    let server = server.restart(Opts::default()).await;
+    // Nobody is in #dev: joining reads its last messages and its newest number from SQLite.
+    let mut alice = server.login("alice").await;
+    alice.send("/join #dev").await;
+    alice
+        .expect_line("*** You joined #dev; 1 here: alice")
+        .await;
+    alice.expect_line("*** History of #dev: 3 messages").await;
+    assert_eq!(
+        block(&mut alice).await,
+        ["<bob> d1", "<bob> d2", "<bob> d3"]
+    );
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    let mut bob = server.login("bob").await;
+    bob.send("/join #dev").await;
+    bob.wait_for("*** End of history").await;
+    bob.send("d4").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 1 in #dev: bob").await;
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    alice.expect_line("*** You missed 1 message in #dev:").await;
+    assert_eq!(block(&mut alice).await, ["<bob> d4"]);
+}

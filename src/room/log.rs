@@ -104,7 +104,9 @@ impl LocalLog {
     pub fn is_settled(&self, history: &History) -> bool {
         match history.limits().history {
             crate::config::HistoryMode::Off => true,
-            crate::config::HistoryMode::Memory => false,
+            // Memory history has no copy elsewhere: a room is only forgotten if it never had a
+            // message, so its numbers (and the read positions into them) are never reused.
+            crate::config::HistoryMode::Memory => self.last_seq == 0,
             crate::config::HistoryMode::Sqlite => {
                 self.durable.load(Ordering::Acquire) >= self.last_seq
             }
@@ -152,5 +154,63 @@ impl LocalLog {
                 Some(first.unwrap_or(range.upto + 1))
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HistoryMode, RoomLimits};
+
+    fn chat(text: &str) -> EventKind {
+        EventKind::Chat {
+            from: "bob".into(),
+            text: text.into(),
+        }
+    }
+
+    fn history(mode: HistoryMode, messages: u64) -> Arc<History> {
+        History::detached(RoomLimits {
+            history: mode,
+            history_messages: messages,
+            ..RoomLimits::default()
+        })
+    }
+
+    #[test]
+    fn messages_are_numbered_and_presence_is_not() {
+        let h = history(HistoryMode::Memory, 100);
+        let mut log = LocalLog::new(RoomName::lobby(), 41, &h);
+        assert_eq!(log.append(chat("a"), &h).seq, 42);
+        let joined = log.append(EventKind::Joined { name: "x".into() }, &h);
+        assert_eq!(joined.seq, 42, "presence carries the last message's number");
+        assert_eq!(log.append(chat("b"), &h).seq, 43);
+        assert_eq!(log.last_seq(), 43);
+    }
+
+    #[test]
+    fn a_request_takes_the_newest_of_the_range_within_retention() {
+        let h = history(HistoryMode::Memory, 3);
+        let mut log = LocalLog::new(RoomName::lobby(), 0, &h);
+        for i in 0..5 {
+            log.append(chat(&i.to_string()), &h);
+        }
+        let r = log.request(Purpose::CatchUp { missed: 5 }, 0, 2, &h);
+        assert_eq!(r.range.after, 2, "only the last 3 are kept");
+        assert_eq!(r.in_window, 3);
+        let seqs: Vec<Seq> = r.window.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+        assert_eq!(r.before_window, None, "memory history is all in the window");
+    }
+
+    #[test]
+    fn off_keeps_nothing_and_numbers_still_count() {
+        let h = history(HistoryMode::Off, 100);
+        let mut log = LocalLog::new(RoomName::lobby(), 0, &h);
+        log.append(chat("a"), &h);
+        let r = log.request(Purpose::History, 0, 10, &h);
+        assert!(r.window.is_empty());
+        assert_eq!(r.range.upto, 1);
+        assert!(log.is_settled(&h));
     }
 }
