@@ -4,9 +4,9 @@
 //!
 //! The room appends to its in-memory log under its lock and hands each message here without
 //! waiting ([`History::append`]); the writer commits whatever has queued up in one transaction,
-//! so under load batches grow by themselves and at low rates each line is written at once. A
-//! line is relayed before it is durable: a crash loses what was still queued, normally the
-//! last few milliseconds. Everything in the queue is committed before `close` returns.
+//! at most every [`COMMIT_INTERVAL`], with each room's messages encoded into a few block rows.
+//! A line is relayed before it is durable: a crash loses what was still queued, at most the
+//! last 50 ms or so. Everything in the queue is committed before `close` returns.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +18,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{HistoryMode, RoomLimits};
 use crate::event::{Event, RoomName, Seq};
 use crate::protocol;
-use crate::store::{HistoryBatch, MessageRange, Store, StoreError};
+use crate::store::{HistoryBatch, HistoryConnection, MessageRange, Store, StoreError};
 
-/// Rows gathered into one transaction at most.
+/// The writer commits at most this often: at moderate rates a commit (and its fsync) carries
+/// every line of the interval instead of one; it is also the most a crash can lose.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+/// Writes gathered into one transaction at most.
 const MAX_BATCH_WRITES: usize = 10_000;
 /// Tries of one batch before it is given up (and logged as lost).
 const WRITE_ATTEMPTS: u32 = 3;
@@ -35,10 +38,49 @@ const MS_PER_DAY: i64 = 86_400_000;
 pub type Durable = Arc<AtomicU64>;
 
 enum Write {
-    Message(Arc<Event>, Durable),
-    Membership(i64, RoomName, bool),
-    Positions(i64, Vec<(RoomName, Seq)>),
+    /// Memberships and positions, numbered so that the writer can clear them from [`Pending`].
+    Membership(i64, RoomName, bool, u64),
+    Positions(i64, Vec<(RoomName, Seq)>, u64),
     Barrier(oneshot::Sender<()>),
+    /// Commit everything and stop, releasing the writer's database connection.
+    Close(oneshot::Sender<()>),
+}
+
+/// Messages appended since the writer last took them: a push under a short lock per message,
+/// and one wake-up of the writer per batch rather than per message.
+#[derive(Default)]
+struct Unsaved {
+    events: Mutex<Vec<(Arc<Event>, Durable)>>,
+    wake: tokio::sync::Notify,
+    /// Set by the first append after the writer took the list; the others need not wake it.
+    scheduled: std::sync::atomic::AtomicBool,
+}
+
+impl Unsaved {
+    fn take(&self) -> Vec<(Arc<Event>, Durable)> {
+        self.scheduled.store(false, Ordering::Release);
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        // The next interval likely brings as many: no regrowing under the rooms' locks.
+        let next = Vec::with_capacity(events.len());
+        std::mem::replace(&mut *events, next)
+    }
+}
+
+/// Memberships and read positions queued but not yet committed, so that a login reads its
+/// rooms and positions without waiting for the writer (whose queue may be long under load).
+#[derive(Default)]
+struct Pending {
+    next_id: u64,
+    memberships: HashMap<(i64, RoomName), (bool, u64)>,
+    positions: HashMap<(i64, RoomName), (Seq, u64)>,
+}
+
+impl Pending {
+    /// Forgets what the writer has committed (everything numbered up to `id`).
+    fn committed(&mut self, id: u64) {
+        self.memberships.retain(|_, (_, at)| *at > id);
+        self.positions.retain(|_, (_, at)| *at > id);
+    }
 }
 
 /// What a member needs at login: its rooms, read positions and each room's newest number.
@@ -101,6 +143,10 @@ pub struct History {
     writes: Option<mpsc::UnboundedSender<Write>>,
     /// Read positions in `memory` mode.
     positions: Mutex<HashMap<(i64, RoomName), Seq>>,
+    /// Writes of memberships and positions not yet committed.
+    pending: Arc<Mutex<Pending>>,
+    /// Messages not yet taken by the writer.
+    unsaved: Arc<Unsaved>,
     lobby_last_seq: Seq,
 }
 
@@ -113,12 +159,22 @@ impl History {
             _ => 0,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_writer(store.clone(), rx, limits));
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let unsaved = Arc::new(Unsaved::default());
+        tokio::spawn(run_writer(
+            store.clone(),
+            rx,
+            limits,
+            Arc::clone(&pending),
+            Arc::clone(&unsaved),
+        ));
         Ok(Arc::new(History {
             limits,
             store: Some(store),
             writes: Some(tx),
             positions: Mutex::default(),
+            pending,
+            unsaved,
             lobby_last_seq,
         }))
     }
@@ -131,6 +187,8 @@ impl History {
             store: None,
             writes: None,
             positions: Mutex::default(),
+            pending: Arc::default(),
+            unsaved: Arc::default(),
             lobby_last_seq: 0,
         })
     }
@@ -159,14 +217,36 @@ impl History {
 
     /// Queues a message for the database without waiting; `durable` moves up once it is in.
     pub fn append(&self, event: Arc<Event>, durable: &Durable) {
-        if self.is_durable() {
-            self.send(Write::Message(event, Arc::clone(durable)));
+        if !self.is_durable() {
+            return;
         }
+        self.unsaved
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((event, Arc::clone(durable)));
+        if !self.unsaved.scheduled.swap(true, Ordering::AcqRel) {
+            self.unsaved.wake.notify_one();
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records that `user` joined (`true`) or parted (`false`) `room`.
     pub fn membership(&self, user: i64, room: &RoomName, member: bool) {
-        self.send(Write::Membership(user, room.clone(), member));
+        if self.writes.is_none() {
+            return;
+        }
+        // Numbered and sent under the lock, so the channel's order is the numbers' order.
+        let mut pending = self.lock_pending();
+        pending.next_id += 1;
+        let id = pending.next_id;
+        pending
+            .memberships
+            .insert((user, room.clone()), (member, id));
+        self.send(Write::Membership(user, room.clone(), member, id));
     }
 
     /// Records read positions; they only ever move forward.
@@ -175,7 +255,22 @@ impl History {
             return;
         }
         match self.limits.history {
-            HistoryMode::Sqlite => self.send(Write::Positions(user, positions)),
+            HistoryMode::Sqlite => {
+                if self.writes.is_none() {
+                    return;
+                }
+                let mut pending = self.lock_pending();
+                pending.next_id += 1;
+                let id = pending.next_id;
+                for (room, seq) in &positions {
+                    let at = pending
+                        .positions
+                        .entry((user, room.clone()))
+                        .or_insert((0, id));
+                    *at = (at.0.max(*seq), id);
+                }
+                self.send(Write::Positions(user, positions, id));
+            }
             HistoryMode::Memory => {
                 let mut map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
                 for (room, seq) in positions {
@@ -196,25 +291,64 @@ impl History {
         }
     }
 
-    /// Commits everything queued (at shutdown).
+    /// Commits everything queued and stops the writer (at shutdown); later writes are
+    /// dropped.
     pub async fn close(&self) {
-        self.barrier().await;
+        let Some(tx) = &self.writes else { return };
+        let (done, wait) = oneshot::channel();
+        if tx.send(Write::Close(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
-    /// A user's rooms and read positions, after everything queued before is committed (so a
-    /// part or a position saved by the previous session is seen).
+    /// A user's rooms and read positions: the database's, updated by what is still queued (so
+    /// a part or a position saved by the previous session is seen without waiting).
     pub async fn restore(&self, user: i64) -> Result<Restore, StoreError> {
-        self.barrier().await;
         let Some(store) = &self.store else {
             return Ok(Restore::default());
         };
+        // Taken before reading the database: an entry the writer clears meanwhile is in the
+        // database by then.
+        let (queued_rooms, queued_positions) = {
+            let pending = self.lock_pending();
+            let mine = |(u, _): &(i64, RoomName)| *u == user;
+            let rooms: Vec<(RoomName, bool)> = pending
+                .memberships
+                .iter()
+                .filter(|(k, _)| mine(k))
+                .map(|((_, r), (m, _))| (r.clone(), *m))
+                .collect();
+            let positions: Vec<(RoomName, Seq)> = pending
+                .positions
+                .iter()
+                .filter(|(k, _)| mine(k))
+                .map(|((_, r), (s, _))| (r.clone(), *s))
+                .collect();
+            (rooms, positions)
+        };
+        let mut names = store.memberships(user).await?;
+        for (room, member) in queued_rooms {
+            names.retain(|r| *r != room);
+            if member {
+                names.push(room);
+            }
+        }
+        names.sort();
         let mut rooms = Vec::new();
-        for room in store.memberships(user).await? {
+        for room in names {
             let seq = self.last_seq(&room).await?;
             rooms.push((room, seq));
         }
         let positions = match self.limits.history {
-            HistoryMode::Sqlite => store.read_positions(user).await?.into_iter().collect(),
+            HistoryMode::Sqlite => {
+                let mut map: HashMap<RoomName, Seq> =
+                    store.read_positions(user).await?.into_iter().collect();
+                for (room, seq) in queued_positions {
+                    let at = map.entry(room).or_default();
+                    *at = (*at).max(seq);
+                }
+                map
+            }
             HistoryMode::Memory => {
                 let map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
                 map.iter()
@@ -332,44 +466,97 @@ fn render_block(req: &HistoryRequest, shown: &[Arc<Event>], kept: u64) -> Block 
 }
 
 /// Commits queued writes in batches until every sender is gone.
-async fn run_writer(store: Store, mut rx: mpsc::UnboundedReceiver<Write>, limits: RoomLimits) {
+async fn run_writer(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    limits: RoomLimits,
+    pending: Arc<Mutex<Pending>>,
+    unsaved: Arc<Unsaved>,
+) {
+    let mut conn = loop {
+        match store.history_connection().await {
+            Ok(conn) => break conn,
+            Err(e) => {
+                tracing::error!(error = %e, "opening the history writer's connection failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     let mut next_age_trim = tokio::time::Instant::now();
-    while let Some(first) = rx.recv().await {
+    let mut last_commit = tokio::time::Instant::now() - COMMIT_INTERVAL;
+    loop {
+        let first = tokio::select! {
+            w = rx.recv() => match w {
+                Some(w) => Some(w),
+                None => return,
+            },
+            _ = unsaved.wake.notified() => None,
+        };
+        if !matches!(first, Some(Write::Barrier(_) | Write::Close(_))) {
+            // Let the interval's writes gather; a barrier alone (a login, shutdown) goes at once.
+            tokio::time::sleep_until(last_commit + COMMIT_INTERVAL).await;
+        }
         let mut batch = HistoryBatch {
             keep_messages: Some(limits.history_messages),
             ..HistoryBatch::default()
         };
+        // Taken after the control writes' first item: a barrier covers every message appended
+        // before it was sent.
+        let events = unsaved.take();
         let mut durable: Vec<(Durable, Seq)> = Vec::new();
+        batch.messages.reserve(events.len());
+        for (event, d) in events {
+            match durable.last_mut() {
+                Some((last, seq)) if Arc::ptr_eq(last, &d) => *seq = event.seq,
+                _ => durable.push((d, event.seq)),
+            }
+            batch.messages.push(event);
+        }
         let mut barriers = Vec::new();
-        let mut next = Some(first);
+        let mut newest_id = 0;
+        let mut closing = None;
+        let mut next = first.or_else(|| rx.try_recv().ok());
         let mut taken = 0;
         while let Some(write) = next {
             match write {
-                Write::Message(event, d) => {
-                    durable.push((d, event.seq));
-                    batch.messages.push(event);
+                Write::Membership(user, room, member, id) => {
+                    newest_id = id;
+                    batch.memberships.push((user, room, member));
                 }
-                Write::Membership(user, room, member) => {
-                    batch.memberships.push((user, room, member))
+                Write::Positions(user, positions, id) => {
+                    newest_id = id;
+                    batch
+                        .positions
+                        .extend(positions.into_iter().map(|(r, s)| (user, r, s)));
                 }
-                Write::Positions(user, positions) => batch
-                    .positions
-                    .extend(positions.into_iter().map(|(r, s)| (user, r, s))),
                 Write::Barrier(done) => barriers.push(done),
+                Write::Close(done) => closing = Some(done),
             }
             taken += 1;
-            next = if taken < MAX_BATCH_WRITES {
+            next = if taken < MAX_BATCH_WRITES && closing.is_none() {
                 rx.try_recv().ok()
             } else {
                 None
             };
         }
-        commit(&store, &batch).await;
+        commit(&mut conn, &batch).await;
+        last_commit = tokio::time::Instant::now();
+        if newest_id > 0 {
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .committed(newest_id);
+        }
         for (d, seq) in durable {
             d.fetch_max(seq, Ordering::Release);
         }
         for done in barriers {
             let _ = done.send(());
+        }
+        if let Some(done) = closing {
+            drop(conn);
+            let _ = done.send(());
+            return;
         }
         if limits.history_days > 0 && tokio::time::Instant::now() >= next_age_trim {
             next_age_trim = tokio::time::Instant::now() + AGE_TRIM_INTERVAL;
@@ -382,13 +569,13 @@ async fn run_writer(store: Store, mut rx: mpsc::UnboundedReceiver<Write>, limits
 }
 
 /// Writes a batch, retrying a failing database a few times before giving the batch up.
-async fn commit(store: &Store, batch: &HistoryBatch) {
+async fn commit(conn: &mut HistoryConnection, batch: &HistoryBatch) {
     if batch.messages.is_empty() && batch.memberships.is_empty() && batch.positions.is_empty() {
         return;
     }
     let mut attempt = 1;
     loop {
-        match store.write_history(batch).await {
+        match conn.write_history(batch).await {
             Ok(()) => return,
             Err(e) if attempt < WRITE_ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "writing history failed; retrying");

@@ -408,15 +408,6 @@ pub fn has_content(text: &str) -> bool {
     !clean(text).trim().is_empty()
 }
 
-/// The prefix of a room's live lines: none in `#lobby`, `[#room] ` elsewhere.
-fn room_prefix(room: &RoomName) -> String {
-    if room.is_lobby() {
-        String::new()
-    } else {
-        format!("[{room}] ")
-    }
-}
-
 /// An event's line without a room prefix (`<alice> hi`, `*** bob joined`).
 fn event_line(kind: &EventKind) -> String {
     match kind {
@@ -431,9 +422,10 @@ fn event_line(kind: &EventKind) -> String {
 /// An event as members of its room see it live: `[#dev] <alice> hi`, or `<alice> hi` in
 /// `#lobby`.
 pub fn render(event: &Event) -> String {
-    let mut line = room_prefix(&event.room);
-    line.push_str(&event_line(&event.kind));
-    line
+    if event.room.is_lobby() {
+        return event_line(&event.kind);
+    }
+    format!("[{}] {}", event.room, event_line(&event.kind))
 }
 
 /// A stored message in a history or catch-up block: `[2026-12-01 11:58:02] <bob> hi`.

@@ -172,7 +172,9 @@ pub async fn run(
         }
     };
     tracing::Span::current().record("user", name.as_str());
-    let restore = match ctx.history.restore(stamp.id).await {
+    // Boxed, like every database wait below: the futures are large and rare, and would
+    // otherwise size the task that every idle session keeps.
+    let restore = match Box::pin(ctx.history.restore(stamp.id)).await {
         Ok(r) => r,
         Err(e) => {
             // The rooms stay stored; this session starts in #lobby only.
@@ -394,7 +396,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             let bytes = conn.out.len() as u64;
             tokio::select! {
-                r = conn.flush() => r?,
+                r = conn.write_out() => r?,
                 _ = removed.cancelled() => {
                     // The interrupted write left an unknown part of the buffer unsent, and
                     // the peer is not reading anyway: only the last line is still worth trying.
@@ -404,6 +406,9 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
             outbox.written(std::mem::take(&mut conn.from_room));
             member.commit(conn.marks.drain(..));
+            if outbox.is_empty() {
+                conn.release_buffer();
+            }
             ctx.metrics
                 .bytes_sent
                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -523,7 +528,7 @@ async fn handle<S>(
         },
         Command::Join(name) => match RoomName::parse(name) {
             Ok(name) => {
-                let stored = stored_last_seq(ctx, &name).await;
+                let stored = Box::pin(stored_last_seq(ctx, &name)).await;
                 room.join_room(member.id, name, stored);
             }
             Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
@@ -652,8 +657,15 @@ impl<S> Conn<S> {
         while self.out.len() < MAX_BATCH_BYTES
             && let Some(d) = outbox.try_recv()
         {
-            if let Some(end) = self.push_delivery(d, history).await {
-                return Some(end);
+            let end = match d {
+                Delivery::History(request) => {
+                    self.answer(&request, history).await;
+                    None
+                }
+                d => self.push_ready(d),
+            };
+            if end.is_some() {
+                return end;
             }
         }
         None
@@ -673,13 +685,18 @@ impl<S> Conn<S> {
     async fn push_delivery(&mut self, d: Delivery, history: &History) -> Option<End> {
         match d {
             Delivery::History(request) => {
-                let block = history.answer(&request).await;
-                self.queue(&block.text);
-                self.marks.extend(block.mark);
+                self.answer(&request, history).await;
                 None
             }
             d => self.push_ready(d),
         }
+    }
+
+    /// Reads and queues a history block where its request stood in the queue.
+    async fn answer(&mut self, request: &crate::history::HistoryRequest, history: &History) {
+        let block = Box::pin(history.answer(request)).await;
+        self.queue(&block.text);
+        self.marks.extend(block.mark);
     }
 
     fn push_ready(&mut self, d: Delivery) -> Option<End> {
@@ -794,18 +811,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Writes the output buffer as one write and one flush.
+    /// Writes the output buffer as one write and one flush, then releases a large buffer.
     async fn flush(&mut self) -> io::Result<()> {
+        self.write_out().await?;
+        self.release_buffer();
+        Ok(())
+    }
+
+    /// Writes the output buffer as one write and one flush, keeping its capacity for the next
+    /// batch of a backlog.
+    async fn write_out(&mut self) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
         self.stream.write_all(&self.out).await?;
         self.stream.flush().await?;
         self.out.clear();
+        Ok(())
+    }
+
+    /// Idle sessions keep no large output buffer.
+    fn release_buffer(&mut self) {
         if self.out.capacity() > OUT_BUFFER_KEEP_BYTES {
             self.out = Vec::new();
         }
-        Ok(())
     }
 
     /// Sends what is queued plus `line`, then close_notify, all within `limit`.

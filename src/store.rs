@@ -49,32 +49,85 @@ fn seq_from_sql(seq: i64) -> Seq {
     Seq::try_from(seq).unwrap_or(0)
 }
 
-/// (kind, sender, body) of a stored message; presence is never stored.
-fn stored_parts(kind: &EventKind) -> (&'static str, Option<&str>, &str) {
-    match kind {
-        EventKind::Chat { from, text } => ("chat", Some(from), text),
-        EventKind::Action { from, text } => ("action", Some(from), text),
-        EventKind::Notice { text } => ("notice", None, text),
-        EventKind::Joined { .. } | EventKind::Left { .. } => {
-            unreachable!("the history writer is given messages only")
-        }
+/// Messages in one stored block at most: a read of the last few decodes little.
+const MESSAGES_PER_BLOCK: usize = 1024;
+
+/// Encodes messages for a block row: per message the number (u64), the time (i64), the kind
+/// (0 chat, 1 action, 2 notice), the sender (u8 length + bytes) and the text (u32 length +
+/// bytes), little-endian. Presence is never stored and is skipped.
+pub fn encode_messages<'a>(events: impl Iterator<Item = &'a Event> + Clone) -> Vec<u8> {
+    let size = events
+        .clone()
+        .map(|e| match &e.kind {
+            EventKind::Chat { from, text } | EventKind::Action { from, text } => {
+                22 + from.len() + text.len()
+            }
+            EventKind::Notice { text } => 22 + text.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for event in events {
+        let (kind, sender, body) = match &event.kind {
+            EventKind::Chat { from, text } => (0u8, &**from, text.as_str()),
+            EventKind::Action { from, text } => (1, &**from, text.as_str()),
+            EventKind::Notice { text } => (2, "", text.as_str()),
+            EventKind::Joined { .. } | EventKind::Left { .. } => continue,
+        };
+        // Usernames are at most 32 bytes; lines at most the line limit (≤ 1 MiB).
+        let sender = &sender.as_bytes()[..sender.len().min(255)];
+        out.extend_from_slice(&event.seq.to_le_bytes());
+        out.extend_from_slice(&event.at_ms.to_le_bytes());
+        out.push(kind);
+        out.push(sender.len() as u8);
+        out.extend_from_slice(sender);
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(body.as_bytes());
     }
+    out
 }
 
-/// The event of a stored row; `None` for a row edited into something unknown.
-fn stored_kind(kind: &str, sender: Option<String>, body: String) -> Option<EventKind> {
-    match (kind, sender) {
-        ("chat", Some(from)) => Some(EventKind::Chat {
-            from: from.into(),
-            text: body,
-        }),
-        ("action", Some(from)) => Some(EventKind::Action {
-            from: from.into(),
-            text: body,
-        }),
-        ("notice", _) => Some(EventKind::Notice { text: body }),
-        _ => None,
+/// Decodes a block written by [`encode_messages`]; `None` if it is damaged.
+pub fn decode_messages(room: &RoomName, mut data: &[u8]) -> Option<Vec<Event>> {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if data.len() < n {
+            return None;
+        }
+        let (head, rest) = data.split_at(n);
+        *data = rest;
+        Some(head)
     }
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let seq = u64::from_le_bytes(take(&mut data, 8)?.try_into().ok()?);
+        let at_ms = i64::from_le_bytes(take(&mut data, 8)?.try_into().ok()?);
+        let kind = take(&mut data, 1)?[0];
+        let sender_len = usize::from(take(&mut data, 1)?[0]);
+        let sender = std::str::from_utf8(take(&mut data, sender_len)?).ok()?;
+        let body_len = u32::from_le_bytes(take(&mut data, 4)?.try_into().ok()?);
+        let body = std::str::from_utf8(take(&mut data, usize::try_from(body_len).ok()?)?).ok()?;
+        let kind = match kind {
+            0 => EventKind::Chat {
+                from: sender.into(),
+                text: body.to_owned(),
+            },
+            1 => EventKind::Action {
+                from: sender.into(),
+                text: body.to_owned(),
+            },
+            2 => EventKind::Notice {
+                text: body.to_owned(),
+            },
+            _ => return None,
+        };
+        out.push(Event {
+            room: room.clone(),
+            seq,
+            at_ms,
+            kind,
+        });
+    }
+    Some(out)
 }
 
 /// How long a writer waits for another process's lock before giving up.
@@ -330,30 +383,62 @@ impl Store {
         }))
     }
 
+    /// A connection of its own for the history writer: its page cache stays warm between
+    /// commits (a pooled connection would re-read what another one wrote), and it commits with
+    /// `synchronous = NORMAL`, which in WAL mode syncs at checkpoints instead of at every
+    /// commit: a process crash loses no committed batch, a power failure may lose the last
+    /// ones. Accounts keep the pool's full sync.
+    pub async fn history_connection(&self) -> Result<HistoryConnection, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(HistoryConnection {
+            conn,
+            store: self.clone(),
+        })
+    }
+}
+
+/// The history writer's connection (see [`Store::history_connection`]).
+pub struct HistoryConnection {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    store: Store,
+}
+
+impl HistoryConnection {
     /// Writes one batch of history in one transaction: messages (and each room's newest
     /// number), retention by count, memberships and read positions (which only move forward).
     /// Rows of users deleted meanwhile are skipped.
-    pub async fn write_history(&self, batch: &HistoryBatch) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
-        // 6 parameters a row; SQLite allows 32,766 per statement.
-        for chunk in batch.messages.chunks(1_000) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT OR IGNORE INTO messages (room, seq, at_ms, kind, sender, body) ",
-            );
-            insert.push_values(chunk, |mut row, event| {
-                let (kind, sender, body) = stored_parts(&event.kind);
-                row.push_bind(event.room.as_str())
-                    .push_bind(seq_to_sql(event.seq))
-                    .push_bind(event.at_ms)
-                    .push_bind(kind)
-                    .push_bind(sender)
-                    .push_bind(body);
-            });
-            insert
-                .build()
+    pub async fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let path = self.store.path.clone();
+        let error = |source| database(&path, source);
+        let mut tx = self.conn.begin().await.map_err(error)?;
+        // One block row per room and run of up to MESSAGES_PER_BLOCK messages.
+        let mut by_room: std::collections::BTreeMap<&str, Vec<&Event>> = Default::default();
+        for event in &batch.messages {
+            by_room.entry(event.room.as_str()).or_default().push(event);
+        }
+        for (room, events) in &by_room {
+            for block in events.chunks(MESSAGES_PER_BLOCK) {
+                let (Some(first), Some(last)) = (block.first(), block.last()) else {
+                    continue;
+                };
+                sqlx::query(
+                    "INSERT OR IGNORE INTO message_blocks \
+                     (room, first_seq, last_seq, last_at_ms, data) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(*room)
+                .bind(seq_to_sql(first.seq))
+                .bind(seq_to_sql(last.seq))
+                .bind(last.at_ms)
+                .bind(encode_messages(block.iter().copied()))
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| self.error(e))?;
+                .map_err(error)?;
+            }
         }
         let mut newest: std::collections::BTreeMap<&str, Seq> = Default::default();
         for event in &batch.messages {
@@ -369,14 +454,16 @@ impl Store {
             .bind(seq_to_sql(seq))
             .execute(&mut *tx)
             .await
-            .map_err(|e| self.error(e))?;
+            .map_err(error)?;
             if let Some(keep) = batch.keep_messages {
-                sqlx::query("DELETE FROM messages WHERE room = ? AND seq <= ?")
+                // Blocks wholly past the limit; reads skip the older part of the one that
+                // straddles it.
+                sqlx::query("DELETE FROM message_blocks WHERE room = ? AND last_seq <= ?")
                     .bind(room)
                     .bind(seq_to_sql(seq.saturating_sub(keep)))
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| self.error(e))?;
+                    .map_err(error)?;
             }
         }
         for (user, room, member) in &batch.memberships {
@@ -391,7 +478,7 @@ impl Store {
                 .bind(room.as_str())
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| self.error(e))?;
+                .map_err(error)?;
         }
         for (user, room, seq) in &batch.positions {
             sqlx::query(
@@ -404,14 +491,16 @@ impl Store {
             .bind(seq_to_sql(*seq))
             .execute(&mut *tx)
             .await
-            .map_err(|e| self.error(e))?;
+            .map_err(error)?;
         }
-        tx.commit().await.map_err(|e| self.error(e))
+        tx.commit().await.map_err(error)
     }
+}
 
+impl Store {
     /// Removes messages older than `cutoff_ms` (retention by age).
     pub async fn trim_history_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM messages WHERE at_ms < ?")
+        let done = sqlx::query("DELETE FROM message_blocks WHERE last_at_ms < ?")
             .bind(cutoff_ms)
             .execute(&self.pool)
             .await
@@ -471,35 +560,17 @@ impl Store {
         range: MessageRange,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at_ms, kind, sender, body FROM messages \
-             WHERE room = ? AND seq > ? AND seq <= ? AND at_ms >= ? ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(room.as_str())
-        .bind(seq_to_sql(range.after))
-        .bind(seq_to_sql(range.upto))
-        .bind(range.min_at_ms)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows.iter().rev() {
-            let get = |e| self.error(e);
-            let kind: String = r.try_get("kind").map_err(get)?;
-            let sender: Option<String> = r.try_get("sender").map_err(get)?;
-            let body: String = r.try_get("body").map_err(get)?;
-            let Some(kind) = stored_kind(&kind, sender, body) else {
-                continue;
-            };
-            out.push(Event {
-                room: room.clone(),
-                seq: seq_from_sql(r.try_get("seq").map_err(get)?),
-                at_ms: r.try_get("at_ms").map_err(get)?,
-                kind,
-            });
+        let mut newest_first = Vec::new();
+        for block in self.blocks(room, range).await? {
+            for event in block.into_iter().rev() {
+                if newest_first.len() == limit {
+                    break;
+                }
+                newest_first.push(event);
+            }
         }
-        Ok(out)
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     /// How many messages of `room` in `range` are stored.
@@ -508,17 +579,43 @@ impl Store {
         room: &RoomName,
         range: MessageRange,
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages WHERE room = ? AND seq > ? AND seq <= ? AND at_ms >= ?",
+        let blocks = self.blocks(room, range).await?;
+        Ok(blocks.iter().map(|b| b.len() as u64).sum())
+    }
+
+    /// The stored messages of `room` in `range`, as blocks from the newest, each oldest first.
+    async fn blocks(
+        &self,
+        room: &RoomName,
+        range: MessageRange,
+    ) -> Result<Vec<Vec<Event>>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM message_blocks WHERE room = ? AND last_seq > ? AND first_seq <= ? \
+             AND last_at_ms >= ? ORDER BY first_seq DESC",
         )
         .bind(room.as_str())
         .bind(seq_to_sql(range.after))
         .bind(seq_to_sql(range.upto))
         .bind(range.min_at_ms)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(|e| self.error(e))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let mut out = Vec::with_capacity(rows.len());
+        for data in rows {
+            let Some(events) = decode_messages(room, &data) else {
+                tracing::warn!(room = %room, "skipping an unreadable block of stored messages");
+                continue;
+            };
+            out.push(
+                events
+                    .into_iter()
+                    .filter(|e| {
+                        e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms
+                    })
+                    .collect(),
+            );
+        }
+        Ok(out)
     }
 
     /// Closes the pool, checkpointing the WAL.
@@ -615,6 +712,36 @@ mod tests {
 
     fn name(s: &str) -> Username {
         Username::parse(s).unwrap()
+    }
+
+    #[test]
+    fn message_blocks_round_trip_and_damage_is_detected() {
+        let room = RoomName::parse("#dev").unwrap();
+        let events = vec![
+            Event {
+                room: room.clone(),
+                seq: 7,
+                at_ms: 1_796_126_282_000,
+                kind: EventKind::Chat {
+                    from: "bob".into(),
+                    text: "hi ünïcode".into(),
+                },
+            },
+            Event {
+                room: room.clone(),
+                seq: 8,
+                at_ms: 1_796_126_283_000,
+                kind: EventKind::Notice {
+                    text: "maintenance".into(),
+                },
+            },
+        ];
+        let data = encode_messages(events.iter());
+        assert_eq!(decode_messages(&room, &data), Some(events));
+        assert_eq!(decode_messages(&room, &data[..data.len() - 1]), None);
+        let mut bad_kind = data.clone();
+        bad_kind[16] = 9;
+        assert_eq!(decode_messages(&room, &bad_kind), None);
     }
 
     #[tokio::test]

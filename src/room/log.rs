@@ -76,19 +76,19 @@ impl LocalLog {
         if message && history.limits().history != crate::config::HistoryMode::Off {
             history.append(Arc::clone(&event), &self.durable);
             self.window.push_back(Arc::clone(&event));
-            self.trim(history);
+            self.trim(history, event.at_ms);
         }
         event
     }
 
     /// Drops what the window need not keep: past the retention limits, or beyond `keep` and
     /// durable.
-    fn trim(&mut self, history: &History) {
+    fn trim(&mut self, history: &History, now_ms: i64) {
         let durable = self.durable.load(Ordering::Acquire);
         let floor = self
             .last_seq
             .saturating_sub(history.limits().history_messages);
-        let min_at = history.min_at_ms(crate::event::now_ms());
+        let min_at = history.min_at_ms(now_ms);
         while let Some(front) = self.window.front() {
             let expired = front.seq <= floor || front.at_ms < min_at;
             let spare = self.window.len() > self.keep && front.seq <= durable;

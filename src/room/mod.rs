@@ -125,6 +125,11 @@ impl Outbox {
         self.rx.recv().await
     }
 
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// Takes a delivery if one is queued.
     pub fn try_recv(&mut self) -> Option<Delivery> {
         self.rx.try_recv().ok()
