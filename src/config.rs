@@ -752,6 +752,56 @@ mod tests {
     }
 
     #[test]
+    fn room_settings_are_top_level_keys_under_flags() {
+        let file: FileConfig = toml::from_str(
+            "history = \"memory\"\nhistory_messages = 500\nhistory_days = 0\n\
+             join_history = 3\ncatchup_messages = 7\nmax_rooms_per_user = 2\nmax_rooms = 9\n",
+        )
+        .unwrap();
+        let given = RoomSettings {
+            history: Some(HistoryMode::Off),
+            max_rooms: Some(50),
+            ..Default::default()
+        };
+        let rooms = file.room_limits(&given).unwrap();
+        assert_eq!(
+            rooms,
+            RoomLimits {
+                history: HistoryMode::Off,
+                history_messages: 500,
+                history_days: 0,
+                join_history: 3,
+                catchup_messages: 7,
+                max_rooms_per_user: 2,
+                max_rooms: 50,
+            }
+        );
+        assert_eq!(
+            FileConfig::default()
+                .room_limits(&RoomSettings::default())
+                .unwrap(),
+            RoomLimits::default()
+        );
+    }
+
+    #[test]
+    fn room_settings_out_of_range_name_the_key() {
+        for (text, key) in [
+            ("history_messages = 0", "history_messages"),
+            ("join_history = 501", "join_history"),
+            ("max_rooms = 0", "max_rooms"),
+            ("max_rooms_per_user = 1001", "max_rooms_per_user"),
+            ("catchup_messages = 10001", "catchup_messages"),
+            ("history_days = 40000", "history_days"),
+        ] {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let err = file.room_limits(&RoomSettings::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        assert!(toml::from_str::<FileConfig>("history = \"disk\"").is_err());
+    }
+
+    #[test]
     fn unknown_file_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("lissten = \"x\"").is_err());
     }
