@@ -387,7 +387,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
-        if let Some(end) = conn.take_deliveries(&mut outbox, history).await {
+        if let Some(end) = conn.take_deliveries(&mut outbox, history, MAX_BATCH_BYTES).await {
             return Ok(conn.last_words(end));
         }
         if conn.out.is_empty() {
@@ -449,7 +449,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         warned = true;
                         warn!(limit = "rate", "member over line rate");
-                        match conn.take_deliveries(&mut outbox, history).await {
+                        match conn.take_deliveries(&mut outbox, history, usize::MAX).await {
                             Some(end) => Some(end),
                             None => {
                                 conn.queue(&protocol::slow_down(limits.rate_per_sec));
@@ -475,7 +475,8 @@ async fn handle<S>(
     outbox: &mut Outbox,
     item: Incoming,
 ) -> Option<End> {
-    if let Some(end) = conn.take_deliveries(outbox, &ctx.history).await {
+    // All of it: the reply below must follow every room line queued before the command.
+    if let Some(end) = conn.take_deliveries(outbox, &ctx.history, usize::MAX).await {
         return Some(end);
     }
     let line = match item {
@@ -651,10 +652,16 @@ impl<S> Conn<S> {
 
     /// Moves queued room lines into the output buffer, answering history requests in place;
     /// returns an end if one was a `Close`.
-    async fn take_deliveries(&mut self, outbox: &mut Outbox, history: &History) -> Option<End> {
-        // At most one batch per write, so that a long backlog is written in steps with the
-        // client's input read in between.
-        while self.out.len() < MAX_BATCH_BYTES
+    /// The member loop takes at most [`MAX_BATCH_BYTES`] per write, so that a long backlog is
+    /// written in steps with the client's input read in between; before a reply of the
+    /// session's own it takes everything.
+    async fn take_deliveries(
+        &mut self,
+        outbox: &mut Outbox,
+        history: &History,
+        max_bytes: usize,
+    ) -> Option<End> {
+        while self.out.len() < max_bytes
             && let Some(d) = outbox.try_recv()
         {
             let end = match d {
