@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS rooms (
 );
 -- Chat lines, actions and admin notices (presence is not stored), written in blocks: one row
 -- holds consecutive messages of one room from one commit, encoded by the server (see
--- `store::encode_messages`), so storing a message costs a few bytes of encoding instead of a
+-- `store::encode_message`), so storing a message costs a few bytes of encoding instead of a
 -- row with its own index entries.
 CREATE TABLE IF NOT EXISTS message_blocks (
     room       TEXT    NOT NULL,

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{HistoryMode, RoomLimits};
 use crate::event::{Event, RoomName, Seq};
 use crate::protocol;
-use crate::store::{HistoryBatch, HistoryConnection, MessageRange, Store, StoreError};
+use crate::store::{
+    HistoryBatch, HistoryConnection, MessageBlock, MessageRange, Store, StoreError,
+};
 
 /// The writer commits at most this often: at moderate rates a commit (and its fsync) carries
 /// every line of the interval instead of one; it is also the most a crash can lose.
@@ -46,23 +48,20 @@ enum Write {
     Close(oneshot::Sender<()>),
 }
 
-/// Messages appended since the writer last took them: a push under a short lock per message,
-/// and one wake-up of the writer per batch rather than per message.
+/// Messages appended since the writer last took them, already encoded: a few bytes copied
+/// under a short lock per message, and one wake-up of the writer per batch.
 #[derive(Default)]
 struct Unsaved {
-    events: Mutex<Vec<(Arc<Event>, Durable)>>,
+    blocks: Mutex<Vec<(MessageBlock, Durable)>>,
     wake: tokio::sync::Notify,
     /// Set by the first append after the writer took the list; the others need not wake it.
     scheduled: std::sync::atomic::AtomicBool,
 }
 
 impl Unsaved {
-    fn take(&self) -> Vec<(Arc<Event>, Durable)> {
+    fn take(&self) -> Vec<(MessageBlock, Durable)> {
         self.scheduled.store(false, Ordering::Release);
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        // The next interval likely brings as many: no regrowing under the rooms' locks.
-        let next = Vec::with_capacity(events.len());
-        std::mem::replace(&mut *events, next)
+        std::mem::take(&mut *self.blocks.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -216,15 +215,27 @@ impl History {
     }
 
     /// Queues a message for the database without waiting; `durable` moves up once it is in.
-    pub fn append(&self, event: Arc<Event>, durable: &Durable) {
+    pub fn append(&self, event: &Event, durable: &Durable) {
         if !self.is_durable() {
             return;
         }
-        self.unsaved
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((event, Arc::clone(durable)));
+        {
+            let mut blocks = self
+                .unsaved
+                .blocks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // Messages of one room mostly come in a row: the last block is the likely one.
+            match blocks
+                .iter_mut()
+                .rev()
+                .take(4)
+                .find(|(b, _)| b.takes(event))
+            {
+                Some((block, _)) => block.push(event),
+                None => blocks.push((MessageBlock::new(event), Arc::clone(durable))),
+            }
+        }
         if !self.unsaved.scheduled.swap(true, Ordering::AcqRel) {
             self.unsaved.wake.notify_one();
         }
@@ -502,15 +513,10 @@ async fn run_writer(
         };
         // Taken after the control writes' first item: a barrier covers every message appended
         // before it was sent.
-        let events = unsaved.take();
         let mut durable: Vec<(Durable, Seq)> = Vec::new();
-        batch.messages.reserve(events.len());
-        for (event, d) in events {
-            match durable.last_mut() {
-                Some((last, seq)) if Arc::ptr_eq(last, &d) => *seq = event.seq,
-                _ => durable.push((d, event.seq)),
-            }
-            batch.messages.push(event);
+        for (block, d) in unsaved.take() {
+            durable.push((d, block.last_seq));
+            batch.messages.push(block);
         }
         let mut barriers = Vec::new();
         let mut newest_id = 0;

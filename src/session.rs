@@ -387,7 +387,10 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
-        if let Some(end) = conn.take_deliveries(&mut outbox, history, MAX_BATCH_BYTES).await {
+        if let Some(end) = conn
+            .take_deliveries(&mut outbox, history, MAX_BATCH_BYTES)
+            .await
+        {
             return Ok(conn.last_words(end));
         }
         if conn.out.is_empty() {

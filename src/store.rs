@@ -18,14 +18,60 @@ use crate::username::Username;
 /// Writes for [`Store::write_history`], collected by the history writer.
 #[derive(Debug, Default)]
 pub struct HistoryBatch {
-    /// New messages, in order.
-    pub messages: Vec<std::sync::Arc<Event>>,
+    /// New messages, encoded, in runs of one room each.
+    pub messages: Vec<MessageBlock>,
     /// (user id, room, now a member).
     pub memberships: Vec<(i64, RoomName, bool)>,
     /// (user id, room, read position).
     pub positions: Vec<(i64, RoomName, Seq)>,
     /// Messages kept per room (`history_messages`); `None` keeps all.
     pub keep_messages: Option<u64>,
+}
+
+/// Consecutive messages of one room encoded for one stored block row (see [`encode_message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageBlock {
+    /// The room.
+    pub room: RoomName,
+    /// The first message's number.
+    pub first_seq: Seq,
+    /// The last message's number.
+    pub last_seq: Seq,
+    /// The last message's time.
+    pub last_at_ms: i64,
+    /// Messages in `data`.
+    pub count: usize,
+    /// The encoded messages.
+    pub data: Vec<u8>,
+}
+
+impl MessageBlock {
+    /// A block starting with `event`.
+    pub fn new(event: &Event) -> Self {
+        let mut block = MessageBlock {
+            room: event.room.clone(),
+            first_seq: event.seq,
+            last_seq: event.seq,
+            last_at_ms: event.at_ms,
+            count: 0,
+            data: Vec::new(),
+        };
+        block.push(event);
+        block
+    }
+
+    /// True when `event` may be added: same room, not full.
+    pub fn takes(&self, event: &Event) -> bool {
+        self.count < MESSAGES_PER_BLOCK && self.room == event.room
+    }
+
+    /// Appends a message (the caller checked [`MessageBlock::takes`]).
+    pub fn push(&mut self, event: &Event) {
+        encode_message(&mut self.data, event);
+        self.last_seq = event.seq;
+        self.last_at_ms = event.at_ms;
+        self.count += 1;
+    }
 }
 
 /// Which messages of a room a read wants: numbers `after+1 ..= upto`, sent at or after
@@ -52,42 +98,29 @@ fn seq_from_sql(seq: i64) -> Seq {
 /// Messages in one stored block at most: a read of the last few decodes little.
 const MESSAGES_PER_BLOCK: usize = 1024;
 
-/// Encodes messages for a block row: per message the number (u64), the time (i64), the kind
-/// (0 chat, 1 action, 2 notice), the sender (u8 length + bytes) and the text (u32 length +
-/// bytes), little-endian. Presence is never stored and is skipped.
-pub fn encode_messages<'a>(events: impl Iterator<Item = &'a Event> + Clone) -> Vec<u8> {
-    let size = events
-        .clone()
-        .map(|e| match &e.kind {
-            EventKind::Chat { from, text } | EventKind::Action { from, text } => {
-                22 + from.len() + text.len()
-            }
-            EventKind::Notice { text } => 22 + text.len(),
-            _ => 0,
-        })
-        .sum();
-    let mut out = Vec::with_capacity(size);
-    for event in events {
-        let (kind, sender, body) = match &event.kind {
-            EventKind::Chat { from, text } => (0u8, &**from, text.as_str()),
-            EventKind::Action { from, text } => (1, &**from, text.as_str()),
-            EventKind::Notice { text } => (2, "", text.as_str()),
-            EventKind::Joined { .. } | EventKind::Left { .. } => continue,
-        };
-        // Usernames are at most 32 bytes; lines at most the line limit (≤ 1 MiB).
-        let sender = &sender.as_bytes()[..sender.len().min(255)];
-        out.extend_from_slice(&event.seq.to_le_bytes());
-        out.extend_from_slice(&event.at_ms.to_le_bytes());
-        out.push(kind);
-        out.push(sender.len() as u8);
-        out.extend_from_slice(sender);
-        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
+/// Encodes one message for a block row: the number (u64), the time (i64), the kind (0 chat,
+/// 1 action, 2 notice), the sender (u8 length + bytes) and the text (u32 length + bytes),
+/// little-endian. Presence is never stored and is skipped.
+pub fn encode_message(out: &mut Vec<u8>, event: &Event) {
+    let (kind, sender, body) = match &event.kind {
+        EventKind::Chat { from, text } => (0u8, &**from, text.as_str()),
+        EventKind::Action { from, text } => (1, &**from, text.as_str()),
+        EventKind::Notice { text } => (2, "", text.as_str()),
+        EventKind::Joined { .. } | EventKind::Left { .. } => return,
+    };
+    // Usernames are at most 32 bytes; lines at most the line limit (≤ 1 MiB).
+    let sender = &sender.as_bytes()[..sender.len().min(255)];
+    out.reserve(22 + sender.len() + body.len());
+    out.extend_from_slice(&event.seq.to_le_bytes());
+    out.extend_from_slice(&event.at_ms.to_le_bytes());
+    out.push(kind);
+    out.push(sender.len() as u8);
+    out.extend_from_slice(sender);
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(body.as_bytes());
 }
 
-/// Decodes a block written by [`encode_messages`]; `None` if it is damaged.
+/// Decodes a block written by [`encode_message`]; `None` if it is damaged.
 pub fn decode_messages(room: &RoomName, mut data: &[u8]) -> Option<Vec<Event>> {
     fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if data.len() < n {
@@ -416,34 +449,22 @@ impl HistoryConnection {
         let path = self.store.path.clone();
         let error = |source| database(&path, source);
         let mut tx = self.conn.begin().await.map_err(error)?;
-        // One block row per room and run of up to MESSAGES_PER_BLOCK messages.
-        let mut by_room: std::collections::BTreeMap<&str, Vec<&Event>> = Default::default();
-        for event in &batch.messages {
-            by_room.entry(event.room.as_str()).or_default().push(event);
-        }
-        for (room, events) in &by_room {
-            for block in events.chunks(MESSAGES_PER_BLOCK) {
-                let (Some(first), Some(last)) = (block.first(), block.last()) else {
-                    continue;
-                };
-                sqlx::query(
-                    "INSERT OR IGNORE INTO message_blocks \
-                     (room, first_seq, last_seq, last_at_ms, data) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(*room)
-                .bind(seq_to_sql(first.seq))
-                .bind(seq_to_sql(last.seq))
-                .bind(last.at_ms)
-                .bind(encode_messages(block.iter().copied()))
-                .execute(&mut *tx)
-                .await
-                .map_err(error)?;
-            }
-        }
         let mut newest: std::collections::BTreeMap<&str, Seq> = Default::default();
-        for event in &batch.messages {
-            let seq = newest.entry(event.room.as_str()).or_default();
-            *seq = (*seq).max(event.seq);
+        for block in &batch.messages {
+            sqlx::query(
+                "INSERT OR IGNORE INTO message_blocks \
+                 (room, first_seq, last_seq, last_at_ms, data) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(block.room.as_str())
+            .bind(seq_to_sql(block.first_seq))
+            .bind(seq_to_sql(block.last_seq))
+            .bind(block.last_at_ms)
+            .bind(block.data.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(error)?;
+            let seq = newest.entry(block.room.as_str()).or_default();
+            *seq = (*seq).max(block.last_seq);
         }
         for (room, seq) in newest {
             sqlx::query(
@@ -736,7 +757,10 @@ mod tests {
                 },
             },
         ];
-        let data = encode_messages(events.iter());
+        let mut data = Vec::new();
+        for e in &events {
+            encode_message(&mut data, e);
+        }
         assert_eq!(decode_messages(&room, &data), Some(events));
         assert_eq!(decode_messages(&room, &data[..data.len() - 1]), None);
         let mut bad_kind = data.clone();
@@ -773,8 +797,15 @@ mod tests {
         let store = Store::open(&dir.path().join("h.db")).await.unwrap();
         let mut conn = store.history_connection().await.unwrap();
         for messages in batches {
+            let mut blocks: Vec<MessageBlock> = Vec::new();
+            for e in &messages {
+                match blocks.last_mut() {
+                    Some(b) if b.takes(e) => b.push(e),
+                    _ => blocks.push(MessageBlock::new(e)),
+                }
+            }
             let batch = HistoryBatch {
-                messages,
+                messages: blocks,
                 keep_messages: keep,
                 ..HistoryBatch::default()
             };

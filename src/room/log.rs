@@ -74,7 +74,7 @@ impl LocalLog {
             kind,
         });
         if message && history.limits().history != crate::config::HistoryMode::Off {
-            history.append(Arc::clone(&event), &self.durable);
+            history.append(&event, &self.durable);
             self.window.push_back(Arc::clone(&event));
             self.trim(history, event.at_ms);
         }
