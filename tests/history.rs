@@ -510,3 +510,51 @@ async fn a_room_read_back_from_the_database_continues_its_numbers() {
     alice.expect_line("*** You missed 1 message in #dev:").await;
     assert_eq!(block(&mut alice).await, ["<bob> d4"]);
 }
+
+#[tokio::test]
+async fn sigterm_writes_every_relayed_line_before_the_server_exits() {
+    use common::bin::{add_users, connector_for_dir, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    add_users(d, &["alice", "bob"], common::PASSWORD);
+    let fast = ["--rate-burst", "1000", "--rate-per-sec", "1000"];
+    let mut s = serve(d, &fast);
+    let connector = connector_for_dir(d);
+    let mut alice = TestClient::connect(s.addr, &connector).await;
+    alice.login("alice", common::PASSWORD).await;
+    let mut bob = TestClient::connect(s.addr, &connector).await;
+    bob.login("bob", common::PASSWORD).await;
+    alice.expect_line("*** bob joined").await;
+    for i in 1..=200 {
+        bob.send(&format!("line {i}")).await;
+    }
+    // Relayed, so in the room's log; the signal follows at once, well inside the writer's
+    // 50 ms interval.
+    alice.wait_for("<bob> line 200").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    alice.wait_for("*** Server shutting down").await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = s.child.wait().unwrap();
+        (s, status)
+    });
+    let (s, status) = tokio::time::timeout(common::STEP, status)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(s);
+    let s = serve(d, &fast);
+    let mut alice = TestClient::connect(s.addr, &connector).await;
+    alice.login("alice", common::PASSWORD).await;
+    alice.send("/history 500").await;
+    alice
+        .expect_line("*** History of #lobby: 200 messages")
+        .await;
+    let lines = block(&mut alice).await;
+    assert_eq!(lines.first().map(String::as_str), Some("<bob> line 1"));
+    assert_eq!(lines.last().map(String::as_str), Some("<bob> line 200"));
+}
