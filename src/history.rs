@@ -117,13 +117,36 @@ pub struct HistoryRequest {
     pub range: MessageRange,
     /// Most messages to show.
     pub want: usize,
-    /// The last `want` messages of the range that the room's window holds, oldest first.
-    pub window: Vec<Arc<Event>>,
-    /// Messages of the range in the window (may exceed `window.len()`).
-    pub in_window: u64,
+    /// The room's window blocks that overlap the range, oldest first (still encoded: they
+    /// are decoded by whoever answers, off the room lock).
+    pub window: Vec<MessageBlock>,
     /// The range's messages before this number are not in the window (`None`: the window
     /// holds all of the range).
     pub before_window: Option<Seq>,
+}
+
+impl HistoryRequest {
+    /// The last `want` messages of the range in the window, oldest first, and how many of the
+    /// range it holds.
+    pub fn from_window(&self) -> (Vec<Arc<Event>>, u64) {
+        let in_range: Vec<Event> = self
+            .window
+            .iter()
+            .filter_map(|b| b.events())
+            .flatten()
+            .filter(|e| {
+                e.seq > self.range.after
+                    && e.seq <= self.range.upto
+                    && e.at_ms >= self.range.min_at_ms
+            })
+            .collect();
+        let kept = in_range.len() as u64;
+        let skip = in_range.len().saturating_sub(self.want);
+        (
+            in_range.into_iter().skip(skip).map(Arc::new).collect(),
+            kept,
+        )
+    }
 }
 
 /// A block ready to write: its lines, and the read position it completes.
@@ -410,8 +433,7 @@ impl History {
 
     /// The messages to show and how many of the range are kept.
     async fn complete(&self, req: &HistoryRequest) -> Result<(Vec<Arc<Event>>, u64), StoreError> {
-        let mut shown = req.window.clone();
-        let mut kept = req.in_window;
+        let (mut shown, mut kept) = req.from_window();
         let (Some(before), Some(store)) = (req.before_window, &self.store) else {
             return Ok((shown, kept));
         };

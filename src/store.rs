@@ -65,6 +65,11 @@ impl MessageBlock {
         self.count < MESSAGES_PER_BLOCK && self.room == event.room
     }
 
+    /// The messages, decoded; `None` if the bytes are damaged.
+    pub fn events(&self) -> Option<Vec<Event>> {
+        decode_messages(&self.room, &self.data)
+    }
+
     /// Appends a message (the caller checked [`MessageBlock::takes`]).
     pub fn push(&mut self, event: &Event) {
         encode_message(&mut self.data, event);

@@ -12,17 +12,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::{Event, EventKind, RoomName, Seq};
 use crate::history::{Durable, History, HistoryRequest, Purpose};
-use crate::store::MessageRange;
+use crate::store::{MessageBlock, MessageRange};
 
 /// Recent messages a room keeps in memory when the database holds the rest: enough for the
 /// join history, `/history 20` and most catch-ups without a read.
 pub const RECENT_WINDOW_MESSAGES: usize = 100;
+/// Messages per block of the window: the unit in which it is trimmed.
+const WINDOW_BLOCK_MESSAGES: usize = 32;
 
 /// One room's log on this node.
 pub struct LocalLog {
     room: RoomName,
     last_seq: Seq,
-    window: VecDeque<Arc<Event>>,
+    /// Recent messages, encoded (no allocation per message), oldest block first; the numbers
+    /// are consecutive.
+    window: VecDeque<MessageBlock>,
+    /// Messages in `window`.
+    in_window: usize,
     /// The newest number the writer has committed (all of them when nothing is written).
     durable: Durable,
     /// Messages the window keeps once durable.
@@ -50,6 +56,7 @@ impl LocalLog {
             room,
             last_seq,
             window: VecDeque::new(),
+            in_window: 0,
             durable: Arc::new(AtomicU64::new(durable)),
             keep,
         }
@@ -62,27 +69,31 @@ impl LocalLog {
 
     /// Appends an event: a message takes the next number and is handed to the history
     /// writer; presence carries the number of the last message before it.
-    pub fn append(&mut self, kind: EventKind, history: &History) -> Arc<Event> {
+    pub fn append(&mut self, kind: EventKind, history: &History) -> Event {
         let message = kind.is_message();
         if message {
             self.last_seq += 1;
         }
-        let event = Arc::new(Event {
+        let event = Event {
             room: self.room.clone(),
             seq: self.last_seq,
             at_ms: crate::event::now_ms(),
             kind,
-        });
+        };
         if message && history.limits().history != crate::config::HistoryMode::Off {
             history.append(&event, &self.durable);
-            self.window.push_back(Arc::clone(&event));
+            match self.window.back_mut() {
+                Some(block) if block.count < WINDOW_BLOCK_MESSAGES => block.push(&event),
+                _ => self.window.push_back(MessageBlock::new(&event)),
+            }
+            self.in_window += 1;
             self.trim(history, event.at_ms);
         }
         event
     }
 
-    /// Drops what the window need not keep: past the retention limits, or beyond `keep` and
-    /// durable.
+    /// Drops whole blocks the window need not keep: past the retention limits, or beyond
+    /// `keep` and durable.
     fn trim(&mut self, history: &History, now_ms: i64) {
         let durable = self.durable.load(Ordering::Acquire);
         let floor = self
@@ -90,11 +101,12 @@ impl LocalLog {
             .saturating_sub(history.limits().history_messages);
         let min_at = history.min_at_ms(now_ms);
         while let Some(front) = self.window.front() {
-            let expired = front.seq <= floor || front.at_ms < min_at;
-            let spare = self.window.len() > self.keep && front.seq <= durable;
+            let expired = front.last_seq <= floor || front.last_at_ms < min_at;
+            let spare = self.in_window - front.count >= self.keep && front.last_seq <= durable;
             if !(expired || spare) {
                 break;
             }
+            self.in_window -= front.count;
             self.window.pop_front();
         }
     }
@@ -113,7 +125,8 @@ impl LocalLog {
         }
     }
 
-    /// A request for the newest `want` kept messages numbered after `after`, up to now.
+    /// A request for the newest `want` kept messages numbered after `after`, up to now: the
+    /// window's blocks that overlap the range are copied (bytes, no decoding under the lock).
     pub fn request(
         &self,
         purpose: Purpose,
@@ -128,16 +141,15 @@ impl LocalLog {
             upto: self.last_seq,
             min_at_ms: history.min_at_ms(crate::event::now_ms()),
         };
-        let in_range: Vec<&Arc<Event>> = self
+        let window: Vec<MessageBlock> = self
             .window
             .iter()
-            .filter(|e| e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms)
+            .filter(|b| b.last_seq > range.after && b.last_at_ms >= range.min_at_ms)
+            .cloned()
             .collect();
-        let skip = in_range.len().saturating_sub(want);
-        let window: Vec<Arc<Event>> = in_range[skip..].iter().map(|e| Arc::clone(e)).collect();
         // The window is contiguous: it holds the whole range when it starts at or before the
         // range's first number (or when nothing exists outside memory).
-        let first = self.window.front().map(|e| e.seq);
+        let first = self.window.front().map(|b| b.first_seq);
         let holds_all = !history.is_durable()
             || first.is_some_and(|f| f <= range.after + 1)
             || range.upto <= range.after;
@@ -147,7 +159,6 @@ impl LocalLog {
             range,
             want,
             window,
-            in_window: in_range.len() as u64,
             before_window: if holds_all {
                 None
             } else {
@@ -197,8 +208,9 @@ mod tests {
         }
         let r = log.request(Purpose::CatchUp { missed: 5 }, 0, 2, &h);
         assert_eq!(r.range.after, 2, "only the last 3 are kept");
-        assert_eq!(r.in_window, 3);
-        let seqs: Vec<Seq> = r.window.iter().map(|e| e.seq).collect();
+        let (shown, kept) = r.from_window();
+        assert_eq!(kept, 3);
+        let seqs: Vec<Seq> = shown.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [4, 5]);
         assert_eq!(r.before_window, None, "memory history is all in the window");
     }
@@ -209,7 +221,7 @@ mod tests {
         let mut log = LocalLog::new(RoomName::lobby(), 0, &h);
         log.append(chat("a"), &h);
         let r = log.request(Purpose::History, 0, 10, &h);
-        assert!(r.window.is_empty());
+        assert!(r.from_window().0.is_empty());
         assert_eq!(r.range.upto, 1);
         assert!(log.is_settled(&h));
     }
