@@ -70,9 +70,34 @@ impl MessageBlock {
         decode_messages(&self.room, &self.data)
     }
 
-    /// Appends a message (the caller checked [`MessageBlock::takes`]).
-    pub fn push(&mut self, event: &Event) {
+    /// Appends a message (the caller checked [`MessageBlock::takes`]); returns its bytes.
+    pub fn push(&mut self, event: &Event) -> &[u8] {
+        let start = self.data.len();
         encode_message(&mut self.data, event);
+        self.last_seq = event.seq;
+        self.last_at_ms = event.at_ms;
+        self.count += 1;
+        &self.data[start..]
+    }
+
+    /// A block starting with a message already encoded (by [`MessageBlock::push`]), with room
+    /// for `capacity` bytes.
+    pub fn from_encoded(event: &Event, bytes: &[u8], capacity: usize) -> Self {
+        let mut data = Vec::with_capacity(capacity.max(bytes.len()));
+        data.extend_from_slice(bytes);
+        MessageBlock {
+            room: event.room.clone(),
+            first_seq: event.seq,
+            last_seq: event.seq,
+            last_at_ms: event.at_ms,
+            count: 1,
+            data,
+        }
+    }
+
+    /// Appends a message already encoded (the caller checked [`MessageBlock::takes`]).
+    pub fn push_encoded(&mut self, event: &Event, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
         self.last_seq = event.seq;
         self.last_at_ms = event.at_ms;
         self.count += 1;
@@ -805,7 +830,9 @@ mod tests {
             let mut blocks: Vec<MessageBlock> = Vec::new();
             for e in &messages {
                 match blocks.last_mut() {
-                    Some(b) if b.takes(e) => b.push(e),
+                    Some(b) if b.takes(e) => {
+                        b.push(e);
+                    }
                     _ => blocks.push(MessageBlock::new(e)),
                 }
             }

@@ -81,11 +81,16 @@ impl LocalLog {
             kind,
         };
         if message && history.limits().history != crate::config::HistoryMode::Off {
-            history.append(&event, &self.durable);
-            match self.window.back_mut() {
+            // Encoded once, into the window; the writer gets a copy of the bytes.
+            let encoded = match self.window.back_mut() {
                 Some(block) if block.count < WINDOW_BLOCK_MESSAGES => block.push(&event),
-                _ => self.window.push_back(MessageBlock::new(&event)),
-            }
+                _ => {
+                    self.window.push_back(MessageBlock::new(&event));
+                    let block = self.window.back().expect("just pushed");
+                    &block.data[..]
+                }
+            };
+            history.append(&event, encoded, &self.durable);
             self.in_window += 1;
             self.trim(history, event.at_ms);
         }
