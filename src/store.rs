@@ -272,7 +272,10 @@ impl Store {
             .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 1 MiB of page cache per connection (SQLite's default is 2 MiB): history pages are
+            // read rarely, and every connection of the pool keeps its own cache.
+            .pragma("cache_size", "-1024");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
