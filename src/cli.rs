@@ -156,6 +156,18 @@ struct ServeArgs {
     /// Allow --metrics-listen on a non-loopback address (the metrics have no authentication)
     #[arg(long, env = "TLSCHAT_METRICS_PUBLIC")]
     metrics_public: bool,
+    /// Serve the web client to browsers on the chat port (ALPN http/1.1) [default: true]
+    #[arg(long, env = "TLSCHAT_WEB", value_name = "BOOL", action = clap::ArgAction::Set)]
+    web: Option<bool>,
+    /// Another origin whose pages may open a WebSocket, e.g. https://chat.example.org
+    /// (repeatable; the page's own origin is always allowed)
+    #[arg(
+        long = "web-origin",
+        env = "TLSCHAT_WEB_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    web_origins: Vec<String>,
     #[command(flatten, next_help_heading = "Limits")]
     limits: LimitSettings,
     #[command(flatten, next_help_heading = "Rooms and history")]
@@ -342,6 +354,19 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     let limits = file.limits(&args.limits)?;
     let room_limits = file.room_limits(&args.rooms)?;
     let hasher = Hasher::new(&file.hash_settings(&args.argon2)?)?;
+    let web = match args.web.or(file.web).unwrap_or(true) {
+        true => {
+            let origins = if args.web_origins.is_empty() {
+                file.web_origins.clone().unwrap_or_default()
+            } else {
+                args.web_origins.clone()
+            };
+            Some(Arc::new(
+                crate::web::Web::new(&origins).map_err(anyhow::Error::msg)?,
+            ))
+        }
+        false => None,
+    };
 
     let store = Store::open(&db_path).await?;
     let history = crate::history::History::start(room_limits, store.clone()).await?;
@@ -445,7 +470,8 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
 
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let ctx = Arc::new(SessionContext {
-        acceptor: tokio_rustls::TlsAcceptor::from(loaded.config),
+        tls: loaded.configs,
+        web,
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
         room: Arc::new(LocalRoom::with_history(
             limits.outbound_queue_bytes,

@@ -144,6 +144,9 @@ pub struct LimitSettings {
     /// Seconds given to sessions to say goodbye on shutdown [default: 3]
     #[arg(long, env = "TLSCHAT_SHUTDOWN_GRACE", value_name = "SECS")]
     pub shutdown_grace: Option<f64>,
+    /// Seconds between pings to a WebSocket client; no pong for twice this closes it [default: 30]
+    #[arg(long, env = "TLSCHAT_WS_PING_INTERVAL", value_name = "SECS")]
+    pub ws_ping_interval: Option<f64>,
 }
 
 /// Where room history is kept.
@@ -347,6 +350,8 @@ pub struct Limits {
     pub account_check_interval: Duration,
     /// How often the certificate files are checked for changes.
     pub cert_check_interval: Duration,
+    /// How often a WebSocket client is pinged; a client silent for twice this is closed.
+    pub ws_ping_interval: Duration,
 }
 
 impl Default for Limits {
@@ -374,6 +379,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(3),
             account_check_interval: Duration::from_secs(2),
             cert_check_interval: Duration::from_secs(30),
+            ws_ping_interval: Duration::from_secs(30),
         }
     }
 }
@@ -439,6 +445,7 @@ impl Limits {
                 s.cert_check_interval,
                 d.cert_check_interval,
             )?,
+            ws_ping_interval: secs("ws_ping_interval", s.ws_ping_interval, d.ws_ping_interval)?,
         };
         limits.validate()?;
         Ok(limits)
@@ -460,7 +467,7 @@ impl Limits {
             ("user_failure_ceiling", f64::from(self.user_failure_ceiling)),
             ("ip_failures", f64::from(self.ip_failures)),
         ];
-        let durations: [(&'static str, Duration); 9] = [
+        let durations: [(&'static str, Duration); 10] = [
             ("handshake_timeout", self.handshake_timeout),
             ("login_timeout", self.login_timeout),
             ("user_failure_window", self.user_failure_window),
@@ -470,6 +477,7 @@ impl Limits {
             ("shutdown_grace", self.shutdown_grace),
             ("account_check_interval", self.account_check_interval),
             ("cert_check_interval", self.cert_check_interval),
+            ("ws_ping_interval", self.ws_ping_interval),
         ];
         for (name, v) in counts {
             check_bound(name, v, "")?;
@@ -514,7 +522,7 @@ impl Limits {
 /// The documented range of each numeric setting: (minimum, maximum), in the setting's unit
 /// (bytes, connections, lines, failures, seconds). Whatever the values in these ranges, no
 /// arithmetic on them can overflow (the largest product is a delay of 60 s × 2^16, capped).
-pub const BOUNDS: [(&str, f64, f64); 32] = [
+pub const BOUNDS: [(&str, f64, f64); 33] = [
     ("history_messages", 1.0, 10_000_000.0),
     ("history_days", 0.0, 36_500.0),
     ("join_history", 0.0, 500.0),
@@ -548,6 +556,7 @@ pub const BOUNDS: [(&str, f64, f64); 32] = [
     ("shutdown_grace", 0.01, 3_600.0),
     ("account_check_interval", 0.01, 3_600.0),
     ("cert_check_interval", 0.01, 86_400.0),
+    ("ws_ping_interval", 0.01, 3_600.0),
 ];
 
 /// Checks `v` against the setting's range in [`BOUNDS`]; NaN and infinities are out of range.
@@ -604,6 +613,10 @@ pub struct FileConfig {
     pub max_rooms_per_user: Option<usize>,
     /// `max_rooms = 1000`
     pub max_rooms: Option<usize>,
+    /// `web = false` turns the web client off.
+    pub web: Option<bool>,
+    /// `web_origins = ["https://chat.example.org"]`: pages elsewhere that may open a WebSocket.
+    pub web_origins: Option<Vec<String>>,
     /// `[argon2]` table.
     #[serde(default)]
     pub argon2: Argon2Settings,
@@ -686,6 +699,7 @@ impl FileConfig {
             shutdown_grace: given.shutdown_grace.or(f.shutdown_grace),
             account_check_interval: given.account_check_interval.or(f.account_check_interval),
             cert_check_interval: given.cert_check_interval.or(f.cert_check_interval),
+            ws_ping_interval: given.ws_ping_interval.or(f.ws_ping_interval),
         })
     }
 }

@@ -17,6 +17,8 @@
 //! | `auth` | `authenticate(name, password, source)` |
 //! | `throttle` | failed-login counting per username and per source |
 //! | `server` | accept loop, connection caps, shutdown |
+//! | `transport` | the ClientHello dispatch (lines or browser), WebSocket frames as lines |
+//! | `web` | the embedded web client and its HTTP/1.1 server, the WebSocket upgrade |
 //! | `session` | one connection: handshake, login, member loop |
 //! | `room` | rooms, membership, per-room logs, ordering and fan-out (no I/O) |
 //! | `event` | room names, sequence numbers, events (what happened, not how it looks) |
@@ -43,4 +45,6 @@ pub mod session;
 pub mod store;
 pub mod throttle;
 pub mod tls;
+pub mod transport;
 pub mod username;
+pub mod web;

@@ -13,7 +13,6 @@ use secrecy::SecretString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -25,6 +24,9 @@ use crate::history::History;
 use crate::metrics::{Metrics, inc};
 use crate::protocol::{self, Command, Incoming, LineDecoder};
 use crate::room::{Delivery, Mark, MemberId, Outbox, Room};
+use crate::tls::ServerConfigs;
+use crate::transport::{self, Accepted};
+use crate::web::Web;
 
 /// Failed logins allowed on one connection.
 pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
@@ -47,8 +49,10 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// What every session shares.
 pub struct SessionContext {
-    /// TLS acceptor with the current certificate.
-    pub acceptor: TlsAcceptor,
+    /// TLS configurations with the current certificate.
+    pub tls: ServerConfigs,
+    /// The web client's settings; `None` when it is off.
+    pub web: Option<Arc<Web>>,
     /// Password checks.
     pub auth: Authenticator,
     /// The rooms members join.
@@ -97,6 +101,10 @@ pub enum End {
     Evicted,
     /// Server shutdown.
     Shutdown,
+    /// A browser's connection served its pages and closed.
+    HttpDone,
+    /// A browser's connection stayed open past `login_timeout` without a WebSocket.
+    HttpIdle,
 }
 
 /// Runs one connection to completion. I/O errors end only this session.
@@ -105,7 +113,7 @@ pub async fn run(
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
-    mut observer: impl LoginObserver,
+    observer: impl LoginObserver,
 ) -> io::Result<End> {
     let connected = Instant::now();
     let limits = &ctx.limits;
@@ -130,10 +138,10 @@ pub async fn run(
     }
     // Boxed: the handshake state is large and only needed until it completes, so it should not
     // size the task that every idle session keeps.
-    let handshake = Box::pin(ctx.acceptor.accept(tcp));
-    let tls = tokio::select! {
+    let handshake = Box::pin(transport::accept(tcp, &ctx.tls, ctx.web.is_some()));
+    let accepted = tokio::select! {
         r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(accepted)) => accepted,
             failed => {
                 inc(&ctx.metrics.tls_handshake_failures);
                 return match failed {
@@ -145,7 +153,29 @@ pub async fn run(
         _ = shutdown.cancelled() => return Ok(End::Shutdown),
     };
     debug!(peer = %peer, "tls handshake complete");
-    let mut conn = Conn::new(tls, limits);
+    match accepted {
+        Accepted::Line(tls) => serve(tls, peer, &ctx, &shutdown, observer, connected).await,
+        Accepted::Web(tls) => {
+            Box::pin(crate::web::serve(
+                tls, peer, &ctx, &shutdown, observer, connected,
+            ))
+            .await
+        }
+    }
+}
+
+/// Runs a session over a stream of lines that has passed its handshake: login, then the
+/// member loop. `connected` starts the login timeout.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: &SessionContext,
+    shutdown: &CancellationToken,
+    mut observer: impl LoginObserver,
+    connected: Instant,
+) -> io::Result<End> {
+    let limits = &ctx.limits;
+    let mut conn = Conn::new(stream, limits);
 
     let login_deadline = connected + limits.login_timeout;
     let outcome = tokio::select! {
@@ -209,7 +239,7 @@ pub async fn run(
     };
     member.commit(joined.positions);
     conn.queue(&joined.welcome);
-    let result = member_loop(&mut conn, &ctx, &mut member, joined.outbox).await;
+    let result = member_loop(&mut conn, ctx, &mut member, joined.outbox).await;
     // Leave the room, the admin list and the connection caps before the goodbye, which may
     // wait on a peer that does not read.
     drop(member);

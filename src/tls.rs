@@ -48,8 +48,8 @@ pub enum TlsError {
 
 /// A loaded certificate pair ready for the acceptor.
 pub struct LoadedCert {
-    /// The rustls configuration for new handshakes.
-    pub config: Arc<ServerConfig>,
+    /// The rustls configurations for new handshakes.
+    pub configs: ServerConfigs,
     /// SHA-256 fingerprint of the leaf certificate.
     pub fingerprint: String,
     /// Where new handshakes get their certificate; [`CertSource::reload`] swaps it.
@@ -138,11 +138,14 @@ pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
         cert_path: cert.to_owned(),
         key_path: key.to_owned(),
     });
-    let config = config_builder()
-        .map_err(|e| TlsError::Generate(e.to_string()))?
-        .with_cert_resolver(Arc::clone(&source) as Arc<dyn ResolvesServerCert>);
+    let configs =
+        ServerConfigs::build(|| {
+            Ok(config_builder()?
+                .with_cert_resolver(Arc::clone(&source) as Arc<dyn ResolvesServerCert>))
+        })
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(LoadedCert {
-        config: finish(config),
+        configs,
         fingerprint,
         source,
     })
@@ -187,23 +190,47 @@ fn config_builder()
 }
 
 /// The ALPN name of the line protocol. Clients that offer no ALPN (`openssl s_client`) are
-/// served too; a client that offers only other protocols (a browser's `h2`, an HTTP client)
-/// is refused in the handshake with the no_application_protocol alert.
+/// served too; a client that offers only other protocols (`h2` alone, or anything with the web
+/// client off) is refused in the handshake with the no_application_protocol alert.
 pub const ALPN_TLSCHAT: &[u8] = b"tlschat";
+/// The ALPN name browsers offer for HTTP/1.1: such a client gets the web client.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
+/// The configurations the chat port chooses from once it has read a ClientHello. Both share
+/// the certificate; they differ in the protocol they negotiate, and only the line protocol
+/// may ever ask for a client certificate (browsers drop a WebSocket when asked for one).
+#[derive(Clone)]
+pub struct ServerConfigs {
+    /// For the line protocol: ALPN `tlschat`, or none.
+    pub line: Arc<ServerConfig>,
+    /// For browsers: ALPN `http/1.1`.
+    pub web: Arc<ServerConfig>,
+}
+
+impl ServerConfigs {
+    fn build(
+        config: impl Fn() -> Result<ServerConfig, rustls::Error>,
+    ) -> Result<Self, rustls::Error> {
+        Ok(ServerConfigs {
+            line: finish(config()?, ALPN_TLSCHAT),
+            web: finish(config()?, ALPN_HTTP1),
+        })
+    }
+}
+
+fn finish(mut config: ServerConfig, alpn: &[u8]) -> Arc<ServerConfig> {
     // Chat clients hold one long connection; resumption tickets would only cost memory.
     config.send_tls13_tickets = 0;
-    config.alpn_protocols = vec![ALPN_TLSCHAT.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Arc::new(config)
 }
 
-/// A TLS 1.2/1.3 server configuration with the ring provider and no client certificates.
-pub fn server_config(
+/// TLS 1.2/1.3 server configurations with the ring provider and no client certificates.
+pub fn server_configs(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
-    Ok(finish(config_builder()?.with_single_cert(chain, key)?))
+) -> Result<ServerConfigs, rustls::Error> {
+    ServerConfigs::build(|| config_builder()?.with_single_cert(chain.clone(), key.clone_key()))
 }
 
 /// Uppercase colon-separated SHA-256 of a DER certificate, as `openssl x509 -fingerprint` prints.

@@ -3,25 +3,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
+use common::web::connector_offering;
 use common::{Opts, TestClient, spawn_server};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-
-fn connector_offering(server: &common::TestServer, protocols: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.cert_der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
-}
 
 #[tokio::test]
 async fn a_client_offering_tlschat_negotiates_it_and_gets_the_greeting() {
@@ -53,7 +38,7 @@ async fn a_client_without_alpn_is_served_without_a_protocol() {
 #[tokio::test]
 async fn a_client_offering_only_other_protocols_is_refused_in_the_handshake() {
     let server = spawn_server(Opts::default()).await;
-    let connector = connector_offering(&server, &[b"h2", b"http/1.1"]);
+    let connector = connector_offering(&server, &[b"h2", b"imap"]);
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let err = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)

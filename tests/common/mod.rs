@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod chrome;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub struct Opts {
     pub hash: HashSettings,
     /// Reuse this directory (and its database) instead of a fresh one: a restart.
     pub dir: Option<tempfile::TempDir>,
+    /// The web client's settings; `None` turns it off.
+    pub web: Option<tlschat::web::Web>,
 }
 
 impl Default for Opts {
@@ -72,6 +76,7 @@ impl Default for Opts {
             rooms: RoomLimits::default(),
             hash: test_hash_settings(),
             dir: None,
+            web: Some(tlschat::web::Web::default()),
         }
     }
 }
@@ -145,11 +150,12 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
     let (cert_pem, key_pem) = localhost_cert();
     let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-    let config = tlschat::tls::server_config(vec![cert_der.clone()], key).unwrap();
+    let configs = tlschat::tls::server_configs(vec![cert_der.clone()], key).unwrap();
     let metrics = Arc::new(tlschat::metrics::Metrics::default());
     let history = History::start(opts.rooms, store.clone()).await.unwrap();
     let ctx = Arc::new(SessionContext {
-        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        tls: configs,
+        web: opts.web.clone().map(Arc::new),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&opts.limits)),
         room: Arc::new(LocalRoom::with_history(
             opts.limits.outbound_queue_bytes,

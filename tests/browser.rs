@@ -1,0 +1,329 @@
+//! The web client in headless Chromium against a real server: keyboard login, chat with a
+//! line client, rooms with unread counts, timestamps, reconnect with catch-up, a phone-sized
+//! screen, and the screenshot in the README. Skips when Chromium is missing (unless
+//! `TLSCHAT_REQUIRE_ALL=1`).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::chrome::{Browser, chromium};
+use common::{Opts, spawn_server};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A page open on `addr` (the server, or a proxy in front of it), logged in as alice with
+/// the keyboard only: the username field has the focus, Tab moves to the password, Enter
+/// submits.
+async fn logged_in_page(addr: SocketAddr) -> Option<Browser> {
+    let binary = chromium()?;
+    let mut page = Browser::start(&binary).await;
+    page.open(&format!("https://localhost:{}/", addr.port()))
+        .await;
+    page.wait_for(
+        "the username field to have the focus",
+        "document.activeElement && document.activeElement.id === 'username'",
+    )
+    .await;
+    page.type_text("alice").await;
+    page.press("Tab").await;
+    page.type_text(common::PASSWORD).await;
+    page.press("Enter").await;
+    page.wait_for(
+        "the chat view",
+        "!document.getElementById('chat-view').hidden && \
+         document.activeElement.id === 'message'",
+    )
+    .await;
+    Some(page)
+}
+
+const BOB_ONLINE: &str = "document.getElementById('people-list').textContent.includes('bob')";
+const DEV_SHOWN: &str = "document.getElementById('room-title').textContent === '#dev'";
+const LOBBY_UNREAD: &str = "!!document.querySelector('[data-room=\"#lobby\"] .unread')";
+
+/// Types a line into the message field and sends it with Enter.
+async fn say(page: &mut Browser, line: &str) {
+    page.eval("document.getElementById('message').focus()")
+        .await;
+    page.type_text(line).await;
+    page.press("Enter").await;
+}
+
+fn log_contains(text: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#log li')].some(li => li.textContent === {})",
+        json!(text)
+    )
+}
+
+#[tokio::test]
+async fn a_keyboard_login_chats_with_a_line_client() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    let mut bob = server.login("bob").await;
+    page.wait_for("bob in the online list", BOB_ONLINE).await;
+    bob.send("hello from a terminal").await;
+    page.wait_for("bob's line", &log_contains("<bob> hello from a terminal"))
+        .await;
+    say(&mut page, "hi bob").await;
+    bob.expect_line("<alice> hi bob").await;
+    page.wait_for("alice's own line", &log_contains("<alice> hi bob"))
+        .await;
+}
+
+#[tokio::test]
+async fn server_text_is_shown_as_text_never_as_html() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    let mut bob = server.login("bob").await;
+    bob.send("<img src=x onerror=alert(1)><b>bold</b>").await;
+    page.wait_for(
+        "bob's line",
+        &log_contains("<bob> <img src=x onerror=alert(1)><b>bold</b>"),
+    )
+    .await;
+    let elements = page
+        .eval("document.querySelectorAll('#log img, #log b').length")
+        .await;
+    assert_eq!(elements, json!(0));
+}
+
+#[tokio::test]
+async fn the_input_keeps_a_history_for_up_and_down() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    say(&mut page, "first").await;
+    say(&mut page, "second").await;
+    page.press("ArrowUp").await;
+    page.press("ArrowUp").await;
+    assert_eq!(
+        page.eval("document.getElementById('message').value").await,
+        json!("first")
+    );
+    page.press("ArrowDown").await;
+    assert_eq!(
+        page.eval("document.getElementById('message').value").await,
+        json!("second")
+    );
+}
+
+#[tokio::test]
+async fn a_room_not_shown_counts_unread_lines_and_choosing_it_makes_it_current() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    let mut bob = server.login("bob").await;
+    say(&mut page, "/join #dev").await;
+    page.wait_for("#dev shown", DEV_SHOWN).await;
+    bob.send("while alice looks at #dev").await;
+    page.wait_for(
+        "an unread count on #lobby",
+        "(document.querySelector('[data-room=\"#lobby\"] .unread') || {}).textContent === '1'",
+    )
+    .await;
+    page.eval("document.querySelector('[data-room=\"#lobby\"]').click()")
+        .await;
+    page.wait_for(
+        "#lobby shown without a count",
+        "document.getElementById('room-title').textContent === '#lobby' && \
+         !document.querySelector('[data-room=\"#lobby\"] .unread')",
+    )
+    .await;
+    // The server made #lobby current again: a plain line goes there, without a prefix.
+    say(&mut page, "back in the lobby").await;
+    bob.wait_for("<alice> back in the lobby").await;
+}
+
+#[tokio::test]
+async fn the_online_list_follows_the_current_room() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    let mut bob = server.login("bob").await;
+    let _carol = server.login("carol").await;
+    bob.send("/join #dev").await;
+    bob.wait_for_start("*** You joined #dev").await;
+    say(&mut page, "/join #dev").await;
+    page.wait_for(
+        "alice and bob listed in #dev",
+        "document.getElementById('people-title').textContent === '2 online in #dev' && \
+         document.getElementById('people-list').textContent === 'alicebob'",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn history_lines_show_their_timestamps() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("stored one").await;
+    bob.send("stored two").await;
+    bob.send("/history").await;
+    bob.wait_for("*** End of history").await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    say(&mut page, "/history 2").await;
+    page.wait_for(
+        "two timestamped lines",
+        "[...document.querySelectorAll('#log li')].filter(li => \
+           li.querySelector('time') && /^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d<bob> stored (one|two)$/\
+             .test(li.textContent)).length === 2",
+    )
+    .await;
+}
+
+/// A TCP forwarder in front of the server that can cut every connection and refuse new
+/// ones, as a network drop does.
+struct Proxy {
+    addr: SocketAddr,
+    blocked: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let blocked = Arc::new(AtomicBool::new(false));
+        let (cut, _) = watch::channel(0u64);
+        let (blocked2, cut2) = (Arc::clone(&blocked), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if blocked2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, blocked, cut }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Proxy::restore`].
+    fn drop_network(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn after_a_drop_the_page_logs_in_again_and_shows_the_catch_up() {
+    let server = spawn_server(Opts::default()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let Some(mut page) = logged_in_page(proxy.addr).await else {
+        return;
+    };
+    let mut bob = server.login("bob").await;
+    page.wait_for("bob in the online list", BOB_ONLINE).await;
+    proxy.drop_network();
+    bob.wait_for("*** alice left").await;
+    bob.send("while you were away").await;
+    page.wait_for(
+        "the drop shown",
+        "document.getElementById('status').textContent.startsWith('Connection lost')",
+    )
+    .await;
+    proxy.restore();
+    bob.wait_for("*** alice joined").await;
+    page.wait_for(
+        "the catch-up block",
+        &log_contains("*** You missed 1 message in #lobby:"),
+    )
+    .await;
+    page.wait_for(
+        "the missed line with its time",
+        "[...document.querySelectorAll('#log li')].some(li => li.querySelector('time') && \
+           li.textContent.endsWith('<bob> while you were away'))",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_page_fits_a_phone_screen_without_horizontal_scroll() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(binary) = chromium() else { return };
+    let mut page = Browser::start(&binary).await;
+    page.viewport(360, 740, true).await;
+    page.open(&format!("https://localhost:{}/", server.addr.port()))
+        .await;
+    let fits = "document.documentElement.scrollWidth <= 360 && \
+                document.body.scrollWidth <= 360";
+    assert_eq!(page.eval(fits).await, json!(true), "login view");
+    page.eval("document.getElementById('username').value = 'alice'")
+        .await;
+    page.eval(&format!(
+        "document.getElementById('password').value = {}",
+        json!(common::PASSWORD)
+    ))
+    .await;
+    page.eval("document.getElementById('login-form').requestSubmit()")
+        .await;
+    page.wait_for(
+        "the chat view",
+        "!document.getElementById('chat-view').hidden",
+    )
+    .await;
+    say(&mut page, "/join #a-rather-long-room-name-here").await;
+    let mut bob = server.login("bob").await;
+    bob.send(&"a-very-long-word-without-any-space-".repeat(6))
+        .await;
+    page.wait_for("#lobby unread", LOBBY_UNREAD).await;
+    assert_eq!(page.eval(fits).await, json!(true), "chat view");
+}
+
+/// Writes `docs/web.png` when `TLSCHAT_SCREENSHOT` names a path (the README's picture);
+/// otherwise checks that a screenshot is taken.
+#[tokio::test]
+async fn a_screenshot_of_a_conversation() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    page.viewport(1024, 600, false).await;
+    let (mut bob, mut carol) = (server.login("bob").await, server.login("carol").await);
+    bob.send("morning! the build is green again").await;
+    say(&mut page, "/join #dev").await;
+    page.wait_for("#dev shown", DEV_SHOWN).await;
+    carol.send("/join #dev").await;
+    carol.wait_for_start("*** You joined #dev").await;
+    say(&mut page, "who is reviewing the rooms change?").await;
+    carol
+        .wait_for("[#dev] <alice> who is reviewing the rooms change?")
+        .await;
+    carol.send("me, after lunch").await;
+    carol.send("/me pours coffee").await;
+    bob.send("lunch anyone?").await;
+    page.wait_for("carol's action", &log_contains("* carol pours coffee"))
+        .await;
+    page.wait_for("#lobby unread", LOBBY_UNREAD).await;
+    let png = page.screenshot().await;
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    if let Ok(path) = std::env::var("TLSCHAT_SCREENSHOT") {
+        std::fs::write(&path, &png).unwrap();
+    }
+}
