@@ -1,13 +1,18 @@
 //! Prometheus metrics: lock-free counters updated on the hot paths, rendered in the text
-//! exposition format by a tiny HTTP responder bound only where the admin says
-//! (`--metrics-listen`).
+//! exposition format and served over HTTP/1.1 (hyper, as the web client is) only where the
+//! admin says (`--metrics-listen`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +28,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// this only bounds what a slowloris on the metrics port can hold (file descriptors are shared
 /// with the chat port).
 pub const MAX_CONCURRENT_SCRAPES: usize = 4;
-/// The answer to a scrape over the concurrency cap, written without waiting.
+/// The answer to a scrape over the concurrency cap, written without waiting or a task, so a
+/// flood of scrapers costs nothing but the accept.
 const BUSY_RESPONSE: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
@@ -228,7 +234,7 @@ pub async fn serve(
     let gauges = Arc::new(gauges);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
     loop {
-        let (mut stream, _) = tokio::select! {
+        let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -247,37 +253,42 @@ pub async fn serve(
         let (metrics, gauges) = (Arc::clone(&metrics), Arc::clone(&gauges));
         tokio::spawn(async move {
             let _slot = slot;
-            let mut head = Vec::with_capacity(512);
-            let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
-                    let n = stream.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                std::io::Result::Ok(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET / ") {
-                let (members, queue) = gauges();
-                let body = metrics.render(members, queue);
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_owned()
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = scrape(&req, &metrics, gauges.as_ref());
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST_BYTES);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            // A scraper that reads its answer too slowly holds a slot no longer than this.
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT * 2, connection).await;
         });
     }
+}
+
+/// `GET /metrics` (or `/`): the text exposition format; anything else 404.
+fn scrape(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    gauges: &(impl Fn() -> (usize, usize) + ?Sized),
+) -> Response<Full<Bytes>> {
+    let wanted = req.method() == Method::GET && matches!(req.uri().path(), "/metrics" | "/");
+    if !wanted {
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    }
+    let (members, queue) = gauges();
+    let mut response = Response::new(Full::new(Bytes::from(metrics.render(members, queue))));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 #[cfg(test)]

@@ -327,3 +327,82 @@ async fn a_screenshot_of_a_conversation() {
         std::fs::write(&path, &png).unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_failed_login_is_shown_on_the_form() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(binary) = chromium() else { return };
+    let mut page = Browser::start(&binary).await;
+    page.open(&format!("https://localhost:{}/", server.addr.port()))
+        .await;
+    page.type_text("alice").await;
+    page.press("Tab").await;
+    page.type_text("not the password").await;
+    page.press("Enter").await;
+    page.wait_for(
+        "the error on the form",
+        "document.getElementById('login-error').textContent === \
+         'Login failed: check the username and password.' && \
+         document.getElementById('chat-view').hidden",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_field_has_a_label_for_screen_readers() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    let unlabelled = page
+        .eval("[...document.querySelectorAll('input')].filter(i => i.labels.length === 0).length")
+        .await;
+    assert_eq!(unlabelled, json!(0));
+}
+
+#[tokio::test]
+async fn a_name_has_the_same_colour_on_every_line() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    let mut bob = server.login("bob").await;
+    bob.send("one").await;
+    bob.send("/me two").await;
+    page.wait_for("bob's action", &log_contains("* bob two"))
+        .await;
+    let colours = page
+        .eval(
+            "[...new Set([...document.querySelectorAll('#log .name, #people-list .name')]\
+               .filter(n => n.textContent === 'bob').map(n => n.className))]",
+        )
+        .await;
+    assert_eq!(colours.as_array().map(Vec::len), Some(1), "{colours}");
+}
+
+#[tokio::test]
+async fn the_log_follows_new_lines_only_while_scrolled_to_the_bottom() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(server.addr).await else {
+        return;
+    };
+    page.viewport(800, 400, false).await;
+    let mut bob = server.login("bob").await;
+    for i in 0..40 {
+        bob.send(&format!("filler {i}")).await;
+    }
+    page.wait_for("the fillers", &log_contains("<bob> filler 39"))
+        .await;
+    let at_bottom = "(() => { const l = document.getElementById('log'); \
+                     return l.scrollHeight - l.scrollTop - l.clientHeight < 2; })()";
+    page.wait_for("the log at the bottom", at_bottom).await;
+    page.eval("document.getElementById('log').scrollTop = 0")
+        .await;
+    bob.send("while scrolled up").await;
+    page.wait_for("the new line", &log_contains("<bob> while scrolled up"))
+        .await;
+    assert_eq!(
+        page.eval("document.getElementById('log').scrollTop").await,
+        json!(0)
+    );
+}

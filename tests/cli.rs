@@ -752,3 +752,81 @@ fn the_benchmark_config_is_inside_every_bound() {
     file.limits(&Default::default()).unwrap();
     file.hash_settings(&Default::default()).unwrap();
 }
+
+fn served_cert(dir: &Path) -> CertificateDer<'static> {
+    let pem = std::fs::read(dir.join("certs/server.crt")).unwrap();
+    CertificateDer::from_pem_slice(&pem).unwrap()
+}
+
+/// Whether a handshake offering what Chrome offers (`h2`, `http/1.1`) completes.
+async fn browser_handshake_succeeds(s: &common::bin::Serve, dir: &Path) -> bool {
+    let connector = common::web::connector_trusting(&served_cert(dir), &[b"h2", b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.is_ok()
+}
+
+#[tokio::test]
+async fn serve_answers_browsers_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &[]);
+    assert!(browser_handshake_succeeds(&s, dir.path()).await);
+}
+
+#[tokio::test]
+async fn serve_web_false_refuses_browser_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &["--web", "false"]);
+    assert!(!browser_handshake_succeeds(&s, dir.path()).await);
+}
+
+#[tokio::test]
+async fn tlschat_web_false_in_the_environment_refuses_browser_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::bin::serve_with_env(dir.path(), &[], &[("TLSCHAT_WEB", "false")]);
+    assert!(!browser_handshake_succeeds(&s, dir.path()).await);
+}
+
+#[tokio::test]
+async fn web_origins_from_the_config_file_may_open_a_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tlschat.toml"),
+        "web_origins = [\"https://chat.example.org\"]\n",
+    )
+    .unwrap();
+    let s = serve(dir.path(), &["--config", "tlschat.toml"]);
+    let cert = served_cert(dir.path());
+    let listed = common::web::try_ws_to(s.addr, &cert, Some("https://chat.example.org")).await;
+    assert!(listed.is_ok());
+    let other = common::web::try_ws_to(s.addr, &cert, Some("https://other.example.org")).await;
+    assert!(other.err().unwrap().to_string().contains("403"));
+}
+
+#[tokio::test]
+async fn web_origins_from_the_environment_are_comma_separated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::bin::serve_with_env(
+        dir.path(),
+        &[],
+        &[(
+            "TLSCHAT_WEB_ORIGINS",
+            "https://a.example,https://b.example:8443",
+        )],
+    );
+    let cert = served_cert(dir.path());
+    for origin in ["https://a.example", "https://b.example:8443"] {
+        let ws = common::web::try_ws_to(s.addr, &cert, Some(origin)).await;
+        assert!(ws.is_ok(), "{origin}");
+    }
+}
+
+#[test]
+fn an_invalid_web_origin_stops_serve_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = serve_fails(dir.path(), &["--web-origin", "chat.example.org"]);
+    assert!(
+        err.contains("invalid web origin \"chat.example.org\": use https://host[:port]"),
+        "{err}"
+    );
+}

@@ -10,7 +10,7 @@ use common::web::{Closed, browser_tls, connector_offering, request, try_ws, ws, 
 use common::{Opts, TestClient, spawn_server, test_limits};
 use futures_util::SinkExt;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -379,6 +379,34 @@ async fn browser_and_line_connections_share_the_per_ip_cap() {
         .unwrap()
         .unwrap();
     assert_eq!(refusal, "! Too many connections\n");
+}
+
+#[tokio::test]
+async fn a_websocket_client_that_does_not_read_is_evicted_at_the_outbound_bound() {
+    let server = server_with(|l| l.outbound_queue_bytes = 8 * 1024).await;
+    let _stalled = ws_login(&server, "alice").await;
+    let (mut reader, mut writer) = server.login("bob").await.split();
+    // 2 MB for alice, who reads none of it: far past the pipe, the socket buffers and the bound.
+    let flood = tokio::spawn(async move {
+        let line = format!("{}\n", "y".repeat(1000));
+        for _ in 0..2_000 {
+            if writer.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        writer
+    });
+    let expected = "*** alice left (send queue exceeded)\n";
+    let mut line = String::new();
+    while line != expected {
+        line.clear();
+        let n = tokio::time::timeout(common::STEP, reader.read_line(&mut line))
+            .await
+            .expect("no eviction")
+            .unwrap();
+        assert!(n > 0, "bob's connection closed");
+    }
+    let _ = flood.await;
 }
 
 #[tokio::test]

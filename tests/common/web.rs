@@ -2,10 +2,11 @@
 //! `http/1.1`, as a browser opens them.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -19,8 +20,13 @@ use super::{PASSWORD, STEP, TestServer};
 
 /// A TLS client configuration trusting the test server that offers `protocols`.
 pub fn connector_offering(server: &TestServer, protocols: &[&[u8]]) -> TlsConnector {
+    connector_trusting(&server.cert_der, protocols)
+}
+
+/// A TLS client configuration trusting `cert` that offers `protocols`.
+pub fn connector_trusting(cert: &CertificateDer<'static>, protocols: &[&[u8]]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.cert_der.clone()).unwrap();
+    roots.add(cert.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -33,8 +39,16 @@ pub fn connector_offering(server: &TestServer, protocols: &[&[u8]]) -> TlsConnec
 
 /// A handshake as Chrome offers it: `h2` and `http/1.1`.
 pub async fn browser_tls(server: &TestServer) -> TlsStream<TcpStream> {
-    let connector = connector_offering(server, &[b"h2", b"http/1.1"]);
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    browser_tls_to(server.addr, &server.cert_der).await
+}
+
+/// Like [`browser_tls`], to any server trusting `cert`.
+pub async fn browser_tls_to(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+) -> TlsStream<TcpStream> {
+    let connector = connector_trusting(cert, &[b"h2", b"http/1.1"]);
+    let tcp = TcpStream::connect(addr).await.unwrap();
     tokio::time::timeout(
         STEP,
         connector.connect(ServerName::try_from("localhost").unwrap(), tcp),
@@ -113,8 +127,17 @@ pub async fn try_ws(
     server: &TestServer,
     origin: Option<&str>,
 ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
-    let tls = browser_tls(server).await;
-    let mut request = format!("wss://localhost:{}/ws", server.addr.port())
+    try_ws_to(server.addr, &server.cert_der, origin).await
+}
+
+/// Like [`try_ws`], to any server trusting `cert`.
+pub async fn try_ws_to(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    origin: Option<&str>,
+) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+    let tls = browser_tls_to(addr, cert).await;
+    let mut request = format!("wss://localhost:{}/ws", addr.port())
         .into_client_request()
         .unwrap();
     if let Some(origin) = origin {
