@@ -6,11 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use common::chrome::{Browser, chromium};
-use common::{Opts, spawn_server};
+use common::sclient::SClient;
+use common::{Opts, TestServer, spawn_server};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -18,9 +19,9 @@ use tokio::sync::watch;
 /// A page open on `addr` (the server, or a proxy in front of it), logged in as alice with
 /// the keyboard only: the username field has the focus, Tab moves to the password, Enter
 /// submits.
-async fn logged_in_page(addr: SocketAddr) -> Option<Browser> {
+async fn logged_in_page(server: &TestServer, addr: SocketAddr) -> Option<Browser> {
     let binary = chromium()?;
-    let mut page = Browser::start(&binary).await;
+    let mut page = Browser::start(&binary, &server.cert_der).await;
     page.open(&format!("https://localhost:{}/", addr.port()))
         .await;
     page.wait_for(
@@ -61,29 +62,35 @@ fn log_contains(text: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_keyboard_login_chats_with_a_line_client() {
+async fn a_keyboard_login_chats_both_ways_with_an_s_client_user() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
-    let mut bob = server.login("bob").await;
+    let mut bob: SClient = common::sclient::login(&server, "bob", &[]).await;
     page.wait_for("bob in the online list", BOB_ONLINE).await;
     bob.send("hello from a terminal").await;
     page.wait_for("bob's line", &log_contains("<bob> hello from a terminal"))
         .await;
     say(&mut page, "hi bob").await;
-    bob.expect_line("<alice> hi bob").await;
+    bob.wait_for("<alice> hi bob").await;
     page.wait_for("alice's own line", &log_contains("<alice> hi bob"))
         .await;
 }
 
 #[tokio::test]
-async fn server_text_is_shown_as_text_never_as_html() {
+async fn markup_from_an_s_client_user_shows_as_text_and_runs_nothing() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
-    let mut bob = server.login("bob").await;
+    page.eval(
+        "window.__ran = []; window.alert = (x) => window.__ran.push('alert ' + x); \
+         document.addEventListener('securitypolicyviolation', \
+           (e) => window.__ran.push('csp ' + e.violatedDirective));",
+    )
+    .await;
+    let mut bob = common::sclient::login(&server, "bob", &[]).await;
     bob.send("<img src=x onerror=alert(1)><b>bold</b>").await;
     page.wait_for(
         "bob's line",
@@ -91,15 +98,16 @@ async fn server_text_is_shown_as_text_never_as_html() {
     )
     .await;
     let elements = page
-        .eval("document.querySelectorAll('#log img, #log b').length")
+        .eval("document.querySelectorAll('img, #log b').length")
         .await;
     assert_eq!(elements, json!(0));
+    assert_eq!(page.eval("window.__ran").await, json!([]));
 }
 
 #[tokio::test]
 async fn the_input_keeps_a_history_for_up_and_down() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     say(&mut page, "first").await;
@@ -120,12 +128,17 @@ async fn the_input_keeps_a_history_for_up_and_down() {
 #[tokio::test]
 async fn a_room_not_shown_counts_unread_lines_and_choosing_it_makes_it_current() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     let mut bob = server.login("bob").await;
     say(&mut page, "/join #dev").await;
     page.wait_for("#dev shown", DEV_SHOWN).await;
+    page.wait_for(
+        "a #dev entry among the rooms",
+        "document.querySelector('[data-room=\"#dev\"]').getAttribute('aria-current') === 'true'",
+    )
+    .await;
     bob.send("while alice looks at #dev").await;
     page.wait_for(
         "an unread count on #lobby",
@@ -146,9 +159,9 @@ async fn a_room_not_shown_counts_unread_lines_and_choosing_it_makes_it_current()
 }
 
 #[tokio::test]
-async fn the_online_list_follows_the_current_room() {
+async fn the_online_list_follows_joins_and_leaves_of_the_current_room() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     let mut bob = server.login("bob").await;
@@ -162,6 +175,13 @@ async fn the_online_list_follows_the_current_room() {
          document.getElementById('people-list').textContent === 'alicebob'",
     )
     .await;
+    bob.send("/part").await;
+    page.wait_for(
+        "bob gone from #dev",
+        "document.getElementById('people-title').textContent === '1 online in #dev' && \
+         document.getElementById('people-list').textContent === 'alice'",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -172,7 +192,7 @@ async fn history_lines_show_their_timestamps() {
     bob.send("stored two").await;
     bob.send("/history").await;
     bob.wait_for("*** End of history").await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     say(&mut page, "/history 2").await;
@@ -186,9 +206,10 @@ async fn history_lines_show_their_timestamps() {
 }
 
 /// A TCP forwarder in front of the server that can cut every connection and refuse new
-/// ones, as a network drop does.
+/// ones, as a network drop does, and be pointed at a restarted server.
 struct Proxy {
     addr: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
     blocked: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
 }
@@ -197,17 +218,20 @@ impl Proxy {
     async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let upstream = Arc::new(Mutex::new(upstream));
         let blocked = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
-        let (blocked2, cut2) = (Arc::clone(&blocked), cut.clone());
+        let (upstream2, blocked2, cut2) =
+            (Arc::clone(&upstream), Arc::clone(&blocked), cut.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if blocked2.load(Ordering::SeqCst) {
                     continue;
                 }
                 let mut cut = cut2.subscribe();
+                let to = *upstream2.lock().unwrap();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    let Ok(mut server) = TcpStream::connect(to).await else {
                         return;
                     };
                     tokio::select! {
@@ -217,25 +241,42 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, blocked, cut }
+        Proxy {
+            addr,
+            upstream,
+            blocked,
+            cut,
+        }
+    }
+
+    /// Refuses new connections until [`Proxy::restore`].
+    fn block(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
     }
 
     /// Cuts every connection and refuses new ones until [`Proxy::restore`].
     fn drop_network(&self) {
-        self.blocked.store(true, Ordering::SeqCst);
+        self.block();
         self.cut.send_modify(|g| *g += 1);
     }
 
-    fn restore(&self) {
+    /// Forwards new connections again, to `upstream`.
+    fn restore(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
         self.blocked.store(false, Ordering::SeqCst);
     }
 }
 
+const CONNECTION_LOST: &str =
+    "document.getElementById('status').textContent.startsWith('Connection lost')";
+const MISSED_LINE: &str = "[...document.querySelectorAll('#log li')].some(li => \
+    li.querySelector('time') && li.textContent.endsWith('<bob> while you were away'))";
+
 #[tokio::test]
-async fn after_a_drop_the_page_logs_in_again_and_shows_the_catch_up() {
+async fn after_a_network_drop_the_page_logs_in_again_and_shows_the_catch_up() {
     let server = spawn_server(Opts::default()).await;
     let proxy = Proxy::start(server.addr).await;
-    let Some(mut page) = logged_in_page(proxy.addr).await else {
+    let Some(mut page) = logged_in_page(&server, proxy.addr).await else {
         return;
     };
     let mut bob = server.login("bob").await;
@@ -243,31 +284,166 @@ async fn after_a_drop_the_page_logs_in_again_and_shows_the_catch_up() {
     proxy.drop_network();
     bob.wait_for("*** alice left").await;
     bob.send("while you were away").await;
-    page.wait_for(
-        "the drop shown",
-        "document.getElementById('status').textContent.startsWith('Connection lost')",
-    )
-    .await;
-    proxy.restore();
+    page.wait_for("the drop shown", CONNECTION_LOST).await;
+    proxy.restore(server.addr);
     bob.wait_for("*** alice joined").await;
     page.wait_for(
         "the catch-up block",
         &log_contains("*** You missed 1 message in #lobby:"),
     )
     .await;
+    page.wait_for("the missed line with its time", MISSED_LINE)
+        .await;
+}
+
+#[tokio::test]
+async fn after_a_server_restart_the_page_logs_in_again_and_shows_the_catch_up() {
+    let server = spawn_server(Opts::default()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let Some(mut page) = logged_in_page(&server, proxy.addr).await else {
+        return;
+    };
+    // Until bob has spoken, the page's attempts to log in again find nobody listening.
+    proxy.block();
+    let server = server.restart(Opts::default()).await;
+    page.wait_for("the drop shown", CONNECTION_LOST).await;
+    let mut bob = server.login("bob").await;
+    bob.send("while you were away").await;
+    proxy.restore(server.addr);
+    bob.wait_for("*** alice joined").await;
     page.wait_for(
-        "the missed line with its time",
-        "[...document.querySelectorAll('#log li')].some(li => li.querySelector('time') && \
-           li.textContent.endsWith('<bob> while you were away'))",
+        "the catch-up block",
+        &log_contains("*** You missed 1 message in #lobby:"),
     )
     .await;
+    page.wait_for("the missed line with its time", MISSED_LINE)
+        .await;
+}
+
+/// A page of another origin (plain HTTP on its own port) that opens a WebSocket to the chat
+/// server on `?port=`; `window.result` resolves to how that went.
+async fn foreign_page() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let html = "<!doctype html><script>window.result = new Promise(done => { \
+           const port = new URLSearchParams(location.search).get('port'); \
+           const ws = new WebSocket('wss://localhost:' + port + '/ws'); \
+           ws.onopen = () => done('open'); \
+           ws.onclose = (e) => done('closed ' + e.code); });</script>";
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// How the foreign page's WebSocket to `server` went.
+async fn from_foreign_page(server: &TestServer, foreign: SocketAddr) -> Option<serde_json::Value> {
+    let binary = chromium()?;
+    let mut page = Browser::start(&binary, &server.cert_der).await;
+    let url = format!(
+        "http://127.0.0.1:{}/?port={}",
+        foreign.port(),
+        server.addr.port()
+    );
+    page.call("Page.navigate", json!({ "url": url })).await;
+    page.wait_for("the foreign page", "typeof window.result === 'object'")
+        .await;
+    Some(page.eval("window.result").await)
+}
+
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_open_a_websocket() {
+    let server = spawn_server(Opts::default()).await;
+    let foreign = foreign_page().await;
+    let Some(result) = from_foreign_page(&server, foreign).await else {
+        return;
+    };
+    // 1006: the handshake was refused (the server answered 403), so no session opened.
+    assert_eq!(result, json!("closed 1006"));
+}
+
+#[tokio::test]
+async fn a_page_of_a_listed_origin_opens_a_websocket() {
+    let foreign = foreign_page().await;
+    let origin = format!("http://127.0.0.1:{}", foreign.port());
+    let server = spawn_server(Opts {
+        web: Some(tlschat::web::Web::new(&[origin]).unwrap()),
+        ..Opts::default()
+    })
+    .await;
+    let Some(result) = from_foreign_page(&server, foreign).await else {
+        return;
+    };
+    assert_eq!(result, json!("open"));
+}
+
+/// Opens a second WebSocket from the page, logs in as `name`, sends `frame` (a string, or
+/// bytes when `binary`), and resolves to the first line after the welcome, or to how the
+/// socket closed.
+fn second_socket(port: u16, name: &str, frame: &str, binary: bool) -> String {
+    format!(
+        "new Promise(done => {{ \
+           const ws = new WebSocket('wss://localhost:{port}/ws'); \
+           let welcomed = false; \
+           ws.onmessage = (e) => {{ for (const line of e.data.split('\\n')) {{ \
+             if (line === 'Username:') ws.send({name}); \
+             else if (line === 'Password:') ws.send({password}); \
+             else if (line.startsWith('*** Welcome, ')) {{ welcomed = true; \
+               ws.send({binary} ? new Uint8Array([1, 2, 3]) : {frame}); }} \
+             else if (welcomed && line) done('line ' + line); }} }}; \
+           ws.onclose = (e) => done('closed ' + e.code); }})",
+        name = json!(name),
+        password = json!(common::PASSWORD),
+        frame = json!(frame),
+    )
+}
+
+#[tokio::test]
+async fn a_binary_frame_from_the_browser_closes_with_1003() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
+        return;
+    };
+    let result = page
+        .eval(&second_socket(server.addr.port(), "bob", "", true))
+        .await;
+    assert_eq!(result, json!("closed 1003"));
+}
+
+#[tokio::test]
+async fn an_over_long_frame_from_the_browser_gets_the_error() {
+    let server = spawn_server(Opts::default()).await;
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
+        return;
+    };
+    let result = page
+        .eval(&second_socket(
+            server.addr.port(),
+            "bob",
+            &"x".repeat(5000),
+            false,
+        ))
+        .await;
+    assert_eq!(result, json!("line ! Line too long (max 4096 bytes)"));
 }
 
 #[tokio::test]
 async fn the_page_fits_a_phone_screen_without_horizontal_scroll() {
     let server = spawn_server(Opts::default()).await;
     let Some(binary) = chromium() else { return };
-    let mut page = Browser::start(&binary).await;
+    let mut page = Browser::start(&binary, &server.cert_der).await;
     page.viewport(360, 740, true).await;
     page.open(&format!("https://localhost:{}/", server.addr.port()))
         .await;
@@ -294,6 +470,9 @@ async fn the_page_fits_a_phone_screen_without_horizontal_scroll() {
         .await;
     page.wait_for("#lobby unread", LOBBY_UNREAD).await;
     assert_eq!(page.eval(fits).await, json!(true), "chat view");
+    let png = page.screenshot().await;
+    // The PNG's width (bytes 16..20 of the IHDR chunk): 360 CSS pixels at 2 device pixels each.
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 720);
 }
 
 /// Writes `docs/web.png` when `TLSCHAT_SCREENSHOT` names a path (the README's picture);
@@ -301,7 +480,7 @@ async fn the_page_fits_a_phone_screen_without_horizontal_scroll() {
 #[tokio::test]
 async fn a_screenshot_of_a_conversation() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     page.viewport(1024, 600, false).await;
@@ -332,7 +511,7 @@ async fn a_screenshot_of_a_conversation() {
 async fn a_failed_login_is_shown_on_the_form() {
     let server = spawn_server(Opts::default()).await;
     let Some(binary) = chromium() else { return };
-    let mut page = Browser::start(&binary).await;
+    let mut page = Browser::start(&binary, &server.cert_der).await;
     page.open(&format!("https://localhost:{}/", server.addr.port()))
         .await;
     page.type_text("alice").await;
@@ -351,7 +530,7 @@ async fn a_failed_login_is_shown_on_the_form() {
 #[tokio::test]
 async fn every_field_has_a_label_for_screen_readers() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     let unlabelled = page
@@ -363,7 +542,7 @@ async fn every_field_has_a_label_for_screen_readers() {
 #[tokio::test]
 async fn a_name_has_the_same_colour_on_every_line() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     let mut bob = server.login("bob").await;
@@ -383,7 +562,7 @@ async fn a_name_has_the_same_colour_on_every_line() {
 #[tokio::test]
 async fn the_log_follows_new_lines_only_while_scrolled_to_the_bottom() {
     let server = spawn_server(Opts::default()).await;
-    let Some(mut page) = logged_in_page(server.addr).await else {
+    let Some(mut page) = logged_in_page(&server, server.addr).await else {
         return;
     };
     page.viewport(800, 400, false).await;

@@ -2,67 +2,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use common::{Opts, PASSWORD, STEP, spawn_server};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-
-struct SClient {
-    _child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl SClient {
-    async fn start(addr: std::net::SocketAddr, ca: &std::path::Path) -> SClient {
-        let mut child = Command::new("openssl")
-            .args(["s_client", "-quiet", "-crlf", "-verify_return_error"])
-            .arg("-connect")
-            .arg(addr.to_string())
-            .arg("-CAfile")
-            .arg(ca)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("openssl must be installed");
-        SClient {
-            stdin: child.stdin.take().unwrap(),
-            lines: BufReader::new(child.stdout.take().unwrap()).lines(),
-            _child: child,
-        }
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    async fn wait_for(&mut self, expected: &str) {
-        loop {
-            let line = tokio::time::timeout(STEP, self.lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {expected:?}"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("s_client ended before {expected:?}"));
-            if line == expected {
-                return;
-            }
-        }
-    }
-
-    async fn login(&mut self, name: &str) {
-        self.wait_for("Username:").await;
-        self.send(name).await;
-        self.wait_for("Password:").await;
-        self.send(PASSWORD).await;
-    }
-}
+use common::sclient::SClient;
+use common::{Opts, spawn_server};
 
 #[tokio::test]
 async fn two_users_chat_through_openssl_s_client() {
@@ -70,10 +11,10 @@ async fn two_users_chat_through_openssl_s_client() {
     let ca = server.dir.path().join("ca.pem");
     std::fs::write(&ca, &server.cert_pem).unwrap();
 
-    let mut alice = SClient::start(server.addr, &ca).await;
+    let mut alice = SClient::start(server.addr, &ca, &[]).await;
     alice.login("alice").await;
     alice.wait_for("*** Welcome, alice! 1 online: alice").await;
-    let mut bob = SClient::start(server.addr, &ca).await;
+    let mut bob = SClient::start(server.addr, &ca, &[]).await;
     bob.login("bob").await;
     bob.wait_for("*** Welcome, bob! 2 online: alice, bob").await;
     alice.wait_for("*** bob joined").await;
@@ -84,4 +25,27 @@ async fn two_users_chat_through_openssl_s_client() {
     bob.send("/quit").await;
     bob.wait_for("*** Bye").await;
     alice.wait_for("*** bob left").await;
+}
+
+#[tokio::test]
+async fn s_client_offering_alpn_tlschat_gets_the_line_protocol() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = common::sclient::login(&server, "alice", &["-alpn", "tlschat"]).await;
+    alice.send("/who").await;
+    alice.wait_for("*** 1 online: alice").await;
+}
+
+#[tokio::test]
+async fn s_client_offering_alpn_h2_alone_is_refused_with_an_alert() {
+    let server = spawn_server(Opts::default()).await;
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+        .arg(server.addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl must be installed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no application protocol"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Username:"));
 }

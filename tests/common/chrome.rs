@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -46,8 +47,9 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts Chromium and opens one blank page to drive.
-    pub async fn start(binary: &PathBuf) -> Browser {
+    /// Starts Chromium trusting exactly the key of `server_cert` (no other certificate
+    /// check is relaxed) and opens one blank page to drive.
+    pub async fn start(binary: &PathBuf, server_cert: &CertificateDer<'_>) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary)
             .args([
@@ -60,12 +62,15 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-extensions",
-                // The test server's certificate is self-signed for this run.
-                "--ignore-certificate-errors",
                 "--remote-debugging-port=0",
                 "--remote-allow-origins=*",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            // The test server's certificate is self-signed for this run: trust its key only.
+            .arg(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                spki_hash(server_cert)
+            ))
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -246,6 +251,18 @@ impl Browser {
             .decode(r["data"].as_str().unwrap())
             .unwrap()
     }
+}
+
+/// Base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it.
+pub fn spki_hash(cert: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        parsed.tbs_certificate.subject_pki.raw,
+    );
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 impl Drop for Browser {

@@ -4,6 +4,7 @@
 
 pub mod bin;
 pub mod chrome;
+pub mod sclient;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct Opts {
     pub dir: Option<tempfile::TempDir>,
     /// The web client's settings; `None` turns it off.
     pub web: Option<tlschat::web::Web>,
+    /// The certificate and key (PEM) to serve; a fresh pair when `None`.
+    pub cert: Option<(String, String)>,
 }
 
 impl Default for Opts {
@@ -77,6 +80,7 @@ impl Default for Opts {
             hash: test_hash_settings(),
             dir: None,
             web: Some(tlschat::web::Web::default()),
+            cert: None,
         }
     }
 }
@@ -90,6 +94,7 @@ pub struct TestServer {
     pub ctx: Arc<SessionContext>,
     pub cert_der: CertificateDer<'static>,
     pub cert_pem: String,
+    pub key_pem: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -147,7 +152,7 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
             .await
             .unwrap();
     }
-    let (cert_pem, key_pem) = localhost_cert();
+    let (cert_pem, key_pem) = opts.cert.clone().unwrap_or_else(localhost_cert);
     let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let configs = tlschat::tls::server_configs(vec![cert_der.clone()], key).unwrap();
@@ -184,6 +189,7 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         ctx,
         cert_der,
         cert_pem,
+        key_pem,
         dir,
     }
 }
@@ -206,8 +212,10 @@ pub async fn tcp_from(addr: SocketAddr, local_ip: &str, recv_buffer: Option<u32>
 
 impl TestServer {
     /// Shuts the server down (SIGTERM's path: everything relayed is written) and starts a new
-    /// one on the same database with `opts`.
+    /// one on the same database with `opts` (and the same certificate unless `opts` names one).
     pub async fn restart(self, mut opts: Opts) -> TestServer {
+        opts.cert
+            .get_or_insert((self.cert_pem.clone(), self.key_pem.clone()));
         self.shutdown.cancel();
         tokio::time::timeout(STEP, self.handle)
             .await
