@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use secrecy::SecretString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -139,29 +140,40 @@ pub async fn run(
     // Boxed: the handshake state is large and only needed until it completes, so it should not
     // size the task that every idle session keeps.
     let handshake = Box::pin(transport::accept(tcp, &ctx.tls, ctx.web.is_some()));
-    let accepted = tokio::select! {
-        r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
-            Ok(Ok(accepted)) => accepted,
-            failed => {
-                inc(&ctx.metrics.tls_handshake_failures);
-                return match failed {
-                    Ok(Err(e)) => Err(e),
-                    _ => Ok(End::HandshakeTimeout),
-                };
-            }
-        },
-        _ = shutdown.cancelled() => return Ok(End::Shutdown),
-    };
-    debug!(peer = %peer, "tls handshake complete");
-    match accepted {
-        Accepted::Line(tls) => serve(tls, peer, &ctx, &shutdown, observer, connected).await,
-        Accepted::Web(tls) => {
-            Box::pin(crate::web::serve(
+    // The stream moves into the session's future inside this block, so the task keeps one
+    // copy of it (a TLS stream is kilobytes, and every idle session holds one).
+    let session = {
+        let accepted = tokio::select! {
+            r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
+                Ok(Ok(accepted)) => accepted,
+                failed => {
+                    inc(&ctx.metrics.tls_handshake_failures);
+                    return match failed {
+                        Ok(Err(e)) => Err(e),
+                        _ => Ok(End::HandshakeTimeout),
+                    };
+                }
+            },
+            _ = shutdown.cancelled() => return Ok(End::Shutdown),
+        };
+        debug!(peer = %peer, "tls handshake complete");
+        match accepted {
+            // Boxed: an async fn keeps its arguments apart from its locals, so a stream passed
+            // by value would be stored twice in the task that every idle session keeps.
+            Accepted::Line(tls) => Either::Left(serve(
+                Box::new(tls),
+                peer,
+                &ctx,
+                &shutdown,
+                observer,
+                connected,
+            )),
+            Accepted::Web(tls) => Either::Right(Box::pin(crate::web::serve(
                 tls, peer, &ctx, &shutdown, observer, connected,
-            ))
-            .await
+            ))),
         }
-    }
+    };
+    session.await
 }
 
 /// Runs a session over a stream of lines that has passed its handshake: login, then the
