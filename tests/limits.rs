@@ -28,6 +28,11 @@ async fn read_until_closed(tcp: &mut TcpStream) -> Vec<u8> {
 
 /// Connects, and reports whether the server admitted the connection (greeting) or refused it.
 async fn admitted(server: &TestServer) -> bool {
+    try_admit(server).await.is_some()
+}
+
+/// A connection past the greeting, or `None` if the server refused it at the caps.
+async fn try_admit(server: &TestServer) -> Option<TestClient> {
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
     // A refusal is written before any TLS; peek for it without starting a handshake.
     let mut first = [0u8; 1];
@@ -35,14 +40,27 @@ async fn admitted(server: &TestServer) -> bool {
         Ok(Ok(1)) if first[0] == b'!' => {
             let text = String::from_utf8(read_until_closed(&mut tcp).await).unwrap();
             assert_eq!(text, "! Too many connections\n");
-            false
+            None
         }
-        Ok(Ok(0)) => false,
+        Ok(Ok(0)) => None,
         _ => {
             let mut c = TestClient::over(tcp, &server.connector).await;
             c.expect_greeting().await;
-            true
+            Some(c)
         }
+    }
+}
+
+/// Waits until the server admits a connection again (it notices closes on its own
+/// schedule); fails after [`STEP`].
+async fn admit_when_free(server: &TestServer) -> TestClient {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(c) = try_admit(server).await {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "slots were not returned");
+        tokio::task::yield_now().await;
     }
 }
 
@@ -190,8 +208,7 @@ async fn abrupt_resets_during_handshake_and_login_give_their_slots_back() {
             .unwrap();
         drop(tcp);
         // Reset at the password prompt.
-        let mut c = server.connect().await;
-        c.expect_greeting().await;
+        let mut c = admit_when_free(&server).await;
         c.send("alice").await;
         c.expect_line("Password:").await;
         drop(c);
@@ -199,8 +216,7 @@ async fn abrupt_resets_during_handshake_and_login_give_their_slots_back() {
     // The server notices each close on its own schedule; poll until two fit again.
     let deadline = Instant::now() + STEP;
     loop {
-        let mut first = server.connect().await;
-        first.expect_greeting().await;
+        let first = admit_when_free(&server).await;
         if admitted(&server).await {
             break;
         }
