@@ -138,12 +138,10 @@ pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
         cert_path: cert.to_owned(),
         key_path: key.to_owned(),
     });
-    let configs =
-        ServerConfigs::build(|| {
-            Ok(config_builder()?
-                .with_cert_resolver(Arc::clone(&source) as Arc<dyn ResolvesServerCert>))
-        })
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let configs = ServerConfigs::build(|builder| {
+        Ok(builder.with_cert_resolver(Arc::clone(&source) as Arc<dyn ResolvesServerCert>))
+    })
+    .map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(LoadedCert {
         configs,
         fingerprint,
@@ -189,6 +187,77 @@ fn config_builder()
         .with_no_client_auth())
 }
 
+/// TLS 1.3 only, offering client authentication: TLS 1.2 would send the client's certificate
+/// in the clear.
+fn client_cert_config_builder()
+-> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, rustls::Error> {
+    let provider = Arc::new(provider());
+    let verifier = Arc::new(AnyClientCertificate {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    Ok(ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier))
+}
+
+/// Accepts any client certificate, self-signed included, as long as the client proves it
+/// holds the key (the handshake signature, checked by the crypto provider). The certificate
+/// is an identity, not a chain of trust: the server identifies it by its SHA-256 and the
+/// account it was enrolled to decides what it may do.
+#[derive(Debug)]
+struct AnyClientCertificate {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Something that is not a certificate is refused before its signature is looked at.
+        x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// The ALPN name of the line protocol. Clients that offer no ALPN (`openssl s_client`) are
 /// served too; a client that offers only other protocols (`h2` alone, or anything with the web
 /// client off) is refused in the handshake with the no_application_protocol alert.
@@ -201,19 +270,26 @@ pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// may ever ask for a client certificate (browsers drop a WebSocket when asked for one).
 #[derive(Clone)]
 pub struct ServerConfigs {
-    /// For the line protocol: ALPN `tlschat`, or none.
+    /// For the line protocol from a client that offers TLS 1.3: ALPN `tlschat` or none, and
+    /// a client certificate may be presented (TLS 1.3 only).
     pub line: Arc<ServerConfig>,
-    /// For browsers: ALPN `http/1.1`.
+    /// For the line protocol from a TLS 1.2 client: no client certificates.
+    pub line_tls12: Arc<ServerConfig>,
+    /// For browsers: ALPN `http/1.1`, never a client certificate.
     pub web: Arc<ServerConfig>,
 }
 
+/// What the certificate part of a configuration is made with.
+type WantsCert = rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>;
+
 impl ServerConfigs {
     fn build(
-        config: impl Fn() -> Result<ServerConfig, rustls::Error>,
+        config: impl Fn(WantsCert) -> Result<ServerConfig, rustls::Error>,
     ) -> Result<Self, rustls::Error> {
         Ok(ServerConfigs {
-            line: finish(config()?, ALPN_TLSCHAT),
-            web: finish(config()?, ALPN_HTTP1),
+            line: finish(config(client_cert_config_builder()?)?, ALPN_TLSCHAT),
+            line_tls12: finish(config(config_builder()?)?, ALPN_TLSCHAT),
+            web: finish(config(config_builder()?)?, ALPN_HTTP1),
         })
     }
 }
@@ -225,12 +301,12 @@ fn finish(mut config: ServerConfig, alpn: &[u8]) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
-/// TLS 1.2/1.3 server configurations with the ring provider and no client certificates.
+/// The server configurations (see [`ServerConfigs`]) for one fixed certificate.
 pub fn server_configs(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfigs, rustls::Error> {
-    ServerConfigs::build(|| config_builder()?.with_single_cert(chain.clone(), key.clone_key()))
+    ServerConfigs::build(|builder| builder.with_single_cert(chain.clone(), key.clone_key()))
 }
 
 /// Uppercase colon-separated SHA-256 of a DER certificate, as `openssl x509 -fingerprint` prints.
