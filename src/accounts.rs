@@ -30,6 +30,9 @@ pub struct OnlineSession {
     pub stamp: AccountStamp,
     /// Bytes waiting in the member's outbound queue (shared with the room).
     pub queued: Arc<AtomicUsize>,
+    /// The client certificate the session logged in with, if it did: unbinding it closes
+    /// the session.
+    pub certificate: Option<Arc<str>>,
 }
 
 /// A row of `tlschat admin who`.
@@ -122,15 +125,28 @@ impl AccountWatch {
         self.lock().remove(id);
     }
 
-    /// Members whose account no longer has the stamp they logged in with.
-    pub fn stale(&self, current: &[AccountStamp]) -> Vec<MemberId> {
+    /// Members whose account no longer has the stamp they logged in with, or whose login
+    /// certificate is no longer bound to their account (`bindings`: fingerprint, account id).
+    pub fn stale(&self, current: &[AccountStamp], bindings: &[(String, i64)]) -> Vec<MemberId> {
         let current: HashSet<&AccountStamp> = current.iter().collect();
+        let bound: HashSet<(&str, i64)> = bindings.iter().map(|(f, u)| (f.as_str(), *u)).collect();
         self.lock()
             .by_id
             .iter()
-            .filter(|(_, s)| !current.contains(&s.stamp))
+            .filter(|(_, s)| {
+                let unbound = s
+                    .certificate
+                    .as_deref()
+                    .is_some_and(|fp| !bound.contains(&(fp, s.stamp.id)));
+                !current.contains(&s.stamp) || unbound
+            })
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// True when some session logged in by certificate (only then are bindings read).
+    pub fn has_certificate_logins(&self) -> bool {
+        self.lock().by_id.values().any(|s| s.certificate.is_some())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Online> {
@@ -159,7 +175,18 @@ pub async fn watch(
                 continue;
             }
         };
-        for id in accounts.stale(&stamps) {
+        let bindings = if accounts.has_certificate_logins() {
+            match store.certificate_bindings().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read certificate bindings");
+                    continue;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        for id in accounts.stale(&stamps, &bindings) {
             accounts.unregister(id);
             if room.kick(id, protocol::ACCOUNT_CHANGED, None) {
                 crate::metrics::inc(&metrics.evictions_admin);
@@ -191,6 +218,7 @@ mod tests {
             since: SystemTime::UNIX_EPOCH,
             stamp,
             queued: Arc::default(),
+            certificate: None,
         }
     }
 
@@ -227,10 +255,25 @@ mod tests {
         w.register(3, online("c", stamp(30, 0, false)));
         w.register(4, online("d", stamp(40, 0, false)));
         let current = [stamp(10, 0, false), stamp(20, 4, false), stamp(40, 1, true)];
-        let mut stale = w.stale(&current);
+        let mut stale = w.stale(&current, &[]);
         stale.sort_unstable();
         assert_eq!(stale, vec![2, 3, 4]);
         w.unregister(2);
-        assert!(!w.stale(&current).contains(&2));
+        assert!(!w.stale(&current, &[]).contains(&2));
+    }
+
+    #[test]
+    fn a_session_whose_login_certificate_is_unbound_is_stale() {
+        let w = AccountWatch::default();
+        let mut by_cert = online("alice", stamp(1, 0, false));
+        by_cert.certificate = Some("AA".into());
+        w.register(1, by_cert);
+        w.register(2, online("bob", stamp(2, 0, false)));
+        let current = [stamp(1, 0, false), stamp(2, 0, false)];
+        assert!(w.stale(&current, &[("AA".into(), 1)]).is_empty());
+        // Bound to another account now (deleted and re-added elsewhere): not this login's.
+        assert_eq!(w.stale(&current, &[("AA".into(), 2)]), vec![1]);
+        assert_eq!(w.stale(&current, &[]), vec![1]);
+        assert!(w.has_certificate_logins());
     }
 }

@@ -47,6 +47,8 @@ pub struct LoggedIn {
     pub name: Username,
     /// The account's state at login, to notice later changes.
     pub stamp: AccountStamp,
+    /// The client certificate that logged in (its fingerprint); `None` for a password.
+    pub certificate: Option<Arc<str>>,
 }
 
 /// Checks passwords against the store; cheap to clone.
@@ -99,6 +101,32 @@ impl Authenticator {
         result
     }
 
+    /// Logs `name` in by the connection's client certificate if the certificate is bound to
+    /// that account (matched case-insensitively) and the account is enabled; `Ok(None)` means
+    /// the password flow goes on, whatever the reason, so nothing about the certificate's
+    /// owner shows. A certificate login is not throttled and counts as no failure: it never
+    /// touches the counters of a name or a source.
+    pub async fn authenticate_certificate(
+        &self,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<Option<LoggedIn>, AuthError> {
+        let Some(owner) = self.store.certificate_owner(fingerprint).await? else {
+            return Ok(None);
+        };
+        if !owner.username.eq_ignore_ascii_case(name) || owner.stamp.disabled {
+            return Ok(None);
+        }
+        let Ok(user) = Username::parse(&owner.username) else {
+            return Ok(None);
+        };
+        Ok(Some(LoggedIn {
+            name: user,
+            stamp: owner.stamp,
+            certificate: Some(fingerprint.into()),
+        }))
+    }
+
     async fn check_password(
         &self,
         name: &str,
@@ -137,7 +165,11 @@ impl Authenticator {
         if verified.stale {
             self.rehash(&user, stamp, password).await;
         }
-        Ok(LoggedIn { name: user, stamp })
+        Ok(LoggedIn {
+            name: user,
+            stamp,
+            certificate: None,
+        })
     }
 
     /// Stores a hash with the current parameters for an account hashed with older ones, so

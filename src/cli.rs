@@ -251,6 +251,41 @@ enum UserCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Client certificates that log a user in without a password
+    #[command(subcommand)]
+    Cert(UserCertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCertCommand {
+    /// Bind the certificate in FILE (PEM) to NAME
+    Add {
+        /// Existing user (matched case-insensitively)
+        name: String,
+        /// The certificate, PEM (the first one in the file)
+        file: PathBuf,
+        /// 1-32 ASCII letters, digits, '_', '-' or '.' [default: today's date]
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List NAME's certificates: label, fingerprint, date added (UTC)
+    List {
+        /// Existing user (matched case-insensitively)
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Unbind a certificate (by fingerprint or label); sessions that logged in with it close
+    Del {
+        /// Existing user (matched case-insensitively)
+        name: String,
+        /// SHA-256 fingerprint (with or without colons, any case, optional SHA256:) or label
+        certificate: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 /// Runs the parsed command.
@@ -660,6 +695,76 @@ async fn user(cmd: UserCommand, report: Report) -> anyhow::Result<()> {
                 )?;
             }
             store.close().await;
+        }
+        UserCommand::Cert(cmd) => user_cert(cmd, report).await?,
+    }
+    Ok(())
+}
+
+async fn user_cert(cmd: UserCertCommand, report: Report) -> anyhow::Result<()> {
+    match cmd {
+        UserCertCommand::Add {
+            name,
+            file,
+            label,
+            db,
+        } => {
+            let name = Username::parse(&name)?;
+            let fingerprint =
+                crate::client_cert::fingerprint_of_pem_file(&file).map_err(anyhow::Error::msg)?;
+            let label = label.unwrap_or_else(crate::client_cert::default_label);
+            if !crate::client_cert::valid_label(&label) {
+                bail!("invalid label {label:?}: use 1-32 of A-Z a-z 0-9 _ - .");
+            }
+            let (store, _) = open(&db, None).await?;
+            let added = store.add_certificate(&name, &fingerprint, &label).await;
+            store.close().await;
+            added?;
+            report.line(
+                &format!("added certificate {label} {fingerprint} to {name}"),
+                "added certificate",
+                &[
+                    ("user", json!(name.as_str())),
+                    ("label", json!(label)),
+                    ("fingerprint", json!(fingerprint)),
+                ],
+            )?;
+        }
+        UserCertCommand::List { name, db } => {
+            let name = Username::parse(&name)?;
+            let (store, _) = open(&db, None).await?;
+            let certificates = store.certificates(&name).await;
+            store.close().await;
+            for c in certificates? {
+                report.line(
+                    &format!("{}\t{}\t{}", c.label, c.fingerprint, c.added),
+                    "certificate",
+                    &[
+                        ("label", json!(c.label)),
+                        ("fingerprint", json!(c.fingerprint)),
+                        ("added", json!(c.added)),
+                    ],
+                )?;
+            }
+        }
+        UserCertCommand::Del {
+            name,
+            certificate,
+            db,
+        } => {
+            let name = Username::parse(&name)?;
+            let key = crate::client_cert::parse_fingerprint(&certificate).unwrap_or(certificate);
+            let (store, _) = open(&db, None).await?;
+            let deleted = store.delete_certificate(&name, &key).await;
+            store.close().await;
+            let Some(label) = deleted? else {
+                bail!("no such certificate for {name}: {key}");
+            };
+            report.line(
+                &format!("deleted certificate {label} of {name}"),
+                "deleted certificate",
+                &[("user", json!(name.as_str())), ("label", json!(label))],
+            )?;
         }
     }
     Ok(())

@@ -5,7 +5,8 @@
 //! | `cli` | clap types, admin commands, human output |
 //! | `doctor` | configuration checks without serving |
 //! | `config` | every tunable number, config file, flag/env/file merging |
-//! | `tls` | PEM loading, self-signed certificates, fingerprints |
+//! | `tls` | PEM loading, self-signed certificates, fingerprints, the client-certificate verifier |
+//! | `client_cert` | client certificates as credentials: fingerprint forms, labels |
 //! | `store` | SQLite, migrations, users, rooms, messages, read positions (the only SQL) |
 //! | `metrics` | Prometheus counters and the `/metrics` responder |
 //! | `notify` | systemd readiness notifications |
@@ -30,6 +31,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod client_cert;
 pub mod config;
 pub mod doctor;
 pub mod event;

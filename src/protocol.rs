@@ -47,11 +47,65 @@ pub const HELP: &str = "\
 ***   /part [#ROOM]     leave #ROOM (default: the current room)
 ***   /rooms            list the rooms with people online
 ***   /history [N]      the last N messages of the current room (1-500, default 20)
+***   /cert enroll [LABEL]  log in with this connection's client certificate from now on
+***   /cert list        your certificates; /cert revoke FINGERPRINT|LABEL removes one
 ***   /quit [REASON]    leave
 ***   /help             this list
 ***   //TEXT            send TEXT that starts with /
 *** Any other line is sent to everyone else in the current room.
 ";
+/// Reply to a `/cert` the server cannot read.
+pub const CERT_USAGE: &str =
+    "! Usage: /cert enroll [LABEL] | /cert list | /cert revoke FINGERPRINT|LABEL\n";
+/// Reply to `/cert enroll` on a connection that presented no certificate.
+pub const CERT_NONE_PRESENTED: &str = "! Connect with a client certificate to enroll it\n";
+/// Reply to `/cert enroll` of a certificate bound to another account (nothing more is said).
+pub const CERT_OF_ANOTHER_ACCOUNT: &str = "! That certificate belongs to another account\n";
+/// Reply to `/cert enroll` with a label that breaks the rule.
+pub const CERT_INVALID_LABEL: &str = "! Invalid label: use 1-32 of A-Z a-z 0-9 _ - .\n";
+/// Reply to `/cert revoke` of nothing the user has.
+pub const CERT_NO_SUCH: &str = "! No such certificate\n";
+/// Reply to `/cert list` for a user without certificates.
+pub const CERT_NONE: &str = "*** No certificates\n";
+/// Sent instead of a `/cert` answer when the database cannot be reached.
+pub const CERT_UNAVAILABLE: &str = "! Certificates are unavailable right now; try again later\n";
+/// Sent instead of `Password:` when the connection's certificate belongs to the user.
+pub const AUTHENTICATED_BY_CERTIFICATE: &str = "*** Authenticated by client certificate\n";
+
+/// `*** Certificate AA:BB:…:FF enrolled as laptop`
+pub fn cert_enrolled(fingerprint: &str, label: &str) -> String {
+    format!("*** Certificate {fingerprint} enrolled as {label}\n")
+}
+
+/// `! That certificate is already enrolled as laptop`
+pub fn cert_already_enrolled(label: &str) -> String {
+    format!("! That certificate is already enrolled as {label}\n")
+}
+
+/// `! You already have a certificate labelled laptop`
+pub fn cert_label_taken(label: &str) -> String {
+    format!("! You already have a certificate labelled {label}\n")
+}
+
+/// `*** Certificate laptop revoked`
+pub fn cert_revoked(label: &str) -> String {
+    format!("*** Certificate {label} revoked\n")
+}
+
+/// The `/cert list` answer: `*** 2 certificates:` and one `***   LABEL FINGERPRINT added
+/// YYYY-MM-DD` line each.
+pub fn cert_list(certificates: &[(String, String, String)]) -> String {
+    if certificates.is_empty() {
+        return CERT_NONE.to_owned();
+    }
+    let n = certificates.len();
+    let mut out = format!("*** {n} certificate{}:\n", if n == 1 { "" } else { "s" });
+    for (label, fingerprint, added) in certificates {
+        out.push_str(&format!("***   {label} {fingerprint} added {added}\n"));
+    }
+    out
+}
+
 /// Reply to a room name that breaks the rule.
 pub const INVALID_ROOM_NAME: &str = "! Invalid room name: use # and 1-32 of a-z 0-9 _ - .\n";
 /// Reply to `/part #lobby`.
@@ -207,6 +261,12 @@ pub enum Command<'a> {
     Quit(Option<&'a str>),
     /// `/help`.
     Help,
+    /// `/cert enroll [LABEL]`.
+    CertEnroll(Option<&'a str>),
+    /// `/cert list`.
+    CertList,
+    /// `/cert revoke FINGERPRINT|LABEL`.
+    CertRevoke(&'a str),
     /// A known command used wrongly; holds the usage line.
     Usage(&'static str),
     /// `/word` that is not a command.
@@ -255,6 +315,13 @@ pub fn parse_command(line: &str) -> Command<'_> {
             _ => Command::Usage("! Usage: /msg NAME TEXT\n"),
         },
         "quit" => Command::Quit(Some(args).filter(|a| !a.is_empty())),
+        "cert" => match args.split_once(' ').map(|(w, a)| (w, a.trim())) {
+            None if args == "enroll" => Command::CertEnroll(None),
+            None if args == "list" => Command::CertList,
+            Some(("enroll", label)) if !label.contains(' ') => Command::CertEnroll(Some(label)),
+            Some(("revoke", key)) if !key.contains(' ') => Command::CertRevoke(key),
+            _ => Command::Usage(CERT_USAGE),
+        },
         _ => Command::Unknown(word),
     }
 }

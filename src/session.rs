@@ -160,14 +160,22 @@ pub async fn run(
         match accepted {
             // Boxed: an async fn keeps its arguments apart from its locals, so a stream passed
             // by value would be stored twice in the task that every idle session keeps.
-            Accepted::Line(tls) => Either::Left(serve(
-                Box::new(tls),
-                peer,
-                &ctx,
-                &shutdown,
-                observer,
-                connected,
-            )),
+            Accepted::Line(tls) => {
+                let presented = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| Arc::from(crate::tls::fingerprint(cert)));
+                Either::Left(serve(
+                    Box::new(tls),
+                    peer,
+                    &ctx,
+                    &shutdown,
+                    (observer, presented),
+                    connected,
+                ))
+            }
             Accepted::Web(tls) => Either::Right(Box::pin(crate::web::serve(
                 tls, peer, &ctx, &shutdown, observer, connected,
             ))),
@@ -177,13 +185,14 @@ pub async fn run(
 }
 
 /// Runs a session over a stream of lines that has passed its handshake: login, then the
-/// member loop. `connected` starts the login timeout.
+/// member loop. `connected` starts the login timeout; `presented` is the fingerprint of the
+/// client certificate the connection presented, if any.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
     ctx: &SessionContext,
     shutdown: &CancellationToken,
-    mut observer: impl LoginObserver,
+    (mut observer, presented): (impl LoginObserver, Option<Arc<str>>),
     connected: Instant,
 ) -> io::Result<End> {
     let limits = &ctx.limits;
@@ -191,7 +200,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 
     let login_deadline = connected + limits.login_timeout;
     let outcome = tokio::select! {
-        r = Box::pin(login(&mut conn, &ctx.auth, &ctx.metrics, peer)) => r?,
+        r = Box::pin(login(&mut conn, &ctx.auth, &ctx.metrics, peer, presented.as_deref())) => r?,
         _ = sleep_until(login_deadline) => {
             conn.goodbye(protocol::LOGIN_TIMED_OUT, GOODBYE_TIMEOUT).await;
             return Ok(End::LoginTimeout);
@@ -201,7 +210,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(End::Shutdown);
         }
     };
-    let LoggedIn { name, stamp } = match outcome {
+    let LoggedIn {
+        name,
+        stamp,
+        certificate,
+    } = match outcome {
         LoginOutcome::LoggedIn(account) => account,
         LoginOutcome::Ended(end, last_line) => {
             if matches!(end, End::NoNewline) {
@@ -239,6 +252,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             since: std::time::SystemTime::now(),
             stamp,
             queued: joined.outbox.queue_counter(),
+            certificate,
         },
     );
     let mut member = MemberGuard {
@@ -248,6 +262,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         reason: None,
         history: Some((Arc::clone(&ctx.history), stamp.id)),
         positions: Vec::new(),
+        name,
+        presented,
     };
     member.commit(joined.positions);
     conn.queue(&joined.welcome);
@@ -284,6 +300,10 @@ struct MemberGuard {
     history: Option<(Arc<History>, i64)>,
     /// The last message of each room written to the socket or sent by the member.
     positions: Vec<Mark>,
+    /// The account's name as created.
+    name: crate::username::Username,
+    /// The fingerprint of the certificate the connection presented, for `/cert enroll`.
+    presented: Option<Arc<str>>,
 }
 
 impl MemberGuard {
@@ -337,12 +357,14 @@ enum LoginOutcome {
     Ended(End, Option<&'static str>),
 }
 
-/// Greeting, then up to three username/password rounds.
+/// Greeting, then up to three username/password rounds; a username that owns the
+/// connection's certificate needs no password.
 async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     auth: &Authenticator,
     metrics: &Metrics,
     peer: SocketAddr,
+    presented: Option<&str>,
 ) -> io::Result<LoginOutcome> {
     conn.queue(protocol::GREETING);
     let mut failures = 0;
@@ -355,6 +377,17 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(u) => u,
             Err(end) => return Ok(end),
         };
+        if let Some(fingerprint) = presented {
+            match auth.authenticate_certificate(&username, fingerprint).await {
+                Ok(Some(account)) => {
+                    inc(&metrics.logins_ok);
+                    conn.queue(protocol::AUTHENTICATED_BY_CERTIFICATE);
+                    return Ok(LoginOutcome::LoggedIn(account));
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "certificate check failed; asking for the password"),
+            }
+        }
         conn.queue(protocol::PASSWORD_PROMPT);
         let Some(password) = conn.read_login_line(protocol::PASSWORD_PROMPT).await? else {
             return Ok(LoginOutcome::Ended(End::ClientClosed, None));
@@ -587,6 +620,41 @@ async fn handle<S>(
         Command::Rooms => room.send_rooms(member.id),
         Command::History(want) => room.send_history(member.id, want),
         Command::Help => conn.queue(protocol::HELP),
+        Command::CertEnroll(label) => {
+            let reply = Box::pin(enroll(ctx, member, label)).await;
+            conn.queue(&reply);
+        }
+        Command::CertList => {
+            let reply = match Box::pin(ctx.auth.store().certificates(&member.name)).await {
+                Ok(list) => protocol::cert_list(
+                    &list
+                        .into_iter()
+                        .map(|c| (c.label, c.fingerprint, c.added))
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => {
+                    warn!(error = %e, "listing certificates failed");
+                    protocol::CERT_UNAVAILABLE.to_owned()
+                }
+            };
+            conn.queue(&reply);
+        }
+        Command::CertRevoke(key) => {
+            let key = crate::client_cert::parse_fingerprint(key).unwrap_or_else(|| key.to_owned());
+            let store = ctx.auth.store();
+            let reply = match Box::pin(store.delete_certificate(&member.name, &key)).await {
+                Ok(Some(label)) => {
+                    info!(label = %label, "certificate revoked");
+                    protocol::cert_revoked(&label)
+                }
+                Ok(None) => protocol::CERT_NO_SUCH.to_owned(),
+                Err(e) => {
+                    warn!(error = %e, "revoking a certificate failed");
+                    protocol::CERT_UNAVAILABLE.to_owned()
+                }
+            };
+            conn.queue(&reply);
+        }
         Command::Usage(usage) => conn.queue(usage),
         Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),
         Command::Quit(reason) => {
@@ -596,6 +664,38 @@ async fn handle<S>(
         }
     }
     None
+}
+
+/// `/cert enroll [LABEL]`: binds the connection's certificate to the member's account.
+async fn enroll(ctx: &SessionContext, member: &MemberGuard, label: Option<&str>) -> String {
+    let Some(fingerprint) = member.presented.as_deref() else {
+        return protocol::CERT_NONE_PRESENTED.to_owned();
+    };
+    let label = label.map_or_else(crate::client_cert::default_label, str::to_owned);
+    if !crate::client_cert::valid_label(&label) {
+        return protocol::CERT_INVALID_LABEL.to_owned();
+    }
+    let store = ctx.auth.store();
+    match store
+        .add_certificate(&member.name, fingerprint, &label)
+        .await
+    {
+        Ok(()) => {
+            info!(label = %label, "certificate enrolled");
+            protocol::cert_enrolled(fingerprint, &label)
+        }
+        Err(crate::store::StoreError::CertificateTaken) => {
+            protocol::CERT_OF_ANOTHER_ACCOUNT.to_owned()
+        }
+        Err(crate::store::StoreError::CertificateEnrolled(label)) => {
+            protocol::cert_already_enrolled(&label)
+        }
+        Err(crate::store::StoreError::LabelTaken(label)) => protocol::cert_label_taken(&label),
+        Err(e) => {
+            warn!(error = %e, "enrolling a certificate failed");
+            protocol::CERT_UNAVAILABLE.to_owned()
+        }
+    }
 }
 
 /// The newest stored number of a room that is not in memory, so that a room coming back
@@ -929,6 +1029,8 @@ mod tests {
                 reason: None,
                 history: None,
                 positions: Vec::new(),
+                name: Username::parse("alice").unwrap(),
+                presented: None,
             };
             panic!("injected fault");
         });

@@ -217,6 +217,23 @@ pub enum StoreError {
     UserExists(String),
     #[error("no such user: {0}")]
     NoSuchUser(String),
+    #[error("that certificate belongs to another account")]
+    CertificateTaken,
+    #[error("that certificate is already enrolled as {0}")]
+    CertificateEnrolled(String),
+    #[error("a certificate is already labelled {0}")]
+    LabelTaken(String),
+}
+
+/// A client certificate bound to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The owner's label for it.
+    pub label: String,
+    /// SHA-256 of its DER, upper-case hex pairs with colons.
+    pub fingerprint: String,
+    /// UTC day it was added, `YYYY-MM-DD`.
+    pub added: String,
 }
 
 /// One account as listed for admins (never with its hash).
@@ -379,6 +396,140 @@ impl Store {
             return Err(StoreError::NoSuchUser(name.to_string()));
         }
         Ok(())
+    }
+
+    /// Binds the certificate with `fingerprint` to `user` under `label`.
+    pub async fn add_certificate(
+        &self,
+        user: &Username,
+        fingerprint: &str,
+        label: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let owner = sqlx::query(
+            "SELECT c.label AS label, u.username AS username FROM certificates c \
+             JOIN users u ON u.id = c.user_id WHERE c.fingerprint = ?",
+        )
+        .bind(fingerprint)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        if let Some(row) = owner {
+            let username: String = row.try_get("username").map_err(|e| self.error(e))?;
+            if !username.eq_ignore_ascii_case(user.as_str()) {
+                return Err(StoreError::CertificateTaken);
+            }
+            let label: String = row.try_get("label").map_err(|e| self.error(e))?;
+            return Err(StoreError::CertificateEnrolled(label));
+        }
+        let added = sqlx::query(
+            "INSERT INTO certificates (user_id, fingerprint, label) \
+             SELECT id, ?, ? FROM users WHERE username = ? \
+             ON CONFLICT (user_id, label) DO NOTHING",
+        )
+        .bind(fingerprint)
+        .bind(label)
+        .bind(user.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        if added.rows_affected() == 0 {
+            let exists = sqlx::query("SELECT 1 FROM users WHERE username = ?")
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            return Err(match exists {
+                Some(_) => StoreError::LabelTaken(label.to_owned()),
+                None => StoreError::NoSuchUser(user.to_string()),
+            });
+        }
+        tx.commit().await.map_err(|e| self.error(e))
+    }
+
+    /// The certificates of `user`, by label.
+    pub async fn certificates(&self, user: &Username) -> Result<Vec<Certificate>, StoreError> {
+        let exists = sqlx::query("SELECT 1 FROM users WHERE username = ?")
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        if exists.is_none() {
+            return Err(StoreError::NoSuchUser(user.to_string()));
+        }
+        let rows = sqlx::query(
+            "SELECT c.label, c.fingerprint, c.added_at FROM certificates c \
+             JOIN users u ON u.id = c.user_id WHERE u.username = ? ORDER BY c.label",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Certificate {
+                    label: r.try_get("label")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    added: r.try_get("added_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.error(e))
+    }
+
+    /// Unbinds the certificate of `user` with this fingerprint or label; returns its label,
+    /// or `None` when there is none.
+    pub async fn delete_certificate(
+        &self,
+        user: &Username,
+        fingerprint_or_label: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM certificates WHERE user_id = (SELECT id FROM users WHERE username = ?) \
+             AND (fingerprint = ? OR label = ?) RETURNING label",
+        )
+        .bind(user.as_str())
+        .bind(fingerprint_or_label)
+        .bind(fingerprint_or_label)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        row.map(|r| r.try_get("label"))
+            .transpose()
+            .map_err(|e| self.error(e))
+    }
+
+    /// The account a certificate is bound to, if any, with its current credentials.
+    pub async fn certificate_owner(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<Credentials>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.username FROM certificates c JOIN users u ON u.id = c.user_id \
+             WHERE c.fingerprint = ?",
+        )
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let name: String = row.try_get("username").map_err(|e| self.error(e))?;
+        match Username::parse(&name) {
+            Ok(user) => self.credentials(&user).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Every bound certificate as (fingerprint, account row id), for noticing revocations.
+    pub async fn certificate_bindings(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT fingerprint, user_id FROM certificates")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("fingerprint")?, r.try_get("user_id")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.error(e))
     }
 
     /// The current stamp of every account, for noticing changes made by other processes.

@@ -99,7 +99,7 @@ async fn help_lists_the_commands() {
     let mut alice = server.login("alice").await;
     alice.send("/help").await;
     let mut lines = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..14 {
         lines.push(alice.next_line().await);
     }
     assert!(lines.iter().all(|l| l.starts_with("*** ")), "{lines:?}");
@@ -109,7 +109,7 @@ async fn help_lists_the_commands() {
     );
     let text = lines.join("\n");
     for cmd in [
-        "/who", "/me", "/msg", "/join", "/part", "/rooms", "/history", "/quit", "/help",
+        "/who", "/me", "/msg", "/join", "/part", "/rooms", "/history", "/cert", "/quit", "/help",
     ] {
         assert!(text.contains(cmd), "{cmd} missing from {text}");
     }

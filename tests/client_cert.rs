@@ -121,3 +121,292 @@ async fn the_browser_path_never_sends_a_certificate_request() {
     let (asked, _) = handshake(&server, TLS13, &[b"http/1.1"], Some(client_key())).await;
     assert!(!asked);
 }
+
+/// A client certificate as the files a user makes with openssl: PEM certificate and key.
+struct ClientPair {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl ClientPair {
+    fn new() -> ClientPair {
+        let ck = rcgen::generate_simple_self_signed(vec!["me".into()]).unwrap();
+        ClientPair {
+            cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap();
+        tlschat::tls::fingerprint(&der)
+    }
+
+    /// A TLS client trusting the server that presents this certificate.
+    fn connector(&self, server: &TestServer, tls12_only: bool) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server.cert_der.clone()).unwrap();
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+            TLS12
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    async fn connect(&self, server: &TestServer) -> common::TestClient {
+        common::TestClient::connect(server.addr, &self.connector(server, false)).await
+    }
+
+    /// Logs in as `name` by password over a connection presenting this certificate.
+    async fn login_by_password(&self, server: &TestServer, name: &str) -> common::TestClient {
+        let mut c = self.connect(server).await;
+        c.login(name, common::PASSWORD).await;
+        c
+    }
+
+    /// Enrolls this certificate for `name`, leaves, and logs in again by the certificate.
+    async fn enroll_and_log_in_by_it(&self, server: &TestServer, name: &str) -> common::TestClient {
+        let mut first = self.enroll(server, name, "laptop").await;
+        first.send("/quit").await;
+        first.expect_closed().await;
+        let mut c = self.connect(server).await;
+        c.expect_greeting().await;
+        c.send(&name.to_ascii_uppercase()).await;
+        c.expect_line("*** Authenticated by client certificate")
+            .await;
+        c
+    }
+
+    /// Enrolls this certificate for `name` (logging in by password) under `label`.
+    async fn enroll(&self, server: &TestServer, name: &str, label: &str) -> common::TestClient {
+        let mut c = self.login_by_password(server, name).await;
+        c.send(&format!("/cert enroll {label}")).await;
+        c.expect_line(&format!(
+            "*** Certificate {} enrolled as {label}",
+            self.fingerprint()
+        ))
+        .await;
+        c
+    }
+}
+
+#[tokio::test]
+async fn an_enrolled_certificate_logs_its_owner_in_without_a_password() {
+    let server = spawn_server(Opts::default()).await;
+    let mut c = ClientPair::new()
+        .enroll_and_log_in_by_it(&server, "alice")
+        .await;
+    let welcome = c.next_line().await;
+    assert!(welcome.starts_with("*** Welcome, alice! "), "{welcome}");
+}
+
+#[tokio::test]
+async fn another_username_with_the_certificate_gets_the_password_flow() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let _alice = pair.enroll(&server, "alice", "laptop").await;
+    let mut c = pair.connect(&server).await;
+    c.expect_greeting().await;
+    c.send("bob").await;
+    c.expect_line("Password:").await;
+    c.send("wrong password").await;
+    c.expect_line("! Login failed").await;
+}
+
+#[tokio::test]
+async fn a_tls12_connection_with_an_enrolled_certificate_logs_in_by_password() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let _alice = pair.enroll(&server, "alice", "laptop").await;
+    let mut c = common::TestClient::connect(server.addr, &pair.connector(&server, true)).await;
+    assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    c.expect_greeting().await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+}
+
+#[tokio::test]
+async fn enrolling_without_a_certificate_says_how() {
+    let server = spawn_server(Opts::default()).await;
+    let mut c = server.login("alice").await;
+    c.send("/cert enroll").await;
+    c.expect_line("! Connect with a client certificate to enroll it")
+        .await;
+}
+
+#[tokio::test]
+async fn a_certificate_of_another_account_cannot_be_enrolled() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let _alice = pair.enroll(&server, "alice", "laptop").await;
+    let mut bob = pair.login_by_password(&server, "bob").await;
+    bob.send("/cert enroll").await;
+    bob.expect_line("! That certificate belongs to another account")
+        .await;
+}
+
+#[tokio::test]
+async fn the_default_label_is_todays_date() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let mut c = pair.login_by_password(&server, "alice").await;
+    c.send("/cert enroll").await;
+    let line = c.next_line().await;
+    let label = line
+        .strip_prefix(&format!(
+            "*** Certificate {} enrolled as ",
+            pair.fingerprint()
+        ))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(label, tlschat::client_cert::default_label());
+}
+
+#[tokio::test]
+async fn cert_list_shows_label_fingerprint_and_date_and_revoke_removes_one() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let mut c = pair.enroll(&server, "alice", "laptop").await;
+    c.send("/cert list").await;
+    c.expect_line("*** 1 certificate:").await;
+    c.expect_line(&format!(
+        "***   laptop {} added {}",
+        pair.fingerprint(),
+        tlschat::client_cert::default_label()
+    ))
+    .await;
+    c.send("/cert revoke nothing-like-it").await;
+    c.expect_line("! No such certificate").await;
+    c.send("/cert revoke laptop").await;
+    c.expect_line("*** Certificate laptop revoked").await;
+    c.send("/cert list").await;
+    c.expect_line("*** No certificates").await;
+}
+
+#[tokio::test]
+async fn revoke_takes_the_fingerprint_in_any_accepted_form() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let mut c = pair.enroll(&server, "alice", "laptop").await;
+    let plain = pair.fingerprint().replace(':', "").to_ascii_lowercase();
+    c.send(&format!("/cert revoke SHA256:{plain}")).await;
+    c.expect_line("*** Certificate laptop revoked").await;
+}
+
+#[tokio::test]
+async fn deleting_a_certificate_with_the_cli_closes_the_sessions_it_logged_in() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let mut c = pair.enroll_and_log_in_by_it(&server, "alice").await;
+    c.next_line().await;
+    let db = server.dir.path().join("users.db");
+    let out = common::bin::tlschat(server.dir.path())
+        .args(["user", "cert", "del", "alice", &pair.fingerprint(), "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = c.expect_closed().await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("! Your account was changed by an administrator")
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_added_with_the_cli_logs_in_from_openssl_s_client() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let dir = server.dir.path();
+    std::fs::write(dir.join("me.crt"), &pair.cert_pem).unwrap();
+    std::fs::write(dir.join("me.key"), &pair.key_pem).unwrap();
+    let out = common::bin::tlschat(dir)
+        .args([
+            "user", "cert", "add", "alice", "me.crt", "--label", "openssl", "--db",
+        ])
+        .arg(dir.join("users.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("added certificate openssl {} to alice", pair.fingerprint())
+    );
+    std::fs::write(dir.join("ca.pem"), &server.cert_pem).unwrap();
+    let (cert, key) = (dir.join("me.crt"), dir.join("me.key"));
+    let mut s = common::sclient::SClient::start(
+        server.addr,
+        &dir.join("ca.pem"),
+        &[
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    s.wait_for("Username:").await;
+    s.send("alice").await;
+    s.wait_for("*** Authenticated by client certificate").await;
+    s.wait_for_start("*** Welcome, alice! ").await;
+}
+
+#[test]
+fn the_cli_lists_and_deletes_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    common::bin::add_users(dir.path(), &["alice"], common::PASSWORD);
+    let pair = ClientPair::new();
+    std::fs::write(dir.path().join("me.crt"), &pair.cert_pem).unwrap();
+    let run = |args: &[&str]| {
+        let out = common::bin::tlschat(dir.path())
+            .args(["user", "cert"])
+            .args(args)
+            .args(["--db", "users.db"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        run(&["add", "alice", "me.crt", "--label", "desk"]).0,
+        Some(0)
+    );
+    let (code, listed, _) = run(&["list", "alice"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        listed,
+        format!(
+            "desk\t{}\t{}\n",
+            pair.fingerprint(),
+            tlschat::client_cert::default_label()
+        )
+    );
+    let plain = pair.fingerprint().replace(':', "").to_ascii_lowercase();
+    let (code, deleted, _) = run(&["del", "alice", &plain]);
+    assert_eq!(code, Some(0));
+    assert_eq!(deleted.trim(), "deleted certificate desk of alice");
+    let (code, _, err) = run(&["del", "alice", "desk"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no such certificate for alice"), "{err}");
+    assert_eq!(run(&["list", "alice"]).1, "");
+}

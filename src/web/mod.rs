@@ -153,7 +153,8 @@ where
     )
     .await;
     ws::run(socket, limits, shutdown, |pipe| {
-        session::serve(pipe, peer, ctx, shutdown, observer, Instant::now())
+        // Browsers are never asked for a certificate.
+        session::serve(pipe, peer, ctx, shutdown, (observer, None), Instant::now())
     })
     .await
 }
