@@ -76,6 +76,34 @@ enum Command {
     Admin(AdminArgs),
     /// Check a configuration without serving: certificate, files, database, argon2, address
     Doctor(Box<DoctorArgs>),
+    /// Chat with a server: checks its certificate (system roots, --ca, --fingerprint, or
+    /// trust on first use like ssh), logs in and reconnects after a drop. Ctrl-C leaves.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// Server to connect to [default: localhost:7443]
+    #[arg(value_name = "HOST[:PORT]", default_value = "localhost")]
+    target: String,
+    /// Username (asked for on a terminal when missing)
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Read the password from the first line of standard input; the rest are chat lines
+    #[arg(long)]
+    password_stdin: bool,
+    /// Trust only servers whose chain verifies against the certificates in FILE (PEM)
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Trusted servers' fingerprints [default: ~/.config/tlschat/known_hosts]
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+    /// Trust exactly the certificate with this SHA-256 fingerprint
+    #[arg(long, value_name = "FP")]
+    fingerprint: Option<String>,
+    /// Do not check the server's certificate at all (for tests; says so on every start)
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +330,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user(cmd, report).await,
         Command::Admin(args) => admin_command(args, report).await,
         Command::Doctor(args) => doctor(*args, report).await,
+        Command::Connect(args) => {
+            crate::client::run(crate::client::Options {
+                target: args.target,
+                user: args.user,
+                password_stdin: args.password_stdin,
+                ca: args.ca,
+                known_hosts: args.known_hosts,
+                fingerprint: args.fingerprint,
+                insecure: args.insecure,
+            })
+            .await
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `cli` | clap types, admin commands, human output |
+//! | `client` | `tlschat connect`: server trust (roots, pins, known_hosts), login, relay, reconnect |
 //! | `doctor` | configuration checks without serving |
 //! | `config` | every tunable number, config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints, the client-certificate verifier |
@@ -31,6 +32,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod client_cert;
 pub mod config;
 pub mod doctor;

@@ -6,15 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use common::chrome::{Browser, chromium};
+use common::proxy::Proxy;
 use common::sclient::SClient;
 use common::{Opts, TestServer, spawn_server};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
 
 /// A page open on `addr` (the server, or a proxy in front of it), logged in as alice with
 /// the keyboard only: the username field has the focus, Tab moves to the password, Enter
@@ -203,68 +201,6 @@ async fn history_lines_show_their_timestamps() {
              .test(li.textContent)).length === 2",
     )
     .await;
-}
-
-/// A TCP forwarder in front of the server that can cut every connection and refuse new
-/// ones, as a network drop does, and be pointed at a restarted server.
-struct Proxy {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<SocketAddr>>,
-    blocked: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream = Arc::new(Mutex::new(upstream));
-        let blocked = Arc::new(AtomicBool::new(false));
-        let (cut, _) = watch::channel(0u64);
-        let (upstream2, blocked2, cut2) =
-            (Arc::clone(&upstream), Arc::clone(&blocked), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if blocked2.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut cut = cut2.subscribe();
-                let to = *upstream2.lock().unwrap();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(to).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            addr,
-            upstream,
-            blocked,
-            cut,
-        }
-    }
-
-    /// Refuses new connections until [`Proxy::restore`].
-    fn block(&self) {
-        self.blocked.store(true, Ordering::SeqCst);
-    }
-
-    /// Cuts every connection and refuses new ones until [`Proxy::restore`].
-    fn drop_network(&self) {
-        self.block();
-        self.cut.send_modify(|g| *g += 1);
-    }
-
-    /// Forwards new connections again, to `upstream`.
-    fn restore(&self, upstream: SocketAddr) {
-        *self.upstream.lock().unwrap() = upstream;
-        self.blocked.store(false, Ordering::SeqCst);
-    }
 }
 
 const CONNECTION_LOST: &str =

@@ -1,0 +1,449 @@
+//! `tlschat connect`: a client for the line protocol that checks the server (system roots,
+//! `--ca`, a pinned fingerprint, or trust on first use with `known_hosts`), logs in, relays
+//! lines between the terminal (or pipes) and the server, and reconnects after a drop.
+
+pub mod trust;
+
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rustls::pki_types::ServerName;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use trust::{Decision, KnownHosts, Policy, Recorder};
+
+/// The port `serve` listens on by default.
+pub const DEFAULT_PORT: u16 = 7443;
+/// First wait before reconnecting; doubles per failed try up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between reconnection tries.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Time allowed for TCP connect and TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines after which the server will not take this session back: reconnecting would only
+/// fight another session (takeover) or an administrator.
+const FINAL_LINES: [&str; 4] = [
+    "! You signed in elsewhere; closing this session",
+    "! Too many failed logins",
+    "! Your account was changed by an administrator",
+    "! You were removed by an administrator",
+];
+
+/// What `tlschat connect` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `HOST[:PORT]`.
+    pub target: String,
+    /// `--user NAME`.
+    pub user: Option<String>,
+    /// `--password-stdin`: the first line of standard input is the password.
+    pub password_stdin: bool,
+    /// `--ca FILE`.
+    pub ca: Option<PathBuf>,
+    /// `--known-hosts FILE`.
+    pub known_hosts: Option<PathBuf>,
+    /// `--fingerprint FP`.
+    pub fingerprint: Option<String>,
+    /// `--insecure`.
+    pub insecure: bool,
+}
+
+/// Splits `HOST[:PORT]` (`[v6]:PORT` for IPv6) into host and port.
+pub fn parse_target(target: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .with_context(|| format!("invalid address {target:?}: missing ]"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match target.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            _ => (target, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .with_context(|| format!("invalid port in {target:?}"))?,
+        None => DEFAULT_PORT,
+    };
+    if host.is_empty() {
+        bail!("invalid address {target:?}: no host");
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// How one connection ended.
+enum Ended {
+    /// `/quit` answered, or standard input ended: leave.
+    Left,
+    /// The server will not take us back (takeover, kick, failed login): leave with an error.
+    Final(String),
+    /// The connection dropped: reconnect.
+    Dropped,
+}
+
+/// Runs the client until the user leaves. Errors are for the terminal: trust refused,
+/// login failed, no way to ask for what is missing.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let (host, port) = parse_target(&opts.target)?;
+    let host_port = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    if opts.insecure {
+        let (red, reset) =
+            if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+                ("\x1b[1;31m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
+        eprintln!(
+            "{red}WARNING: --insecure: the server's certificate is not checked; anyone on the \
+             way can read and change everything. Use it for tests only.{reset}"
+        );
+    }
+    let pinned = match &opts.fingerprint {
+        Some(fp) => Some(
+            crate::client_cert::parse_fingerprint(fp)
+                .with_context(|| format!("invalid fingerprint {fp:?}: expected SHA-256 hex"))?,
+        ),
+        None => None,
+    };
+    let policy = Policy {
+        ca_given: opts.ca.is_some(),
+        pinned,
+        insecure: opts.insecure,
+    };
+    let known = match opts.known_hosts.clone().or_else(KnownHosts::default_path) {
+        Some(path) => KnownHosts::at(path),
+        None => bail!("cannot find a configuration directory (set HOME or use --known-hosts FILE)"),
+    };
+    let recorder = Recorder::new(roots(opts.ca.as_deref())?).map_err(anyhow::Error::msg)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::clone(&recorder) as _)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![crate::tls::ALPN_TLSCHAT.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server_name = ServerName::try_from(host.clone()).context("invalid host name")?;
+
+    let interactive = std::io::stdin().is_terminal();
+    let password = if opts.password_stdin {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            bail!("--password-stdin: standard input ended before the password");
+        }
+        Some(SecretString::from(
+            line.trim_end_matches(['\n', '\r']).to_owned(),
+        ))
+    } else {
+        None
+    };
+    // Standard input is read from the first login on: before it, the terminal answers the
+    // prompts (username, trust, password), which must not race a reader.
+    let mut input: Option<mpsc::Receiver<String>> = None;
+    let user = match opts.user.clone() {
+        Some(u) => u,
+        None if interactive => ask_line("Username: ")?,
+        None => bail!("give --user NAME (standard input is not a terminal)"),
+    };
+    let mut session = Login {
+        user,
+        password,
+        interactive,
+    };
+    // Once trusted, later connections must present exactly this certificate.
+    let mut trusted: Option<String> = None;
+    let mut wait = RECONNECT_FIRST;
+    loop {
+        let tls = match connect(&connector, &server_name, &host, port).await {
+            Ok(tls) => tls,
+            Err(e) if trusted.is_some() => {
+                wait = retry_after(wait, &e.to_string()).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let seen = recorder
+            .take()
+            .context("the handshake showed no certificate")?;
+        let decision = match &trusted {
+            Some(fp) if *fp == seen.fingerprint => Decision::Trusted,
+            Some(fp) => trust::decide(&policy, &host_port, &seen, Some(fp), known.path()),
+            None => {
+                let entry = known.find(&host_port);
+                trust::decide(&policy, &host_port, &seen, entry.as_deref(), known.path())
+            }
+        };
+        match decision {
+            Decision::Trusted => {}
+            Decision::Refused(why) => bail!("{why}"),
+            Decision::Unknown(fp) => {
+                if !interactive {
+                    bail!(
+                        "the server at {host_port} is not known and its certificate is not \
+                         signed by a trusted authority.\nIts SHA-256 fingerprint is {fp}.\n\
+                         Check it against the one `tlschat serve` printed, then pass \
+                         --fingerprint {fp} (or connect once from a terminal to trust it)"
+                    );
+                }
+                eprintln!(
+                    "The server at {host_port} presented a certificate that no trusted authority signed."
+                );
+                eprintln!("Its SHA-256 fingerprint is {fp}");
+                eprintln!(
+                    "Compare it with the one `tlschat serve` printed (ask the server's admin)."
+                );
+                let answer = ask_line("Trust this server? [y/N] ")?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+                    bail!("the server at {host_port} is not trusted; nothing was sent");
+                }
+                known
+                    .add(&host_port, &fp)
+                    .with_context(|| format!("saving {}", known.path().display()))?;
+                eprintln!("Added {host_port} to {}", known.path().display());
+            }
+        }
+        trusted = Some(seen.fingerprint);
+        match relay(tls, &mut session, &mut input, &mut wait).await {
+            Ended::Left => return Ok(()),
+            Ended::Final(why) => bail!("{why}"),
+            Ended::Dropped => wait = retry_after(wait, "connection lost").await,
+        }
+    }
+}
+
+/// Waits `wait` (with jitter) after telling the user; returns the next wait.
+async fn retry_after(wait: Duration, why: &str) -> Duration {
+    let jitter = 0.5 + f64::from(rand_fraction()) / 2.0;
+    let this = wait.mul_f64(jitter);
+    eprintln!("*** {why}; reconnecting in {:.1} s", this.as_secs_f64());
+    tokio::time::sleep(this).await;
+    (wait * 2).min(RECONNECT_MAX)
+}
+
+/// A pseudo-random fraction in [0, 1) from the clock: jitter needs no better.
+fn rand_fraction() -> f32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos % 1000) as f32 / 1000.0
+}
+
+/// The certificates chains are checked against: `--ca`'s, else the system's.
+fn roots(ca: Option<&std::path::Path>) -> anyhow::Result<rustls::RootCertStore> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect())
+                .with_context(|| format!("reading --ca {}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                bail!("--ca {}: no certificate in the file", path.display());
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    Ok(roots)
+}
+
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    name: &ServerName<'static>,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let attempt = async {
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("connecting to {host}:{port}"))?;
+        let tls = connector
+            .connect(name.clone(), tcp)
+            .await
+            .with_context(|| format!("TLS handshake with {host}:{port}"))?;
+        anyhow::Ok(tls)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .with_context(|| format!("connecting to {host}:{port}: timed out"))?
+}
+
+/// Who logs in; the password is kept (as a secret) for logging in again after a drop.
+struct Login {
+    user: String,
+    password: Option<SecretString>,
+    interactive: bool,
+}
+
+impl Login {
+    fn password(&mut self) -> anyhow::Result<SecretString> {
+        if let Some(p) = &self.password {
+            return Ok(p.clone());
+        }
+        if !self.interactive {
+            bail!("the server asks for a password: use --password-stdin");
+        }
+        let typed = rpassword::prompt_password("Password: ").context("reading the password")?;
+        let secret = SecretString::from(typed);
+        self.password = Some(secret.clone());
+        Ok(secret)
+    }
+}
+
+/// Relays one connection: answers the login prompts, then copies input lines to the server
+/// and the server's lines (sanitised again: nothing from the network may move the cursor or
+/// change the terminal) to standard output.
+async fn relay(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    login: &mut Login,
+    input: &mut Option<mpsc::Receiver<String>>,
+    wait: &mut Duration,
+) -> Ended {
+    let (read, mut write) = tokio::io::split(tls);
+    let mut lines = BufReader::new(read).lines();
+    let mut logged_in = false;
+    let mut quitting = false;
+    let mut out = std::io::stdout();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let line = match line {
+                    Ok(Some(line)) => line,
+                    _ if quitting => return Ended::Left,
+                    _ => return Ended::Dropped,
+                };
+                let line = crate::protocol::clean(&line).into_owned();
+                if !logged_in {
+                    let answer = match line.as_str() {
+                        "Username:" => Some(SecretString::from(login.user.clone())),
+                        "Password:" => match login.password() {
+                            Ok(p) => Some(p),
+                            Err(e) => return Ended::Final(e.to_string()),
+                        },
+                        _ => None,
+                    };
+                    if let Some(answer) = answer {
+                        let sent = write
+                            .write_all(format!("{}\n", answer.expose_secret()).as_bytes())
+                            .await;
+                        if sent.is_err() {
+                            return Ended::Dropped;
+                        }
+                        continue;
+                    }
+                    if line == "! Login failed" {
+                        return Ended::Final("login failed".into());
+                    }
+                    if line.starts_with("*** Welcome, ") {
+                        logged_in = true;
+                        *wait = RECONNECT_FIRST;
+                        input.get_or_insert_with(spawn_stdin_reader);
+                    }
+                }
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+                if FINAL_LINES.contains(&line.as_str()) || line.starts_with(FINAL_LINES[3]) {
+                    return Ended::Final(line);
+                }
+                if line == "*** Bye" {
+                    quitting = true;
+                }
+            }
+            typed = recv(input), if logged_in && !quitting => {
+                let line = match typed {
+                    Some(line) => line,
+                    None => {
+                        // Standard input ended: leave as /quit does.
+                        quitting = true;
+                        "/quit".to_owned()
+                    }
+                };
+                if line.trim_start().starts_with("/quit") {
+                    quitting = true;
+                }
+                if write.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                    return if quitting { Ended::Left } else { Ended::Dropped };
+                }
+            }
+        }
+    }
+}
+
+async fn recv(input: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
+    match input {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Standard input as lines, read on a thread of its own so a reconnect keeps what was typed.
+fn spawn_stdin_reader() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = line.trim_end_matches(['\n', '\r']).to_owned();
+                    if tx.blocking_send(text).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Prints `prompt` on stderr and reads one line from the terminal.
+fn ask_line(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let tty = std::fs::File::open("/dev/tty").context("opening the terminal")?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(tty), &mut line)
+        .context("reading the terminal")?;
+    Ok(line.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_default_to_port_7443() {
+        assert_eq!(
+            parse_target("localhost").unwrap(),
+            ("localhost".into(), 7443)
+        );
+        assert_eq!(
+            parse_target("chat.example.org:8443").unwrap(),
+            ("chat.example.org".into(), 8443)
+        );
+        assert_eq!(parse_target("[::1]:9000").unwrap(), ("::1".into(), 9000));
+        assert_eq!(parse_target("[::1]").unwrap(), ("::1".into(), 7443));
+        assert!(parse_target("host:port").is_err());
+        assert!(parse_target(":7443").is_err());
+    }
+}

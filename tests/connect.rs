@@ -1,0 +1,320 @@
+//! `tlschat connect` (the real binary) in plain mode, with piped standard input, against a
+//! real server: how it decides to trust a server, login, chat, and reconnecting with the
+//! catch-up after a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use common::proxy::Proxy;
+use common::{Opts, PASSWORD, STEP, TestServer, spawn_server};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// A running `tlschat connect` with piped standard streams.
+struct Connect {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Connect {
+    /// Starts `connect` to `addr` with `args`, in `dir` (its known_hosts lives there).
+    fn start(dir: &Path, addr: std::net::SocketAddr, args: &[&str]) -> Connect {
+        let mut cmd: tokio::process::Command = common::bin::tlschat(dir).into();
+        let mut child = cmd
+            .arg("connect")
+            .arg(format!("localhost:{}", addr.port()))
+            .arg("--known-hosts")
+            .arg(dir.join("known_hosts"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Connect {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()).lines(),
+            child,
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// Skips output lines until one equals `expected`.
+    async fn wait_for(&mut self, expected: &str) {
+        loop {
+            let line = tokio::time::timeout(STEP, self.stdout.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {expected:?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("connect ended before {expected:?}"));
+            if line == expected {
+                return;
+            }
+        }
+    }
+
+    /// Closes standard input and waits for the exit; returns (code, stdout rest, stderr).
+    async fn finish(mut self) -> (Option<i32>, String) {
+        drop(self.stdin.take());
+        let out = tokio::time::timeout(STEP, self.child.wait_with_output())
+            .await
+            .expect("connect did not exit")
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// The server's certificate as a CA file in `dir`.
+fn ca_file(server: &TestServer) -> PathBuf {
+    let path = server.dir.path().join("ca.pem");
+    std::fs::write(&path, &server.cert_pem).unwrap();
+    path
+}
+
+fn fingerprint(server: &TestServer) -> String {
+    tlschat::tls::fingerprint(&server.cert_der)
+}
+
+const LOGIN: [&str; 3] = ["--user", "alice", "--password-stdin"];
+
+/// Runs `connect` with the login options and `extra`; it must exit 1. Returns its stderr.
+async fn refused(dir: &Path, addr: std::net::SocketAddr, extra: &[&str]) -> String {
+    let mut c = Connect::start(dir, addr, &[&LOGIN[..], extra].concat());
+    c.send(PASSWORD).await;
+    let (code, err) = c.finish().await;
+    assert_eq!(code, Some(1), "{err}");
+    err
+}
+
+#[tokio::test]
+async fn piped_input_logs_in_and_chats_and_eof_leaves() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&server);
+    let mut c = Connect::start(
+        dir.path(),
+        server.addr,
+        &[&LOGIN[..], &["--ca", ca.to_str().unwrap()]].concat(),
+    );
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 2 online: alice, bob").await;
+    c.send("hello from connect").await;
+    bob.wait_for("<alice> hello from connect").await;
+    bob.send("hi alice").await;
+    c.wait_for("<bob> hi alice").await;
+    let (code, _) = c.finish().await;
+    assert_eq!(code, Some(0));
+    bob.wait_for("*** alice left").await;
+}
+
+#[tokio::test]
+async fn an_unknown_server_without_a_terminal_is_refused_with_its_fingerprint() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Connect::start(dir.path(), server.addr, &LOGIN);
+    c.send(PASSWORD).await;
+    let (code, err) = c.finish().await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&fingerprint(&server)), "{err}");
+    assert!(err.contains("--fingerprint"), "{err}");
+    assert!(!dir.path().join("known_hosts").exists());
+}
+
+#[tokio::test]
+async fn a_known_hosts_entry_is_trusted_silently() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        format!(
+            "localhost:{} {}\n",
+            server.addr.port(),
+            fingerprint(&server)
+        ),
+    )
+    .unwrap();
+    let mut c = Connect::start(dir.path(), server.addr, &LOGIN);
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    let (code, err) = c.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err, "");
+}
+
+#[tokio::test]
+async fn a_changed_certificate_is_refused_loudly_with_both_fingerprints() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = "AB:".repeat(31) + "AB";
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        format!("localhost:{} {old}\n", server.addr.port()),
+    )
+    .unwrap();
+    let mut c = Connect::start(dir.path(), server.addr, &LOGIN);
+    c.send(PASSWORD).await;
+    let (code, err) = c.finish().await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("HAS CHANGED"), "{err}");
+    assert!(
+        err.contains(&old) && err.contains(&fingerprint(&server)),
+        "{err}"
+    );
+    assert!(err.contains("known_hosts"), "{err}");
+}
+
+#[tokio::test]
+async fn a_pinned_fingerprint_in_plain_hex_is_trusted() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pin = fingerprint(&server).replace(':', "").to_ascii_lowercase();
+    let mut c = Connect::start(
+        dir.path(),
+        server.addr,
+        &[&LOGIN[..], &["--fingerprint", &pin]].concat(),
+    );
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    assert_eq!(c.finish().await.0, Some(0));
+}
+
+#[tokio::test]
+async fn a_pin_that_does_not_match_exits_1() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pin = "SHA256:".to_owned() + &"00".repeat(32);
+    let err = refused(dir.path(), server.addr, &["--fingerprint", &pin]).await;
+    assert!(err.contains("--fingerprint pins"), "{err}");
+}
+
+#[tokio::test]
+async fn with_ca_a_chain_that_does_not_verify_is_refused_not_asked() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (other, _) = common::localhost_cert();
+    let ca = dir.path().join("other-ca.pem");
+    std::fs::write(&ca, other).unwrap();
+    let err = refused(dir.path(), server.addr, &["--ca", ca.to_str().unwrap()]).await;
+    assert!(err.contains("does not verify against --ca"), "{err}");
+}
+
+#[tokio::test]
+async fn insecure_says_so_on_start() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Connect::start(
+        dir.path(),
+        server.addr,
+        &[&LOGIN[..], &["--insecure"]].concat(),
+    );
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    let (_, err) = c.finish().await;
+    assert!(err.contains("WARNING: --insecure"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_exits_1_without_retrying() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(&server);
+    let mut c = Connect::start(
+        dir.path(),
+        server.addr,
+        &[&LOGIN[..], &["--ca", ca.to_str().unwrap()]].concat(),
+    );
+    c.send("not the password").await;
+    let (code, err) = c.finish().await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("login failed"), "{err}");
+}
+
+#[tokio::test]
+async fn after_the_server_restarts_it_logs_in_again_and_shows_the_catch_up() {
+    let server = spawn_server(Opts::default()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pin = fingerprint(&server);
+    let mut c = Connect::start(
+        dir.path(),
+        proxy.addr,
+        &[&LOGIN[..], &["--fingerprint", &pin]].concat(),
+    );
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    // Until bob has spoken, the client's attempts to come back find nobody.
+    proxy.block();
+    let server = server.restart(Opts::default()).await;
+    c.wait_for("*** Server shutting down").await;
+    let mut bob = server.login("bob").await;
+    bob.send("while you were away").await;
+    bob.send("/who").await;
+    bob.wait_for("*** 1 online: bob").await;
+    proxy.restore(server.addr);
+    c.wait_for("*** Welcome, alice! 2 online: alice, bob").await;
+    c.wait_for("*** You missed 1 message in #lobby:").await;
+    let line = tokio::time::timeout(STEP, c.stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(line.ends_with("] <bob> while you were away"), "{line}");
+}
+
+#[tokio::test]
+async fn terminal_controls_from_the_network_are_removed() {
+    // A fake server that sends escape sequences, which tlschat serve itself never relays.
+    let (cert_pem, key_pem) = common::localhost_cert();
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let configs = tlschat::tls::server_configs(vec![cert.clone()], key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&configs.line_tls12));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = tls
+                    .write_all(
+                        b"*** Welcome, alice! 1 online: alice\n\x1b[2J\x1b]0;owned\x07visible\n",
+                    )
+                    .await;
+                let _ = tls.flush().await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pin = tlschat::tls::fingerprint(&cert);
+    let mut c = Connect::start(
+        dir.path(),
+        addr,
+        &[&LOGIN[..], &["--fingerprint", &pin]].concat(),
+    );
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    c.wait_for("[2J]0;ownedvisible").await;
+}
+
+use rustls::pki_types::pem::PemObject as _;
