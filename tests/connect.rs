@@ -25,6 +25,7 @@ impl Connect {
     fn start(dir: &Path, addr: std::net::SocketAddr, args: &[&str]) -> Connect {
         let mut cmd: tokio::process::Command = common::bin::tlschat(dir).into();
         let mut child = cmd
+            .env("XDG_CONFIG_HOME", dir)
             .arg("connect")
             .arg(format!("localhost:{}", addr.port()))
             .arg("--known-hosts")
@@ -276,6 +277,34 @@ async fn after_the_server_restarts_it_logs_in_again_and_shows_the_catch_up() {
         .unwrap()
         .unwrap();
     assert!(line.ends_with("] <bob> while you were away"), "{line}");
+}
+
+#[tokio::test]
+async fn an_enrolled_client_certificate_logs_in_without_a_password() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = tlschat::client::identity::load_or_create(&dir.path().join("tlschat")).unwrap();
+    let out = common::bin::tlschat(server.dir.path())
+        .args(["user", "cert", "add", "alice"])
+        .arg(dir.path().join("tlschat/client.crt"))
+        .args(["--db", "users.db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&identity.fingerprint));
+    let pin = fingerprint(&server);
+    let mut c = Connect::start(
+        dir.path(),
+        server.addr,
+        &["--user", "alice", "--fingerprint", &pin],
+    );
+    c.wait_for("*** Authenticated by client certificate").await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    assert_eq!(c.finish().await.0, Some(0));
 }
 
 #[tokio::test]

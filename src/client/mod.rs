@@ -2,6 +2,7 @@
 //! `--ca`, a pinned fingerprint, or trust on first use with `known_hosts`), logs in, relays
 //! lines between the terminal (or pipes) and the server, and reconnects after a drop.
 
+pub mod identity;
 pub mod trust;
 
 use std::io::{IsTerminal, Write as _};
@@ -122,10 +123,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         pinned,
         insecure: opts.insecure,
     };
-    let known = match opts.known_hosts.clone().or_else(KnownHosts::default_path) {
-        Some(path) => KnownHosts::at(path),
-        None => bail!("cannot find a configuration directory (set HOME or use --known-hosts FILE)"),
+    let Some(config_dir) = trust::config_dir() else {
+        bail!("cannot find a configuration directory (set HOME or XDG_CONFIG_HOME)");
     };
+    let known = KnownHosts::at(
+        opts.known_hosts
+            .clone()
+            .unwrap_or_else(|| config_dir.join("known_hosts")),
+    );
+    let identity = identity::load_or_create(&config_dir)?;
     let recorder = Recorder::new(roots(opts.ca.as_deref())?).map_err(anyhow::Error::msg)?;
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -133,7 +139,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .with_safe_default_protocol_versions()?
     .dangerous()
     .with_custom_certificate_verifier(Arc::clone(&recorder) as _)
-    .with_no_client_auth();
+    // Presented on every connection: a server that has it enrolled needs no password.
+    .with_client_auth_cert(identity.chain, identity.key)
+    .context("using the client certificate")?;
     config.alpn_protocols = vec![crate::tls::ALPN_TLSCHAT.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let server_name = ServerName::try_from(host.clone()).context("invalid host name")?;
@@ -162,6 +170,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         user,
         password,
         interactive,
+        offer_enrollment: interactive
+            .then(|| (identity::Answers::next_to(known.path()), host_port.clone())),
+        by_password: false,
     };
     // Once trusted, later connections must present exactly this certificate.
     let mut trusted: Option<String> = None;
@@ -291,6 +302,11 @@ struct Login {
     user: String,
     password: Option<SecretString>,
     interactive: bool,
+    /// On a terminal: where the answer to the enrollment question is kept, and for which
+    /// server.
+    offer_enrollment: Option<(identity::Answers, String)>,
+    /// This connection's login used the password (so the certificate is not enrolled).
+    by_password: bool,
 }
 
 impl Login {
@@ -317,6 +333,7 @@ async fn relay(
     input: &mut Option<mpsc::Receiver<String>>,
     wait: &mut Duration,
 ) -> Ended {
+    login.by_password = false;
     let (read, mut write) = tokio::io::split(tls);
     let mut lines = BufReader::new(read).lines();
     let mut logged_in = false;
@@ -335,7 +352,10 @@ async fn relay(
                     let answer = match line.as_str() {
                         "Username:" => Some(SecretString::from(login.user.clone())),
                         "Password:" => match login.password() {
-                            Ok(p) => Some(p),
+                            Ok(p) => {
+                                login.by_password = true;
+                                Some(p)
+                            }
                             Err(e) => return Ended::Final(e.to_string()),
                         },
                         _ => None,
@@ -355,7 +375,15 @@ async fn relay(
                     if line.starts_with("*** Welcome, ") {
                         logged_in = true;
                         *wait = RECONNECT_FIRST;
+                        let _ = writeln!(out, "{line}");
+                        if login.by_password && offer_enrollment(login).await {
+                            let sent = write.write_all(b"/cert enroll\n").await;
+                            if sent.is_err() {
+                                return Ended::Dropped;
+                            }
+                        }
                         input.get_or_insert_with(spawn_stdin_reader);
+                        continue;
                     }
                 }
                 let _ = writeln!(out, "{line}");
@@ -385,6 +413,28 @@ async fn relay(
             }
         }
     }
+}
+
+/// After a password login on a terminal, once per server: asks whether to enroll the
+/// client's certificate, and remembers the answer.
+async fn offer_enrollment(login: &mut Login) -> bool {
+    let Some((answers, host)) = &login.offer_enrollment else {
+        return false;
+    };
+    if answers.get(host).is_some() {
+        return false;
+    }
+    let asked =
+        tokio::task::spawn_blocking(|| ask_line("Log in with this certificate next time? [Y/n] "))
+            .await;
+    let yes = match asked {
+        Ok(Ok(answer)) => !matches!(answer.trim(), "n" | "N" | "no" | "No"),
+        _ => return false,
+    };
+    if let Err(e) = answers.set(host, yes) {
+        eprintln!("*** could not remember the answer: {e}");
+    }
+    yes
 }
 
 async fn recv(input: &mut Option<mpsc::Receiver<String>>) -> Option<String> {

@@ -174,11 +174,6 @@ impl KnownHosts {
         KnownHosts { path }
     }
 
-    /// `$XDG_CONFIG_HOME/tlschat/known_hosts`, else `~/.config/tlschat/known_hosts`.
-    pub fn default_path() -> Option<PathBuf> {
-        config_dir().map(|d| d.join("known_hosts"))
-    }
-
     /// Where the entries live.
     pub fn path(&self) -> &Path {
         &self.path
