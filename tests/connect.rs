@@ -347,3 +347,167 @@ async fn terminal_controls_from_the_network_are_removed() {
 }
 
 use rustls::pki_types::pem::PemObject as _;
+
+/// `tlschat connect` in a pseudo-terminal, as a person runs it.
+fn on_terminal(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    args: &[&str],
+) -> rexpect::session::PtySession {
+    let mut cmd = common::bin::tlschat(dir);
+    cmd.env("XDG_CONFIG_HOME", dir)
+        .env("TERM", "xterm-256color")
+        .arg("connect")
+        .arg(format!("localhost:{}", addr.port()))
+        .args(args);
+    rexpect::session::spawn_command(cmd, Some(10_000)).unwrap()
+}
+
+/// Waits for `text` on the terminal; returns what came before it.
+fn expect(p: &mut rexpect::session::PtySession, text: &str) -> String {
+    tokio::task::block_in_place(|| p.exp_string(text))
+        .unwrap_or_else(|e| panic!("waiting for {text:?}: {e}"))
+}
+
+/// Logs in on the terminal (trusting by `--fingerprint`) and declines the certificate.
+fn terminal_login(server: &TestServer, dir: &Path) -> rexpect::session::PtySession {
+    let pin = fingerprint(server);
+    let mut p = on_terminal(
+        dir,
+        server.addr,
+        &["--user", "alice", "--fingerprint", &pin],
+    );
+    expect(&mut p, "Password:");
+    p.send_line(PASSWORD).unwrap();
+    expect(&mut p, "*** Welcome, alice!");
+    expect(&mut p, "next time? [Y/n]");
+    p.send_line("n").unwrap();
+    expect(&mut p, "#lobby> ");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_on_first_use_asks_once_and_remembers() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = on_terminal(dir.path(), server.addr, &["--user", "alice"]);
+    let shown = expect(&mut p, "Trust this server? [y/N]");
+    assert!(shown.contains(&fingerprint(&server)), "{shown}");
+    p.send_line("y").unwrap();
+    expect(&mut p, "Password:");
+    p.send_line(PASSWORD).unwrap();
+    expect(&mut p, "*** Welcome, alice!");
+    let known = std::fs::read_to_string(dir.path().join("tlschat/known_hosts")).unwrap();
+    assert_eq!(
+        known,
+        format!(
+            "localhost:{} {}\n",
+            server.addr.port(),
+            fingerprint(&server)
+        )
+    );
+    drop(p);
+    let mut again = on_terminal(dir.path(), server.addr, &["--user", "alice"]);
+    let before = expect(&mut again, "Password:");
+    assert!(!before.contains("Trust this server"), "{before}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_is_not_trusted_and_sends_nothing() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = on_terminal(dir.path(), server.addr, &["--user", "alice"]);
+    expect(&mut p, "Trust this server? [y/N]");
+    p.send_line("").unwrap();
+    expect(&mut p, "is not trusted; nothing was sent");
+    assert!(!dir.path().join("tlschat/known_hosts").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_password_is_not_echoed() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pin = fingerprint(&server);
+    let mut p = on_terminal(
+        dir.path(),
+        server.addr,
+        &["--user", "alice", "--fingerprint", &pin],
+    );
+    expect(&mut p, "Password:");
+    p.send_line(PASSWORD).unwrap();
+    let shown = expect(&mut p, "*** Welcome, alice!");
+    assert!(!shown.contains(PASSWORD), "{shown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_arriving_while_typing_leaves_the_typed_text_intact() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = terminal_login(&server, dir.path());
+    p.send("hel").unwrap();
+    p.flush().unwrap();
+    expect(&mut p, "hel");
+    bob.wait_for("*** alice joined").await;
+    bob.send("a line while alice types").await;
+    expect(&mut p, "a line while alice types");
+    p.send_line("lo").unwrap();
+    bob.wait_for("<alice> hello").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_prompt_shows_the_current_room() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = terminal_login(&server, dir.path());
+    p.send_line("/join #dev").unwrap();
+    expect(&mut p, "*** You joined #dev");
+    expect(&mut p, "#dev> ");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tab_completes_commands_and_names() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = terminal_login(&server, dir.path());
+    p.send("/hist\t").unwrap();
+    p.flush().unwrap();
+    expect(&mut p, "/history ");
+    p.send_line("").unwrap();
+    expect(&mut p, "*** No history in #lobby");
+    expect(&mut p, "#lobby> ");
+    // The name is completed in place: what bob receives shows it.
+    p.send("/msg bo\t").unwrap();
+    p.flush().unwrap();
+    expect(&mut p, "bo");
+    p.send_line("psst").unwrap();
+    bob.wait_for("*alice* psst").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn yes_to_the_certificate_question_enrolls_it() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pin = fingerprint(&server);
+    let mut p = on_terminal(
+        dir.path(),
+        server.addr,
+        &["--user", "alice", "--fingerprint", &pin],
+    );
+    expect(&mut p, "Password:");
+    p.send_line(PASSWORD).unwrap();
+    expect(&mut p, "next time? [Y/n]");
+    p.send_line("").unwrap();
+    expect(&mut p, "enrolled as");
+    p.send_line("/quit").unwrap();
+    expect(&mut p, "*** Bye");
+    drop(p);
+    // Next time: no password.
+    let mut again = on_terminal(
+        dir.path(),
+        server.addr,
+        &["--user", "alice", "--fingerprint", &pin],
+    );
+    expect(&mut again, "*** Authenticated by client certificate");
+}

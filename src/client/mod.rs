@@ -3,6 +3,7 @@
 //! lines between the terminal (or pipes) and the server, and reconnects after a drop.
 
 pub mod identity;
+pub mod terminal;
 pub mod trust;
 
 use std::io::{IsTerminal, Write as _};
@@ -160,7 +161,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     // Standard input is read from the first login on: before it, the terminal answers the
     // prompts (username, trust, password), which must not race a reader.
-    let mut input: Option<mpsc::Receiver<String>> = None;
+    let mut io = Io {
+        input: None,
+        printer: None,
+        known: Arc::default(),
+        editor: interactive && std::io::stdout().is_terminal(),
+    };
     let user = match opts.user.clone() {
         Some(u) => u,
         None if interactive => ask_line("Username: ")?,
@@ -227,7 +233,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
         trusted = Some(seen.fingerprint);
-        match relay(tls, &mut session, &mut input, &mut wait).await {
+        match relay(tls, &mut session, &mut io, &mut wait).await {
             Ended::Left => return Ok(()),
             Ended::Final(why) => bail!("{why}"),
             Ended::Dropped => wait = retry_after(wait, "connection lost").await,
@@ -324,13 +330,58 @@ impl Login {
     }
 }
 
+/// The user's side, kept across reconnects: typed lines, where server lines are printed, and
+/// what the prompt and completion know.
+struct Io {
+    /// Lines typed (or piped), from the first login on.
+    input: Option<mpsc::Receiver<String>>,
+    /// The line editor's printer, on a terminal.
+    printer: Option<terminal::Printer>,
+    known: Arc<terminal::Shared>,
+    /// Standard input and output are a terminal: use the line editor.
+    editor: bool,
+}
+
+impl Io {
+    /// Starts reading what the user types: the line editor on a terminal, plain lines
+    /// otherwise.
+    fn start_input(&mut self) {
+        if self.input.is_some() {
+            return;
+        }
+        if self.editor {
+            let colour = std::env::var_os("NO_COLOR").is_none();
+            match terminal::start(Arc::clone(&self.known), colour) {
+                Ok((rx, printer)) => {
+                    self.input = Some(rx);
+                    self.printer = Some(printer);
+                    return;
+                }
+                Err(e) => eprintln!("*** {e}; reading plain lines"),
+            }
+        }
+        self.input = Some(spawn_stdin_reader());
+    }
+
+    fn print(&mut self, line: &str) {
+        match &mut self.printer {
+            Some(p) => p.print(line),
+            None => {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
 /// Relays one connection: answers the login prompts, then copies input lines to the server
 /// and the server's lines (sanitised again: nothing from the network may move the cursor or
 /// change the terminal) to standard output.
 async fn relay(
     tls: tokio_rustls::client::TlsStream<TcpStream>,
     login: &mut Login,
-    input: &mut Option<mpsc::Receiver<String>>,
+    io: &mut Io,
     wait: &mut Duration,
 ) -> Ended {
     login.by_password = false;
@@ -338,7 +389,6 @@ async fn relay(
     let mut lines = BufReader::new(read).lines();
     let mut logged_in = false;
     let mut quitting = false;
-    let mut out = std::io::stdout();
     loop {
         tokio::select! {
             line = lines.next_line() => {
@@ -375,19 +425,20 @@ async fn relay(
                     if line.starts_with("*** Welcome, ") {
                         logged_in = true;
                         *wait = RECONNECT_FIRST;
-                        let _ = writeln!(out, "{line}");
+                        io.known.learn(&line);
+                        io.print(&line);
                         if login.by_password && offer_enrollment(login).await {
                             let sent = write.write_all(b"/cert enroll\n").await;
                             if sent.is_err() {
                                 return Ended::Dropped;
                             }
                         }
-                        input.get_or_insert_with(spawn_stdin_reader);
+                        io.start_input();
                         continue;
                     }
                 }
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                io.known.learn(&line);
+                io.print(&line);
                 if FINAL_LINES.contains(&line.as_str()) || line.starts_with(FINAL_LINES[3]) {
                     return Ended::Final(line);
                 }
@@ -395,7 +446,7 @@ async fn relay(
                     quitting = true;
                 }
             }
-            typed = recv(input), if logged_in && !quitting => {
+            typed = recv(&mut io.input), if logged_in && !quitting => {
                 let line = match typed {
                     Some(line) => line,
                     None => {
