@@ -78,8 +78,31 @@ enum Command {
     Doctor(Box<DoctorArgs>),
     /// Chat with a server: checks its certificate (system roots, --ca, --fingerprint, or
     /// trust on first use like ssh), logs in and reconnects after a drop. Ctrl-C leaves.
+    #[command(after_help = CONNECT_EXAMPLE)]
     Connect(ConnectArgs),
 }
+
+/// The session `tlschat connect --help` shows.
+const CONNECT_EXAMPLE: &str = "\
+A first session (typed lines after the prompts):
+  $ tlschat connect localhost --user alice
+  The server at localhost:7443 presented a certificate that no trusted authority signed.
+  Its SHA-256 fingerprint is 4F:A7:1A:B1:…:F7:B5
+  Trust this server? [y/N] y
+  Password:
+  *** Welcome, alice! 2 online: alice, bob
+  Log in with this certificate next time? [Y/n]
+  *** Certificate 9C:…:E1 enrolled as 2026-12-01
+  #lobby> hello bob
+  <bob> hi alice
+  #lobby> /quit
+  *** Bye
+
+On a terminal: Up/Down and Ctrl-R search the history, Tab completes commands, rooms and
+names, Ctrl-D or Ctrl-C leaves. Piped: the first line is the password with
+--password-stdin, the rest are chat lines; the end of input leaves.
+Trusted servers are kept in ~/.config/tlschat/known_hosts, the client's own certificate in
+~/.config/tlschat/client.crt and client.key.";
 
 #[derive(Debug, Args)]
 struct ConnectArgs {

@@ -511,3 +511,37 @@ async fn yes_to_the_certificate_question_enrolls_it() {
     );
     expect(&mut again, "*** Authenticated by client certificate");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_r_finds_an_earlier_line() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = terminal_login(&server, dir.path());
+    p.send_line("/rooms").unwrap();
+    expect(&mut p, "*** 1 room: #lobby (1)");
+    expect(&mut p, "#lobby> ");
+    p.send("\x12roo").unwrap();
+    p.flush().unwrap();
+    expect(&mut p, "/rooms");
+    p.send_line("").unwrap();
+    expect(&mut p, "*** 1 room: #lobby (1)");
+}
+
+#[test]
+fn connect_help_shows_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::bin::tlschat(dir.path())
+        .args(["connect", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for part in [
+        "Trust this server? [y/N]",
+        "#lobby> hello bob",
+        "--fingerprint",
+        "--ca",
+    ] {
+        assert!(help.contains(part), "{part} missing from {help}");
+    }
+}
