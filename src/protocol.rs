@@ -391,7 +391,7 @@ fn is_forbidden(c: char) -> bool {
 
 /// `*** Welcome, alice! 3 online: alice, bob, carol`
 pub fn welcome(name: &str, online: &[impl AsRef<str>]) -> String {
-    format!("*** Welcome, {name}! {}", who_tail(online))
+    format!("{WELCOME_PREFIX}{name}! {}", who_tail(online))
 }
 
 /// `*** 3 online: alice, bob, carol`
@@ -412,10 +412,15 @@ pub fn admin_notice(text: &str) -> String {
 /// `! You were removed by an administrator (REASON)`
 pub fn kicked(reason: Option<&str>) -> String {
     match reason.map(clean).filter(|r| !r.trim().is_empty()) {
-        Some(r) => format!("! You were removed by an administrator ({r})\n"),
-        None => "! You were removed by an administrator\n".to_owned(),
+        Some(r) => format!("{KICKED} ({r})\n"),
+        None => format!("{KICKED}\n"),
     }
 }
+
+/// The start of the line a member removed by `tlschat admin kick` gets.
+pub const KICKED: &str = "! You were removed by an administrator";
+/// The start of the welcome line (see [`welcome`]).
+pub const WELCOME_PREFIX: &str = "*** Welcome, ";
 
 /// `*** alice joined`
 pub fn joined(name: &str) -> String {

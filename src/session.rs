@@ -620,41 +620,10 @@ async fn handle<S>(
         Command::Rooms => room.send_rooms(member.id),
         Command::History(want) => room.send_history(member.id, want),
         Command::Help => conn.queue(protocol::HELP),
-        Command::CertEnroll(label) => {
-            let reply = Box::pin(enroll(ctx, member, label)).await;
-            conn.queue(&reply);
-        }
-        Command::CertList => {
-            let reply = match Box::pin(ctx.auth.store().certificates(&member.name)).await {
-                Ok(list) => protocol::cert_list(
-                    &list
-                        .into_iter()
-                        .map(|c| (c.label, c.fingerprint, c.added))
-                        .collect::<Vec<_>>(),
-                ),
-                Err(e) => {
-                    warn!(error = %e, "listing certificates failed");
-                    protocol::CERT_UNAVAILABLE.to_owned()
-                }
-            };
-            conn.queue(&reply);
-        }
-        Command::CertRevoke(key) => {
-            let key = crate::client_cert::parse_fingerprint(key).unwrap_or_else(|| key.to_owned());
-            let store = ctx.auth.store();
-            let reply = match Box::pin(store.delete_certificate(&member.name, &key)).await {
-                Ok(Some(label)) => {
-                    info!(label = %label, "certificate revoked");
-                    protocol::cert_revoked(&label)
-                }
-                Ok(None) => protocol::CERT_NO_SUCH.to_owned(),
-                Err(e) => {
-                    warn!(error = %e, "revoking a certificate failed");
-                    protocol::CERT_UNAVAILABLE.to_owned()
-                }
-            };
-            conn.queue(&reply);
-        }
+        // Replies from the database, boxed like every database wait here.
+        Command::CertEnroll(label) => conn.queue(&Box::pin(enroll(ctx, member, label)).await),
+        Command::CertList => conn.queue(&Box::pin(list_certificates(ctx, member)).await),
+        Command::CertRevoke(key) => conn.queue(&Box::pin(revoke(ctx, member, key)).await),
         Command::Usage(usage) => conn.queue(usage),
         Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),
         Command::Quit(reason) => {
@@ -693,6 +662,44 @@ async fn enroll(ctx: &SessionContext, member: &MemberGuard, label: Option<&str>)
         Err(crate::store::StoreError::LabelTaken(label)) => protocol::cert_label_taken(&label),
         Err(e) => {
             warn!(error = %e, "enrolling a certificate failed");
+            protocol::CERT_UNAVAILABLE.to_owned()
+        }
+    }
+}
+
+/// `/cert list`: the member's certificates.
+async fn list_certificates(ctx: &SessionContext, member: &MemberGuard) -> String {
+    match ctx.auth.store().certificates(&member.name).await {
+        Ok(list) => protocol::cert_list(
+            &list
+                .into_iter()
+                .map(|c| (c.label, c.fingerprint, c.added))
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            warn!(error = %e, "listing certificates failed");
+            protocol::CERT_UNAVAILABLE.to_owned()
+        }
+    }
+}
+
+/// `/cert revoke FINGERPRINT|LABEL`: unbinds one of the member's certificates; the account
+/// watch then closes the sessions that logged in with it.
+async fn revoke(ctx: &SessionContext, member: &MemberGuard, key: &str) -> String {
+    let key = crate::client_cert::parse_fingerprint(key).unwrap_or_else(|| key.to_owned());
+    match ctx
+        .auth
+        .store()
+        .delete_certificate(&member.name, &key)
+        .await
+    {
+        Ok(Some(label)) => {
+            info!(label = %label, "certificate revoked");
+            protocol::cert_revoked(&label)
+        }
+        Ok(None) => protocol::CERT_NO_SUCH.to_owned(),
+        Err(e) => {
+            warn!(error = %e, "revoking a certificate failed");
             protocol::CERT_UNAVAILABLE.to_owned()
         }
     }

@@ -434,27 +434,32 @@ impl Store {
         .await
         .map_err(|e| self.error(e))?;
         if added.rows_affected() == 0 {
-            let exists = sqlx::query("SELECT 1 FROM users WHERE username = ?")
-                .bind(user.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| self.error(e))?;
-            return Err(match exists {
-                Some(_) => StoreError::LabelTaken(label.to_owned()),
-                None => StoreError::NoSuchUser(user.to_string()),
+            return Err(if self.user_exists(&mut *tx, user).await? {
+                StoreError::LabelTaken(label.to_owned())
+            } else {
+                StoreError::NoSuchUser(user.to_string())
             });
         }
         tx.commit().await.map_err(|e| self.error(e))
     }
 
-    /// The certificates of `user`, by label.
-    pub async fn certificates(&self, user: &Username) -> Result<Vec<Certificate>, StoreError> {
-        let exists = sqlx::query("SELECT 1 FROM users WHERE username = ?")
+    /// Whether an account named `user` (any letter case) exists.
+    async fn user_exists<'e>(
+        &self,
+        executor: impl sqlx::SqliteExecutor<'e>,
+        user: &Username,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM users WHERE username = ?")
             .bind(user.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(executor)
             .await
             .map_err(|e| self.error(e))?;
-        if exists.is_none() {
+        Ok(row.is_some())
+    }
+
+    /// The certificates of `user`, by label.
+    pub async fn certificates(&self, user: &Username) -> Result<Vec<Certificate>, StoreError> {
+        if !self.user_exists(&self.pool, user).await? {
             return Err(StoreError::NoSuchUser(user.to_string()));
         }
         let rows = sqlx::query(

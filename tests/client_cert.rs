@@ -333,20 +333,10 @@ async fn a_certificate_added_with_the_cli_logs_in_from_openssl_s_client() {
     let dir = server.dir.path();
     std::fs::write(dir.join("me.crt"), &pair.cert_pem).unwrap();
     std::fs::write(dir.join("me.key"), &pair.key_pem).unwrap();
-    let out = common::bin::tlschat(dir)
-        .args([
-            "user", "cert", "add", "alice", "me.crt", "--label", "openssl", "--db",
-        ])
-        .arg(dir.join("users.db"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed =
+        common::bin::add_certificate(dir, "alice", &dir.join("me.crt"), &["--label", "openssl"]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        printed.trim(),
         format!("added certificate openssl {} to alice", pair.fingerprint())
     );
     std::fs::write(dir.join("ca.pem"), &server.cert_pem).unwrap();

@@ -284,18 +284,13 @@ async fn an_enrolled_client_certificate_logs_in_without_a_password() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let identity = tlschat::client::identity::load_or_create(&dir.path().join("tlschat")).unwrap();
-    let out = common::bin::tlschat(server.dir.path())
-        .args(["user", "cert", "add", "alice"])
-        .arg(dir.path().join("tlschat/client.crt"))
-        .args(["--db", "users.db"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = common::bin::add_certificate(
+        server.dir.path(),
+        "alice",
+        &dir.path().join("tlschat/client.crt"),
+        &[],
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&identity.fingerprint));
+    assert!(printed.contains(&identity.fingerprint));
     let pin = fingerprint(&server);
     let mut c = Connect::start(
         dir.path(),

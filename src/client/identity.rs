@@ -82,21 +82,12 @@ impl Answers {
 
     /// The stored answer for `host`, if any.
     pub fn get(&self, host: &str) -> Option<bool> {
-        let text = std::fs::read_to_string(&self.path).ok()?;
-        text.lines()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(h, _)| h.eq_ignore_ascii_case(host))
-            .map(|(_, a)| a.trim() == "yes")
+        super::trust::lookup(&self.path, host).map(|a| a == "yes")
     }
 
     /// Stores `answer` for `host`.
     pub fn set(&self, host: &str, answer: bool) -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)?;
-        writeln!(file, "{host} {}", if answer { "yes" } else { "no" })
+        super::trust::append(&self.path, host, if answer { "yes" } else { "no" })
     }
 }
 

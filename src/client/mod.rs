@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::protocol;
 use trust::{Decision, KnownHosts, Policy, Recorder};
 
 /// The port `serve` listens on by default.
@@ -28,14 +29,23 @@ const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Time allowed for TCP connect and TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Whether `line` (read without its LF) is the wire line `wire`.
+fn is(line: &str, wire: &str) -> bool {
+    line == wire.trim_end_matches('\n')
+}
+
 /// Lines after which the server will not take this session back: reconnecting would only
 /// fight another session (takeover) or an administrator.
-const FINAL_LINES: [&str; 4] = [
-    "! You signed in elsewhere; closing this session",
-    "! Too many failed logins",
-    "! Your account was changed by an administrator",
-    "! You were removed by an administrator",
-];
+fn is_final(line: &str) -> bool {
+    [
+        protocol::SIGNED_IN_ELSEWHERE,
+        protocol::TOO_MANY_FAILURES,
+        protocol::ACCOUNT_CHANGED,
+    ]
+    .iter()
+    .any(|wire| is(line, wire))
+        || line.starts_with(protocol::KICKED)
+}
 
 /// What `tlschat connect` was asked to do.
 #[derive(Debug, Clone)]
@@ -397,18 +407,20 @@ async fn relay(
                     _ if quitting => return Ended::Left,
                     _ => return Ended::Dropped,
                 };
-                let line = crate::protocol::clean(&line).into_owned();
+                let line = protocol::clean(&line).into_owned();
                 if !logged_in {
-                    let answer = match line.as_str() {
-                        "Username:" => Some(SecretString::from(login.user.clone())),
-                        "Password:" => match login.password() {
+                    let answer = if is(&line, protocol::USERNAME_PROMPT) {
+                        Some(SecretString::from(login.user.clone()))
+                    } else if is(&line, protocol::PASSWORD_PROMPT) {
+                        match login.password() {
                             Ok(p) => {
                                 login.by_password = true;
                                 Some(p)
                             }
                             Err(e) => return Ended::Final(e.to_string()),
-                        },
-                        _ => None,
+                        }
+                    } else {
+                        None
                     };
                     if let Some(answer) = answer {
                         let sent = write
@@ -419,10 +431,10 @@ async fn relay(
                         }
                         continue;
                     }
-                    if line == "! Login failed" {
+                    if is(&line, protocol::LOGIN_FAILED) {
                         return Ended::Final("login failed".into());
                     }
-                    if line.starts_with("*** Welcome, ") {
+                    if line.starts_with(protocol::WELCOME_PREFIX) {
                         logged_in = true;
                         *wait = RECONNECT_FIRST;
                         io.known.learn(&line);
@@ -439,10 +451,10 @@ async fn relay(
                 }
                 io.known.learn(&line);
                 io.print(&line);
-                if FINAL_LINES.contains(&line.as_str()) || line.starts_with(FINAL_LINES[3]) {
+                if is_final(&line) {
                     return Ended::Final(line);
                 }
-                if line == "*** Bye" {
+                if is(&line, protocol::BYE) {
                     quitting = true;
                 }
             }

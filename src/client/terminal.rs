@@ -61,7 +61,7 @@ impl Known {
                 .map(str::to_owned)
                 .collect()
         };
-        if let Some(rest) = line.strip_prefix("*** Welcome, ") {
+        if let Some(rest) = line.strip_prefix(crate::protocol::WELCOME_PREFIX) {
             if let Some((_, names)) = rest.split_once(" online: ") {
                 self.names = list(names);
             }

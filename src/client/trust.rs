@@ -181,31 +181,43 @@ impl KnownHosts {
 
     /// The fingerprint stored for `host`, if any.
     pub fn find(&self, host: &str) -> Option<String> {
-        let text = std::fs::read_to_string(&self.path).ok()?;
-        text.lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| l.split_once(' '))
-            .find(|(h, _)| h.eq_ignore_ascii_case(host))
-            .and_then(|(_, fp)| crate::client_cert::parse_fingerprint(fp))
+        lookup(&self.path, host).and_then(|fp| crate::client_cert::parse_fingerprint(&fp))
     }
 
-    /// Appends `host fingerprint`, creating the directory (0700) and the file (0600).
+    /// Appends `host fingerprint`.
     pub fn add(&self, host: &str, fingerprint: &str) -> std::io::Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        if let Some(dir) = self.path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)?;
-        writeln!(file, "{host} {fingerprint}")
+        append(&self.path, host, fingerprint)
     }
+}
+
+/// The value of the first `HOST VALUE` line for `host` (any letter case) in the file at
+/// `path`; `#` comments are skipped.
+pub(crate) fn lookup(path: &Path, host: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .find(|(h, _)| h.eq_ignore_ascii_case(host))
+        .map(|(_, value)| value.trim().to_owned())
+}
+
+/// Appends `HOST VALUE` to the file at `path`, creating its directory (0700) and the file
+/// (0600).
+pub(crate) fn append(path: &Path, host: &str, value: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{host} {value}")
 }
 
 /// tlschat's directory under the user's configuration directory (XDG).

@@ -122,3 +122,21 @@ pub fn connector_for_dir(dir: &Path) -> tokio_rustls::TlsConnector {
     let pem = std::fs::read(dir.join("certs/server.crt")).unwrap();
     super::connector_for(&CertificateDer::from_pem_slice(&pem).unwrap())
 }
+
+/// Binds the certificate in `file` to `user` with `tlschat user cert add` (and `extra`, e.g.
+/// `--label L`) in `dir/users.db`; returns what it printed.
+pub fn add_certificate(dir: &Path, user: &str, file: &Path, extra: &[&str]) -> String {
+    let out = tlschat(dir)
+        .args(["user", "cert", "add", user])
+        .arg(file)
+        .args(extra)
+        .args(["--db", "users.db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

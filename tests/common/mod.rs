@@ -122,16 +122,25 @@ pub fn connector_for(cert: &CertificateDer<'static>) -> TlsConnector {
 
 /// A client configuration that trusts each of `certs`.
 pub fn connector_for_all(certs: &[CertificateDer<'static>]) -> TlsConnector {
+    connector_offering_to(certs, &[])
+}
+
+/// A client configuration that trusts each of `certs` and offers the ALPN `protocols`.
+pub fn connector_offering_to(
+    certs: &[CertificateDer<'static>],
+    protocols: &[&[u8]],
+) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
         roots.add(cert.clone()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -25,16 +24,7 @@ pub fn connector_offering(server: &TestServer, protocols: &[&[u8]]) -> TlsConnec
 
 /// A TLS client configuration trusting `cert` that offers `protocols`.
 pub fn connector_trusting(cert: &CertificateDer<'static>, protocols: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
+    super::connector_offering_to(std::slice::from_ref(cert), protocols)
 }
 
 /// A handshake as Chrome offers it: `h2` and `http/1.1`.
