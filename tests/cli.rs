@@ -502,6 +502,7 @@ fn doctor_passes_a_good_configuration() {
         "key file mode:",
         "database integrity:",
         "database migrations:",
+        "database pages: 32 KiB",
         "argon2:",
         "listen address:",
     ] {
