@@ -359,6 +359,10 @@ const JOINERS: [char; 2] = ['\u{200C}', '\u{200D}'];
 /// prepended concatenation marks (U+0600–0605, U+06DD, U+070F, U+0890–0891, U+08E2,
 /// U+110BD, U+110CD), which are visible signs of Arabic, Syriac and Kaithi numbers.
 pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    // Most lines are printable ASCII: one pass over the bytes decides, without decoding.
+    if text.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t')) {
+        return text.into();
+    }
     if !text
         .chars()
         .any(|c| is_forbidden(c) || JOINERS.contains(&c))
@@ -437,12 +441,13 @@ pub fn left(name: &str, reason: Option<&str>) -> String {
 
 /// `<alice> text`
 pub fn chat(from: &str, text: &str) -> String {
-    format!("<{from}> {}\n", clean(text))
+    // `concat` sizes the line once: this runs for every chat line relayed.
+    ["<", from, "> ", &clean(text), "\n"].concat()
 }
 
 /// `* alice waves`
 pub fn action(from: &str, text: &str) -> String {
-    format!("* {from} {}\n", clean(text))
+    ["* ", from, " ", &clean(text), "\n"].concat()
 }
 
 /// `*alice* text`, as the recipient sees it.
@@ -820,6 +825,13 @@ mod tests {
     fn control_characters_are_removed() {
         assert_eq!(clean("a\u{1b}[31mred\u{7}\u{7f}\u{9b}b\tc"), "a[31mredb\tc");
         assert_eq!(chat("al", "\u{1b}]0;x\u{7}hi"), "<al> ]0;xhi\n");
+    }
+
+    #[test]
+    fn printable_ascii_is_kept_without_a_copy() {
+        let text = "hi\tthere ~ {ok}";
+        assert!(matches!(clean(text), std::borrow::Cow::Borrowed(t) if t == text));
+        assert_eq!(clean("x\u{7f}y"), "xy", "DEL is not printable");
     }
 
     #[test]
