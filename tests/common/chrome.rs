@@ -66,6 +66,9 @@ impl Browser {
                 "--remote-allow-origins=*",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            // Its singleton socket directory goes to TMPDIR and outlives a killed browser:
+            // keep it inside the profile, which is removed with it.
+            .env("TMPDIR", profile.path())
             // The test server's certificate is self-signed for this run: trust its key only.
             .arg(format!(
                 "--ignore-certificate-errors-spki-list={}",
