@@ -24,7 +24,7 @@ use crate::event::{RoomName, Seq};
 use crate::history::History;
 use crate::metrics::{Metrics, inc};
 use crate::protocol::{self, Command, Incoming, LineDecoder};
-use crate::room::{Delivery, Mark, MemberId, Outbox, Room};
+use crate::room::{Delivery, Joined, Mark, MemberId, Outbox, Room};
 use crate::tls::ServerConfigs;
 use crate::transport::{self, Accepted};
 use crate::web::Web;
@@ -266,8 +266,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         presented,
     };
     member.commit(joined.positions);
-    conn.queue(&joined.welcome);
-    let result = member_loop(&mut conn, ctx, &mut member, joined.outbox).await;
+    // By value: the welcome lists everyone online, and a field left in `joined` would live
+    // as long as the session (at 1,000 online, ~3 KiB more per idle session).
+    let Joined {
+        welcome, outbox, ..
+    } = joined;
+    conn.queue(&welcome);
+    drop(welcome);
+    let result = member_loop(&mut conn, ctx, &mut member, outbox).await;
     // Leave the room, the admin list and the connection caps before the goodbye, which may
     // wait on a peer that does not read.
     drop(member);
