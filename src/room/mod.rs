@@ -13,13 +13,13 @@
 //! the session, in place, off the lock.
 
 pub mod log;
+mod queue;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HistoryMode;
@@ -114,7 +114,7 @@ impl Outbox {
 
 /// The receiving end of a member's byte-bounded queue.
 pub struct Outbox {
-    rx: UnboundedReceiver<Delivery>,
+    rx: queue::Receiver<Delivery>,
     queued: Arc<AtomicUsize>,
     removed: CancellationToken,
 }
@@ -132,7 +132,7 @@ impl Outbox {
 
     /// Takes a delivery if one is queued.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv()
     }
 
     /// Reports that `bytes` of taken deliveries have reached the socket.
@@ -225,7 +225,7 @@ struct Member {
     rooms: Vec<RoomName>,
     /// Where plain lines and `/me` go.
     current: RoomName,
-    tx: UnboundedSender<Delivery>,
+    tx: queue::Sender<Delivery>,
     queued: Arc<AtomicUsize>,
     removed: CancellationToken,
 }
@@ -573,7 +573,7 @@ impl Room for LocalRoom {
         };
         state.next_id += 1;
         let id = state.next_id;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = queue::queue();
         let queued = Arc::new(AtomicUsize::new(0));
         let removed = CancellationToken::new();
         let kept_rooms = match &replaced {
