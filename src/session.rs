@@ -33,7 +33,7 @@ use crate::web::Web;
 pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
 /// Bytes read from the TLS stream at a time. rustls already holds each decrypted record, so a
 /// small buffer only means more memcpy calls, while it is memory every idle session keeps.
-const READ_CHUNK_BYTES: usize = 1024;
+const READ_CHUNK_BYTES: usize = 512;
 /// Time given to a last line and close_notify when a session ends, whether on its own or
 /// removed by the room (kick, takeover, account change, shutdown): a peer that does not read
 /// holds nothing longer than this.
