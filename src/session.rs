@@ -463,7 +463,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut bucket = TokenBucket::new(limits.rate_burst, limits.rate_per_sec);
     let mut held: Option<Incoming> = None;
     let mut warned = false;
-    let removed = outbox.removed().clone();
+    let removed = outbox.removed();
     let history = &ctx.history;
     loop {
         // Everything queued so far goes out as one write: under load a member's lines pile up
@@ -481,7 +481,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             let bytes = conn.out.len() as u64;
             tokio::select! {
                 r = conn.write_out() => r?,
-                _ = removed.cancelled() => {
+                _ = removed.wait() => {
                     // The interrupted write left an unknown part of the buffer unsent, and
                     // the peer is not reading anyway: only the last line is still worth trying.
                     conn.out.clear();
@@ -506,7 +506,7 @@ async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         // Not biased: under sustained fan-out the queue is never empty, and a biased select
         // would never read the member's own lines (`/quit` included).
         let ended = tokio::select! {
-            _ = removed.cancelled() => return Ok(conn.removed(&mut outbox)),
+            _ = removed.wait() => return Ok(conn.removed(&mut outbox)),
             d = outbox.recv() => match d {
                 Some(d) => conn.push_delivery(d, history).await,
                 None => Some(End::Closed("removed from the room".into())),

@@ -20,8 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::config::HistoryMode;
 use crate::event::{EventKind, RoomName, Seq};
 use crate::history::{History, HistoryRequest, Purpose, Restore};
@@ -82,6 +80,9 @@ pub enum Delivery {
     Evicted,
 }
 
+/// The signal that the rooms removed a member (see [`Outbox::removed`]).
+pub type Removal = queue::Removal<Delivery>;
+
 /// The room has shut down and takes no new members.
 #[derive(Debug, thiserror::Error)]
 #[error("the room is closed")]
@@ -116,7 +117,6 @@ impl Outbox {
 pub struct Outbox {
     rx: queue::Receiver<Delivery>,
     queued: Arc<AtomicUsize>,
-    removed: CancellationToken,
 }
 
 impl Outbox {
@@ -140,11 +140,11 @@ impl Outbox {
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Cancelled whenever the room removes this member (kick, takeover, account change,
+    /// Signalled whenever the room removes this member (kick, takeover, account change,
     /// shutdown, eviction), after the last delivery is queued: a session blocked in a write
     /// stops it and says goodbye within a bounded time.
-    pub fn removed(&self) -> &CancellationToken {
-        &self.removed
+    pub fn removed(&self) -> Removal {
+        self.rx.removal()
     }
 }
 
@@ -227,7 +227,6 @@ struct Member {
     current: RoomName,
     tx: queue::Sender<Delivery>,
     queued: Arc<AtomicUsize>,
-    removed: CancellationToken,
 }
 
 enum Undeliverable {
@@ -267,13 +266,13 @@ impl Member {
     /// interrupts the session even if it is blocked writing to a peer that does not read.
     fn close(&self, line: &str) {
         let _ = self.tx.send(Delivery::Close(Box::new(line.to_owned())));
-        self.removed.cancel();
+        self.tx.remove();
     }
 
     /// Ends the session of a member that does not read, without anything more to queue.
     fn evict(&self) {
         let _ = self.tx.send(Delivery::Evicted);
-        self.removed.cancel();
+        self.tx.remove();
     }
 
     fn in_room(&self, room: &RoomName) -> bool {
@@ -575,7 +574,6 @@ impl Room for LocalRoom {
         let id = state.next_id;
         let (tx, rx) = queue::queue();
         let queued = Arc::new(AtomicUsize::new(0));
-        let removed = CancellationToken::new();
         let kept_rooms = match &replaced {
             Some((old_id, old)) => {
                 old.close(protocol::SIGNED_IN_ELSEWHERE);
@@ -611,7 +609,6 @@ impl Room for LocalRoom {
                 current: lobby_name.clone(),
                 tx,
                 queued: Arc::clone(&queued),
-                removed: removed.clone(),
             },
         );
         state.by_key.insert(key, id);
@@ -670,11 +667,7 @@ impl Room for LocalRoom {
         Ok(Joined {
             id,
             welcome,
-            outbox: Outbox {
-                rx,
-                queued,
-                removed,
-            },
+            outbox: Outbox { rx, queued },
             positions,
         })
     }
@@ -1026,10 +1019,10 @@ mod tests {
         let (room, slow, mut fast, talker) = three_members(100);
         room.say(talker.id, "aaaaaaaaaaaaaaaaaaaa");
         room.say(talker.id, "bbbbbbbbbbbbbbbbbbbb");
-        assert!(!slow.outbox.removed().is_cancelled());
+        assert!(!slow.outbox.removed().happened());
         drain(&mut fast.outbox);
         room.say(talker.id, "cccccccccccccccccccc");
-        assert!(slow.outbox.removed().is_cancelled());
+        assert!(slow.outbox.removed().happened());
         assert_eq!(room.who().len(), 2);
         assert_eq!(drain(&mut fast.outbox).len(), 2);
         room.say(talker.id, "after");
@@ -1085,8 +1078,8 @@ mod tests {
         let before = metrics.deliveries.load(Ordering::Relaxed);
         room.say(talker.id, &line);
         let after = metrics.deliveries.load(Ordering::Relaxed);
-        assert!(stalled.iter().all(|s| s.outbox.removed().is_cancelled()));
-        assert!(healthy.iter().all(|h| !h.outbox.removed().is_cancelled()));
+        assert!(stalled.iter().all(|s| s.outbox.removed().happened()));
+        assert!(healthy.iter().all(|h| !h.outbox.removed().happened()));
         assert_eq!(room.who().len(), 201);
         // One chat line and one presence delivery per healthy member (and the talker's
         // presence delivery), not one per evicted member.
@@ -1107,7 +1100,7 @@ mod tests {
         // Presence lines do not count towards the bound: a survivor that has not read them yet
         // still takes the next line.
         room.say(talker.id, &line);
-        assert!(healthy.iter().all(|h| !h.outbox.removed().is_cancelled()));
+        assert!(healthy.iter().all(|h| !h.outbox.removed().happened()));
     }
 
     #[test]

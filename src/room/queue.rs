@@ -3,7 +3,9 @@
 //! One per connection, so what it keeps while empty is memory every idle session pays.
 //! tokio's unbounded channel allocates 32-slot blocks and keeps up to a few of them once a
 //! burst has passed (about 1.5 KiB per member after a mass log-in); this queue keeps a few
-//! slots at most, and its items are taken in batches under one short lock.
+//! slots at most, and its items are taken in batches under one short lock. It also carries
+//! the member's removal signal, which interrupts a session blocked writing to a peer that
+//! does not read.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -20,6 +22,10 @@ struct State<T> {
     waker: Option<Waker>,
     sender_alive: bool,
     receiver_alive: bool,
+    /// Set once the rooms removed the member (after its last item is queued).
+    removed: bool,
+    /// The session waiting for the removal.
+    removal_waker: Option<Waker>,
 }
 
 type Shared<T> = Arc<Mutex<State<T>>>;
@@ -36,6 +42,8 @@ pub fn queue<T>() -> (Sender<T>, Receiver<T>) {
         waker: None,
         sender_alive: true,
         receiver_alive: true,
+        removed: false,
+        removal_waker: None,
     }));
     (
         Sender {
@@ -72,6 +80,20 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// Signals the removal to [`Removal::wait`] (whatever is queued can still be taken).
+    pub fn remove(&self) {
+        let wakers = {
+            let mut state = lock(&self.shared);
+            state.removed = true;
+            [state.waker.take(), state.removal_waker.take()]
+        };
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+}
+
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let waker = {
@@ -102,6 +124,13 @@ impl<T> Receiver<T> {
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         lock(&self.shared).items.is_empty()
+    }
+
+    /// A handle on the removal signal that does not borrow the receiver.
+    pub fn removal(&self) -> Removal<T> {
+        Removal {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Waits for the next item; `None` once the sender is gone and everything is taken.
@@ -135,6 +164,34 @@ impl<T> Drop for Receiver<T> {
         };
         // Dropped outside the lock: the items may be the last owners of shared lines.
         drop(items);
+    }
+}
+
+/// The member's removal signal (see [`Sender::remove`]).
+pub struct Removal<T> {
+    shared: Shared<T>,
+}
+
+impl<T> Removal<T> {
+    /// True once the member is removed.
+    pub fn happened(&self) -> bool {
+        lock(&self.shared).removed
+    }
+
+    /// Waits for the removal. Cancel-safe.
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            let mut state = lock(&self.shared);
+            if state.removed {
+                return Poll::Ready(());
+            }
+            match &mut state.removal_waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -177,6 +234,23 @@ mod tests {
         let (tx, rx) = queue();
         drop(rx);
         assert!(matches!(tx.send(7), Err(Closed(7))));
+    }
+
+    #[tokio::test]
+    async fn removal_wakes_its_waiter_and_leaves_the_last_items() {
+        let (tx, mut rx) = queue();
+        let removal = rx.removal();
+        let waiter = tokio::spawn(async move { removal.wait().await });
+        tokio::task::yield_now().await;
+        tx.send("bye").unwrap();
+        assert!(!rx.removal().happened());
+        tx.remove();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(rx.removal().happened());
+        assert_eq!(rx.try_recv(), Some("bye"));
     }
 
     #[test]
