@@ -157,13 +157,16 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let items = {
+        let (items, wakers) = {
             let mut state = lock(&self.shared);
             state.receiver_alive = false;
-            std::mem::take(&mut state.items)
+            // The session's wakers would keep its finished task allocated until the rooms
+            // drop their end.
+            let wakers = [state.waker.take(), state.removal_waker.take()];
+            (std::mem::take(&mut state.items), wakers)
         };
         // Dropped outside the lock: the items may be the last owners of shared lines.
-        drop(items);
+        drop((items, wakers));
     }
 }
 
