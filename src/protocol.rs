@@ -98,8 +98,10 @@ pub fn cert_list(certificates: &[(String, String, String)]) -> String {
     if certificates.is_empty() {
         return CERT_NONE.to_owned();
     }
-    let n = certificates.len();
-    let mut out = format!("*** {n} certificate{}:\n", if n == 1 { "" } else { "s" });
+    let mut out = format!(
+        "*** {}:\n",
+        plural(certificates.len(), "certificate", "certificates")
+    );
     for (label, fingerprint, added) in certificates {
         out.push_str(&format!("***   {label} {fingerprint} added {added}\n"));
     }

@@ -314,11 +314,7 @@ async fn deleting_a_certificate_with_the_cli_closes_the_sessions_it_logged_in() 
         .arg(&db)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::bin::succeeded(&out);
     let lines = c.expect_closed().await;
     assert_eq!(
         lines.last().map(String::as_str),

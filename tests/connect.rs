@@ -365,7 +365,9 @@ fn expect(p: &mut rexpect::session::PtySession, text: &str) -> String {
 }
 
 /// Logs in on the terminal (trusting by `--fingerprint`) and declines the certificate.
-fn terminal_login(server: &TestServer, dir: &Path) -> rexpect::session::PtySession {
+/// The client as alice on a terminal, trusting the server by its pinned fingerprint, at the
+/// password prompt.
+fn pinned_terminal(server: &TestServer, dir: &Path) -> rexpect::session::PtySession {
     let pin = fingerprint(server);
     let mut p = on_terminal(
         dir,
@@ -373,6 +375,11 @@ fn terminal_login(server: &TestServer, dir: &Path) -> rexpect::session::PtySessi
         &["--user", "alice", "--fingerprint", &pin],
     );
     expect(&mut p, "Password:");
+    p
+}
+
+fn terminal_login(server: &TestServer, dir: &Path) -> rexpect::session::PtySession {
+    let mut p = pinned_terminal(server, dir);
     p.send_line(PASSWORD).unwrap();
     expect(&mut p, "*** Welcome, alice!");
     expect(&mut p, "next time? [Y/n]");
@@ -422,13 +429,7 @@ async fn no_is_not_trusted_and_sends_nothing() {
 async fn the_password_is_not_echoed() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let pin = fingerprint(&server);
-    let mut p = on_terminal(
-        dir.path(),
-        server.addr,
-        &["--user", "alice", "--fingerprint", &pin],
-    );
-    expect(&mut p, "Password:");
+    let mut p = pinned_terminal(&server, dir.path());
     p.send_line(PASSWORD).unwrap();
     let shown = expect(&mut p, "*** Welcome, alice!");
     assert!(!shown.contains(PASSWORD), "{shown:?}");
@@ -484,13 +485,7 @@ async fn tab_completes_commands_and_names() {
 async fn yes_to_the_certificate_question_enrolls_it() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let pin = fingerprint(&server);
-    let mut p = on_terminal(
-        dir.path(),
-        server.addr,
-        &["--user", "alice", "--fingerprint", &pin],
-    );
-    expect(&mut p, "Password:");
+    let mut p = pinned_terminal(&server, dir.path());
     p.send_line(PASSWORD).unwrap();
     expect(&mut p, "next time? [Y/n]");
     p.send_line("").unwrap();
@@ -499,6 +494,7 @@ async fn yes_to_the_certificate_question_enrolls_it() {
     expect(&mut p, "*** Bye");
     drop(p);
     // Next time: no password.
+    let pin = fingerprint(&server);
     let mut again = on_terminal(
         dir.path(),
         server.addr,

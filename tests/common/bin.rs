@@ -107,13 +107,18 @@ pub fn add_users(dir: &Path, names: &[&str], password: &str) {
     for name in names {
         let mut add = tlschat(dir);
         add.args(["user", "add", name, "--password-stdin", "--db", "users.db"]);
-        let out = run_with_stdin(add, &format!("{password}\n"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&run_with_stdin(add, &format!("{password}\n")));
     }
+}
+
+/// Asserts that a command succeeded (showing its stderr if not); returns its stdout.
+pub fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A client configuration trusting the certificate `serve` generated in `dir/certs`.
@@ -133,10 +138,5 @@ pub fn add_certificate(dir: &Path, user: &str, file: &Path, extra: &[&str]) -> S
         .args(["--db", "users.db"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&out)
 }
