@@ -18,10 +18,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::AccountWatch;
 use crate::metrics::Metrics;
 use crate::protocol;
-use crate::room::Room;
+use crate::room::Rooms;
 
 /// Longest command line accepted on the socket.
 const MAX_COMMAND_BYTES: u64 = 4096;
@@ -111,8 +110,7 @@ pub fn peer_allowed(peer_uid: u32, server_uid: u32) -> bool {
 /// Answers commands until `shutdown`, then removes the socket file (if it is still ours).
 pub async fn serve(
     socket: AdminSocket,
-    sessions: Arc<AccountWatch>,
-    room: Arc<dyn Room>,
+    room: Arc<Rooms>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -134,13 +132,9 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let (sessions, room, metrics) = (
-            Arc::clone(&sessions),
-            Arc::clone(&room),
-            Arc::clone(&metrics),
-        );
+        let (room, metrics) = (Arc::clone(&room), Arc::clone(&metrics));
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, owner, &sessions, room.as_ref(), &metrics).await {
+            if let Err(e) = answer(stream, owner, &room, &metrics).await {
                 tracing::debug!(error = %e, "admin connection failed");
             }
         });
@@ -155,8 +149,7 @@ pub async fn serve(
 async fn answer(
     stream: UnixStream,
     server_uid: u32,
-    sessions: &AccountWatch,
-    room: &dyn Room,
+    room: &Rooms,
     metrics: &Metrics,
 ) -> io::Result<()> {
     let peer_uid = stream.peer_cred()?.uid();
@@ -180,7 +173,7 @@ async fn answer(
     }
     let command = line.trim_end_matches(['\r', '\n']);
     log_command(peer_uid, command);
-    let reply = execute(command, sessions, room, metrics);
+    let reply = execute(command, room, metrics);
     write.write_all(reply.as_bytes()).await?;
     write.shutdown().await
 }
@@ -211,18 +204,13 @@ fn log_command(peer_uid: u32, command: &str) {
 }
 
 /// Runs one command and renders the reply.
-pub fn execute(
-    command: &str,
-    sessions: &AccountWatch,
-    room: &dyn Room,
-    metrics: &Metrics,
-) -> String {
+pub fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
     let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
     let rest = rest.trim();
     match word {
         "who" => {
             let mut out = String::new();
-            for s in sessions.sessions() {
+            for s in room.directory().sessions() {
                 let since = crate::report::utc(
                     s.since
                         .duration_since(UNIX_EPOCH)
@@ -241,11 +229,10 @@ pub fn execute(
                 Some((n, r)) => (n, Some(r.trim()).filter(|r| !r.is_empty())),
                 None => (rest, None),
             };
-            let kicked = sessions.find(name).filter(|id| {
-                let kicked = room.kick(*id, &protocol::kicked(reason), reason);
-                sessions.unregister(*id);
-                kicked
-            });
+            let kicked = room
+                .directory()
+                .find(name)
+                .filter(|id| room.kick(*id, &protocol::kicked(reason), reason));
             if kicked.is_some() {
                 crate::metrics::inc(&metrics.evictions_admin);
                 tracing::info!(user = ?name, "kicked by an administrator");
@@ -255,8 +242,13 @@ pub fn execute(
             }
         }
         "say" if !rest.is_empty() => {
-            room.announce(rest);
-            "ok\n".to_owned()
+            if room.announce(rest) {
+                "ok\n".to_owned()
+            } else {
+                "error: chat is unavailable right now (history is waiting for the database); \
+                 nothing was sent\n"
+                    .to_owned()
+            }
         }
         _ => "error: commands are: who | kick NAME [REASON] | say TEXT\n".to_owned(),
     }
@@ -296,20 +288,18 @@ pub fn default_socket_path(db: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::LocalRoom;
 
     #[test]
     fn unknown_commands_and_offline_targets_are_errors() {
-        let sessions = AccountWatch::default();
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let m = Metrics::default();
-        assert!(execute("frob", &sessions, &room, &m).starts_with("error: "));
-        assert!(execute("kick", &sessions, &room, &m).starts_with("error: "));
+        assert!(execute("frob", &room, &m).starts_with("error: "));
+        assert!(execute("kick", &room, &m).starts_with("error: "));
         assert_eq!(
-            execute("kick zed spam", &sessions, &room, &m),
+            execute("kick zed spam", &room, &m),
             "error: zed is not online\n"
         );
-        assert_eq!(execute("who", &sessions, &room, &m), "ok\n");
+        assert_eq!(execute("who", &room, &m), "ok\n");
     }
 
     #[test]

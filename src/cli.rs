@@ -18,7 +18,7 @@ use crate::config::{
 };
 use crate::password::{Hasher, Password};
 use crate::report::Report;
-use crate::room::LocalRoom;
+use crate::room::Rooms;
 use crate::session::SessionContext;
 use crate::store::Store;
 use crate::throttle::Throttle;
@@ -571,13 +571,12 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
         tls: loaded.configs,
         web,
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
-        room: Arc::new(LocalRoom::with_history(
+        room: Arc::new(Rooms::with_history(
             limits.outbound_queue_bytes,
             Arc::clone(&metrics),
             Arc::clone(&history),
         )),
         history,
-        accounts: Arc::default(),
         metrics,
         limits,
     });
@@ -586,18 +585,17 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     if let Some(socket) = admin_listener {
         tokio::spawn(crate::admin::serve(
             socket,
-            Arc::clone(&ctx.accounts),
             Arc::clone(&ctx.room),
             Arc::clone(&ctx.metrics),
             shutdown.clone(),
         ));
     }
     if let Some(listener) = metrics_listener {
-        let (accounts, hasher) = (Arc::clone(&ctx.accounts), ctx.auth.hasher().clone());
+        let (room, hasher) = (Arc::clone(&ctx.room), ctx.auth.hasher().clone());
         tokio::spawn(crate::metrics::serve(
             listener,
             Arc::clone(&ctx.metrics),
-            move || (accounts.len(), hasher.queue_depth()),
+            move || (room.directory().len(), hasher.queue_depth()),
             shutdown.clone(),
         ));
     }

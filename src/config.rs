@@ -14,6 +14,9 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
 /// Default SQLite database path.
 pub const DEFAULT_DB: &str = "tlschat.db";
+/// Relayed messages that may wait for a slow or failing database: 64 MiB is about 500,000
+/// chat lines, minutes of a busy server, and a small part of a small machine's memory.
+pub const DEFAULT_HISTORY_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 /// Default certificate chain path (generated on first start if missing).
 pub const DEFAULT_CERT: &str = "certs/server.crt";
 /// Default private key path (generated on first start if missing).
@@ -186,6 +189,10 @@ pub struct RoomSettings {
     /// Rooms with members online, #lobby included [default: 1000]
     #[arg(long, env = "TLSCHAT_MAX_ROOMS", value_name = "N")]
     pub max_rooms: Option<usize>,
+    /// Bytes of relayed messages that may wait for the database; past it chat lines are
+    /// refused [default: 67108864]
+    #[arg(long, env = "TLSCHAT_HISTORY_BACKLOG_BYTES", value_name = "BYTES")]
+    pub history_backlog_bytes: Option<usize>,
 }
 
 /// Validated rooms and history settings.
@@ -205,6 +212,8 @@ pub struct RoomLimits {
     pub max_rooms_per_user: usize,
     /// Rooms with members online.
     pub max_rooms: usize,
+    /// Bytes of messages relayed but not yet written that may wait in memory.
+    pub history_backlog_bytes: usize,
 }
 
 impl Default for RoomLimits {
@@ -217,6 +226,7 @@ impl Default for RoomLimits {
             catchup_messages: 50,
             max_rooms_per_user: 20,
             max_rooms: 1_000,
+            history_backlog_bytes: DEFAULT_HISTORY_BACKLOG_BYTES,
         }
     }
 }
@@ -233,14 +243,16 @@ impl RoomLimits {
             catchup_messages: s.catchup_messages.unwrap_or(d.catchup_messages),
             max_rooms_per_user: s.max_rooms_per_user.unwrap_or(d.max_rooms_per_user),
             max_rooms: s.max_rooms.unwrap_or(d.max_rooms),
+            history_backlog_bytes: s.history_backlog_bytes.unwrap_or(d.history_backlog_bytes),
         };
-        let values: [(&'static str, f64); 6] = [
+        let values: [(&'static str, f64); 7] = [
             ("history_messages", out.history_messages as f64),
             ("history_days", f64::from(out.history_days)),
             ("join_history", out.join_history as f64),
             ("catchup_messages", out.catchup_messages as f64),
             ("max_rooms_per_user", out.max_rooms_per_user as f64),
             ("max_rooms", out.max_rooms as f64),
+            ("history_backlog_bytes", out.history_backlog_bytes as f64),
         ];
         for (name, v) in values {
             check_bound(name, v, "")?;
@@ -522,7 +534,8 @@ impl Limits {
 /// The documented range of each numeric setting: (minimum, maximum), in the setting's unit
 /// (bytes, connections, lines, failures, seconds). Whatever the values in these ranges, no
 /// arithmetic on them can overflow (the largest product is a delay of 60 s × 2^16, capped).
-pub const BOUNDS: [(&str, f64, f64); 33] = [
+pub const BOUNDS: [(&str, f64, f64); 34] = [
+    ("history_backlog_bytes", 65_536.0, 17_179_869_184.0),
     ("history_messages", 1.0, 10_000_000.0),
     ("history_days", 0.0, 36_500.0),
     ("join_history", 0.0, 500.0),
@@ -613,6 +626,8 @@ pub struct FileConfig {
     pub max_rooms_per_user: Option<usize>,
     /// `max_rooms = 1000`
     pub max_rooms: Option<usize>,
+    /// `history_backlog_bytes = 67108864`
+    pub history_backlog_bytes: Option<usize>,
     /// `web = false` turns the web client off.
     pub web: Option<bool>,
     /// `web_origins = ["https://chat.example.org"]`: pages elsewhere that may open a WebSocket.
@@ -670,6 +685,7 @@ impl FileConfig {
             catchup_messages: given.catchup_messages.or(self.catchup_messages),
             max_rooms_per_user: given.max_rooms_per_user.or(self.max_rooms_per_user),
             max_rooms: given.max_rooms.or(self.max_rooms),
+            history_backlog_bytes: given.history_backlog_bytes.or(self.history_backlog_bytes),
         })
     }
 
@@ -769,7 +785,8 @@ mod tests {
     fn room_settings_are_top_level_keys_under_flags() {
         let file: FileConfig = toml::from_str(
             "history = \"memory\"\nhistory_messages = 500\nhistory_days = 0\n\
-             join_history = 3\ncatchup_messages = 7\nmax_rooms_per_user = 2\nmax_rooms = 9\n",
+             join_history = 3\ncatchup_messages = 7\nmax_rooms_per_user = 2\nmax_rooms = 9\n\
+             history_backlog_bytes = 1048576\n",
         )
         .unwrap();
         let given = RoomSettings {
@@ -788,6 +805,7 @@ mod tests {
                 catchup_messages: 7,
                 max_rooms_per_user: 2,
                 max_rooms: 50,
+                history_backlog_bytes: 1_048_576,
             }
         );
         assert_eq!(

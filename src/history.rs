@@ -6,10 +6,15 @@
 //! waiting ([`History::append`]); the writer commits whatever has queued up in one transaction,
 //! at most every [`COMMIT_INTERVAL`], with each room's messages encoded into a few block rows.
 //! A line is relayed before it is durable: a crash loses what was still queued, at most the
-//! last 50 ms or so. Everything in the queue is committed before `close` returns.
+//! last 50 ms or so. A batch the database refuses (locked, full, failing) is kept and retried
+//! until it is written, and only then counts as durable: while it waits, the messages stay in
+//! memory (bounded by `history_backlog_bytes`, past which chat lines are refused instead of
+//! relayed), so a line that was relayed is always stored, in order, under its one number.
+//! Everything queued is committed before `close` returns (it keeps retrying a failing
+//! database for at most [`CLOSE_RETRY_LIMIT`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +35,13 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 const UNSAVED_BLOCK_BYTES: usize = 16 * 1024;
 /// Writes gathered into one transaction at most.
 const MAX_BATCH_WRITES: usize = 10_000;
-/// Tries of one batch before it is given up (and logged as lost).
-const WRITE_ATTEMPTS: u32 = 3;
+/// The first wait before a failed batch is tried again; it doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest wait between two tries of a failed batch.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How long `close` (at shutdown) keeps retrying a failing database before it gives the
+/// unwritten messages up, with an error naming how many.
+pub const CLOSE_RETRY_LIMIT: Duration = Duration::from_secs(10);
 /// How often messages past `history_days` are deleted.
 const AGE_TRIM_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest a history read may take before the member gets an error line instead.
@@ -55,16 +65,30 @@ enum Write {
 /// under a short lock per message, and one wake-up of the writer per batch.
 #[derive(Default)]
 struct Unsaved {
-    blocks: Mutex<Vec<(MessageBlock, Durable)>>,
+    blocks: Mutex<UnsavedBlocks>,
     wake: tokio::sync::Notify,
     /// Set by the first append after the writer took the list; the others need not wake it.
     scheduled: std::sync::atomic::AtomicBool,
+    /// Bytes of messages not yet committed: queued here or in a batch being written.
+    backlog: AtomicUsize,
+    /// When `close` was asked: from then on a failing database is retried for a bounded time.
+    closing: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+/// Unsaved blocks in append order, with each room's open block found by name (any number
+/// of rooms may be waiting while the database is unavailable).
+#[derive(Default)]
+struct UnsavedBlocks {
+    list: Vec<(MessageBlock, Durable)>,
+    open: HashMap<RoomName, usize>,
 }
 
 impl Unsaved {
     fn take(&self) -> Vec<(MessageBlock, Durable)> {
         self.scheduled.store(false, Ordering::Release);
-        std::mem::take(&mut *self.blocks.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        blocks.open.clear();
+        std::mem::take(&mut blocks.list)
     }
 }
 
@@ -92,6 +116,9 @@ pub struct Restore {
     pub rooms: Vec<(RoomName, Seq)>,
     /// Read positions by room; empty at a user's first login.
     pub positions: HashMap<RoomName, Seq>,
+    /// The rooms' forget count when this was read (set by the rooms, see
+    /// [`crate::room::Rooms::log_in`]): stored numbers of rooms forgotten since may be stale.
+    pub epoch: u64,
 }
 
 /// Why a block of stored messages is sent.
@@ -252,23 +279,36 @@ impl History {
                 .blocks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            // Messages of one room mostly come in a row: the last block is the likely one.
-            match blocks
-                .iter_mut()
-                .rev()
-                .take(4)
-                .find(|(b, _)| b.takes(event))
-            {
-                Some((block, _)) => block.push_encoded(event, encoded),
-                None => blocks.push((
-                    MessageBlock::from_encoded(event, encoded, UNSAVED_BLOCK_BYTES),
-                    Arc::clone(durable),
-                )),
+            let UnsavedBlocks { list, open } = &mut *blocks;
+            match open.get(&event.room).map(|&i| &mut list[i].0) {
+                Some(block) if block.takes(event) => block.push_encoded(event, encoded),
+                _ => {
+                    open.insert(event.room.clone(), list.len());
+                    list.push((
+                        MessageBlock::from_encoded(event, encoded, UNSAVED_BLOCK_BYTES),
+                        Arc::clone(durable),
+                    ));
+                }
             }
         }
+        self.unsaved
+            .backlog
+            .fetch_add(encoded.len(), Ordering::Relaxed);
         if !self.unsaved.scheduled.swap(true, Ordering::AcqRel) {
             self.unsaved.wake.notify_one();
         }
+    }
+
+    /// True when unwritten messages have reached `history_backlog_bytes`: new messages are
+    /// refused (not relayed) until the database takes the backlog.
+    pub fn is_backlogged(&self) -> bool {
+        self.is_durable()
+            && self.unsaved.backlog.load(Ordering::Relaxed) >= self.limits.history_backlog_bytes
+    }
+
+    /// Bytes of messages relayed and not yet written.
+    pub fn backlog_bytes(&self) -> usize {
+        self.unsaved.backlog.load(Ordering::Relaxed)
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -336,6 +376,7 @@ impl History {
     /// dropped.
     pub async fn close(&self) {
         let Some(tx) = &self.writes else { return };
+        let _ = self.unsaved.closing.set(tokio::time::Instant::now());
         let (done, wait) = oneshot::channel();
         if tx.send(Write::Close(done)).is_ok() {
             let _ = wait.await;
@@ -399,7 +440,11 @@ impl History {
             }
             HistoryMode::Off => HashMap::new(),
         };
-        Ok(Restore { rooms, positions })
+        Ok(Restore {
+            rooms,
+            positions,
+            epoch: 0,
+        })
     }
 
     /// The newest stored number of a room not active in memory (0 without a database).
@@ -574,8 +619,22 @@ async fn run_writer(
                 None
             };
         }
-        commit(&mut conn, &batch).await;
+        let written = commit(&mut conn, &batch, &unsaved).await;
         last_commit = tokio::time::Instant::now();
+        let bytes: usize = batch.messages.iter().map(|b| b.data.len()).sum();
+        unsaved.backlog.fetch_sub(bytes, Ordering::Relaxed);
+        if !written {
+            // Only when closing: nothing is marked durable, barriers and `close` return.
+            for done in barriers {
+                let _ = done.send(());
+            }
+            if let Some(done) = closing {
+                drop(conn);
+                let _ = done.send(());
+                return;
+            }
+            continue;
+        }
         if newest_id > 0 {
             pending
                 .lock()
@@ -603,29 +662,47 @@ async fn run_writer(
     }
 }
 
-/// Writes a batch, retrying a failing database a few times before giving the batch up.
-async fn commit(conn: &mut HistoryConnection, batch: &HistoryBatch) {
+/// Writes a batch, retrying a failing database until it succeeds: a batch is never given up
+/// while the server runs (the messages in it were relayed). Only once `close` was asked and
+/// [`CLOSE_RETRY_LIMIT`] has passed is it given up, with an error; returns whether it was
+/// written.
+async fn commit(conn: &mut HistoryConnection, batch: &HistoryBatch, unsaved: &Unsaved) -> bool {
     if batch.messages.is_empty() && batch.memberships.is_empty() && batch.positions.is_empty() {
-        return;
+        return true;
     }
-    let mut attempt = 1;
+    let mut attempt: u32 = 1;
+    let mut delay = FIRST_RETRY_DELAY;
     loop {
         match conn.write_history(batch).await {
-            Ok(()) => return,
-            Err(e) if attempt < WRITE_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "writing history failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                attempt += 1;
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(
+                        attempts = attempt,
+                        "history written after the database recovered"
+                    );
+                }
+                return true;
             }
             Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    messages = batch.messages.len(),
-                    memberships = batch.memberships.len(),
-                    positions = batch.positions.len(),
-                    "writing history failed; this batch is lost"
-                );
-                return;
+                let closing = unsaved.closing.get().copied();
+                if closing.is_some_and(|at| at.elapsed() >= CLOSE_RETRY_LIMIT) {
+                    tracing::error!(
+                        error = %e,
+                        messages = batch.messages.iter().map(|b| b.count).sum::<usize>(),
+                        memberships = batch.memberships.len(),
+                        positions = batch.positions.len(),
+                        "writing history failed at shutdown; these writes are lost"
+                    );
+                    return false;
+                }
+                if attempt == 1 {
+                    tracing::warn!(error = %e, "writing history failed; keeping it and retrying");
+                } else if attempt.is_power_of_two() {
+                    tracing::warn!(error = %e, attempt, "writing history still failing; retrying");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+                attempt += 1;
             }
         }
     }

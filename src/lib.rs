@@ -22,7 +22,7 @@
 //! | `transport` | the ClientHello dispatch (lines or browser), WebSocket frames as lines |
 //! | `web` | the embedded web client and its HTTP/1.1 server, the WebSocket upgrade |
 //! | `session` | one connection: handshake, login, member loop |
-//! | `room` | rooms, membership, per-room logs, ordering and fan-out (no I/O) |
+//! | `room` | rooms, membership, per-room logs, ordering and fan-out; `room::directory`: who is online |
 //! | `event` | room names, sequence numbers, events (what happened, not how it looks) |
 //! | `history` | the batched history writer and the reads behind `/history` and catch-up |
 //! | `protocol` | line decoding, commands, every wire string (no async) |

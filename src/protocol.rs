@@ -19,6 +19,9 @@ pub const TOO_MANY_FAILURES: &str = "! Too many failed logins\n";
 pub const LOGIN_TIMED_OUT: &str = "! Login timed out\n";
 /// Sent when password checks are saturated.
 pub const SERVER_BUSY: &str = "! Server busy, try again later\n";
+/// A chat line or action refused while too much history waits for the database: it is
+/// neither relayed nor stored.
+pub const CHAT_UNAVAILABLE: &str = "! Chat is unavailable right now; your message was not sent\n";
 /// Sent to everyone on SIGTERM/SIGINT.
 pub const SHUTTING_DOWN: &str = "*** Server shutting down\n";
 /// Reply to `/quit`.

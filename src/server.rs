@@ -30,7 +30,6 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let caps = Arc::new(ConnectionCaps::new(&ctx.limits));
     tracker.spawn(crate::accounts::watch(
-        Arc::clone(&ctx.accounts),
         ctx.auth.store().clone(),
         Arc::clone(&ctx.room),
         Arc::clone(&ctx.metrics),

@@ -17,14 +17,14 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::accounts::{AccountWatch, OnlineSession};
 use crate::auth::{AuthError, Authenticator, LoggedIn};
 use crate::config::Limits;
-use crate::event::{RoomName, Seq};
+use crate::event::RoomName;
 use crate::history::History;
 use crate::metrics::{Metrics, inc};
 use crate::protocol::{self, Command, Incoming, LineDecoder};
-use crate::room::{Delivery, Joined, Mark, MemberId, Outbox, Room};
+use crate::room::directory::Login;
+use crate::room::{Delivery, JoinError, Joined, Mark, MemberId, Outbox, Rooms};
 use crate::tls::ServerConfigs;
 use crate::transport::{self, Accepted};
 use crate::web::Web;
@@ -56,12 +56,10 @@ pub struct SessionContext {
     pub web: Option<Arc<Web>>,
     /// Password checks.
     pub auth: Authenticator,
-    /// The rooms members join.
-    pub room: Arc<dyn Room>,
+    /// The rooms members join, and who is online.
+    pub room: Arc<Rooms>,
     /// Stored history, memberships and read positions.
     pub history: Arc<History>,
-    /// Account stamps of logged-in members, for closing sessions of changed accounts.
-    pub accounts: Arc<AccountWatch>,
     /// Counters for `--metrics-listen`.
     pub metrics: Arc<Metrics>,
     /// Timeouts, line limits and rates.
@@ -227,37 +225,32 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     tracing::Span::current().record("user", name.as_str());
+    let login = Login {
+        peer,
+        stamp,
+        certificate,
+    };
     // Boxed, like every database wait below: the futures are large and rare, and would
     // otherwise size the task that every idle session keeps.
-    let restore = match Box::pin(ctx.history.restore(stamp.id)).await {
-        Ok(r) => r,
-        Err(e) => {
-            // The rooms stay stored; this session starts in #lobby only.
-            warn!(error = %e, "reading rooms and read positions failed");
-            Default::default()
+    let joined = match Box::pin(ctx.room.log_in(&name, login)).await {
+        Ok(joined) => joined,
+        Err(JoinError::Closed(_)) => {
+            conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace)
+                .await;
+            return Ok(End::Shutdown);
         }
-    };
-    let Ok(joined) = ctx.room.join(&name, stamp.id, restore) else {
-        conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace)
-            .await;
-        return Ok(End::Shutdown);
+        Err(e) => {
+            // Joining without its rooms would skip their catch-up for good: the member
+            // comes back when the store answers.
+            warn!(error = %e, "reading rooms and read positions failed");
+            conn.goodbye(protocol::SERVER_BUSY, GOODBYE_TIMEOUT).await;
+            return Ok(End::Busy);
+        }
     };
     observer.logged_in();
     info!("login ok");
-    ctx.accounts.register(
-        joined.id,
-        OnlineSession {
-            name: name.as_str().into(),
-            peer,
-            since: std::time::SystemTime::now(),
-            stamp,
-            queued: joined.outbox.queue_counter(),
-            certificate,
-        },
-    );
     let mut member = MemberGuard {
         room: Arc::clone(&ctx.room),
-        accounts: Some(Arc::clone(&ctx.accounts)),
         id: joined.id,
         reason: None,
         history: Some((Arc::clone(&ctx.history), stamp.id)),
@@ -298,8 +291,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 /// Takes `leave` off the happy path: it runs on every exit, including errors and panics, and
 /// saves the read positions the session reached.
 struct MemberGuard {
-    room: Arc<dyn Room>,
-    accounts: Option<Arc<AccountWatch>>,
+    room: Arc<Rooms>,
     id: MemberId,
     reason: Option<String>,
     /// Where positions are saved, and for which account.
@@ -327,9 +319,6 @@ impl MemberGuard {
 impl Drop for MemberGuard {
     fn drop(&mut self) {
         self.room.leave(self.id, self.reason.as_deref());
-        if let Some(accounts) = &self.accounts {
-            accounts.unregister(self.id);
-        }
         if let Some((history, user)) = &self.history {
             history.save_positions(*user, std::mem::take(&mut self.positions));
         }
@@ -612,10 +601,8 @@ async fn handle<S>(
             Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
         },
         Command::Join(name) => match RoomName::parse(name) {
-            Ok(name) => {
-                let stored = Box::pin(stored_last_seq(ctx, &name)).await;
-                room.join_room(member.id, name, stored);
-            }
+            // Boxed: a room not in memory is read from the store first.
+            Ok(name) => Box::pin(room.join_room(member.id, name)).await,
             Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
         },
         Command::Part(None) => room.part_room(member.id, None),
@@ -707,21 +694,6 @@ async fn revoke(ctx: &SessionContext, member: &MemberGuard, key: &str) -> String
         Err(e) => {
             warn!(error = %e, "revoking a certificate failed");
             protocol::CERT_UNAVAILABLE.to_owned()
-        }
-    }
-}
-
-/// The newest stored number of a room that is not in memory, so that a room coming back
-/// continues its numbers; 0 when it is in memory (the room's own count wins) or unreadable.
-async fn stored_last_seq(ctx: &SessionContext, room: &RoomName) -> Seq {
-    if ctx.room.is_active(room) {
-        return 0;
-    }
-    match ctx.history.last_seq(room).await {
-        Ok(seq) => seq,
-        Err(e) => {
-            warn!(error = %e, room = %room, "reading a room's last number failed");
-            0
         }
     }
 }
@@ -1021,23 +993,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::LocalRoom;
     use crate::username::Username;
 
     #[tokio::test]
     async fn a_panicking_session_is_announced_as_left_and_the_room_carries_on() {
-        let room: Arc<dyn Room> = Arc::new(LocalRoom::new(1 << 20));
+        let room = Arc::new(Rooms::new(1 << 20));
         let mut bob = room
-            .join(&Username::parse("bob").unwrap(), 0, Default::default())
+            .join(
+                &Username::parse("bob").unwrap(),
+                Login::new(0),
+                Default::default(),
+            )
             .unwrap();
         let task_room = Arc::clone(&room);
         let task = tokio::spawn(async move {
             let joined = task_room
-                .join(&Username::parse("alice").unwrap(), 0, Default::default())
+                .join(
+                    &Username::parse("alice").unwrap(),
+                    Login::new(0),
+                    Default::default(),
+                )
                 .unwrap();
             let _member = MemberGuard {
                 room: Arc::clone(&task_room),
-                accounts: None,
                 id: joined.id,
                 reason: None,
                 history: None,
@@ -1056,7 +1034,11 @@ mod tests {
         assert_eq!(text(bob.outbox.recv().await), "*** alice left\n");
         assert_eq!(room.who(), vec![Arc::<str>::from("bob")]);
         let carol = room
-            .join(&Username::parse("carol").unwrap(), 0, Default::default())
+            .join(
+                &Username::parse("carol").unwrap(),
+                Login::new(0),
+                Default::default(),
+            )
             .unwrap();
         room.say(carol.id, "still works");
         assert_eq!(text(bob.outbox.recv().await), "*** carol joined\n");

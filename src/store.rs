@@ -619,34 +619,61 @@ impl Store {
     /// commit: a process crash loses no committed batch, a power failure may lose the last
     /// ones. Accounts keep the pool's full sync.
     pub async fn history_connection(&self) -> Result<HistoryConnection, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
-        // 1 MiB of cache holds a commit's pages under load, so the writer does not spill.
-        sqlx::query("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -1024")
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(HistoryConnection {
-            conn,
+        let mut writer = HistoryConnection {
+            conn: None,
             store: self.clone(),
-        })
+        };
+        writer.connection().await?;
+        Ok(writer)
     }
 }
 
 /// The history writer's connection (see [`Store::history_connection`]).
 pub struct HistoryConnection {
-    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    /// `None` after a failed write: the next write starts on a fresh connection.
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
     store: Store,
 }
 
 impl HistoryConnection {
+    /// The connection, opened (with the writer's settings) if the last write failed.
+    async fn connection(
+        &mut self,
+    ) -> Result<&mut sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
+        if self.conn.is_none() {
+            let store = &self.store;
+            let mut conn = store.pool.acquire().await.map_err(|e| store.error(e))?;
+            // 1 MiB of cache holds a commit's pages under load, so the writer does not spill.
+            sqlx::query("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -1024")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| store.error(e))?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+
     /// Writes one batch of history in one transaction: messages (and each room's newest
     /// number), retention by count, memberships and read positions (which only move forward).
-    /// Rows of users deleted meanwhile are skipped.
+    /// Rows of users deleted meanwhile are skipped. After a failure the connection is closed:
+    /// SQLite may or may not have rolled the transaction back itself (a full disk, an I/O
+    /// error), and a retry on the same connection could nest inside a transaction left open
+    /// and never be committed.
     pub async fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {
+        let result = self.try_write_history(batch).await;
+        if result.is_err()
+            && let Some(conn) = self.conn.take()
+        {
+            let _ = conn.close().await;
+        }
+        result
+    }
+
+    async fn try_write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {
         use sqlx::Connection;
         let path = self.store.path.clone();
         let error = |source| database(&path, source);
-        let mut tx = self.conn.begin().await.map_err(error)?;
+        let mut tx = self.connection().await?.begin().await.map_err(error)?;
         let mut newest: std::collections::BTreeMap<&str, Seq> = Default::default();
         for block in &batch.messages {
             sqlx::query(

@@ -29,12 +29,7 @@ async fn server() -> TestServer {
 }
 
 fn admin(server: &TestServer, command: &str) -> String {
-    execute(
-        command,
-        &server.ctx.accounts,
-        server.ctx.room.as_ref(),
-        &server.ctx.metrics,
-    )
+    execute(command, &server.ctx.room, &server.ctx.metrics)
 }
 
 fn open_connections(server: &TestServer) -> u64 {
@@ -44,7 +39,8 @@ fn open_connections(server: &TestServer) -> u64 {
 fn queued_for(server: &TestServer, name: &str) -> Option<usize> {
     server
         .ctx
-        .accounts
+        .room
+        .directory()
         .sessions()
         .into_iter()
         .find(|s| s.name == name)

@@ -1,7 +1,7 @@
 //! Rooms on this node: membership, per-room logs and fan-out into byte-bounded member queues.
 //!
-//! [`Room`] is the interface sessions use; [`LocalRoom`] is the in-memory implementation over
-//! one [`log::LocalLog`] per room. Every member is in `#lobby` (the v1 room) and in up to
+//! [`Rooms`] is the handle sessions use (shared in an `Arc`), over one [`log::LocalLog`] per
+//! room and the [`directory`] of who is online. Every member is in `#lobby` (the v1 room) and in up to
 //! `max_rooms_per_user` others; one queue per connection is fed by all of them and by the
 //! replies to the member's own commands, so a member receives everything in one order.
 //!
@@ -12,6 +12,7 @@
 //! reads that need the database are queued as a [`Delivery::History`] request and answered by
 //! the session, in place, off the lock.
 
+pub mod directory;
 pub mod log;
 mod queue;
 
@@ -26,6 +27,7 @@ use crate::history::{History, HistoryRequest, Purpose, Restore};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::username::Username;
+use directory::{Directory, Login, OnlineSession};
 use log::LocalLog;
 
 /// Identifies one logged-in connection (names can be reused by a takeover). Local ids count
@@ -68,7 +70,7 @@ pub enum Delivery {
     /// A rendered line.
     Line(Arc<Line>),
     /// `left` lines of members the room dropped, outside the byte bound (see
-    /// [`LocalRoom`]'s eviction rule).
+    /// [`Rooms`]'s eviction rule).
     Presence(Arc<Line>),
     /// A history block to be read and written at this point of the queue.
     History(Box<HistoryRequest>),
@@ -87,6 +89,23 @@ pub type Removal = queue::Removal<Delivery>;
 #[derive(Debug, thiserror::Error)]
 #[error("the room is closed")]
 pub struct RoomClosed;
+
+/// Why a login could not join the rooms.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The server is shutting down.
+    #[error(transparent)]
+    Closed(#[from] RoomClosed),
+    /// The member's rooms or a room's state could not be read from the store.
+    #[error("reading the member's rooms failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// Rooms kept being forgotten between the read and the join (never in practice).
+    #[error("the rooms changed while they were read")]
+    Changed,
+}
+
+/// Tries of a join whose rooms were forgotten between reading their state and joining.
+const JOIN_TRIES: usize = 3;
 
 /// A private message target that is not online.
 #[derive(Debug, thiserror::Error)]
@@ -148,51 +167,15 @@ impl Outbox {
     }
 }
 
-/// The rooms as sessions see them. Every method is synchronous and quick: nothing here waits
-/// on I/O, so a session may call it from its loop.
-pub trait Room: Send + Sync {
-    /// Adds a member to #lobby and to its restored rooms, queueing its `You are in` lines and
-    /// catch-up requests; an existing member of the same name (any case) is replaced silently
-    /// and its rooms are kept.
-    fn join(&self, name: &Username, user: i64, restore: Restore) -> Result<Joined, RoomClosed>;
-    /// Removes a member and tells #lobby; does nothing for a replaced or evicted id.
-    fn leave(&self, id: MemberId, reason: Option<&str>);
-    /// Relays a chat line to the other members of the current room; returns its number.
-    fn say(&self, id: MemberId, text: &str) -> Option<Mark>;
-    /// Relays an action (`/me`) to the other members of the current room.
-    fn emote(&self, id: MemberId, text: &str) -> Option<Mark>;
-    /// Sends a private message and queues the sender's echo (or `! NAME is not online`) in
-    /// the sender's own queue, in room order; returns the target's name as created.
-    fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline>;
-    /// Queues the `/who` reply (the current room, or `room`) in the member's own queue, so it
-    /// agrees with the joined and left lines queued before it.
-    fn send_who(&self, id: MemberId, room: Option<&RoomName>);
-    /// Queues the `/rooms` reply.
-    fn send_rooms(&self, id: MemberId);
-    /// True when the room is in memory, so joining it needs no database lookup first.
-    fn is_active(&self, room: &RoomName) -> bool;
-    /// `/join`: joins (continuing after `stored_last_seq` if the room is not in memory) or
-    /// switches to the room, and queues the replies.
-    fn join_room(&self, id: MemberId, room: RoomName, stored_last_seq: Seq);
-    /// `/part [#room]`.
-    fn part_room(&self, id: MemberId, room: Option<RoomName>);
-    /// `/history N` in the current room.
-    fn send_history(&self, id: MemberId, want: usize);
-    /// Everyone online, sorted case-insensitively (for `admin` and tests; members get
-    /// [`Room::send_who`]).
-    fn who(&self) -> Vec<Arc<str>>;
-    /// Removes a member with a last line to it and `*** name left` (with the reason, if any)
-    /// to the others; false if the member is no longer there.
-    fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool;
-    /// Sends `*** [admin] TEXT` to every member, as a #lobby message.
-    fn announce(&self, text: &str);
-    /// Queues the shutdown notice behind each member's pending lines and closes the room.
-    fn shutdown(&self);
-}
-
-/// The in-memory rooms of a single server.
-pub struct LocalRoom {
+/// The rooms of this node, as sessions see them: every method but the two that may read the
+/// store ([`Rooms::log_in`], [`Rooms::join_room`]) is synchronous and quick, so a session may
+/// call it from its loop.
+pub struct Rooms {
     state: Mutex<State>,
+    /// Who is online; kept under `state`'s lock in the same step as every join and removal.
+    directory: Arc<Directory>,
+    /// The durable side of the logs, read (off the lock) for rooms not in memory.
+    history: Arc<History>,
 }
 
 struct State {
@@ -208,6 +191,10 @@ struct State {
     /// Bytes that may wait in one member's queue.
     limit: usize,
     history: Arc<History>,
+    directory: Arc<Directory>,
+    /// Rooms forgotten so far: a room's stored state read before a change of this count may
+    /// be stale (the room may have been active and forgotten meanwhile), so it is read again.
+    forgets: u64,
 }
 
 /// A room: its members besides #lobby's (which are all members) and its log.
@@ -280,7 +267,7 @@ impl Member {
     }
 }
 
-impl LocalRoom {
+impl Rooms {
     /// Rooms whose members may each have `queue_limit_bytes` waiting, without history.
     pub fn new(queue_limit_bytes: usize) -> Self {
         let limits = crate::config::RoomLimits {
@@ -305,7 +292,8 @@ impl LocalRoom {
                 log: LocalLog::new(lobby.clone(), history.lobby_last_seq(), &history),
             },
         );
-        LocalRoom {
+        let directory = Arc::new(Directory::default());
+        Rooms {
             state: Mutex::new(State {
                 members: HashMap::new(),
                 by_key: HashMap::new(),
@@ -315,8 +303,12 @@ impl LocalRoom {
                 closed: false,
                 metrics,
                 limit: queue_limit_bytes,
-                history,
+                history: Arc::clone(&history),
+                directory: Arc::clone(&directory),
+                forgets: 0,
             }),
+            directory,
+            history,
         }
     }
 
@@ -326,13 +318,23 @@ impl LocalRoom {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a message from `id` to its current room and relays it to the others there.
+    /// Appends a message from `id` to its current room and relays it to the others there;
+    /// refused with an error line to the sender while too much history waits for the database.
     fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
         let mut state = self.lock();
         let member = state.members.get(&id)?;
         let (room, from) = (member.current.clone(), Arc::clone(&member.name));
+        if state.history.is_backlogged() {
+            state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+            return None;
+        }
         let seq = state.publish(&room, kind(from), Some(id));
         Some((room, seq))
+    }
+
+    /// Who is online on this node.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 }
 
@@ -467,6 +469,7 @@ impl State {
     fn remove(&mut self, id: MemberId) -> Option<Member> {
         let member = self.members.remove(&id)?;
         self.by_key.remove(&member.key);
+        self.directory.unregister(id);
         for room in &member.rooms {
             self.leave_channel(room, id);
         }
@@ -493,6 +496,7 @@ impl State {
             && channel.log.is_settled(&self.history)
         {
             self.rooms.remove(room);
+            self.forgets += 1;
         }
     }
 
@@ -553,17 +557,112 @@ impl State {
         self.rooms.get(room).map_or(0, |c| c.log.last_seq())
     }
 
+    /// `/join` under the lock; `Err(epoch)` when the room is not in memory and its stored
+    /// number (read at `epoch`) is missing or may be stale.
+    fn join_room(
+        &mut self,
+        id: MemberId,
+        room: &RoomName,
+        stored: Option<(Seq, u64)>,
+    ) -> Result<(), u64> {
+        let state = self;
+        let Some(member) = state.members.get(&id) else {
+            return Ok(());
+        };
+        if member.in_room(room) {
+            state.reply(id, protocol::now_talking(room));
+            if let Some(member) = state.members.get_mut(&id) {
+                member.current = room.clone();
+            }
+            return Ok(());
+        }
+        let limits = *state.history.limits();
+        let user = member.user;
+        if member.rooms.len() >= limits.max_rooms_per_user {
+            state.reply(id, protocol::too_many_rooms(limits.max_rooms_per_user));
+            return Ok(());
+        }
+        let empty = state.rooms.get(room).is_none_or(|c| c.members.is_empty());
+        if empty && state.active_rooms() >= limits.max_rooms {
+            state.reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
+            return Ok(());
+        }
+        if !state.rooms.contains_key(room) {
+            match stored {
+                Some((seq, epoch)) if epoch == state.forgets => state.activate(room, seq),
+                _ => return Err(state.forgets),
+            }
+        }
+        state.enter(id, room);
+        state.history.membership(user, room, true);
+        if let Some(member) = state.members.get_mut(&id) {
+            member.current = room.clone();
+        }
+        let here = state.sorted_names(room);
+        let newest = state.last_seq(room);
+        state.reply_marked(
+            id,
+            protocol::you_joined(room, &here),
+            Some((room.clone(), newest)),
+        );
+        if state.history_on()
+            && limits.join_history > 0
+            && newest > 0
+            && let Some(channel) = state.rooms.get(room)
+        {
+            let request =
+                channel
+                    .log
+                    .request(Purpose::Join, 0, limits.join_history, &state.history);
+            state.request_history(id, request);
+        }
+        Ok(())
+    }
+
     fn history_on(&self) -> bool {
         self.history.limits().history != HistoryMode::Off
     }
 }
 
-impl Room for LocalRoom {
-    fn join(&self, name: &Username, user: i64, restore: Restore) -> Result<Joined, RoomClosed> {
+impl Rooms {
+    /// Logs a member in: reads its rooms and read positions, then joins #lobby and those rooms
+    /// (see [`Rooms::join`]), registering the session in the directory in the same step.
+    pub async fn log_in(&self, name: &Username, login: Login) -> Result<Joined, JoinError> {
+        for _ in 0..JOIN_TRIES {
+            let epoch = self.lock().forgets;
+            let mut restore = Box::pin(self.history.restore(login.stamp.id)).await?;
+            restore.epoch = epoch;
+            match self.join(name, login.clone(), restore) {
+                Err(JoinError::Changed) => continue,
+                joined => return joined,
+            }
+        }
+        Err(JoinError::Changed)
+    }
+
+    /// Adds a member to #lobby and to its restored rooms, queueing its `You are in` lines and
+    /// catch-up requests; an existing member of the same name (any case) is replaced silently
+    /// and its rooms are kept. `Changed` when a restored room not in memory was forgotten
+    /// since `restore` was read (its stored number may be stale): read it again.
+    pub fn join(
+        &self,
+        name: &Username,
+        login: Login,
+        restore: Restore,
+    ) -> Result<Joined, JoinError> {
         let mut state = self.lock();
         if state.closed {
-            return Err(RoomClosed);
+            return Err(RoomClosed.into());
         }
+        if restore.epoch != state.forgets
+            && restore
+                .rooms
+                .iter()
+                .any(|(room, _)| !state.rooms.contains_key(room))
+        {
+            return Err(JoinError::Changed);
+        }
+        let user = login.stamp.id;
         let key = name.key();
         // A takeover keeps the rooms and shows no flap; the old session is only closed.
         let replaced = match state.by_key.get(&key).copied() {
@@ -612,6 +711,20 @@ impl Room for LocalRoom {
             },
         );
         state.by_key.insert(key, id);
+        if let Some((old_id, _)) = &replaced {
+            state.directory.unregister(*old_id);
+        }
+        state.directory.register(
+            id,
+            OnlineSession {
+                name: name.as_str().into(),
+                peer: login.peer,
+                since: std::time::SystemTime::now(),
+                stamp: login.stamp,
+                queued: Arc::clone(&queued),
+                certificate: login.certificate,
+            },
+        );
         let lobby = state.lobby.clone();
         let welcome = protocol::welcome(name.as_str(), &state.sorted_names(&lobby));
         let mut positions = Vec::new();
@@ -672,7 +785,8 @@ impl Room for LocalRoom {
         })
     }
 
-    fn leave(&self, id: MemberId, reason: Option<&str>) {
+    /// Removes a member and tells #lobby; does nothing for a replaced or evicted id.
+    pub fn leave(&self, id: MemberId, reason: Option<&str>) {
         let mut state = self.lock();
         let Some(member) = state.remove(id) else {
             return;
@@ -687,21 +801,25 @@ impl Room for LocalRoom {
         }
     }
 
-    fn say(&self, id: MemberId, text: &str) -> Option<Mark> {
+    /// Relays a chat line to the other members of the current room; returns its number.
+    pub fn say(&self, id: MemberId, text: &str) -> Option<Mark> {
         self.relay(id, |from| EventKind::Chat {
             from,
             text: text.to_owned(),
         })
     }
 
-    fn emote(&self, id: MemberId, text: &str) -> Option<Mark> {
+    /// Relays an action (`/me`) to the other members of the current room.
+    pub fn emote(&self, id: MemberId, text: &str) -> Option<Mark> {
         self.relay(id, |from| EventKind::Action {
             from,
             text: text.to_owned(),
         })
     }
 
-    fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
+    /// Sends a private message and queues the sender's echo (or `! NAME is not online`) in
+    /// the sender's own queue, in room order; returns the target's name as created.
+    pub fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
         let mut state = self.lock();
         let Some(from) = state.members.get(&id).map(|m| Arc::clone(&m.name)) else {
             return Err(NotOnline(to.to_owned()));
@@ -731,7 +849,9 @@ impl Room for LocalRoom {
         result
     }
 
-    fn send_who(&self, id: MemberId, room: Option<&RoomName>) {
+    /// Queues the `/who` reply (the current room, or `room`) in the member's own queue, so it
+    /// agrees with the joined and left lines queued before it.
+    pub fn send_who(&self, id: MemberId, room: Option<&RoomName>) {
         let mut state = self.lock();
         let Some(current) = state.members.get(&id).map(|m| m.current.clone()) else {
             return;
@@ -746,7 +866,8 @@ impl Room for LocalRoom {
         state.reply(id, reply);
     }
 
-    fn send_rooms(&self, id: MemberId) {
+    /// Queues the `/rooms` reply.
+    pub fn send_rooms(&self, id: MemberId) {
         let mut state = self.lock();
         let mut list: Vec<(RoomName, usize)> = state
             .rooms
@@ -765,60 +886,34 @@ impl Room for LocalRoom {
         state.reply(id, protocol::rooms(&list));
     }
 
-    fn is_active(&self, room: &RoomName) -> bool {
+    /// True when the room is in memory.
+    pub fn is_active(&self, room: &RoomName) -> bool {
         self.lock().rooms.contains_key(room)
     }
 
-    fn join_room(&self, id: MemberId, room: RoomName, stored_last_seq: Seq) {
-        let mut state = self.lock();
-        let Some(member) = state.members.get(&id) else {
-            return;
-        };
-        if member.in_room(&room) {
-            state.reply(id, protocol::now_talking(&room));
-            if let Some(member) = state.members.get_mut(&id) {
-                member.current = room;
+    /// `/join`: joins or switches to the room, and queues the replies. A room not in memory
+    /// continues its numbers from the store's; when that cannot be read the member gets
+    /// `! Server busy, try again later` and nothing changes.
+    pub async fn join_room(&self, id: MemberId, room: RoomName) {
+        let mut stored = None;
+        for _ in 0..JOIN_TRIES {
+            let epoch = match self.lock().join_room(id, &room, stored) {
+                Ok(()) => return,
+                Err(epoch) => epoch,
+            };
+            match Box::pin(self.history.last_seq(&room)).await {
+                Ok(seq) => stored = Some((seq, epoch)),
+                Err(e) => {
+                    tracing::warn!(error = %e, room = %room, "reading a room's state failed");
+                    break;
+                }
             }
-            return;
         }
-        let limits = *state.history.limits();
-        let user = member.user;
-        if member.rooms.len() >= limits.max_rooms_per_user {
-            state.reply(id, protocol::too_many_rooms(limits.max_rooms_per_user));
-            return;
-        }
-        let empty = state.rooms.get(&room).is_none_or(|c| c.members.is_empty());
-        if empty && state.active_rooms() >= limits.max_rooms {
-            state.reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
-            return;
-        }
-        state.activate(&room, stored_last_seq);
-        state.enter(id, &room);
-        state.history.membership(user, &room, true);
-        if let Some(member) = state.members.get_mut(&id) {
-            member.current = room.clone();
-        }
-        let here = state.sorted_names(&room);
-        let newest = state.last_seq(&room);
-        state.reply_marked(
-            id,
-            protocol::you_joined(&room, &here),
-            Some((room.clone(), newest)),
-        );
-        if state.history_on()
-            && limits.join_history > 0
-            && newest > 0
-            && let Some(channel) = state.rooms.get(&room)
-        {
-            let request =
-                channel
-                    .log
-                    .request(Purpose::Join, 0, limits.join_history, &state.history);
-            state.request_history(id, request);
-        }
+        self.lock().reply(id, protocol::SERVER_BUSY.to_owned());
     }
 
-    fn part_room(&self, id: MemberId, room: Option<RoomName>) {
+    /// `/part [#room]`.
+    pub fn part_room(&self, id: MemberId, room: Option<RoomName>) {
         let mut state = self.lock();
         let Some(member) = state.members.get(&id) else {
             return;
@@ -849,7 +944,8 @@ impl Room for LocalRoom {
         state.forget_if_idle(&room);
     }
 
-    fn send_history(&self, id: MemberId, want: usize) {
+    /// `/history N` in the current room.
+    pub fn send_history(&self, id: MemberId, want: usize) {
         let mut state = self.lock();
         let Some(room) = state.members.get(&id).map(|m| m.current.clone()) else {
             return;
@@ -867,12 +963,16 @@ impl Room for LocalRoom {
         state.request_history(id, request);
     }
 
-    fn who(&self) -> Vec<Arc<str>> {
+    /// Everyone online, sorted case-insensitively (for tests; members get
+    /// [`Rooms::send_who`]).
+    pub fn who(&self) -> Vec<Arc<str>> {
         let state = self.lock();
         state.sorted_names(&state.lobby)
     }
 
-    fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool {
+    /// Removes a member with a last line to it and `*** name left` (with the reason, if any)
+    /// to the others; false if the member is no longer there.
+    pub fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool {
         let mut state = self.lock();
         let Some(member) = state.remove(id) else {
             return false;
@@ -887,8 +987,13 @@ impl Room for LocalRoom {
         true
     }
 
-    fn announce(&self, text: &str) {
+    /// Sends `*** [admin] TEXT` to every member, as a #lobby message; false (nothing sent)
+    /// while too much history waits for the database.
+    pub fn announce(&self, text: &str) -> bool {
         let mut state = self.lock();
+        if state.history.is_backlogged() {
+            return false;
+        }
         let lobby = state.lobby.clone();
         state.publish(
             &lobby,
@@ -897,9 +1002,11 @@ impl Room for LocalRoom {
             },
             None,
         );
+        true
     }
 
-    fn shutdown(&self) {
+    /// Queues the shutdown notice behind each member's pending lines and closes the room.
+    pub fn shutdown(&self) {
         let mut state = self.lock();
         state.closed = true;
         for (_, member) in state.members.drain() {
@@ -921,13 +1028,13 @@ mod tests {
     }
 
     trait JoinAs {
-        fn join_as(&self, name: &Username) -> Result<Joined, RoomClosed>;
+        fn join_as(&self, name: &Username) -> Result<Joined, JoinError>;
     }
 
-    impl JoinAs for LocalRoom {
+    impl JoinAs for Rooms {
         /// A login with nothing to restore.
-        fn join_as(&self, name: &Username) -> Result<Joined, RoomClosed> {
-            self.join(name, 0, Restore::default())
+        fn join_as(&self, name: &Username) -> Result<Joined, JoinError> {
+            self.join(name, Login::new(0), Restore::default())
         }
     }
 
@@ -965,7 +1072,7 @@ mod tests {
 
     #[test]
     fn join_announces_and_welcome_lists_everyone_sorted() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let mut bob = room.join_as(&user("bob")).unwrap();
         let alice = room.join_as(&user("Alice")).unwrap();
         assert_eq!(alice.welcome, "*** Welcome, Alice! 2 online: Alice, bob\n");
@@ -974,7 +1081,7 @@ mod tests {
 
     #[test]
     fn say_reaches_others_but_not_the_sender() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let mut a = room.join_as(&user("a")).unwrap();
         let mut b = room.join_as(&user("b")).unwrap();
         drain(&mut a.outbox);
@@ -985,7 +1092,7 @@ mod tests {
 
     #[test]
     fn takeover_closes_the_old_session_without_presence_flap() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let mut old = room.join_as(&user("alice")).unwrap();
         let mut bob = room.join_as(&user("bob")).unwrap();
         drain(&mut old.outbox);
@@ -1004,8 +1111,8 @@ mod tests {
     }
 
     /// A room where `slow` never reads, `fast` always does, and `talker` speaks.
-    fn three_members(limit: usize) -> (LocalRoom, Joined, Joined, Joined) {
-        let room = LocalRoom::new(limit);
+    fn three_members(limit: usize) -> (Rooms, Joined, Joined, Joined) {
+        let room = Rooms::new(limit);
         let slow = room.join_as(&user("slow")).unwrap();
         let mut fast = room.join_as(&user("fast")).unwrap();
         let talker = room.join_as(&user("talker")).unwrap();
@@ -1053,7 +1160,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         // Room for one 40-byte chat line and a little more.
         let line = "x".repeat(29);
-        let room = LocalRoom::with_history(64, Arc::clone(&metrics), no_history());
+        let room = Rooms::with_history(64, Arc::clone(&metrics), no_history());
         let mut talker = room.join_as(&user("talker")).unwrap();
         let mut stalled: Vec<Joined> = Vec::new();
         let mut healthy: Vec<Joined> = Vec::new();
@@ -1105,7 +1212,7 @@ mod tests {
 
     #[test]
     fn dropped_receiver_is_announced_as_left() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let gone = room.join_as(&user("gone")).unwrap();
         let b = room.join_as(&user("b")).unwrap();
         let mut c = room.join_as(&user("c")).unwrap();
@@ -1118,7 +1225,7 @@ mod tests {
 
     #[test]
     fn whisper_goes_to_one_member_only() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let mut a = room.join_as(&user("a")).unwrap();
         let mut b = room.join_as(&user("Bob")).unwrap();
         let mut c = room.join_as(&user("c")).unwrap();
@@ -1140,7 +1247,7 @@ mod tests {
 
     #[test]
     fn who_reply_is_queued_behind_the_presence_lines_before_it() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let mut a = room.join_as(&user("a")).unwrap();
         let b = room.join_as(&user("b")).unwrap();
         room.leave(b.id, None);
@@ -1159,7 +1266,7 @@ mod tests {
 
     #[test]
     fn kick_closes_the_member_and_announces_left() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let mut a = room.join_as(&user("a")).unwrap();
         let mut b = room.join_as(&user("b")).unwrap();
         drain(&mut a.outbox);
@@ -1173,7 +1280,7 @@ mod tests {
 
     #[test]
     fn shutdown_closes_every_queue_and_refuses_joins() {
-        let room = LocalRoom::new(1 << 20);
+        let room = Rooms::new(1 << 20);
         let mut a = room.join_as(&user("a")).unwrap();
         room.shutdown();
         assert_eq!(

@@ -18,7 +18,7 @@ use tlschat::auth::Authenticator;
 use tlschat::config::{HashSettings, Limits, RoomLimits};
 use tlschat::history::History;
 use tlschat::password::{Hasher, Password};
-use tlschat::room::LocalRoom;
+use tlschat::room::Rooms;
 use tlschat::session::SessionContext;
 use tlschat::store::Store;
 use tlschat::throttle::Throttle;
@@ -64,7 +64,8 @@ pub struct Opts {
     pub limits: Limits,
     pub rooms: RoomLimits,
     pub hash: HashSettings,
-    /// Reuse this directory (and its database) instead of a fresh one: a restart.
+    /// Use this directory instead of a fresh one; a database already in it is kept (a
+    /// restart), else one is made and seeded.
     pub dir: Option<tempfile::TempDir>,
     /// The web client's settings; `None` turns it off.
     pub web: Option<tlschat::web::Web>,
@@ -145,8 +146,9 @@ pub fn connector_offering_to(
 }
 
 pub async fn spawn_server(opts: Opts) -> TestServer {
-    let fresh = opts.dir.is_none();
     let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    // Users are seeded into a new database only; a restart keeps the old one's.
+    let fresh = !dir.path().join("users.db").exists();
     let store = Store::open(&dir.path().join("users.db")).await.unwrap();
     let hasher = Hasher::new(&opts.hash).unwrap();
     let users = if fresh {
@@ -172,13 +174,12 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         tls: configs,
         web: opts.web.clone().map(Arc::new),
         auth: Authenticator::new(store.clone(), hasher, Throttle::new(&opts.limits)),
-        room: Arc::new(LocalRoom::with_history(
+        room: Arc::new(Rooms::with_history(
             opts.limits.outbound_queue_bytes,
             Arc::clone(&metrics),
             Arc::clone(&history),
         )),
         history,
-        accounts: Arc::default(),
         metrics,
         limits: opts.limits,
     });
