@@ -707,3 +707,147 @@ async fn commit(conn: &mut HistoryConnection, batch: &HistoryBatch, unsaved: &Un
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use sqlx::Connection;
+
+    async fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn message(room: &RoomName, seq: Seq, text: &str) -> (Event, Vec<u8>) {
+        let event = Event {
+            room: room.clone(),
+            seq,
+            at_ms: crate::event::now_ms(),
+            kind: EventKind::Chat {
+                from: "bob".into(),
+                text: text.into(),
+            },
+        };
+        let mut bytes = Vec::new();
+        crate::store::encode_message(&mut bytes, &event);
+        (event, bytes)
+    }
+
+    /// Runs `sql` on a second connection to the database in `dir`.
+    async fn on_the_side(dir: &tempfile::TempDir, sql: &str) {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    }
+
+    async fn wait_durable(durable: &Durable, seq: Seq) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while durable.load(Ordering::Acquire) < seq {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("never durable");
+    }
+
+    #[tokio::test]
+    async fn one_batch_carries_the_messages_of_several_rooms_in_order() {
+        let (_dir, store) = open().await;
+        let history = History::start(RoomLimits::default(), store.clone())
+            .await
+            .unwrap();
+        let (lobby, dev) = (RoomName::lobby(), RoomName::parse("#dev").unwrap());
+        let (d_lobby, d_dev): (Durable, Durable) = (Arc::default(), Arc::default());
+        for seq in 1..=3 {
+            let (e, b) = message(&lobby, seq, &format!("l{seq}"));
+            history.append(&e, &b, &d_lobby);
+            let (e, b) = message(&dev, seq, &format!("d{seq}"));
+            history.append(&e, &b, &d_dev);
+        }
+        assert!(history.backlog_bytes() > 0);
+        history.barrier().await;
+        assert_eq!(d_lobby.load(Ordering::Acquire), 3);
+        assert_eq!(d_dev.load(Ordering::Acquire), 3);
+        assert_eq!(history.backlog_bytes(), 0);
+        let range = MessageRange {
+            after: 0,
+            upto: 3,
+            min_at_ms: 0,
+        };
+        let texts = |events: Vec<Event>| -> Vec<String> {
+            events
+                .into_iter()
+                .map(|e| match e.kind {
+                    EventKind::Chat { text, .. } => text,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(
+            texts(store.messages(&dev, range, 10).await.unwrap()),
+            ["d1", "d2", "d3"]
+        );
+        assert_eq!(store.room_last_seq(&lobby).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_kept_and_retried_until_written() {
+        let (dir, store) = open().await;
+        let history = History::start(RoomLimits::default(), store.clone())
+            .await
+            .unwrap();
+        let dev = RoomName::parse("#dev").unwrap();
+        let durable: Durable = Arc::default();
+        // Every write fails while the rooms table is away.
+        on_the_side(&dir, "ALTER TABLE rooms RENAME TO rooms_away").await;
+        let (e, b) = message(&dev, 1, "kept");
+        history.append(&e, &b, &durable);
+        // Long enough for several tries (100, 200, 400 ms apart).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(
+            durable.load(Ordering::Acquire),
+            0,
+            "not durable while failing"
+        );
+        assert_eq!(history.backlog_bytes(), b.len());
+        on_the_side(&dir, "ALTER TABLE rooms_away RENAME TO rooms").await;
+        wait_durable(&durable, 1).await;
+        assert_eq!(history.backlog_bytes(), 0);
+        assert_eq!(store.room_last_seq(&dev).await.unwrap(), 1);
+        // And the writer goes on with later batches on its new connection.
+        let (e, b) = message(&dev, 2, "next");
+        history.append(&e, &b, &durable);
+        history.close().await;
+        assert_eq!(store.room_last_seq(&dev).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_backlog_bound_refuses_once_reached() {
+        let (dir, store) = open().await;
+        let limits = RoomLimits {
+            history_backlog_bytes: 64 * 1024,
+            ..RoomLimits::default()
+        };
+        let history = History::start(limits, store).await.unwrap();
+        on_the_side(&dir, "ALTER TABLE rooms RENAME TO rooms_away").await;
+        let dev = RoomName::parse("#dev").unwrap();
+        let durable: Durable = Arc::default();
+        let text = "x".repeat(1000);
+        let mut seq = 0;
+        while !history.is_backlogged() {
+            seq += 1;
+            assert!(seq < 100, "never backlogged");
+            let (e, b) = message(&dev, seq, &text);
+            history.append(&e, &b, &durable);
+        }
+        assert!(history.backlog_bytes() >= 64 * 1024);
+        on_the_side(&dir, "ALTER TABLE rooms_away RENAME TO rooms").await;
+        wait_durable(&durable, seq).await;
+        assert!(!history.is_backlogged());
+    }
+}

@@ -1289,4 +1289,48 @@ mod tests {
         );
         assert!(room.join_as(&user("b")).is_err());
     }
+
+    #[tokio::test]
+    async fn a_room_forgotten_after_a_stale_read_continues_from_its_real_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let history = History::start(crate::config::RoomLimits::default(), store)
+            .await
+            .unwrap();
+        let rooms = Rooms::with_history(1 << 20, Arc::default(), Arc::clone(&history));
+        let dev = RoomName::parse("#dev").unwrap();
+        let mut a = rooms.join_as(&user("a")).unwrap();
+        // What a reader saw before anything happened in #dev.
+        let stale = (history.last_seq(&dev).await.unwrap(), rooms.lock().forgets);
+        rooms.join_room(a.id, dev.clone()).await;
+        assert_eq!(rooms.say(a.id, "x"), Some((dev.clone(), 1)));
+        history.barrier().await;
+        rooms.part_room(a.id, None);
+        assert!(!rooms.is_active(&dev), "settled and empty: forgotten");
+        // The stale number is refused, not used: it would hand out 1 again.
+        assert_eq!(rooms.lock().join_room(a.id, &dev, Some(stale)), Err(1));
+        assert!(!rooms.is_active(&dev));
+        rooms.join_room(a.id, dev.clone()).await;
+        assert_eq!(rooms.say(a.id, "y"), Some((dev.clone(), 2)));
+        drain(&mut a.outbox);
+    }
+
+    #[tokio::test]
+    async fn a_room_whose_lines_live_only_in_memory_is_not_forgotten() {
+        let history = History::detached(crate::config::RoomLimits {
+            history: HistoryMode::Memory,
+            ..Default::default()
+        });
+        let rooms = Rooms::with_history(1 << 20, Arc::default(), history);
+        let dev = RoomName::parse("#dev").unwrap();
+        let a = rooms.join_as(&user("a")).unwrap();
+        rooms.join_room(a.id, dev.clone()).await;
+        rooms.say(a.id, "x");
+        rooms.part_room(a.id, None);
+        assert!(rooms.is_active(&dev), "its numbers exist nowhere else");
+        rooms.join_room(a.id, dev.clone()).await;
+        assert_eq!(rooms.say(a.id, "y"), Some((dev, 2)));
+    }
 }
