@@ -12,16 +12,12 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
 use crate::config::{
     Argon2Settings, CertPaths, FileConfig, LimitSettings, RoomSettings, resolve_listen,
 };
 use crate::password::{Hasher, Password};
 use crate::report::Report;
-use crate::room::Rooms;
-use crate::session::SessionContext;
 use crate::store::Store;
-use crate::throttle::Throttle;
 use crate::tls::{self, DEFAULT_CERT_NAMES};
 use crate::username::Username;
 use serde_json::json;
@@ -467,10 +463,18 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     };
 
     let store = Store::open(&db_path).await?;
-    let history = crate::history::History::start(room_limits, store.clone()).await?;
     let generated = ensure_default_cert(&certs)?;
     let loaded = tls::load(&certs.cert, &certs.key)?;
     warn_if_key_readable(&certs.key);
+    let app = crate::app::App::build(crate::app::Parts {
+        store,
+        hasher,
+        tls: loaded.configs.clone(),
+        web,
+        limits,
+        rooms: room_limits,
+    })
+    .await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -566,48 +570,22 @@ async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
         tracing::info!(addr = %local, "listening");
     }
 
-    let metrics = Arc::new(crate::metrics::Metrics::default());
-    let ctx = Arc::new(SessionContext {
-        tls: loaded.configs,
-        web,
-        auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
-        room: Arc::new(Rooms::with_history(
-            limits.outbound_queue_bytes,
-            Arc::clone(&metrics),
-            Arc::clone(&history),
-        )),
-        history,
-        metrics,
-        limits,
-    });
+    let cert_check_interval = app.context().limits.cert_check_interval;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(terminate, interrupt, shutdown.clone()));
-    if let Some(socket) = admin_listener {
-        tokio::spawn(crate::admin::serve(
-            socket,
-            Arc::clone(&ctx.room),
-            Arc::clone(&ctx.metrics),
-            shutdown.clone(),
-        ));
-    }
-    if let Some(listener) = metrics_listener {
-        let (room, hasher) = (Arc::clone(&ctx.room), ctx.auth.hasher().clone());
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            Arc::clone(&ctx.metrics),
-            move || (room.directory().len(), hasher.queue_depth()),
-            shutdown.clone(),
-        ));
-    }
     tokio::spawn(reload_on_hangup(hangups, Arc::clone(&loaded.source)));
     tokio::spawn(tls::watch(
         Arc::clone(&loaded.source),
-        ctx.limits.cert_check_interval,
+        cert_check_interval,
         shutdown.clone(),
     ));
     crate::notify::notify("READY=1");
-    crate::server::run(listener, ctx, shutdown).await?;
-    store.close().await;
+    let listeners = crate::app::Listeners {
+        chat: listener,
+        admin: admin_listener,
+        metrics: metrics_listener,
+    };
+    app.run(listeners, shutdown).await?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | `app` | the composition root: a server built from its parts and run to shutdown |
 //! | `cli` | clap types, admin commands, human output |
 //! | `client` | `tlschat connect`: server trust (roots, pins, known_hosts), login, relay, reconnect |
 //! | `doctor` | configuration checks without serving |
@@ -30,6 +31,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;

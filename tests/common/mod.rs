@@ -14,14 +14,11 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use secrecy::SecretString;
-use tlschat::auth::Authenticator;
+use tlschat::app::{App, Listeners, Parts};
 use tlschat::config::{HashSettings, Limits, RoomLimits};
-use tlschat::history::History;
 use tlschat::password::{Hasher, Password};
-use tlschat::room::Rooms;
 use tlschat::session::SessionContext;
 use tlschat::store::Store;
-use tlschat::throttle::Throttle;
 use tlschat::username::Username;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -168,29 +165,26 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
     let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let configs = tlschat::tls::server_configs(vec![cert_der.clone()], key).unwrap();
-    let metrics = Arc::new(tlschat::metrics::Metrics::default());
-    let history = History::start(opts.rooms, store.clone()).await.unwrap();
-    let ctx = Arc::new(SessionContext {
+    let app = App::build(Parts {
+        store: store.clone(),
+        hasher,
         tls: configs,
         web: opts.web.clone().map(Arc::new),
-        auth: Authenticator::new(store.clone(), hasher, Throttle::new(&opts.limits)),
-        room: Arc::new(Rooms::with_history(
-            opts.limits.outbound_queue_bytes,
-            Arc::clone(&metrics),
-            Arc::clone(&history),
-        )),
-        history,
-        metrics,
         limits: opts.limits,
-    });
+        rooms: opts.rooms,
+    })
+    .await
+    .unwrap();
+    let ctx = Arc::clone(app.context());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(tlschat::server::run(
-        listener,
-        Arc::clone(&ctx),
-        shutdown.clone(),
-    ));
+    let listeners = Listeners {
+        chat: listener,
+        admin: None,
+        metrics: None,
+    };
+    let handle = tokio::spawn(app.run(listeners, shutdown.clone()));
     TestServer {
         addr,
         connector: connector_for(&cert_der),
