@@ -7,10 +7,13 @@ use std::io;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::tls::{ALPN_HTTP1, ALPN_TLSCHAT, ServerConfigs};
+
+pub mod line;
 
 /// The most of a ClientHello record looked at (a record's maximum).
 const MAX_HELLO_RECORD_BYTES: usize = 5 + 16 * 1024;
@@ -138,6 +141,31 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Option<u16> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
+}
+
+/// First byte of a TLS handshake record.
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Peeks at the first byte without consuming it; `None` on EOF.
+pub async fn first_byte(tcp: &TcpStream) -> io::Result<Option<u8>> {
+    let mut byte = [0u8; 1];
+    let n = tcp.peek(&mut byte).await?;
+    Ok((n == 1).then_some(byte[0]))
+}
+
+/// Tells a plaintext client how to connect, without parsing anything it sent, within `limit`.
+pub async fn refuse_plaintext(mut tcp: TcpStream, limit: std::time::Duration) {
+    let addr = tcp
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "HOST:PORT".into());
+    let hint =
+        format!("This port speaks TLS. Connect with: openssl s_client -quiet -connect {addr}\r\n");
+    let _ = tokio::time::timeout(limit, async {
+        tcp.write_all(hint.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -1,0 +1,170 @@
+//! A member's commands, dispatched: room commands go to the rooms (whose replies are queued in
+//! room order), `/cert` ones to the store, the rest are answered here.
+
+use tracing::{debug, info, warn};
+
+use super::conn::Conn;
+use super::{End, MemberGuard, SessionContext};
+use crate::event::RoomName;
+use crate::metrics::inc;
+use crate::protocol::{self, Command, Incoming};
+use crate::room::Outbox;
+
+/// Acts on one decoded item from a member; returns how the session ends, if it does.
+/// Room lines queued before the item go out before any reply to it.
+pub(super) async fn handle<S>(
+    conn: &mut Conn<S>,
+    ctx: &SessionContext,
+    member: &mut MemberGuard,
+    outbox: &mut Outbox,
+    item: Incoming,
+) -> Option<End> {
+    // All of it: the reply below must follow every room line queued before the command.
+    if let Some(end) = conn.take_deliveries(outbox, &ctx.history, usize::MAX).await {
+        return Some(end);
+    }
+    let line = match item {
+        Incoming::Line(line) => line,
+        Incoming::TooLong => {
+            debug!("line too long");
+            conn.queue(&protocol::line_too_long(ctx.limits.max_line_bytes));
+            return None;
+        }
+        Incoming::InvalidUtf8 => {
+            debug!("invalid utf-8");
+            conn.queue(protocol::INVALID_UTF8);
+            return None;
+        }
+        Incoming::Unterminated => {
+            warn!(
+                limit = "max_unterminated_bytes",
+                "no newline, disconnecting"
+            );
+            conn.queue(protocol::NO_NEWLINE);
+            inc(&ctx.metrics.evictions_no_newline);
+            member.reason = Some("no newline".into());
+            return Some(End::NoNewline);
+        }
+    };
+    let room = &ctx.room;
+    match protocol::parse_command(&line) {
+        Command::Nothing => {}
+        // A member's own line moves its read position once everything queued before it is
+        // written (see `Conn::marks`).
+        Command::Say(text) => {
+            if protocol::has_content(text) {
+                debug!(body = %text.escape_debug(), "say");
+                conn.marks.extend(room.say(member.id, text));
+            }
+        }
+        Command::Emote(text) => {
+            if protocol::has_content(text) {
+                conn.marks.extend(room.emote(member.id, text));
+            }
+        }
+        // Replies from here on are queued by the room in room order (see `Room::send_who`).
+        Command::Whisper { to, text } => {
+            let _ = room.whisper(member.id, to, text);
+        }
+        Command::Who(None) => room.send_who(member.id, None),
+        Command::Who(Some(name)) => match RoomName::parse(name) {
+            Ok(name) => room.send_who(member.id, Some(&name)),
+            Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
+        },
+        Command::Join(name) => match RoomName::parse(name) {
+            // Boxed: a room not in memory is read from the store first.
+            Ok(name) => Box::pin(room.join_room(member.id, name)).await,
+            Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
+        },
+        Command::Part(None) => room.part_room(member.id, None),
+        Command::Part(Some(name)) => match RoomName::parse(name) {
+            Ok(name) => room.part_room(member.id, Some(name)),
+            Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
+        },
+        Command::Rooms => room.send_rooms(member.id),
+        Command::History(want) => room.send_history(member.id, want),
+        Command::Help => conn.queue(protocol::HELP),
+        // Replies from the database, boxed like every database wait here.
+        Command::CertEnroll(label) => conn.queue(&Box::pin(enroll(ctx, member, label)).await),
+        Command::CertList => conn.queue(&Box::pin(list_certificates(ctx, member)).await),
+        Command::CertRevoke(key) => conn.queue(&Box::pin(revoke(ctx, member, key)).await),
+        Command::Usage(usage) => conn.queue(usage),
+        Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),
+        Command::Quit(reason) => {
+            conn.queue(protocol::BYE);
+            member.reason = reason.map(str::to_owned);
+            return Some(End::Quit);
+        }
+    }
+    None
+}
+
+/// `/cert enroll [LABEL]`: binds the connection's certificate to the member's account.
+async fn enroll(ctx: &SessionContext, member: &MemberGuard, label: Option<&str>) -> String {
+    let Some(fingerprint) = member.presented.as_deref() else {
+        return protocol::CERT_NONE_PRESENTED.to_owned();
+    };
+    let label = label.map_or_else(crate::client_cert::default_label, str::to_owned);
+    if !crate::client_cert::valid_label(&label) {
+        return protocol::CERT_INVALID_LABEL.to_owned();
+    }
+    let store = ctx.auth.store();
+    match store
+        .add_certificate(&member.name, fingerprint, &label)
+        .await
+    {
+        Ok(()) => {
+            info!(label = %label, "certificate enrolled");
+            protocol::cert_enrolled(fingerprint, &label)
+        }
+        Err(crate::store::StoreError::CertificateTaken) => {
+            protocol::CERT_OF_ANOTHER_ACCOUNT.to_owned()
+        }
+        Err(crate::store::StoreError::CertificateEnrolled(label)) => {
+            protocol::cert_already_enrolled(&label)
+        }
+        Err(crate::store::StoreError::LabelTaken(label)) => protocol::cert_label_taken(&label),
+        Err(e) => {
+            warn!(error = %e, "enrolling a certificate failed");
+            protocol::CERT_UNAVAILABLE.to_owned()
+        }
+    }
+}
+
+/// `/cert list`: the member's certificates.
+async fn list_certificates(ctx: &SessionContext, member: &MemberGuard) -> String {
+    match ctx.auth.store().certificates(&member.name).await {
+        Ok(list) => protocol::cert_list(
+            &list
+                .into_iter()
+                .map(|c| (c.label, c.fingerprint, c.added))
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            warn!(error = %e, "listing certificates failed");
+            protocol::CERT_UNAVAILABLE.to_owned()
+        }
+    }
+}
+
+/// `/cert revoke FINGERPRINT|LABEL`: unbinds one of the member's certificates; the account
+/// watch then closes the sessions that logged in with it.
+async fn revoke(ctx: &SessionContext, member: &MemberGuard, key: &str) -> String {
+    let key = crate::client_cert::parse_fingerprint(key).unwrap_or_else(|| key.to_owned());
+    match ctx
+        .auth
+        .store()
+        .delete_certificate(&member.name, &key)
+        .await
+    {
+        Ok(Some(label)) => {
+            info!(label = %label, "certificate revoked");
+            protocol::cert_revoked(&label)
+        }
+        Ok(None) => protocol::CERT_NO_SUCH.to_owned(),
+        Err(e) => {
+            warn!(error = %e, "revoking a certificate failed");
+            protocol::CERT_UNAVAILABLE.to_owned()
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The logged-in loop: the member's own lines, its queued room lines and its removal by the
+//! rooms, fairly, with everything queued written as one batch.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep_until};
+use tracing::warn;
+
+use super::command::handle;
+use super::conn::Conn;
+use super::rate::TokenBucket;
+use super::{End, MemberGuard, SessionContext};
+use crate::protocol::{self, Incoming};
+use crate::room::Outbox;
+
+/// Output written per step of the member loop: a backlog longer than this is written in
+/// several steps, each followed by a chance to read the client's lines.
+pub(super) const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// The logged-in loop: client lines, queued room lines, and removal by the room. Returns how
+/// the session ends and how long its goodbye (whatever is left in the output buffer, then
+/// close_notify) may take; the caller leaves the room first.
+pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    ctx: &SessionContext,
+    member: &mut MemberGuard,
+    mut outbox: Outbox,
+) -> io::Result<(End, Option<Duration>)> {
+    let limits = &ctx.limits;
+    let mut bucket = TokenBucket::new(limits.rate_burst, limits.rate_per_sec);
+    let mut held: Option<Incoming> = None;
+    let mut warned = false;
+    let removed = outbox.removed();
+    let history = &ctx.history;
+    loop {
+        // Everything queued so far goes out as one write: under load a member's lines pile up
+        // while it writes, so batches grow by themselves; at low rates each line goes at once.
+        if let Some(end) = conn
+            .take_deliveries(&mut outbox, history, MAX_BATCH_BYTES)
+            .await
+        {
+            return Ok(conn.last_words(end));
+        }
+        if conn.out.is_empty() {
+            // Nothing unwritten: positions reached by the member's own lines hold now.
+            member.commit(conn.marks.drain(..));
+        } else {
+            let bytes = conn.out.len() as u64;
+            tokio::select! {
+                r = conn.write_out() => r?,
+                _ = removed.wait() => {
+                    // The interrupted write left an unknown part of the buffer unsent, and
+                    // the peer is not reading anyway: only the last line is still worth trying.
+                    conn.out.clear();
+                    return Ok(conn.removed(&mut outbox));
+                }
+            }
+            outbox.written(std::mem::take(&mut conn.from_room));
+            member.commit(conn.marks.drain(..));
+            if outbox.is_empty() {
+                conn.release_buffer();
+            }
+            ctx.metrics
+                .bytes_sent
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            if let Some(queued_at) = conn.oldest.take() {
+                ctx.metrics
+                    .delivery_latency_seconds
+                    .observe(queued_at.elapsed());
+            }
+        }
+        let resume_at = bucket.ready_at();
+        // Not biased: under sustained fan-out the queue is never empty, and a biased select
+        // would never read the member's own lines (`/quit` included).
+        let ended = tokio::select! {
+            _ = removed.wait() => return Ok(conn.removed(&mut outbox)),
+            d = outbox.recv() => match d {
+                Some(d) => conn.push_delivery(d, history).await,
+                None => Some(End::Closed("removed from the room".into())),
+            },
+            _ = sleep_until(resume_at), if held.is_some() => {
+                let item = held.take().expect("guarded by is_some");
+                bucket.try_take(Instant::now());
+                handle(conn, ctx, member, &mut outbox, item).await
+            }
+            item = conn.next_item(), if held.is_none() => {
+                let Some(item) = item? else { return Ok((End::ClientClosed, None)) };
+                let now = Instant::now();
+                if bucket.is_full(now) {
+                    // The client was quiet long enough to earn its whole burst: a new episode.
+                    warned = false;
+                }
+                if bucket.try_take(now) {
+                    handle(conn, ctx, member, &mut outbox, item).await
+                } else {
+                    // Stop reading: the rest waits in the client's TCP buffers, not here.
+                    held = Some(item);
+                    if warned {
+                        None
+                    } else {
+                        warned = true;
+                        warn!(limit = "rate", "member over line rate");
+                        match conn.take_deliveries(&mut outbox, history, usize::MAX).await {
+                            Some(end) => Some(end),
+                            None => {
+                                conn.queue(&protocol::slow_down(limits.rate_per_sec));
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(end) = ended {
+            return Ok(conn.last_words(end));
+        }
+    }
+}

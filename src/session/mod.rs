@@ -1,0 +1,378 @@
+//! One client from TLS handshake to close: greeting, login, then the member loop, over any
+//! line transport (`conn`). `login` is the login machine, `member` the logged-in loop,
+//! `command` the dispatch of a member's commands, `rate` its token bucket.
+//!
+//! The session task is the only writer to its socket. Everything it sends goes through one
+//! output buffer that is written and flushed once per batch, so queued room lines coalesce
+//! into as few TLS records as possible.
+
+mod command;
+mod conn;
+mod login;
+mod member;
+mod rate;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::Either;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::auth::{Authenticator, LoggedIn};
+use crate::config::Limits;
+use crate::history::History;
+use crate::metrics::{Metrics, inc};
+use crate::protocol;
+use crate::room::directory::Login;
+use crate::room::{JoinError, Joined, Mark, MemberId, Rooms};
+use crate::tls::ServerConfigs;
+use crate::transport::{self, Accepted};
+use crate::web::Web;
+use conn::Conn;
+
+pub use login::MAX_LOGIN_ATTEMPTS;
+
+/// Time given to a last line and close_notify when a session ends, whether on its own or
+/// removed by the room (kick, takeover, account change, shutdown): a peer that does not read
+/// holds nothing longer than this.
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every session shares.
+pub struct SessionContext {
+    /// TLS configurations with the current certificate.
+    pub tls: ServerConfigs,
+    /// The web client's settings; `None` when it is off.
+    pub web: Option<Arc<Web>>,
+    /// Password checks.
+    pub auth: Authenticator,
+    /// The rooms members join, and who is online.
+    pub room: Arc<Rooms>,
+    /// Stored history, memberships and read positions.
+    pub history: Arc<History>,
+    /// Counters for `--metrics-listen`.
+    pub metrics: Arc<Metrics>,
+    /// Timeouts, line limits and rates.
+    pub limits: Limits,
+}
+
+/// Told when the client has logged in (the server moves it out of the pre-login cap) and when
+/// its member has left (the server frees its connection slots before the goodbye).
+pub trait LoginObserver: Send {
+    /// The connection has a logged-in member now.
+    fn logged_in(&mut self);
+    /// The member has left; only a bounded goodbye remains.
+    fn released(&mut self);
+}
+
+/// Why a session ended, for the log.
+#[derive(Debug)]
+pub enum End {
+    /// The first bytes were not TLS; the hint line was sent.
+    NotTls,
+    /// Handshake did not finish in time.
+    HandshakeTimeout,
+    /// The client closed the connection.
+    ClientClosed,
+    /// Login timed out.
+    LoginTimeout,
+    /// Three failed logins.
+    TooManyFailures,
+    /// Password checks are saturated.
+    Busy,
+    /// Bytes without a newline past the limit.
+    NoNewline,
+    /// `/quit`.
+    Quit,
+    /// The room replaced or evicted this member, or shut down.
+    Closed(Arc<str>),
+    /// Evicted for not reading.
+    Evicted,
+    /// Server shutdown.
+    Shutdown,
+    /// A browser's connection served its pages and closed.
+    HttpDone,
+    /// A browser's connection stayed open past `login_timeout` without a WebSocket.
+    HttpIdle,
+}
+
+/// Runs one connection to completion. I/O errors end only this session.
+pub async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+    observer: impl LoginObserver,
+) -> io::Result<End> {
+    let connected = Instant::now();
+    let limits = &ctx.limits;
+    let handshake_deadline = connected + limits.handshake_timeout;
+
+    let first = tokio::select! {
+        r = tokio::time::timeout_at(handshake_deadline, transport::first_byte(&tcp)) => r,
+        _ = shutdown.cancelled() => return Ok(End::Shutdown),
+    };
+    match first {
+        Err(_) => {
+            inc(&ctx.metrics.tls_handshake_failures);
+            return Ok(End::HandshakeTimeout);
+        }
+        Ok(Ok(None)) => return Ok(End::ClientClosed),
+        Ok(Ok(Some(transport::TLS_HANDSHAKE_RECORD))) => {}
+        Ok(Ok(Some(_))) => {
+            transport::refuse_plaintext(tcp, GOODBYE_TIMEOUT).await;
+            return Ok(End::NotTls);
+        }
+        Ok(Err(e)) => return Err(e),
+    }
+    // Boxed: the handshake state is large and only needed until it completes, so it should not
+    // size the task that every idle session keeps.
+    let handshake = Box::pin(transport::accept(tcp, &ctx.tls, ctx.web.is_some()));
+    // The stream moves into the session's future inside this block, so the task keeps one
+    // copy of it (a TLS stream is kilobytes, and every idle session holds one).
+    let session = {
+        let accepted = tokio::select! {
+            r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
+                Ok(Ok(accepted)) => accepted,
+                failed => {
+                    inc(&ctx.metrics.tls_handshake_failures);
+                    return match failed {
+                        Ok(Err(e)) => Err(e),
+                        _ => Ok(End::HandshakeTimeout),
+                    };
+                }
+            },
+            _ = shutdown.cancelled() => return Ok(End::Shutdown),
+        };
+        debug!(peer = %peer, "tls handshake complete");
+        match accepted {
+            // Boxed: an async fn keeps its arguments apart from its locals, so a stream passed
+            // by value would be stored twice in the task that every idle session keeps.
+            Accepted::Line(tls) => {
+                let presented = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| Arc::from(crate::tls::fingerprint(cert)));
+                Either::Left(serve(
+                    Box::new(tls),
+                    peer,
+                    &ctx,
+                    &shutdown,
+                    (observer, presented),
+                    connected,
+                ))
+            }
+            Accepted::Web(tls) => Either::Right(Box::pin(crate::web::serve(
+                tls, peer, &ctx, &shutdown, observer, connected,
+            ))),
+        }
+    };
+    session.await
+}
+
+/// Runs a session over a stream of lines that has passed its handshake: login, then the
+/// member loop. `connected` starts the login timeout; `presented` is the fingerprint of the
+/// client certificate the connection presented, if any.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: &SessionContext,
+    shutdown: &CancellationToken,
+    (mut observer, presented): (impl LoginObserver, Option<Arc<str>>),
+    connected: Instant,
+) -> io::Result<End> {
+    let limits = &ctx.limits;
+    let mut conn = Conn::new(stream, limits);
+
+    let login_deadline = connected + limits.login_timeout;
+    let outcome = tokio::select! {
+        r = Box::pin(login::login(&mut conn, &ctx.auth, &ctx.metrics, peer, presented.as_deref())) => r?,
+        _ = sleep_until(login_deadline) => {
+            conn.goodbye(protocol::LOGIN_TIMED_OUT, GOODBYE_TIMEOUT).await;
+            return Ok(End::LoginTimeout);
+        }
+        _ = shutdown.cancelled() => {
+            conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace).await;
+            return Ok(End::Shutdown);
+        }
+    };
+    let LoggedIn {
+        name,
+        stamp,
+        certificate,
+    } = match outcome {
+        login::LoginOutcome::LoggedIn(account) => account,
+        login::LoginOutcome::Ended(end, last_line) => {
+            if matches!(end, End::NoNewline) {
+                inc(&ctx.metrics.evictions_no_newline);
+            }
+            if let Some(line) = last_line {
+                conn.goodbye(line, GOODBYE_TIMEOUT).await;
+            }
+            return Ok(end);
+        }
+    };
+    tracing::Span::current().record("user", name.as_str());
+    let login = Login {
+        peer,
+        stamp,
+        certificate,
+    };
+    // Boxed, like every database wait below: the futures are large and rare, and would
+    // otherwise size the task that every idle session keeps.
+    let joined = match Box::pin(ctx.room.log_in(&name, login)).await {
+        Ok(joined) => joined,
+        Err(JoinError::Closed(_)) => {
+            conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace)
+                .await;
+            return Ok(End::Shutdown);
+        }
+        Err(e) => {
+            // Joining without its rooms would skip their catch-up for good: the member
+            // comes back when the store answers.
+            warn!(error = %e, "reading rooms and read positions failed");
+            conn.goodbye(protocol::SERVER_BUSY, GOODBYE_TIMEOUT).await;
+            return Ok(End::Busy);
+        }
+    };
+    observer.logged_in();
+    info!("login ok");
+    let mut member = MemberGuard {
+        room: Arc::clone(&ctx.room),
+        id: joined.id,
+        reason: None,
+        history: Some((Arc::clone(&ctx.history), stamp.id)),
+        positions: Vec::new(),
+        name,
+        presented,
+    };
+    member.commit(joined.positions);
+    // By value: the welcome lists everyone online, and a field left in `joined` would live
+    // as long as the session (at 1,000 online, ~3 KiB more per idle session).
+    let Joined {
+        welcome, outbox, ..
+    } = joined;
+    conn.queue(&welcome);
+    drop(welcome);
+    let result = member::member_loop(&mut conn, ctx, &mut member, outbox).await;
+    // Leave the room, the admin list and the connection caps before the goodbye, which may
+    // wait on a peer that does not read.
+    drop(member);
+    observer.released();
+    let end = match result {
+        Ok((end, goodbye)) => {
+            if let Some(mut limit) = goodbye {
+                if shutdown.is_cancelled() {
+                    // The server waits `shutdown_grace` for every session.
+                    limit = limit.min(limits.shutdown_grace);
+                }
+                conn.goodbye_queued(limit).await;
+            }
+            Ok(end)
+        }
+        Err(e) => Err(e),
+    };
+    info!(reason = ?end.as_ref().map_err(|e| e.kind()), "logout");
+    end
+}
+
+/// Takes `leave` off the happy path: it runs on every exit, including errors and panics, and
+/// saves the read positions the session reached.
+pub(crate) struct MemberGuard {
+    room: Arc<Rooms>,
+    pub(crate) id: MemberId,
+    pub(crate) reason: Option<String>,
+    /// Where positions are saved, and for which account.
+    history: Option<(Arc<History>, i64)>,
+    /// The last message of each room written to the socket or sent by the member.
+    positions: Vec<Mark>,
+    /// The account's name as created.
+    pub(crate) name: crate::username::Username,
+    /// The fingerprint of the certificate the connection presented, for `/cert enroll`.
+    pub(crate) presented: Option<Arc<str>>,
+}
+
+impl MemberGuard {
+    /// Moves read positions forward (never back).
+    pub(crate) fn commit(&mut self, marks: impl IntoIterator<Item = Mark>) {
+        for (room, seq) in marks {
+            match self.positions.iter_mut().find(|(r, _)| *r == room) {
+                Some((_, at)) => *at = (*at).max(seq),
+                None => self.positions.push((room, seq)),
+            }
+        }
+    }
+}
+
+impl Drop for MemberGuard {
+    fn drop(&mut self) {
+        self.room.leave(self.id, self.reason.as_deref());
+        if let Some((history, user)) = &self.history {
+            history.save_positions(*user, std::mem::take(&mut self.positions));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::Delivery;
+    use crate::username::Username;
+
+    #[tokio::test]
+    async fn a_panicking_session_is_announced_as_left_and_the_room_carries_on() {
+        let room = Arc::new(Rooms::new(1 << 20));
+        let mut bob = room
+            .join(
+                &Username::parse("bob").unwrap(),
+                Login::new(0),
+                Default::default(),
+            )
+            .unwrap();
+        let task_room = Arc::clone(&room);
+        let task = tokio::spawn(async move {
+            let joined = task_room
+                .join(
+                    &Username::parse("alice").unwrap(),
+                    Login::new(0),
+                    Default::default(),
+                )
+                .unwrap();
+            let _member = MemberGuard {
+                room: Arc::clone(&task_room),
+                id: joined.id,
+                reason: None,
+                history: None,
+                positions: Vec::new(),
+                name: Username::parse("alice").unwrap(),
+                presented: None,
+            };
+            panic!("injected fault");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let text = |d: Option<Delivery>| match d {
+            Some(Delivery::Line(l)) => l.text.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(bob.outbox.recv().await), "*** alice joined\n");
+        assert_eq!(text(bob.outbox.recv().await), "*** alice left\n");
+        assert_eq!(room.who(), vec![Arc::<str>::from("bob")]);
+        let carol = room
+            .join(
+                &Username::parse("carol").unwrap(),
+                Login::new(0),
+                Default::default(),
+            )
+            .unwrap();
+        room.say(carol.id, "still works");
+        assert_eq!(text(bob.outbox.recv().await), "*** carol joined\n");
+        assert_eq!(text(bob.outbox.recv().await), "<carol> still works\n");
+    }
+}
