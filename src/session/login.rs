@@ -143,3 +143,117 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HashSettings, Limits};
+    use crate::password::{Hasher, Password};
+    use crate::store::Store;
+    use crate::throttle::Throttle;
+    use crate::username::Username;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A store with alice (password `correct horse`) and cheap hashing.
+    async fn authenticator() -> (tempfile::TempDir, Authenticator) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let hasher = Hasher::new(&HashSettings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+            threads: 1,
+            queue: 8,
+        })
+        .unwrap();
+        let password = Password::parse(SecretString::from("correct horse".to_owned())).unwrap();
+        let hash = hasher.hash(&password).await.unwrap();
+        store
+            .add_user(&Username::parse("alice").unwrap(), &hash)
+            .await
+            .unwrap();
+        let auth = Authenticator::new(store, hasher, Throttle::new(&Limits::default()));
+        (dir, auth)
+    }
+
+    /// Runs the login machine over an in-memory pipe of 16 bytes each way, the client sending
+    /// `input` as it goes; returns the outcome and everything the server sent.
+    async fn log_in(input: &'static str) -> (LoginOutcome, String) {
+        let (_dir, auth) = authenticator().await;
+        let (server, client) = tokio::io::duplex(16);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            // Ignored: the server may close before it has read everything.
+            let _ = client_write.write_all(input.as_bytes()).await;
+            client_write
+        });
+        let reader = tokio::spawn(async move {
+            let mut sent = String::new();
+            let _ = client_read.read_to_string(&mut sent).await;
+            sent
+        });
+        let mut conn = Conn::new(server, &Limits::default());
+        let metrics = Metrics::default();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let outcome = login(&mut conn, &auth, &metrics, peer, None).await.unwrap();
+        conn.flush().await.unwrap();
+        drop(conn);
+        drop(writer.await.unwrap());
+        (outcome, reader.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_right_password_logs_in_after_the_greeting_and_two_prompts() {
+        let (outcome, sent) = log_in("alice\ncorrect horse\n").await;
+        assert!(matches!(outcome, LoginOutcome::LoggedIn(ref a) if a.name.as_str() == "alice"));
+        assert_eq!(
+            sent,
+            [
+                protocol::GREETING,
+                protocol::USERNAME_PROMPT,
+                protocol::PASSWORD_PROMPT
+            ]
+            .concat()
+        );
+    }
+
+    #[tokio::test]
+    async fn three_failures_end_the_login_with_nothing_but_prompts_and_errors() {
+        let (outcome, sent) = log_in("alice\nwrong\nbob\nx\nalice\nagain\nalice\n").await;
+        assert!(matches!(
+            outcome,
+            LoginOutcome::Ended(End::TooManyFailures, Some(line))
+                if line == protocol::TOO_MANY_FAILURES
+        ));
+        let round = [
+            protocol::USERNAME_PROMPT,
+            protocol::PASSWORD_PROMPT,
+            protocol::LOGIN_FAILED,
+        ]
+        .concat();
+        assert_eq!(
+            sent,
+            [protocol::GREETING, &round, &round, &round].concat(),
+            "the last line is the caller's to send"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_line_at_a_prompt_gets_its_error_and_the_prompt_again() {
+        let long = "x".repeat(5000);
+        let input: &'static str = Box::leak(format!("{long}\nalice\ncorrect horse\n").into());
+        let (outcome, sent) = log_in(input).await;
+        assert!(matches!(outcome, LoginOutcome::LoggedIn(_)));
+        assert_eq!(
+            sent,
+            [
+                protocol::GREETING,
+                protocol::USERNAME_PROMPT,
+                &protocol::line_too_long(Limits::default().max_line_bytes),
+                protocol::USERNAME_PROMPT,
+                protocol::PASSWORD_PROMPT
+            ]
+            .concat()
+        );
+    }
+}
