@@ -831,3 +831,133 @@ fn an_invalid_web_origin_stops_serve_with_the_reason() {
         "{err}"
     );
 }
+
+/// The rows of the README's configuration table: (flag, env, file key, default and range).
+fn readme_settings() -> Vec<(String, String, String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let first_code = |cell: &str| -> String { cell.split('`').nth(1).unwrap_or("").to_owned() };
+    readme
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+            (
+                first_code(cells[0]),
+                first_code(cells[1]),
+                first_code(cells[2]),
+                cells[3].trim().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `1,000` → 1000; `64 KiB` → 65536.
+fn readme_number(text: &str) -> f64 {
+    let text = text.trim().replace(',', "");
+    let (number, unit) = text.split_once(' ').unwrap_or((&text, ""));
+    let scale = match unit {
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => 1.0,
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+#[test]
+fn the_readme_configuration_table_matches_the_server() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&out);
+    let rows = readme_settings();
+    let limits = readme_limits();
+    assert!(rows.len() >= 20, "table not found: {rows:?}");
+    for (flag, env, key, default) in &rows {
+        let flag = flag.split(' ').next().unwrap();
+        assert!(help.contains(flag), "{flag} is not a serve flag");
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "{flag}: {env} is not its environment variable"
+        );
+        // A documented range is the code's range for that file key.
+        if let Some((_, range)) = default.split_once('(')
+            && let Some((low, rest)) = range.split_once(" – ")
+        {
+            let high = rest.split([';', ')']).next().unwrap();
+            let name = key.rsplit(' ').next().unwrap();
+            let (_, min, max) = tlschat::config::BOUNDS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .unwrap_or_else(|| panic!("{name} has no bounds in the code"));
+            assert_eq!(
+                (readme_number(low), readme_number(high)),
+                (*min, *max),
+                "{name}: the README's range differs from the code's"
+            );
+        }
+    }
+    // Every serve flag with a value is in the table.
+    for word in help.split_whitespace() {
+        if let Some(flag) = word.strip_prefix("--")
+            && !["help", "version"].contains(&flag)
+            && flag.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        {
+            let documented = rows
+                .iter()
+                .any(|(f, ..)| f.starts_with(&format!("--{flag}")))
+                || limits.iter().any(|(key, ..)| key.replace('_', "-") == flag)
+                || ["exempt-ip"].contains(&flag);
+            assert!(documented, "--{flag} is not in the README's tables");
+        }
+    }
+}
+
+/// The rows of the README's limits table with a plain `[limits]` key: (key, range).
+fn readme_limits() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("\n## Limits\n").nth(1).unwrap();
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+            let key = cells.last()?.trim();
+            let key = key.strip_prefix('`')?.strip_suffix('`')?;
+            (!key.contains(['`', ' ', '['])).then(|| (key.to_owned(), cells[2].trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_limits_table_matches_the_server() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&out);
+    let limits = readme_limits();
+    assert!(limits.len() >= 20, "table not found: {limits:?}");
+    for (key, range) in &limits {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let env = format!("[env: TLSCHAT_{}", key.to_ascii_uppercase());
+        assert!(help.contains(&flag), "{flag} is not a serve flag");
+        assert!(help.contains(&env), "{flag}: not settable by {env}");
+        let (_, min, max) = tlschat::config::BOUNDS
+            .iter()
+            .find(|(n, _, _)| n == key)
+            .unwrap_or_else(|| panic!("{key} has no bounds in the code"));
+        let (low, high) = range.split_once(" – ").unwrap();
+        if !low.contains('`') {
+            assert_eq!(readme_number(low), *min, "{key}: minimum");
+        }
+        if !high.contains('`') {
+            assert_eq!(readme_number(high), *max, "{key}: maximum");
+        }
+    }
+}
