@@ -51,6 +51,7 @@ pub struct Listeners {
 /// A built server: its shared session context and the store it closes at the end.
 pub struct App {
     ctx: Arc<SessionContext>,
+    web: Option<Arc<Web>>,
     store: Store,
 }
 
@@ -75,14 +76,13 @@ impl App {
         ));
         let ctx = Arc::new(SessionContext {
             tls,
-            web,
             auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
             room,
             history,
             metrics,
             limits,
         });
-        Ok(App { ctx, store })
+        Ok(App { ctx, web, store })
     }
 
     /// The context every session shares (rooms, history, metrics, limits).
@@ -111,7 +111,7 @@ impl App {
                 shutdown.clone(),
             ));
         }
-        let served = crate::server::run(listeners.chat, ctx, shutdown).await;
+        let served = crate::server::run(listeners.chat, ctx, self.web, shutdown).await;
         self.store.close().await;
         served
     }

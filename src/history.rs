@@ -116,8 +116,8 @@ pub struct Restore {
     pub rooms: Vec<(RoomName, Seq)>,
     /// Read positions by room; empty at a user's first login.
     pub positions: HashMap<RoomName, Seq>,
-    /// The rooms' forget count when this was read (set by the rooms, see
-    /// [`crate::room::Rooms::log_in`]): stored numbers of rooms forgotten since may be stale.
+    /// The rooms' forget count when this was read (set by the rooms when they log a member
+    /// in): stored numbers of rooms forgotten since may be stale.
     pub epoch: u64,
 }
 

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
+
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -13,8 +15,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::Limits;
+use crate::metrics::inc;
 use crate::protocol;
-use crate::session::{self, LoginObserver, SessionContext};
+use crate::session::{self, End, LoginObserver, SessionContext};
+use crate::throttle::{canonical, source_key};
+use crate::transport::{self, Accepted};
+use crate::web::Web;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -25,6 +31,7 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
+    web: Option<Arc<Web>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let tracker = TaskTracker::new();
@@ -65,7 +72,14 @@ pub async fn run(
             debug!(error = %e, "could not set TCP_NODELAY");
         }
         let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
-        let task = serve_one(tcp, peer, Arc::clone(&ctx), shutdown.clone(), slot);
+        let task = serve_one(
+            tcp,
+            peer,
+            Arc::clone(&ctx),
+            web.clone(),
+            shutdown.clone(),
+            slot,
+        );
         tracker.spawn(task.instrument(span));
     }
     drop(listener);
@@ -85,10 +99,95 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs one connection to completion: the first byte, the TLS handshake, then a line session
+/// or the web client, as the ClientHello chose. I/O errors end only this connection.
+async fn run_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    web: Option<Arc<Web>>,
+    shutdown: CancellationToken,
+    observer: impl LoginObserver,
+) -> io::Result<End> {
+    let connected = tokio::time::Instant::now();
+    let limits = &ctx.limits;
+    let handshake_deadline = connected + limits.handshake_timeout;
+
+    let first = tokio::select! {
+        r = tokio::time::timeout_at(handshake_deadline, transport::first_byte(&tcp)) => r,
+        _ = shutdown.cancelled() => return Ok(End::Shutdown),
+    };
+    match first {
+        Err(_) => {
+            inc(&ctx.metrics.tls_handshake_failures);
+            return Ok(End::HandshakeTimeout);
+        }
+        Ok(Ok(None)) => return Ok(End::ClientClosed),
+        Ok(Ok(Some(transport::TLS_HANDSHAKE_RECORD))) => {}
+        Ok(Ok(Some(_))) => {
+            transport::refuse_plaintext(tcp, transport::GOODBYE_TIMEOUT).await;
+            return Ok(End::NotTls);
+        }
+        Ok(Err(e)) => return Err(e),
+    }
+    // Boxed: the handshake state is large and only needed until it completes, so it should not
+    // size the task that every idle session keeps.
+    let handshake = Box::pin(transport::accept(tcp, &ctx.tls, web.is_some()));
+    // The stream moves into the session's future inside this block, so the task keeps one
+    // copy of it (a TLS stream is kilobytes, and every idle session holds one).
+    let session = {
+        let accepted = tokio::select! {
+            r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
+                Ok(Ok(accepted)) => accepted,
+                failed => {
+                    inc(&ctx.metrics.tls_handshake_failures);
+                    return match failed {
+                        Ok(Err(e)) => Err(e),
+                        _ => Ok(End::HandshakeTimeout),
+                    };
+                }
+            },
+            _ = shutdown.cancelled() => return Ok(End::Shutdown),
+        };
+        debug!(peer = %peer, "tls handshake complete");
+        match accepted {
+            // Boxed: an async fn keeps its arguments apart from its locals, so a stream passed
+            // by value would be stored twice in the task that every idle session keeps.
+            Accepted::Line(tls) => {
+                let presented = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| Arc::from(crate::tls::fingerprint(cert)));
+                Either::Left(session::serve(
+                    Box::new(tls),
+                    peer,
+                    &ctx,
+                    &shutdown,
+                    (observer, presented),
+                    connected,
+                ))
+            }
+            Accepted::Web(tls) => Either::Right(Box::pin(crate::web::serve(
+                tls,
+                peer,
+                &ctx,
+                web.unwrap_or_default(),
+                &shutdown,
+                observer,
+                connected,
+            ))),
+        }
+    };
+    session.await
+}
+
 async fn serve_one(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
+    web: Option<Arc<Web>>,
     shutdown: CancellationToken,
     slot: Slot,
 ) {
@@ -96,7 +195,7 @@ async fn serve_one(
     metrics
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let outcome = session::run(tcp, peer, ctx, shutdown, slot).await;
+    let outcome = run_connection(tcp, peer, ctx, web, shutdown, slot).await;
     metrics
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -299,23 +398,6 @@ impl LoginObserver for Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.released();
-    }
-}
-
-/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// The unit of per-source limits: IPv4 per address, IPv6 per /64 (the usual size of one
-/// site's network), IPv4-mapped IPv6 as IPv4.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        v4 => v4,
     }
 }
 

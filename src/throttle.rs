@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use crate::config::Limits;
-use crate::server::source_key;
 
 /// Longest stored username key; longer (invalid) names are truncated, which only merges them.
 const MAX_KEY_BYTES: usize = 64;
@@ -242,6 +241,23 @@ fn user_key(name: &str) -> String {
         end -= 1;
     }
     name[..end].to_lowercase()
+}
+
+/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The unit of per-source limits: IPv4 per address, IPv6 per /64 (the usual size of one
+/// site's network), IPv4-mapped IPv6 as IPv4.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]

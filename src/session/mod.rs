@@ -15,14 +15,11 @@ mod rate;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::future::Either;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::auth::{Authenticator, LoggedIn};
 use crate::config::Limits;
@@ -32,23 +29,16 @@ use crate::protocol;
 use crate::room::directory::Login;
 use crate::room::{JoinError, Joined, Mark, MemberId, Rooms};
 use crate::tls::ServerConfigs;
-use crate::transport::{self, Accepted};
-use crate::web::Web;
 use conn::Conn;
 
 pub use login::MAX_LOGIN_ATTEMPTS;
 
-/// Time given to a last line and close_notify when a session ends, whether on its own or
-/// removed by the room (kick, takeover, account change, shutdown): a peer that does not read
-/// holds nothing longer than this.
-pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::transport::GOODBYE_TIMEOUT;
 
 /// What every session shares.
 pub struct SessionContext {
     /// TLS configurations with the current certificate.
     pub tls: ServerConfigs,
-    /// The web client's settings; `None` when it is off.
-    pub web: Option<Arc<Web>>,
     /// Password checks.
     pub auth: Authenticator,
     /// The rooms members join, and who is online.
@@ -99,82 +89,6 @@ pub enum End {
     HttpDone,
     /// A browser's connection stayed open past `login_timeout` without a WebSocket.
     HttpIdle,
-}
-
-/// Runs one connection to completion. I/O errors end only this session.
-pub async fn run(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<SessionContext>,
-    shutdown: CancellationToken,
-    observer: impl LoginObserver,
-) -> io::Result<End> {
-    let connected = Instant::now();
-    let limits = &ctx.limits;
-    let handshake_deadline = connected + limits.handshake_timeout;
-
-    let first = tokio::select! {
-        r = tokio::time::timeout_at(handshake_deadline, transport::first_byte(&tcp)) => r,
-        _ = shutdown.cancelled() => return Ok(End::Shutdown),
-    };
-    match first {
-        Err(_) => {
-            inc(&ctx.metrics.tls_handshake_failures);
-            return Ok(End::HandshakeTimeout);
-        }
-        Ok(Ok(None)) => return Ok(End::ClientClosed),
-        Ok(Ok(Some(transport::TLS_HANDSHAKE_RECORD))) => {}
-        Ok(Ok(Some(_))) => {
-            transport::refuse_plaintext(tcp, GOODBYE_TIMEOUT).await;
-            return Ok(End::NotTls);
-        }
-        Ok(Err(e)) => return Err(e),
-    }
-    // Boxed: the handshake state is large and only needed until it completes, so it should not
-    // size the task that every idle session keeps.
-    let handshake = Box::pin(transport::accept(tcp, &ctx.tls, ctx.web.is_some()));
-    // The stream moves into the session's future inside this block, so the task keeps one
-    // copy of it (a TLS stream is kilobytes, and every idle session holds one).
-    let session = {
-        let accepted = tokio::select! {
-            r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
-                Ok(Ok(accepted)) => accepted,
-                failed => {
-                    inc(&ctx.metrics.tls_handshake_failures);
-                    return match failed {
-                        Ok(Err(e)) => Err(e),
-                        _ => Ok(End::HandshakeTimeout),
-                    };
-                }
-            },
-            _ = shutdown.cancelled() => return Ok(End::Shutdown),
-        };
-        debug!(peer = %peer, "tls handshake complete");
-        match accepted {
-            // Boxed: an async fn keeps its arguments apart from its locals, so a stream passed
-            // by value would be stored twice in the task that every idle session keeps.
-            Accepted::Line(tls) => {
-                let presented = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|cert| Arc::from(crate::tls::fingerprint(cert)));
-                Either::Left(serve(
-                    Box::new(tls),
-                    peer,
-                    &ctx,
-                    &shutdown,
-                    (observer, presented),
-                    connected,
-                ))
-            }
-            Accepted::Web(tls) => Either::Right(Box::pin(crate::web::serve(
-                tls, peer, &ctx, &shutdown, observer, connected,
-            ))),
-        }
-    };
-    session.await
 }
 
 /// Runs a session over a stream of lines that has passed its handshake: login, then the

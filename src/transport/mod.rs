@@ -143,6 +143,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Time given to a last line and close_notify when a connection ends, whether on its own or
+/// removed by the room (kick, takeover, account change, shutdown): a peer that does not read
+/// holds nothing longer than this.
+pub const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// First byte of a TLS handshake record.
 pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 

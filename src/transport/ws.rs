@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::GOODBYE_TIMEOUT;
 use crate::config::Limits;
-use crate::session::GOODBYE_TIMEOUT;
 
 /// Bytes in flight each way between a WebSocket and its session, on top of the session's
 /// own output buffer and room queue (a line client's kernel socket buffers play this part).

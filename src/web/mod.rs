@@ -100,6 +100,7 @@ pub async fn serve<S>(
     tls: S,
     peer: SocketAddr,
     ctx: &SessionContext,
+    web: Arc<Web>,
     shutdown: &CancellationToken,
     observer: impl LoginObserver,
     connected: Instant,
@@ -107,7 +108,6 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let web = ctx.web.clone().unwrap_or_default();
     let upgrade: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
     let service = {
         let upgrade = Arc::clone(&upgrade);
