@@ -623,27 +623,19 @@ async fn run_writer(
         last_commit = tokio::time::Instant::now();
         let bytes: usize = batch.messages.iter().map(|b| b.data.len()).sum();
         unsaved.backlog.fetch_sub(bytes, Ordering::Relaxed);
-        if !written {
-            // Only when closing: nothing is marked durable, barriers and `close` return.
-            for done in barriers {
-                let _ = done.send(());
+        if written {
+            if newest_id > 0 {
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .committed(newest_id);
             }
-            if let Some(done) = closing {
-                drop(conn);
-                let _ = done.send(());
-                return;
+            for (d, seq) in durable {
+                d.fetch_max(seq, Ordering::Release);
             }
-            continue;
         }
-        if newest_id > 0 {
-            pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .committed(newest_id);
-        }
-        for (d, seq) in durable {
-            d.fetch_max(seq, Ordering::Release);
-        }
+        // Also after a batch given up (only ever when closing): nothing of it was marked
+        // durable, and whoever waits is told the writer is done with it.
         for done in barriers {
             let _ = done.send(());
         }
@@ -651,6 +643,9 @@ async fn run_writer(
             drop(conn);
             let _ = done.send(());
             return;
+        }
+        if !written {
+            continue;
         }
         if limits.history_days > 0 && tokio::time::Instant::now() >= next_age_trim {
             next_age_trim = tokio::time::Instant::now() + AGE_TRIM_INTERVAL;

@@ -9,7 +9,7 @@
 //! | `config` | every tunable number, config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints, the client-certificate verifier |
 //! | `client_cert` | client certificates as credentials: fingerprint forms, labels |
-//! | `store` | SQLite, migrations, users, rooms, messages, read positions (the only SQL) |
+//! | `store` | accounts, rooms, memberships, messages, read positions behind `enum Store` (SQL per backend in `store::sqlite`, migrations in `migrations/sqlite`) |
 //! | `metrics` | Prometheus counters and the `/metrics` responder |
 //! | `notify` | systemd readiness notifications |
 //! | `report` | the process's own output lines, human or JSON |

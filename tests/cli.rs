@@ -832,6 +832,16 @@ fn an_invalid_web_origin_stops_serve_with_the_reason() {
     );
 }
 
+/// `tlschat serve --help`.
+fn serve_help() -> String {
+    stdout(
+        &Command::new(BIN)
+            .args(["serve", "--help"])
+            .output()
+            .unwrap(),
+    )
+}
+
 /// The rows of the README's configuration table: (flag, env, file key, default and range).
 fn readme_settings() -> Vec<(String, String, String, String)> {
     let readme =
@@ -867,11 +877,7 @@ fn readme_number(text: &str) -> f64 {
 
 #[test]
 fn the_readme_configuration_table_matches_the_server() {
-    let out = Command::new(BIN)
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = stdout(&out);
+    let help = serve_help();
     let rows = readme_settings();
     let limits = readme_limits();
     assert!(rows.len() >= 20, "table not found: {rows:?}");
@@ -936,11 +942,7 @@ fn readme_limits() -> Vec<(String, String)> {
 
 #[test]
 fn the_readme_limits_table_matches_the_server() {
-    let out = Command::new(BIN)
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = stdout(&out);
+    let help = serve_help();
     let limits = readme_limits();
     assert!(limits.len() >= 20, "table not found: {limits:?}");
     for (key, range) in &limits {

@@ -1,6 +1,7 @@
-//! The SQLite user store: the only module that speaks SQL.
-//!
-//! It stores PHC strings and knows nothing about how they were made.
+//! The SQLite backend: every SQL statement of the default server, its migrations
+//! (`migrations/sqlite`), and the history writer's connection.
+
+mod inspect;
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
@@ -12,109 +13,21 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use crate::event::{Event, EventKind, RoomName, Seq};
+use super::codec::decode_messages;
+use super::{
+    AccountStamp, Certificate, Credentials, HistoryBatch, MessageRange, StoreError, UserSummary,
+};
+use crate::event::{Event, RoomName, Seq};
 use crate::username::Username;
 
-/// Writes for [`Store::write_history`], collected by the history writer.
-#[derive(Debug, Default)]
-pub struct HistoryBatch {
-    /// New messages, encoded, in runs of one room each.
-    pub messages: Vec<MessageBlock>,
-    /// (user id, room, now a member).
-    pub memberships: Vec<(i64, RoomName, bool)>,
-    /// (user id, room, read position).
-    pub positions: Vec<(i64, RoomName, Seq)>,
-    /// Messages kept per room (`history_messages`); `None` keeps all.
-    pub keep_messages: Option<u64>,
-}
+pub use inspect::{Inspection, inspect};
 
-/// Consecutive messages of one room encoded for one stored block row (see [`encode_message`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageBlock {
-    /// The room.
-    pub room: RoomName,
-    /// The first message's number.
-    pub first_seq: Seq,
-    /// The last message's number.
-    pub last_seq: Seq,
-    /// The last message's time.
-    pub last_at_ms: i64,
-    /// Messages in `data`.
-    pub count: usize,
-    /// The encoded messages.
-    pub data: Vec<u8>,
-}
-
-impl MessageBlock {
-    /// A block starting with `event`.
-    pub fn new(event: &Event) -> Self {
-        let mut block = MessageBlock {
-            room: event.room.clone(),
-            first_seq: event.seq,
-            last_seq: event.seq,
-            last_at_ms: event.at_ms,
-            count: 0,
-            data: Vec::new(),
-        };
-        block.push(event);
-        block
-    }
-
-    /// True when `event` may be added: same room, not full.
-    pub fn takes(&self, event: &Event) -> bool {
-        self.count < MESSAGES_PER_BLOCK && self.room == event.room
-    }
-
-    /// The messages, decoded; `None` if the bytes are damaged.
-    pub fn events(&self) -> Option<Vec<Event>> {
-        decode_messages(&self.room, &self.data)
-    }
-
-    /// Appends a message (the caller checked [`MessageBlock::takes`]); returns its bytes.
-    pub fn push(&mut self, event: &Event) -> &[u8] {
-        let start = self.data.len();
-        encode_message(&mut self.data, event);
-        self.last_seq = event.seq;
-        self.last_at_ms = event.at_ms;
-        self.count += 1;
-        &self.data[start..]
-    }
-
-    /// A block starting with a message already encoded (by [`MessageBlock::push`]), with room
-    /// for `capacity` bytes.
-    pub fn from_encoded(event: &Event, bytes: &[u8], capacity: usize) -> Self {
-        let mut data = Vec::with_capacity(capacity.max(bytes.len()));
-        data.extend_from_slice(bytes);
-        MessageBlock {
-            room: event.room.clone(),
-            first_seq: event.seq,
-            last_seq: event.seq,
-            last_at_ms: event.at_ms,
-            count: 1,
-            data,
-        }
-    }
-
-    /// Appends a message already encoded (the caller checked [`MessageBlock::takes`]).
-    pub fn push_encoded(&mut self, event: &Event, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
-        self.last_seq = event.seq;
-        self.last_at_ms = event.at_ms;
-        self.count += 1;
-    }
-}
-
-/// Which messages of a room a read wants: numbers `after+1 ..= upto`, sent at or after
-/// `min_at_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageRange {
-    /// Exclusive lower bound.
-    pub after: Seq,
-    /// Inclusive upper bound.
-    pub upto: Seq,
-    /// Oldest send time kept (retention by age), ms since the epoch.
-    pub min_at_ms: i64,
-}
+/// The page size of databases this version creates.
+pub const PAGE_SIZE_BYTES: u32 = 32 * 1024;
+/// How long a writer waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Two processes opening a fresh file at once can race on the first migration; retry that.
+const MIGRATE_ATTEMPTS: u32 = 5;
 
 /// SQLite integers are signed; sequence numbers stay far below 2^63.
 fn seq_to_sql(seq: Seq) -> i64 {
@@ -125,163 +38,14 @@ fn seq_from_sql(seq: i64) -> Seq {
     Seq::try_from(seq).unwrap_or(0)
 }
 
-/// Messages in one stored block at most: a read of the last few decodes little.
-const MESSAGES_PER_BLOCK: usize = 1024;
-
-/// Encodes one message for a block row: the number (u64), the time (i64), the kind (0 chat,
-/// 1 action, 2 notice), the sender (u8 length + bytes) and the text (u32 length + bytes),
-/// little-endian. Presence is never stored and is skipped.
-pub fn encode_message(out: &mut Vec<u8>, event: &Event) {
-    let (kind, sender, body) = match &event.kind {
-        EventKind::Chat { from, text } => (0u8, &**from, text.as_str()),
-        EventKind::Action { from, text } => (1, &**from, text.as_str()),
-        EventKind::Notice { text } => (2, "", text.as_str()),
-        EventKind::Joined { .. } | EventKind::Left { .. } => return,
-    };
-    // Usernames are at most 32 bytes; lines at most the line limit (≤ 1 MiB).
-    let sender = &sender.as_bytes()[..sender.len().min(255)];
-    out.reserve(22 + sender.len() + body.len());
-    out.extend_from_slice(&event.seq.to_le_bytes());
-    out.extend_from_slice(&event.at_ms.to_le_bytes());
-    out.push(kind);
-    out.push(sender.len() as u8);
-    out.extend_from_slice(sender);
-    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(body.as_bytes());
-}
-
-/// Decodes a block written by [`encode_message`]; `None` if it is damaged.
-pub fn decode_messages(room: &RoomName, mut data: &[u8]) -> Option<Vec<Event>> {
-    fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if data.len() < n {
-            return None;
-        }
-        let (head, rest) = data.split_at(n);
-        *data = rest;
-        Some(head)
-    }
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let seq = u64::from_le_bytes(take(&mut data, 8)?.try_into().ok()?);
-        let at_ms = i64::from_le_bytes(take(&mut data, 8)?.try_into().ok()?);
-        let kind = take(&mut data, 1)?[0];
-        let sender_len = usize::from(take(&mut data, 1)?[0]);
-        let sender = std::str::from_utf8(take(&mut data, sender_len)?).ok()?;
-        let body_len = u32::from_le_bytes(take(&mut data, 4)?.try_into().ok()?);
-        let body = std::str::from_utf8(take(&mut data, usize::try_from(body_len).ok()?)?).ok()?;
-        let kind = match kind {
-            0 => EventKind::Chat {
-                from: sender.into(),
-                text: body.to_owned(),
-            },
-            1 => EventKind::Action {
-                from: sender.into(),
-                text: body.to_owned(),
-            },
-            2 => EventKind::Notice {
-                text: body.to_owned(),
-            },
-            _ => return None,
-        };
-        out.push(Event {
-            room: room.clone(),
-            seq,
-            at_ms,
-            kind,
-        });
-    }
-    Some(out)
-}
-
-/// The page size of databases this version creates.
-pub const PAGE_SIZE_BYTES: u32 = 32 * 1024;
-/// How long a writer waits for another process's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Two processes opening a fresh file at once can race on the first migration; retry that.
-const MIGRATE_ATTEMPTS: u32 = 5;
-
-/// A store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("opening database {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("database {path}: {source}")]
-    Database { path: PathBuf, source: sqlx::Error },
-    #[error("migrating database {path}: {source}")]
-    Migrate {
-        path: PathBuf,
-        source: sqlx::migrate::MigrateError,
-    },
-    #[error("user {0} already exists")]
-    UserExists(String),
-    #[error("no such user: {0}")]
-    NoSuchUser(String),
-    #[error("that certificate belongs to another account")]
-    CertificateTaken,
-    #[error("that certificate is already enrolled as {0}")]
-    CertificateEnrolled(String),
-    #[error("a certificate is already labelled {0}")]
-    LabelTaken(String),
-}
-
-/// A client certificate bound to an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Certificate {
-    /// The owner's label for it.
-    pub label: String,
-    /// SHA-256 of its DER, upper-case hex pairs with colons.
-    pub fingerprint: String,
-    /// UTC day it was added, `YYYY-MM-DD`.
-    pub added: String,
-}
-
-/// One account as listed for admins (never with its hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSummary {
-    /// Name as created.
-    pub username: String,
-    /// UTC creation time, `YYYY-MM-DDTHH:MM:SSZ`.
-    pub created_at: String,
-    /// Whether logins are refused.
-    pub disabled: bool,
-}
-
-/// What login needs to check a password.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    /// Name as created (the display form).
-    pub username: String,
-    /// PHC string.
-    pub password_hash: String,
-    /// Whether logins are refused.
-    pub disabled: bool,
-    /// Identifies this account and its current state; see [`AccountStamp`].
-    pub stamp: AccountStamp,
-}
-
-/// An account's row id and change counter: if either differs later, the account was deleted,
-/// recreated, disabled or given a new password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AccountStamp {
-    /// Row id (a deleted and re-added user gets a new one).
-    pub id: i64,
-    /// Incremented by every password or state change.
-    pub generation: i64,
-    /// Disabled at the time of the stamp.
-    pub disabled: bool,
-}
-
-/// A handle on the user database; cheap to clone.
+/// A handle on a SQLite database; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating with mode 0600 if missing) and migrates the database.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         create_private_file(path)?;
@@ -306,7 +70,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| database(path, source))?;
-        let store = Store {
+        let store = SqliteStore {
             pool,
             path: path.to_owned(),
         };
@@ -317,7 +81,7 @@ impl Store {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut attempt = 1;
         loop {
-            match sqlx::migrate!().run(&self.pool).await {
+            match sqlx::migrate!("migrations/sqlite").run(&self.pool).await {
                 Ok(()) => return Ok(()),
                 Err(_) if attempt < MIGRATE_ATTEMPTS => attempt += 1,
                 Err(source) => {
@@ -628,11 +392,11 @@ impl Store {
     }
 }
 
-/// The history writer's connection (see [`Store::history_connection`]).
+/// The history writer's connection (see [`SqliteStore::history_connection`]).
 pub struct HistoryConnection {
     /// `None` after a failed write: the next write starts on a fresh connection.
     conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
-    store: Store,
+    store: SqliteStore,
 }
 
 impl HistoryConnection {
@@ -743,7 +507,7 @@ impl HistoryConnection {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Removes messages older than `cutoff_ms` (retention by age).
     pub async fn trim_history_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM message_blocks WHERE last_at_ms < ?")
@@ -874,66 +638,6 @@ impl Store {
     }
 }
 
-/// What `tlschat doctor` learns from a database without changing it.
-#[derive(Debug, Clone)]
-pub struct Inspection {
-    /// The first line of `PRAGMA integrity_check` (`ok` when healthy).
-    pub integrity: String,
-    /// Migrations applied.
-    pub applied: usize,
-    /// Versions of embedded migrations not applied yet.
-    pub pending: Vec<i64>,
-    /// Number of accounts (0 if the table does not exist yet).
-    pub users: i64,
-    /// The page size in bytes (see [`PAGE_SIZE_BYTES`]).
-    pub page_size: i64,
-}
-
-/// Opens an existing database read-only (no creation, no migration) and checks it.
-pub async fn inspect(path: &Path) -> Result<Inspection, StoreError> {
-    let options = SqliteConnectOptions::from_str("sqlite:")
-        .map_err(|source| database(path, source))?
-        .filename(path)
-        .create_if_missing(false)
-        .read_only(true)
-        .busy_timeout(BUSY_TIMEOUT);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .map_err(|source| database(path, source))?;
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&pool)
-        .await
-        .map_err(|source| database(path, source))?;
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(&pool)
-        .await
-        .unwrap_or(0);
-    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(&pool)
-        .await
-        .map_err(|source| database(path, source))?;
-    pool.close().await;
-    let pending = sqlx::migrate!()
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| !applied.contains(v))
-        .collect();
-    Ok(Inspection {
-        integrity,
-        applied: applied.len(),
-        pending,
-        users,
-        page_size,
-    })
-}
-
 fn database(path: &Path, source: sqlx::Error) -> StoreError {
     StoreError::Database {
         path: path.to_owned(),
@@ -961,6 +665,8 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventKind;
+    use crate::store::codec::{MessageBlock, encode_message};
     use std::os::unix::fs::PermissionsExt;
 
     fn name(s: &str) -> Username {
@@ -1024,9 +730,9 @@ mod tests {
     async fn stored(
         batches: Vec<Vec<std::sync::Arc<Event>>>,
         keep: Option<u64>,
-    ) -> (tempfile::TempDir, Store) {
+    ) -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("h.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
         let mut conn = store.history_connection().await.unwrap();
         for messages in batches {
             let mut blocks: Vec<MessageBlock> = Vec::new();
@@ -1092,7 +798,7 @@ mod tests {
     #[tokio::test]
     async fn new_databases_use_large_pages() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("p.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("p.db")).await.unwrap();
         let size: i64 = sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&store.pool)
             .await
@@ -1107,7 +813,7 @@ mod tests {
         // A database as the previous version left it: every migration before the rowid one.
         let old = dir.path().join("old-migrations");
         std::fs::create_dir(&old).unwrap();
-        let current = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let current = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         for entry in std::fs::read_dir(&current).unwrap() {
             let entry = entry.unwrap();
             if entry.file_name().to_string_lossy().as_ref() < "20261203" {
@@ -1139,7 +845,7 @@ mod tests {
         .unwrap();
         pool.close().await;
 
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let kept = store
             .messages(&RoomName::lobby(), all(1), 10)
             .await
@@ -1151,7 +857,7 @@ mod tests {
     async fn new_file_is_private_and_migrated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(store.list_users().await.unwrap().is_empty());
@@ -1160,7 +866,7 @@ mod tests {
     #[tokio::test]
     async fn a_row_with_a_wrong_type_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("u.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("u.db")).await.unwrap();
         store.add_user(&name("alice"), "h").await.unwrap();
         sqlx::query("UPDATE users SET generation = 'not a number'")
             .execute(&store.pool)
@@ -1173,7 +879,7 @@ mod tests {
     #[tokio::test]
     async fn names_are_unique_regardless_of_case() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
         store.add_user(&name("Alice"), "h1").await.unwrap();
         assert!(matches!(
             store.add_user(&name("alice"), "h2").await,
@@ -1187,7 +893,7 @@ mod tests {
     #[tokio::test]
     async fn passwd_and_del_need_an_existing_user() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
         assert!(matches!(
             store.set_password(&name("nobody"), "h").await,
             Err(StoreError::NoSuchUser(_))
@@ -1205,9 +911,9 @@ mod tests {
     #[tokio::test]
     async fn every_change_moves_the_account_stamp() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
         store.add_user(&name("carol"), "h").await.unwrap();
-        let stamp = |s: &Store| {
+        let stamp = |s: &SqliteStore| {
             let s = s.clone();
             async move { s.credentials(&name("carol")).await.unwrap().unwrap().stamp }
         };

@@ -1,0 +1,333 @@
+//! Accounts, certificates, rooms, memberships, read positions and stored messages: the only
+//! place with SQL. [`Store`] is the handle the rest of the server uses; each backend is a
+//! variant in its own module (`sqlite` now; PostgreSQL is a second variant beside it), with
+//! the domain types and [`StoreError`] shared.
+
+pub mod codec;
+pub mod sqlite;
+
+use std::path::{Path, PathBuf};
+
+use crate::event::{Event, RoomName, Seq};
+use crate::username::Username;
+
+pub use codec::{MessageBlock, decode_messages, encode_message};
+pub use sqlite::{Inspection, PAGE_SIZE_BYTES, inspect};
+
+/// Writes for [`HistoryConnection::write_history`], collected by the history writer.
+#[derive(Debug, Default)]
+pub struct HistoryBatch {
+    /// New messages, encoded, in runs of one room each.
+    pub messages: Vec<MessageBlock>,
+    /// (user id, room, now a member).
+    pub memberships: Vec<(i64, RoomName, bool)>,
+    /// (user id, room, read position).
+    pub positions: Vec<(i64, RoomName, Seq)>,
+    /// Messages kept per room (`history_messages`); `None` keeps all.
+    pub keep_messages: Option<u64>,
+}
+
+/// Which messages of a room a read wants: numbers `after+1 ..= upto`, sent at or after
+/// `min_at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRange {
+    /// Exclusive lower bound.
+    pub after: Seq,
+    /// Inclusive upper bound.
+    pub upto: Seq,
+    /// Oldest send time kept (retention by age), ms since the epoch.
+    pub min_at_ms: i64,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {path}: {source}")]
+    Database { path: PathBuf, source: sqlx::Error },
+    #[error("migrating database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    #[error("that certificate belongs to another account")]
+    CertificateTaken,
+    #[error("that certificate is already enrolled as {0}")]
+    CertificateEnrolled(String),
+    #[error("a certificate is already labelled {0}")]
+    LabelTaken(String),
+}
+
+/// A client certificate bound to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The owner's label for it.
+    pub label: String,
+    /// SHA-256 of its DER, upper-case hex pairs with colons.
+    pub fingerprint: String,
+    /// UTC day it was added, `YYYY-MM-DD`.
+    pub added: String,
+}
+
+/// One account as listed for admins (never with its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    /// Name as created.
+    pub username: String,
+    /// UTC creation time, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub created_at: String,
+    /// Whether logins are refused.
+    pub disabled: bool,
+}
+
+/// What login needs to check a password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Name as created (the display form).
+    pub username: String,
+    /// PHC string.
+    pub password_hash: String,
+    /// Whether logins are refused.
+    pub disabled: bool,
+    /// Identifies this account and its current state; see [`AccountStamp`].
+    pub stamp: AccountStamp,
+}
+
+/// An account's row id and change counter: if either differs later, the account was deleted,
+/// recreated, disabled or given a new password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccountStamp {
+    /// Row id (a deleted and re-added user gets a new one).
+    pub id: i64,
+    /// Incremented by every password or state change.
+    pub generation: i64,
+    /// Disabled at the time of the stamp.
+    pub disabled: bool,
+}
+
+/// A handle on the store, whatever the backend; cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// A SQLite file (the default).
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if missing) and migrates the database.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
+    }
+
+    /// Adds a user; the name must not exist in any letter case.
+    pub async fn add_user(&self, name: &Username, password_hash: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.add_user(name, password_hash).await,
+        }
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password(
+        &self,
+        name: &Username,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_password(name, password_hash).await,
+        }
+    }
+
+    /// Replaces the hash of the account in `stamp` with one of the same password made with
+    /// other parameters; unlike [`Store::set_password`] it keeps the generation, so the live
+    /// session is not closed as changed. Does nothing (false) if the account changed since.
+    pub async fn rehash_password(
+        &self,
+        stamp: AccountStamp,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.rehash_password(stamp, password_hash).await,
+        }
+    }
+
+    /// Disables or enables a user's logins.
+    pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_disabled(name, disabled).await,
+        }
+    }
+
+    /// Binds the certificate with `fingerprint` to `user` under `label`.
+    pub async fn add_certificate(
+        &self,
+        user: &Username,
+        fingerprint: &str,
+        label: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.add_certificate(user, fingerprint, label).await,
+        }
+    }
+
+    /// The certificates of `user`, by label.
+    pub async fn certificates(&self, user: &Username) -> Result<Vec<Certificate>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.certificates(user).await,
+        }
+    }
+
+    /// Unbinds the certificate of `user` with this fingerprint or label; returns its label,
+    /// or `None` when there is none.
+    pub async fn delete_certificate(
+        &self,
+        user: &Username,
+        fingerprint_or_label: &str,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_certificate(user, fingerprint_or_label).await,
+        }
+    }
+
+    /// The account a certificate is bound to, if any, with its current credentials.
+    pub async fn certificate_owner(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<Credentials>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.certificate_owner(fingerprint).await,
+        }
+    }
+
+    /// Every bound certificate as (fingerprint, account row id), for noticing revocations.
+    pub async fn certificate_bindings(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.certificate_bindings().await,
+        }
+    }
+
+    /// The current stamp of every account, for noticing changes made by other processes.
+    pub async fn account_stamps(&self) -> Result<Vec<AccountStamp>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.account_stamps().await,
+        }
+    }
+
+    /// Deletes a user.
+    pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete_user(name).await,
+        }
+    }
+
+    /// All users, sorted case-insensitively.
+    pub async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_users().await,
+        }
+    }
+
+    /// The stored credentials for a name, matched case-insensitively.
+    pub async fn credentials(&self, name: &Username) -> Result<Option<Credentials>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.credentials(name).await,
+        }
+    }
+
+    /// A connection of its own for the history writer: its page cache stays warm between
+    /// commits (a pooled connection would re-read what another one wrote), and it commits with
+    /// `synchronous = NORMAL`, which in WAL mode syncs at checkpoints instead of at every
+    /// commit: a process crash loses no committed batch, a power failure may lose the last
+    /// ones. Accounts keep the pool's full sync.
+    pub async fn history_connection(&self) -> Result<HistoryConnection, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(HistoryConnection::Sqlite(s.history_connection().await?)),
+        }
+    }
+
+    /// Removes messages older than `cutoff_ms` (retention by age).
+    pub async fn trim_history_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.trim_history_before(cutoff_ms).await,
+        }
+    }
+
+    /// The number of the newest message ever written in `room` (0 if none).
+    pub async fn room_last_seq(&self, room: &RoomName) -> Result<Seq, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.room_last_seq(room).await,
+        }
+    }
+
+    /// The rooms (besides #lobby) a user is a member of, sorted by name; names that no longer
+    /// parse are skipped.
+    pub async fn memberships(&self, user: i64) -> Result<Vec<RoomName>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.memberships(user).await,
+        }
+    }
+
+    /// A user's read positions.
+    pub async fn read_positions(&self, user: i64) -> Result<Vec<(RoomName, Seq)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.read_positions(user).await,
+        }
+    }
+
+    /// The newest `limit` messages of `room` numbered in `after+1 ..= upto` and sent at or after
+    /// `min_at_ms`, oldest first.
+    pub async fn messages(
+        &self,
+        room: &RoomName,
+        range: MessageRange,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.messages(room, range, limit).await,
+        }
+    }
+
+    /// How many messages of `room` in `range` are stored.
+    pub async fn count_messages(
+        &self,
+        room: &RoomName,
+        range: MessageRange,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.count_messages(room, range).await,
+        }
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// The history writer's own connection, whatever the backend.
+pub enum HistoryConnection {
+    /// On a SQLite file.
+    Sqlite(sqlite::HistoryConnection),
+}
+
+impl HistoryConnection {
+    /// Writes one batch of history in one transaction: messages (and each room's newest
+    /// number), retention by count, memberships and read positions (which only move forward).
+    /// Rows of users deleted meanwhile are skipped. After a failure the connection is closed:
+    /// SQLite may or may not have rolled the transaction back itself (a full disk, an I/O
+    /// error), and a retry on the same connection could nest inside a transaction left open
+    /// and never be committed.
+    pub async fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {
+        match self {
+            HistoryConnection::Sqlite(s) => s.write_history(batch).await,
+        }
+    }
+}
