@@ -50,7 +50,7 @@ pub async fn watch(
             if room.kick(id, protocol::ACCOUNT_CHANGED, None) {
                 crate::metrics::inc(&metrics.evictions_admin);
                 tracing::info!(
-                    member = id,
+                    member = %id,
                     "session closed: account changed by an administrator"
                 );
             }

@@ -182,6 +182,11 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::ConnId;
+
+    fn c(local: u64) -> ConnId {
+        ConnId { node: 0, local }
+    }
 
     fn stamp(id: i64, generation: i64, disabled: bool) -> AccountStamp {
         AccountStamp {
@@ -205,24 +210,24 @@ mod tests {
     #[test]
     fn sessions_are_listed_by_name_and_found_case_insensitively() {
         let w = Directory::default();
-        w.register(7, online("bob", stamp(2, 0, false)));
-        w.register(3, online("Alice", stamp(1, 0, false)));
+        w.register(c(7), online("bob", stamp(2, 0, false)));
+        w.register(c(3), online("Alice", stamp(1, 0, false)));
         let names: Vec<String> = w.sessions().into_iter().map(|s| s.name).collect();
         assert_eq!(names, vec!["Alice", "bob"]);
-        assert_eq!(w.find("alice"), Some(3));
+        assert_eq!(w.find("alice"), Some(c(3)));
         assert_eq!(w.find("carol"), None);
     }
 
     #[test]
     fn a_new_session_of_a_name_replaces_the_old_one() {
         let w = Directory::default();
-        w.register(1, online("alice", stamp(1, 0, false)));
-        w.register(2, online("Alice", stamp(1, 0, false)));
+        w.register(c(1), online("alice", stamp(1, 0, false)));
+        w.register(c(2), online("Alice", stamp(1, 0, false)));
         assert_eq!(w.len(), 1);
-        assert_eq!(w.find("ALICE"), Some(2));
-        w.unregister(1);
-        assert_eq!(w.find("alice"), Some(2));
-        w.unregister(2);
+        assert_eq!(w.find("ALICE"), Some(c(2)));
+        w.unregister(c(1));
+        assert_eq!(w.find("alice"), Some(c(2)));
+        w.unregister(c(2));
         assert!(w.is_empty());
         assert_eq!(w.find("alice"), None);
     }
@@ -230,16 +235,16 @@ mod tests {
     #[test]
     fn members_with_changed_or_missing_accounts_are_stale() {
         let w = Directory::default();
-        w.register(1, online("a", stamp(10, 0, false)));
-        w.register(2, online("b", stamp(20, 3, false)));
-        w.register(3, online("c", stamp(30, 0, false)));
-        w.register(4, online("d", stamp(40, 0, false)));
+        w.register(c(1), online("a", stamp(10, 0, false)));
+        w.register(c(2), online("b", stamp(20, 3, false)));
+        w.register(c(3), online("c", stamp(30, 0, false)));
+        w.register(c(4), online("d", stamp(40, 0, false)));
         let current = [stamp(10, 0, false), stamp(20, 4, false), stamp(40, 1, true)];
         let mut stale = w.stale(&current, &[]);
         stale.sort_unstable();
-        assert_eq!(stale, vec![2, 3, 4]);
-        w.unregister(2);
-        assert!(!w.stale(&current, &[]).contains(&2));
+        assert_eq!(stale, vec![c(2), c(3), c(4)]);
+        w.unregister(c(2));
+        assert!(!w.stale(&current, &[]).contains(&c(2)));
     }
 
     #[test]
@@ -247,13 +252,13 @@ mod tests {
         let w = Directory::default();
         let mut by_cert = online("alice", stamp(1, 0, false));
         by_cert.certificate = Some("AA".into());
-        w.register(1, by_cert);
-        w.register(2, online("bob", stamp(2, 0, false)));
+        w.register(c(1), by_cert);
+        w.register(c(2), online("bob", stamp(2, 0, false)));
         let current = [stamp(1, 0, false), stamp(2, 0, false)];
         assert!(w.stale(&current, &[("AA".into(), 1)]).is_empty());
         // Bound to another account now (deleted and re-added elsewhere): not this login's.
-        assert_eq!(w.stale(&current, &[("AA".into(), 2)]), vec![1]);
-        assert_eq!(w.stale(&current, &[]), vec![1]);
+        assert_eq!(w.stale(&current, &[("AA".into(), 2)]), vec![c(1)]);
+        assert_eq!(w.stale(&current, &[]), vec![c(1)]);
         assert!(w.has_certificate_logins());
     }
 }

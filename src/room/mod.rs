@@ -30,9 +30,27 @@ use crate::username::Username;
 use directory::{Directory, Login, OnlineSession};
 use log::LocalLog;
 
-/// Identifies one logged-in connection (names can be reused by a takeover). Local ids count
-/// up from 1; a node id for rooms shared between nodes goes in the top 16 bits.
-pub type MemberId = u64;
+/// Which node a connection is on: 0 on a single server; in a cluster each node has its own.
+pub type NodeId = u16;
+
+/// Identifies one logged-in connection wherever it is (a name can be reused by a takeover):
+/// the node it is on and a number counting up from 1 there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    /// The node the connection is on.
+    pub node: NodeId,
+    /// Its number on that node.
+    pub local: u64,
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.node, self.local)
+    }
+}
+
+/// A member is known by its connection.
+pub type MemberId = ConnId;
 
 /// A room and the number of a message in it: a read position.
 pub type Mark = (RoomName, Seq);
@@ -185,7 +203,10 @@ struct State {
     /// Every room with members online, or with messages not yet durable; #lobby always.
     rooms: HashMap<RoomName, Channel>,
     lobby: RoomName,
-    next_id: MemberId,
+    /// This node's id, in every connection id made here.
+    node: NodeId,
+    /// The last connection number given out on this node.
+    next_id: u64,
     closed: bool,
     metrics: Arc<Metrics>,
     /// Bytes that may wait in one member's queue.
@@ -299,6 +320,7 @@ impl Rooms {
                 by_key: HashMap::new(),
                 rooms,
                 lobby,
+                node: 0,
                 next_id: 0,
                 closed: false,
                 metrics,
@@ -670,7 +692,10 @@ impl Rooms {
             None => None,
         };
         state.next_id += 1;
-        let id = state.next_id;
+        let id = ConnId {
+            node: state.node,
+            local: state.next_id,
+        };
         let (tx, rx) = queue::queue();
         let queued = Arc::new(AtomicUsize::new(0));
         let kept_rooms = match &replaced {
