@@ -17,7 +17,7 @@ use crate::password::Hasher;
 use crate::room::Rooms;
 use crate::session::SessionContext;
 use crate::store::{Store, StoreError};
-use crate::throttle::Throttle;
+use crate::throttle::FailureCounter;
 use crate::tls::ServerConfigs;
 use crate::web::Web;
 
@@ -76,7 +76,7 @@ impl App {
         ));
         let ctx = Arc::new(SessionContext {
             tls,
-            auth: Authenticator::new(store.clone(), hasher, Throttle::new(&limits)),
+            auth: Authenticator::new(store.clone(), hasher, FailureCounter::new(&limits)),
             room,
             history,
             metrics,

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use crate::password::{HashError, Hasher, Password};
 use crate::store::{AccountStamp, Store, StoreError};
-use crate::throttle::{Throttle, Verdict};
+use crate::throttle::{FailureCounter, Verdict};
 use crate::username::Username;
 
 /// Why a login did not succeed.
@@ -56,12 +56,12 @@ pub struct LoggedIn {
 pub struct Authenticator {
     store: Store,
     hasher: Hasher,
-    throttle: Arc<Throttle>,
+    throttle: Arc<FailureCounter>,
 }
 
 impl Authenticator {
     /// Combines the user store, the password hasher and brute-force throttling.
-    pub fn new(store: Store, hasher: Hasher, throttle: Throttle) -> Self {
+    pub fn new(store: Store, hasher: Hasher, throttle: FailureCounter) -> Self {
         Authenticator {
             store,
             hasher,

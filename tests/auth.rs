@@ -5,7 +5,7 @@ use tlschat::auth::{AuthError, Authenticator};
 use tlschat::config::{HashSettings, Limits};
 use tlschat::password::{Hasher, Password};
 use tlschat::store::Store;
-use tlschat::throttle::Throttle;
+use tlschat::throttle::FailureCounter;
 use tlschat::username::Username;
 
 async fn setup(settings: HashSettings) -> (tempfile::TempDir, Store, Authenticator) {
@@ -18,7 +18,11 @@ async fn setup(settings: HashSettings) -> (tempfile::TempDir, Store, Authenticat
         .add_user(&Username::parse("Alice").unwrap(), &hash)
         .await
         .unwrap();
-    let auth = Authenticator::new(store.clone(), hasher, Throttle::new(&Limits::default()));
+    let auth = Authenticator::new(
+        store.clone(),
+        hasher,
+        FailureCounter::new(&Limits::default()),
+    );
     (dir, store, auth)
 }
 

@@ -150,7 +150,7 @@ mod tests {
     use crate::config::{HashSettings, Limits};
     use crate::password::{Hasher, Password};
     use crate::store::Store;
-    use crate::throttle::Throttle;
+    use crate::throttle::FailureCounter;
     use crate::username::Username;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -172,7 +172,7 @@ mod tests {
             .add_user(&Username::parse("alice").unwrap(), &hash)
             .await
             .unwrap();
-        let auth = Authenticator::new(store, hasher, Throttle::new(&Limits::default()));
+        let auth = Authenticator::new(store, hasher, FailureCounter::new(&Limits::default()));
         (dir, auth)
     }
 

@@ -1,26 +1,5 @@
-//! Brute-force throttling: failed logins counted per username and per source over sliding
-//! windows.
-//!
-//! What it guarantees, per username and per `user_failure_window` (defaults in brackets):
-//! - at most `user_failure_ceiling` [50] passwords are checked and found wrong, however many
-//!   sources take part: past the ceiling no source has its password checked for that name;
-//! - a source that took part in the name's recent failures gets no further checked guess once
-//!   the name has `user_failures` [5];
-//! - and per source (IPv6 per /64) and `ip_failure_window`, at most `ip_failures` [20] failed
-//!   or throttled attempts, over all names, before everything it sends is throttled.
-//!
-//! An attempt is counted when its check *starts* (and forgiven if it succeeds or was never
-//! made), so concurrent attempts cannot overshoot the ceiling. Trade-offs: below the ceiling
-//! the real user logging in from another address still has the password checked and gets in
-//! while guessers are slowed down; past it the name is locked for everyone until its oldest
-//! failures leave the window, which takes `user_failure_ceiling` checked failures from
-//! about that many distinct sources: one source alone can never lock a name. Throttled
-//! attempts do not count towards a name's ceiling, only towards their source.
-//!
-//! Memory is bounded: at most `MAX_TRACKED_KEYS` names and sources each, the least recently
-//! used dropped first; each name keeps at most `user_failure_ceiling` entries and each source
-//! `ip_failures + MAX_DELAY_DOUBLINGS`. Expired keys are dropped a few at a time on each
-//! attempt, never by a scan of the whole table.
+//! Failure counters kept in this process (one server): sliding windows per name and per
+//! source under one short lock, bounded in memory.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -30,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::{Verdict, source_key};
 use crate::config::Limits;
 
 /// Longest stored username key; longer (invalid) names are truncated, which only merges them.
@@ -44,8 +24,9 @@ const MAX_DELAY_DOUBLINGS: usize = 16;
 /// Expired keys dropped from the least-recently-used end on each attempt.
 const PRUNE_PER_ATTEMPT: usize = 2;
 
-/// Counts failures and decides whether an attempt may have its password checked.
-pub struct Throttle {
+/// Counts failures in this process and decides whether an attempt may have its password
+/// checked.
+pub struct LocalCounter {
     state: Mutex<State>,
     user_limit: usize,
     user_ceiling: usize,
@@ -63,17 +44,7 @@ struct State {
     by_source: LruCache<IpAddr, History<bool>>,
 }
 
-/// The verdict for one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Check the password; the attempt is already counted as a failure until
-    /// [`Throttle::forgive`] is called.
-    Check,
-    /// Do not check; answer "Login failed" after this delay.
-    Throttled(Duration),
-}
-
-impl Throttle {
+impl LocalCounter {
     /// Thresholds and windows from the limits.
     pub fn new(limits: &Limits) -> Self {
         Self::with_capacity(limits, MAX_TRACKED_KEYS)
@@ -81,7 +52,7 @@ impl Throttle {
 
     /// Like [`Throttle::new`], tracking at most `max_keys` names and sources each.
     pub fn with_capacity(limits: &Limits, max_keys: usize) -> Self {
-        Throttle {
+        LocalCounter {
             state: Mutex::new(State {
                 // Unbounded maps trimmed by hand: a bounded one would allocate all of its
                 // capacity up front, which an idle server does not need.
@@ -243,23 +214,6 @@ fn user_key(name: &str) -> String {
     name[..end].to_lowercase()
 }
 
-/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// The unit of per-source limits: IPv4 per address, IPv6 per /64 (the usual size of one
-/// site's network), IPv4-mapped IPv6 as IPv4.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,8 +230,8 @@ mod tests {
         }
     }
 
-    fn throttle() -> Throttle {
-        Throttle::new(&limits())
+    fn throttle() -> LocalCounter {
+        LocalCounter::new(&limits())
     }
 
     const A: &str = "10.0.0.1";
@@ -404,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_full_table_drops_the_least_recently_used_key_instead_of_refusing_new_ones() {
-        let t = Throttle::with_capacity(&limits(), 3);
+        let t = LocalCounter::with_capacity(&limits(), 3);
         let now = Instant::now();
         for i in 0..3 {
             t.attempt("alice", nth_source(i), now);
@@ -421,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_new_source_is_still_limited_when_the_table_is_full() {
-        let t = Throttle::with_capacity(&limits(), 10);
+        let t = LocalCounter::with_capacity(&limits(), 10);
         let now = Instant::now();
         for i in 0..10 {
             t.attempt(&format!("n{i}"), nth_source(i), now);
