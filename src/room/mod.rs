@@ -1,7 +1,7 @@
 //! Rooms on this node: membership, per-room logs and fan-out into byte-bounded member queues.
 //!
-//! [`Rooms`] is the handle sessions use (shared in an `Arc`), over one [`log::LocalLog`] per
-//! room and the [`directory`] of who is online. Every member is in `#lobby` (the v1 room) and in up to
+//! [`Rooms`] is the handle sessions use (shared in an `Arc`), over one [`log::Log`] per room
+//! and the [`directory`] of who is online. Every member is in `#lobby` (the v1 room) and in up to
 //! `max_rooms_per_user` others; one queue per connection is fed by all of them and by the
 //! replies to the member's own commands, so a member receives everything in one order.
 //!
@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::protocol;
 use crate::username::Username;
 use directory::{Directory, Login, OnlineSession};
-use log::LocalLog;
+use log::{Log, LogError};
 
 /// Which node a connection is on: 0 on a single server; in a cluster each node has its own.
 pub type NodeId = u16;
@@ -221,7 +221,7 @@ struct State {
 /// A room: its members besides #lobby's (which are all members) and its log.
 struct Channel {
     members: HashSet<MemberId>,
-    log: LocalLog,
+    log: Log,
 }
 
 struct Member {
@@ -310,7 +310,7 @@ impl Rooms {
             lobby.clone(),
             Channel {
                 members: HashSet::new(),
-                log: LocalLog::new(lobby.clone(), history.lobby_last_seq(), &history),
+                log: Log::local(lobby.clone(), history.lobby_last_seq(), &history),
             },
         );
         let directory = Arc::new(Directory::default());
@@ -341,17 +341,18 @@ impl Rooms {
     }
 
     /// Appends a message from `id` to its current room and relays it to the others there;
-    /// refused with an error line to the sender while too much history waits for the database.
+    /// refused with an error line to the sender when the log cannot take it.
     fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
         let mut state = self.lock();
         let member = state.members.get(&id)?;
         let (room, from) = (member.current.clone(), Arc::clone(&member.name));
-        if state.history.is_backlogged() {
-            state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
-            return None;
+        match state.publish(&room, kind(from), Some(id)) {
+            Ok(seq) => Some((room, seq)),
+            Err(LogError::Unavailable) => {
+                state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+                None
+            }
         }
-        let seq = state.publish(&room, kind(from), Some(id));
-        Some((room, seq))
     }
 
     /// Who is online on this node.
@@ -363,16 +364,27 @@ impl Rooms {
 impl State {
     /// Appends an event to a room's log and delivers its line to the room's members but
     /// `except`; returns the room's newest number.
-    fn publish(&mut self, room: &RoomName, kind: EventKind, except: Option<MemberId>) -> Seq {
+    fn publish(
+        &mut self,
+        room: &RoomName,
+        kind: EventKind,
+        except: Option<MemberId>,
+    ) -> Result<Seq, LogError> {
         let history = Arc::clone(&self.history);
         let Some(channel) = self.rooms.get_mut(room) else {
-            return 0;
+            return Ok(0);
         };
-        let event = channel.log.append(kind, &history);
+        let event = channel.log.append(kind, &history)?;
         let mark = event.kind.is_message().then(|| (room.clone(), event.seq));
         let line = Line::marked(protocol::render(&event), mark);
         self.broadcast(room, line, except);
-        event.seq
+        Ok(event.seq)
+    }
+
+    /// Publishes a joined or left line, which takes no number and is never refused.
+    fn publish_presence(&mut self, room: &RoomName, kind: EventKind) {
+        debug_assert!(!kind.is_message());
+        let _ = self.publish(room, kind, None);
     }
 
     /// Delivers `line` to every member of `room` but `except`, then announces anyone it had
@@ -555,7 +567,7 @@ impl State {
         let history = Arc::clone(&self.history);
         self.rooms.entry(room.clone()).or_insert_with(|| Channel {
             members: HashSet::new(),
-            log: LocalLog::new(room.clone(), stored_last_seq, &history),
+            log: Log::local(room.clone(), stored_last_seq, &history),
         });
     }
 
@@ -564,7 +576,7 @@ impl State {
         let Some(name) = self.members.get(&id).map(|m| Arc::clone(&m.name)) else {
             return;
         };
-        self.publish(room, EventKind::Joined { name }, None);
+        self.publish_presence(room, EventKind::Joined { name });
         if let Some(channel) = self.rooms.get_mut(room) {
             channel.members.insert(id);
         }
@@ -632,10 +644,9 @@ impl State {
             && newest > 0
             && let Some(channel) = state.rooms.get(room)
         {
-            let request =
-                channel
-                    .log
-                    .request(Purpose::Join, 0, limits.join_history, &state.history);
+            let request = channel
+                .log
+                .range(Purpose::Join, 0, limits.join_history, &state.history);
             state.request_history(id, request);
         }
         Ok(())
@@ -715,12 +726,11 @@ impl Rooms {
         let lobby_name = state.lobby.clone();
         if first_login {
             let lobby = state.lobby.clone();
-            state.publish(
+            state.publish_presence(
                 &lobby,
                 EventKind::Joined {
                     name: name.as_str().into(),
                 },
-                None,
             );
         }
         state.members.insert(
@@ -796,10 +806,9 @@ impl Rooms {
                 continue;
             };
             let missed = channel.log.last_seq() - at;
-            let request =
-                channel
-                    .log
-                    .request(Purpose::CatchUp { missed }, at, want, &state.history);
+            let request = channel
+                .log
+                .range(Purpose::CatchUp { missed }, at, want, &state.history);
             state.request_history(id, request);
         }
         Ok(Joined {
@@ -822,7 +831,7 @@ impl Rooms {
                 name: member.name,
                 reason: reason.map(str::to_owned),
             };
-            state.publish(&lobby, kind, None);
+            state.publish_presence(&lobby, kind);
         }
     }
 
@@ -963,7 +972,7 @@ impl Rooms {
         if let Some(channel) = state.rooms.get_mut(&room) {
             channel.members.remove(&id);
         }
-        state.publish(&room, EventKind::Left { name, reason: None }, None);
+        state.publish_presence(&room, EventKind::Left { name, reason: None });
         state.history.membership(user, &room, false);
         state.reply(id, protocol::you_left(&room));
         state.forget_if_idle(&room);
@@ -982,9 +991,7 @@ impl Rooms {
         let Some(channel) = state.rooms.get(&room) else {
             return;
         };
-        let request = channel
-            .log
-            .request(Purpose::History, 0, want, &state.history);
+        let request = channel.log.range(Purpose::History, 0, want, &state.history);
         state.request_history(id, request);
     }
 
@@ -1008,7 +1015,7 @@ impl Rooms {
             name: member.name,
             reason: reason.map(str::to_owned),
         };
-        state.publish(&lobby, kind, None);
+        state.publish_presence(&lobby, kind);
         true
     }
 
@@ -1016,18 +1023,11 @@ impl Rooms {
     /// while too much history waits for the database.
     pub fn announce(&self, text: &str) -> bool {
         let mut state = self.lock();
-        if state.history.is_backlogged() {
-            return false;
-        }
         let lobby = state.lobby.clone();
-        state.publish(
-            &lobby,
-            EventKind::Notice {
-                text: text.to_owned(),
-            },
-            None,
-        );
-        true
+        let notice = EventKind::Notice {
+            text: text.to_owned(),
+        };
+        state.publish(&lobby, notice, None).is_ok()
     }
 
     /// Queues the shutdown notice behind each member's pending lines and closes the room.

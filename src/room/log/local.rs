@@ -1,15 +1,11 @@
-//! The local implementation of a room's ordered log: the sequence counter and a bounded window
-//! of recent messages, under the room's lock.
-//!
-//! This is the seam for a shared log: a Redis Streams log assigns the number with one atomic
-//! script on the room's stream instead of `last_seq + 1`, and may fail or wait, so it would be
-//! appended to before taking the room lock and delivered in stream order; the window and the
-//! request it builds for the durable reads are the same.
+//! A room's log kept by this node: the sequence counter and a bounded window of recent
+//! messages, under the rooms' lock, with the durable copy written by `history`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::LogError;
 use crate::event::{Event, EventKind, RoomName, Seq};
 use crate::history::{Durable, History, HistoryRequest, Purpose};
 use crate::store::{MessageBlock, MessageRange};
@@ -68,9 +64,13 @@ impl LocalLog {
     }
 
     /// Appends an event: a message takes the next number and is handed to the history
-    /// writer; presence carries the number of the last message before it.
-    pub fn append(&mut self, kind: EventKind, history: &History) -> Event {
+    /// writer; presence carries the number of the last message before it. A message is
+    /// refused while the history writer's backlog is full: it could not be stored.
+    pub fn append(&mut self, kind: EventKind, history: &History) -> Result<Event, LogError> {
         let message = kind.is_message();
+        if message && history.is_backlogged() {
+            return Err(LogError::Unavailable);
+        }
         if message {
             self.last_seq += 1;
         }
@@ -94,7 +94,7 @@ impl LocalLog {
             self.in_window += 1;
             self.trim(history, event.at_ms);
         }
-        event
+        Ok(event)
     }
 
     /// Drops whole blocks the window need not keep: past the retention limits, or beyond
@@ -197,10 +197,12 @@ mod tests {
     fn messages_are_numbered_and_presence_is_not() {
         let h = history(HistoryMode::Memory, 100);
         let mut log = LocalLog::new(RoomName::lobby(), 41, &h);
-        assert_eq!(log.append(chat("a"), &h).seq, 42);
-        let joined = log.append(EventKind::Joined { name: "x".into() }, &h);
+        assert_eq!(log.append(chat("a"), &h).unwrap().seq, 42);
+        let joined = log
+            .append(EventKind::Joined { name: "x".into() }, &h)
+            .unwrap();
         assert_eq!(joined.seq, 42, "presence carries the last message's number");
-        assert_eq!(log.append(chat("b"), &h).seq, 43);
+        assert_eq!(log.append(chat("b"), &h).unwrap().seq, 43);
         assert_eq!(log.last_seq(), 43);
     }
 
@@ -209,7 +211,7 @@ mod tests {
         let h = history(HistoryMode::Memory, 3);
         let mut log = LocalLog::new(RoomName::lobby(), 0, &h);
         for i in 0..5 {
-            log.append(chat(&i.to_string()), &h);
+            log.append(chat(&i.to_string()), &h).unwrap();
         }
         let r = log.request(Purpose::CatchUp { missed: 5 }, 0, 2, &h);
         assert_eq!(r.range.after, 2, "only the last 3 are kept");
@@ -224,7 +226,7 @@ mod tests {
     fn off_keeps_nothing_and_numbers_still_count() {
         let h = history(HistoryMode::Off, 100);
         let mut log = LocalLog::new(RoomName::lobby(), 0, &h);
-        log.append(chat("a"), &h);
+        log.append(chat("a"), &h).unwrap();
         let r = log.request(Purpose::History, 0, 10, &h);
         assert!(r.from_window().0.is_empty());
         assert_eq!(r.range.upto, 1);
