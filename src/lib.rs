@@ -18,15 +18,15 @@
 //! | `accounts` | closing sessions whose account an admin changed (polls the store) |
 //! | `admin` | the admin control socket: who, kick, say |
 //! | `auth` | `authenticate(name, password, source)` |
-//! | `throttle` | failed-login counting per username and per source |
-//! | `server` | accept loop, connection caps, shutdown |
-//! | `transport` | the ClientHello dispatch (lines or browser), WebSocket frames as lines |
+//! | `throttle` | failed-login counting per username and per source (`enum FailureCounter`) |
+//! | `server` | accept loop, connection caps, what runs on a connection (line session or web), shutdown |
+//! | `transport` | line framing, the first-byte sniff and ClientHello dispatch, WebSocket frames as lines |
 //! | `web` | the embedded web client and its HTTP/1.1 server, the WebSocket upgrade |
-//! | `session` | one connection: handshake, login, member loop |
+//! | `session` | one logged-in connection over a line transport: login, member loop, commands, rate |
 //! | `room` | rooms, membership, per-room logs, ordering and fan-out; `room::directory`: who is online |
 //! | `event` | room names, sequence numbers, events (what happened, not how it looks) |
 //! | `history` | the batched history writer and the reads behind `/history` and catch-up |
-//! | `protocol` | line decoding, commands, every wire string (no async) |
+//! | `protocol` | `decode`, `command`, `clean`, `render`: lines, commands, every wire string (no async) |
 #![forbid(unsafe_code)]
 
 pub mod accounts;
