@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::protocol;
+use crate::protocol::{self, ServerLine};
 use trust::{Decision, KnownHosts, Policy, Recorder};
 
 /// The port `serve` listens on by default.
@@ -29,24 +29,6 @@ const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Time allowed for TCP connect and TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Whether `line` (read without its LF) is the wire line `wire`.
-fn is(line: &str, wire: &str) -> bool {
-    line == wire.trim_end_matches('\n')
-}
-
-/// Lines after which the server will not take this session back: reconnecting would only
-/// fight another session (takeover) or an administrator.
-fn is_final(line: &str) -> bool {
-    [
-        protocol::SIGNED_IN_ELSEWHERE,
-        protocol::TOO_MANY_FAILURES,
-        protocol::ACCOUNT_CHANGED,
-    ]
-    .iter()
-    .any(|wire| is(line, wire))
-        || line.starts_with(protocol::KICKED)
-}
-
 /// What `tlschat connect` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -408,19 +390,18 @@ async fn relay(
                     _ => return Ended::Dropped,
                 };
                 let line = protocol::clean(&line).into_owned();
+                let parsed = ServerLine::parse(&line);
                 if !logged_in {
-                    let answer = if is(&line, protocol::USERNAME_PROMPT) {
-                        Some(SecretString::from(login.user.clone()))
-                    } else if is(&line, protocol::PASSWORD_PROMPT) {
-                        match login.password() {
+                    let answer = match parsed {
+                        ServerLine::UsernamePrompt => Some(SecretString::from(login.user.clone())),
+                        ServerLine::PasswordPrompt => match login.password() {
                             Ok(p) => {
                                 login.by_password = true;
                                 Some(p)
                             }
                             Err(e) => return Ended::Final(e.to_string()),
-                        }
-                    } else {
-                        None
+                        },
+                        _ => None,
                     };
                     if let Some(answer) = answer {
                         let sent = write
@@ -431,10 +412,10 @@ async fn relay(
                         }
                         continue;
                     }
-                    if is(&line, protocol::LOGIN_FAILED) {
+                    if parsed == ServerLine::LoginFailed {
                         return Ended::Final("login failed".into());
                     }
-                    if line.starts_with(protocol::WELCOME_PREFIX) {
+                    if matches!(parsed, ServerLine::Welcome { .. }) {
                         logged_in = true;
                         *wait = RECONNECT_FIRST;
                         io.known.learn(&line);
@@ -451,11 +432,10 @@ async fn relay(
                 }
                 io.known.learn(&line);
                 io.print(&line);
-                if is_final(&line) {
-                    return Ended::Final(line);
-                }
-                if is(&line, protocol::BYE) {
-                    quitting = true;
+                match parsed {
+                    ServerLine::Final => return Ended::Final(line),
+                    ServerLine::Bye => quitting = true,
+                    _ => {}
                 }
             }
             typed = recv(&mut io.input), if logged_in && !quitting => {

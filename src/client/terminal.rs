@@ -55,42 +55,33 @@ impl Default for Known {
 impl Known {
     /// Learns from one line the server sent.
     pub fn learn(&mut self, line: &str) {
-        let list = |text: &str| -> BTreeSet<String> {
-            text.split(", ")
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        if let Some(rest) = line.strip_prefix(crate::protocol::WELCOME_PREFIX) {
-            if let Some((_, names)) = rest.split_once(" online: ") {
-                self.names = list(names);
+        use crate::protocol::ServerLine;
+        let owned = |names: Vec<&str>| names.into_iter().map(str::to_owned).collect();
+        match ServerLine::parse(line) {
+            ServerLine::Welcome { online } | ServerLine::Online(online) => {
+                self.names = owned(online);
             }
-        } else if let Some(rest) = line.strip_prefix("*** You joined ") {
-            if let Some((room, _)) = rest.split_once(';') {
+            ServerLine::Joined(room) => {
                 self.rooms.insert(room.to_owned());
                 self.room = room.to_owned();
             }
-        } else if let Some(rest) = line.strip_prefix("*** You are in ") {
-            if let Some((room, _)) = rest.split_once(';') {
+            ServerLine::IsIn(room) => {
                 self.rooms.insert(room.to_owned());
             }
-        } else if let Some(room) = line.strip_prefix("*** Now talking in ") {
-            self.room = room.to_owned();
-        } else if let Some(room) = line.strip_prefix("*** You left ") {
-            self.rooms.remove(room);
-            if self.room == room {
-                self.room = "#lobby".into();
-            }
-        } else if let Some(rest) = line.strip_prefix("*** ") {
-            if let Some(name) = rest.strip_suffix(" joined") {
-                self.names.insert(name.to_owned());
-            } else if let Some((name, _)) = rest.split_once(" left") {
-                if !name.contains(' ') {
-                    self.names.remove(name);
+            ServerLine::NowTalking(room) => self.room = room.to_owned(),
+            ServerLine::Left(room) => {
+                self.rooms.remove(room);
+                if self.room == room {
+                    self.room = "#lobby".into();
                 }
-            } else if let Some((_, names)) = rest.split_once(" online: ") {
-                self.names = list(names);
             }
+            ServerLine::MemberJoined(name) => {
+                self.names.insert(name.to_owned());
+            }
+            ServerLine::MemberLeft(name) => {
+                self.names.remove(name);
+            }
+            _ => {}
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The wire text: bounded line decoding (`decode`), command parsing (`command`), sanitising
-//! (`clean`) and every line the server sends (`render`).
+//! (`clean`), every line the server sends (`render`) and those lines as a client reads them
+//! (`server_line`).
 //!
 //! No async code lives here, so all of it is unit-tested with plain `#[test]`s. See
 //! `docs/PROTOCOL.md` for the contract this module implements.
@@ -8,11 +9,13 @@ mod clean;
 mod command;
 mod decode;
 mod render;
+mod server_line;
 
 pub use clean::{clean, has_content};
 pub use command::{Command, DEFAULT_HISTORY_REQUEST, MAX_HISTORY_REQUEST, parse_command};
 pub use decode::{Incoming, LineDecoder};
 pub use render::*;
+pub use server_line::ServerLine;
 
 #[cfg(test)]
 mod tests {
