@@ -280,7 +280,13 @@ impl History {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             let UnsavedBlocks { list, open } = &mut *blocks;
-            match open.get(&event.room).map(|&i| &mut list[i].0) {
+            // Messages of one room mostly come in a row: the last block, found by a pointer
+            // comparison of the name, before the lookup by name.
+            let open_block = match list.last_mut() {
+                Some((block, _)) if block.takes(event) => Some(block),
+                _ => open.get(&event.room).map(|&i| &mut list[i].0),
+            };
+            match open_block {
                 Some(block) if block.takes(event) => block.push_encoded(event, encoded),
                 _ => {
                     open.insert(event.room.clone(), list.len());

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Opts, STEP, TestClient, TestServer, spawn_server};
+use common::{Opts, STEP, TestClient, TestServer, block, spawn_server};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tlschat::config::RoomLimits;
@@ -42,18 +42,11 @@ async fn release(mut conn: SqliteConnection) {
     conn.close().await.unwrap();
 }
 
-/// The line without its `[YYYY-MM-DD HH:MM:SS] ` stamp.
-fn untimed(line: &str) -> String {
-    assert!(line.starts_with('[') && line.len() > 22, "{line}");
-    line[22..].to_owned()
-}
-
 /// `/history N` in the current room: the lines between the header and the end, unstamped.
 async fn history(c: &mut TestClient, n: usize) -> Vec<String> {
     c.send(&format!("/history {n}")).await;
     c.wait_for_start("*** History of ").await;
-    let lines = c.wait_for("*** End of history").await;
-    lines.iter().map(|l| untimed(l)).collect()
+    block(c).await
 }
 
 /// True for the `/rooms` reply (`*** 2 rooms: #dev (1), #lobby (2)`).
@@ -131,8 +124,8 @@ async fn a_stalled_database_loses_no_line_and_reuses_no_number() {
 
     bob.send("/join #dev").await;
     bob.wait_for_start("*** You joined #dev").await;
-    let join_history = bob.wait_for("*** End of history").await;
-    let shown: Vec<String> = join_history[1..].iter().map(|l| untimed(l)).collect();
+    bob.wait_for_start("*** History of #dev").await;
+    let shown = block(&mut bob).await;
     assert_eq!(shown, ["<bob> one", "<bob> two", "<bob> three"]);
     bob.send("four").await;
     sync(&mut bob).await;
@@ -140,8 +133,7 @@ async fn a_stalled_database_loses_no_line_and_reuses_no_number() {
     // carol was away for all of it: three missed, numbered after her position.
     let mut carol = server.login("carol").await;
     carol.wait_for("*** You missed 3 messages in #dev:").await;
-    let missed = carol.wait_for("*** End of history").await;
-    let missed: Vec<String> = missed.iter().map(|l| untimed(l)).collect();
+    let missed = block(&mut carol).await;
     assert_eq!(missed, ["<bob> two", "<bob> three", "<bob> four"]);
 
     // And all of it is stored, in order, after a restart.

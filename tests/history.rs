@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Opts, TestClient, TestServer, spawn_server};
+use common::{Opts, TestClient, TestServer, block, spawn_server};
 use tlschat::config::{HistoryMode, RoomLimits};
 
 fn opts(rooms: RoomLimits) -> Opts {
@@ -11,30 +11,6 @@ fn opts(rooms: RoomLimits) -> Opts {
         rooms,
         ..Opts::default()
     }
-}
-
-/// The line without its `[YYYY-MM-DD HH:MM:SS] ` stamp, which must be well formed.
-fn untimed(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    assert!(line.len() > 22, "{line}");
-    let stamp = &line[..22];
-    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
-        0 => b == b'[',
-        5 | 8 => b == b'-',
-        11 => b == b' ',
-        14 | 17 => b == b':',
-        20 => b == b']',
-        21 => b == b' ',
-        _ => b.is_ascii_digit(),
-    });
-    assert!(shape && bytes[21] == b' ', "bad stamp in {line:?}");
-    &line[22..]
-}
-
-/// Reads a block's lines up to `*** End of history`, without their stamps.
-async fn block(c: &mut TestClient) -> Vec<String> {
-    let lines = c.wait_for("*** End of history").await;
-    lines.iter().map(|l| untimed(l).to_owned()).collect()
 }
 
 /// bob says `n` numbered lines in the lobby; alice (online) reads them.

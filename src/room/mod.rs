@@ -599,55 +599,54 @@ impl State {
         room: &RoomName,
         stored: Option<(Seq, u64)>,
     ) -> Result<(), u64> {
-        let state = self;
-        let Some(member) = state.members.get(&id) else {
+        let Some(member) = self.members.get(&id) else {
             return Ok(());
         };
         if member.in_room(room) {
-            state.reply(id, protocol::now_talking(room));
-            if let Some(member) = state.members.get_mut(&id) {
+            self.reply(id, protocol::now_talking(room));
+            if let Some(member) = self.members.get_mut(&id) {
                 member.current = room.clone();
             }
             return Ok(());
         }
-        let limits = *state.history.limits();
+        let limits = *self.history.limits();
         let user = member.user;
         if member.rooms.len() >= limits.max_rooms_per_user {
-            state.reply(id, protocol::too_many_rooms(limits.max_rooms_per_user));
+            self.reply(id, protocol::too_many_rooms(limits.max_rooms_per_user));
             return Ok(());
         }
-        let empty = state.rooms.get(room).is_none_or(|c| c.members.is_empty());
-        if empty && state.active_rooms() >= limits.max_rooms {
-            state.reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
+        let empty = self.rooms.get(room).is_none_or(|c| c.members.is_empty());
+        if empty && self.active_rooms() >= limits.max_rooms {
+            self.reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
             return Ok(());
         }
-        if !state.rooms.contains_key(room) {
+        if !self.rooms.contains_key(room) {
             match stored {
-                Some((seq, epoch)) if epoch == state.forgets => state.activate(room, seq),
-                _ => return Err(state.forgets),
+                Some((seq, epoch)) if epoch == self.forgets => self.activate(room, seq),
+                _ => return Err(self.forgets),
             }
         }
-        state.enter(id, room);
-        state.history.membership(user, room, true);
-        if let Some(member) = state.members.get_mut(&id) {
+        self.enter(id, room);
+        self.history.membership(user, room, true);
+        if let Some(member) = self.members.get_mut(&id) {
             member.current = room.clone();
         }
-        let here = state.sorted_names(room);
-        let newest = state.last_seq(room);
-        state.reply_marked(
+        let here = self.sorted_names(room);
+        let newest = self.last_seq(room);
+        self.reply_marked(
             id,
             protocol::you_joined(room, &here),
             Some((room.clone(), newest)),
         );
-        if state.history_on()
+        if self.history_on()
             && limits.join_history > 0
             && newest > 0
-            && let Some(channel) = state.rooms.get(room)
+            && let Some(channel) = self.rooms.get(room)
         {
             let request = channel
                 .log
-                .range(Purpose::Join, 0, limits.join_history, &state.history);
-            state.request_history(id, request);
+                .range(Purpose::Join, 0, limits.join_history, &self.history);
+            self.request_history(id, request);
         }
         Ok(())
     }

@@ -245,6 +245,30 @@ impl TestServer {
     }
 }
 
+/// The line without its `[YYYY-MM-DD HH:MM:SS] ` stamp, which must be well formed.
+pub fn untimed(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    assert!(line.len() > 22, "{line}");
+    let stamp = &line[..22];
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        0 => b == b'[',
+        5 | 8 => b == b'-',
+        11 => b == b' ',
+        14 | 17 => b == b':',
+        20 => b == b']',
+        21 => b == b' ',
+        _ => b.is_ascii_digit(),
+    });
+    assert!(shape && bytes[21] == b' ', "bad stamp in {line:?}");
+    &line[22..]
+}
+
+/// Reads a block's lines up to `*** End of history`, without their stamps.
+pub async fn block(c: &mut TestClient) -> Vec<String> {
+    let lines = c.wait_for("*** End of history").await;
+    lines.iter().map(|l| untimed(l).to_owned()).collect()
+}
+
 pub struct TestClient {
     reader: BufReader<ReadHalf<TlsStream<TcpStream>>>,
     writer: WriteHalf<TlsStream<TcpStream>>,
