@@ -745,9 +745,7 @@ impl Rooms {
             },
         );
         state.by_key.insert(key, id);
-        if let Some((old_id, _)) = &replaced {
-            state.directory.unregister(*old_id);
-        }
+        // Replaces the old session's entry, as the rooms just did.
         state.directory.register(
             id,
             OnlineSession {
