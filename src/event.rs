@@ -88,7 +88,29 @@ impl fmt::Debug for RoomName {
     }
 }
 
+/// Which node a connection is on: 0 on a single server; in a cluster each node has its own.
+pub type NodeId = u16;
+
+/// Identifies one logged-in connection wherever it is (a name can be reused by a takeover):
+/// the node it is on and a number counting up from 1 there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    /// The node the connection is on.
+    pub node: NodeId,
+    /// Its number on that node.
+    pub local: u64,
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.node, self.local)
+    }
+}
+
 /// What happened.
+///
+/// Presence names the connection it is about, so a room's roster (who is in it, on every
+/// node) is rebuilt from its events alone, in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     /// A chat line (stored).
@@ -98,12 +120,22 @@ pub enum EventKind {
     /// `admin say` (stored; a `#lobby` event).
     Notice { text: String },
     /// A member came online in the room or joined it.
-    Joined { name: Arc<str> },
+    Joined { name: Arc<str>, conn: ConnId },
     /// A member left the room or went offline.
     Left {
         name: Arc<str>,
         reason: Option<String>,
+        conn: ConnId,
     },
+    /// A new login of the name took over from connection `old` (not shown: no flap).
+    Replaced {
+        name: Arc<str>,
+        old: ConnId,
+        new: ConnId,
+    },
+    /// The connection went offline; it stays a member of the room, which shows nothing
+    /// (#lobby shows it as `Left`).
+    Offline { conn: ConnId },
 }
 
 impl EventKind {
@@ -113,6 +145,12 @@ impl EventKind {
             self,
             EventKind::Chat { .. } | EventKind::Action { .. } | EventKind::Notice { .. }
         )
+    }
+
+    /// True for events members see as a line; a takeover and a member going offline in a
+    /// room other than #lobby only change the roster.
+    pub fn is_shown(&self) -> bool {
+        !matches!(self, EventKind::Replaced { .. } | EventKind::Offline { .. })
     }
 }
 
@@ -172,6 +210,8 @@ mod tests {
             .is_message()
         );
         assert!(EventKind::Notice { text: "x".into() }.is_message());
-        assert!(!EventKind::Joined { name: from }.is_message());
+        let conn = ConnId { node: 0, local: 1 };
+        assert!(!EventKind::Joined { name: from, conn }.is_message());
+        assert!(!EventKind::Offline { conn }.is_shown());
     }
 }

@@ -282,7 +282,14 @@ mod tests {
         };
         assert_eq!(render(&chat("#lobby")), "<bob> hi\n");
         assert_eq!(render(&chat("#dev")), "[#dev] <bob> hi\n");
-        let joined = event("#dev", EventKind::Joined { name: "bob".into() });
+        let conn = crate::event::ConnId { node: 0, local: 1 };
+        let joined = event(
+            "#dev",
+            EventKind::Joined {
+                name: "bob".into(),
+                conn,
+            },
+        );
         assert_eq!(render(&joined), "[#dev] *** bob joined\n");
     }
 

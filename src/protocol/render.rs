@@ -217,8 +217,10 @@ fn event_line(kind: &EventKind) -> String {
         EventKind::Chat { from, text } => chat(from, text),
         EventKind::Action { from, text } => action(from, text),
         EventKind::Notice { text } => admin_notice(text),
-        EventKind::Joined { name } => joined(name),
-        EventKind::Left { name, reason } => left(name, reason.as_deref()),
+        EventKind::Joined { name, .. } => joined(name),
+        EventKind::Left { name, reason, .. } => left(name, reason.as_deref()),
+        // Not shown (see `EventKind::is_shown`).
+        EventKind::Replaced { .. } | EventKind::Offline { .. } => String::new(),
     }
 }
 

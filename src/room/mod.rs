@@ -1,107 +1,55 @@
-//! Rooms on this node: membership, per-room logs and fan-out into byte-bounded member queues.
+//! Rooms on this node: who is in which room, each room's log, and delivery of its events.
 //!
-//! [`Rooms`] is the handle sessions use (shared in an `Arc`), over one [`log::Log`] per room
-//! and the [`directory`] of who is online. Every member is in `#lobby` (the v1 room) and in up to
-//! `max_rooms_per_user` others; one queue per connection is fed by all of them and by the
-//! replies to the member's own commands, so a member receives everything in one order.
+//! [`Rooms`] is the handle sessions use (shared in an `Arc`). It is made of four owners:
+//! - the [`hub`]: the members connected here and their byte-bounded queues (delivery and the
+//!   eviction of members that do not read);
+//! - the [`directory`]: who is online (admin listing, kick, account changes, takeover);
+//! - per room, a [`log::Log`] (numbers, the recent window, the durable copy) and a roster;
+//! - the rooms' own state: memberships, the room limits, forgetting idle rooms.
 //!
-//! Ordering: events are appended to their room's log and pushed into the members' queues while
-//! the state lock is held, so every member of a room sees its events in log order, and a reply
-//! (`/who`, `/rooms`, a history block) is queued exactly where it was computed. The lock is a
-//! `std::sync::Mutex`, never held across an `.await` (there is no async code here): history
+//! Every member is in `#lobby` (the v1 room) and in up to `max_rooms_per_user` others; one
+//! queue per connection is fed by all of them and by the replies to the member's own commands,
+//! so a member receives everything in one order.
+//!
+//! **Append, then deliver.** Each change goes through the room's log first: a message gets its
+//! number there, presence (`Joined`, `Left`, `Replaced`, `Offline`, each naming a [`ConnId`])
+//! is placed in the same order. A room's roster changes only by applying those events
+//! ([`State::apply`]), and delivery follows the append. With the local log both steps run under
+//! the rooms' lock (`std::sync::Mutex`, never held across an `.await`): that is the fast path,
+//! with no task, lock or allocation per delivery. A shared log (Redis Streams) appends off the
+//! lock and delivers what the node's reader returns, in stream order, through the same
+//! [`State::apply`] and [`hub::Hub::deliver`]; that is why [`Rooms::say`] is async and hands
+//! the sender its number from the append's result.
+//!
+//! A reply (`/who`, `/rooms`, a history block) is queued exactly where it was computed. History
 //! reads that need the database are queued as a [`Delivery::History`] request and answered by
 //! the session, in place, off the lock.
 
 pub mod directory;
+mod hub;
 pub mod log;
 mod queue;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use crate::config::HistoryMode;
-use crate::event::{EventKind, RoomName, Seq};
-use crate::history::{History, HistoryRequest, Purpose, Restore};
+pub use crate::event::{ConnId, NodeId};
+use crate::event::{Event, EventKind, RoomName, Seq};
+use crate::history::{History, Purpose, Restore};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::username::Username;
 use directory::{Directory, Login, OnlineSession};
+use hub::{Audience, Hub, Undeliverable};
+pub use hub::{Delivery, Line, Mark, Outbox, Removal};
 use log::{Log, LogError};
-
-/// Which node a connection is on: 0 on a single server; in a cluster each node has its own.
-pub type NodeId = u16;
-
-/// Identifies one logged-in connection wherever it is (a name can be reused by a takeover):
-/// the node it is on and a number counting up from 1 there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    /// The node the connection is on.
-    pub node: NodeId,
-    /// Its number on that node.
-    pub local: u64,
-}
-
-impl std::fmt::Display for ConnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.node, self.local)
-    }
-}
 
 /// A member is known by its connection.
 pub type MemberId = ConnId;
 
-/// A room and the number of a message in it: a read position.
-pub type Mark = (RoomName, Seq);
-
-/// A rendered line, shared by every member it is queued for.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Line {
-    /// The wire text, LF included.
-    pub text: String,
-    /// When it was rendered and queued, for the delivery-latency metric.
-    pub queued_at: Instant,
-    /// The read position a member reaches once this line is written to its socket.
-    pub mark: Option<Mark>,
-}
-
-impl Line {
-    /// Renders once; the `Arc` is what each member's queue holds.
-    pub fn new(text: String) -> Arc<Line> {
-        Self::marked(text, None)
-    }
-
-    /// A line that moves the reader's position in a room.
-    pub fn marked(text: String, mark: Option<Mark>) -> Arc<Line> {
-        Arc::new(Line {
-            text,
-            queued_at: Instant::now(),
-            mark,
-        })
-    }
-}
-
-/// An item in a member's outbound queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// A rendered line.
-    Line(Arc<Line>),
-    /// `left` lines of members the room dropped, outside the byte bound (see
-    /// [`Rooms`]'s eviction rule).
-    Presence(Arc<Line>),
-    /// A history block to be read and written at this point of the queue.
-    History(Box<HistoryRequest>),
-    /// A last line; the session writes it and closes. Boxed so that the enum stays two words:
-    /// a fat `Arc<str>` here would make every queue slot of every member 50 % larger, which
-    /// costs ~25 % of fan-out CPU when queues are deep (measured with benches/run.sh).
-    Close(Box<String>),
-    /// Evicted for not reading: the session drops what it holds and closes.
-    Evicted,
-}
-
-/// The signal that the rooms removed a member (see [`Outbox::removed`]).
-pub type Removal = queue::Removal<Delivery>;
+/// Who is in a room (every node's members, by connection), as its presence events say.
+pub type Roster = HashMap<ConnId, Arc<str>>;
 
 /// The room has shut down and takes no new members.
 #[derive(Debug, thiserror::Error)]
@@ -143,51 +91,9 @@ pub struct Joined {
     pub positions: Vec<Mark>,
 }
 
-impl Outbox {
-    /// The queued-bytes counter, shared for reporting (`tlschat admin who`).
-    pub fn queue_counter(&self) -> Arc<AtomicUsize> {
-        Arc::clone(&self.queued)
-    }
-}
-
-/// The receiving end of a member's byte-bounded queue.
-pub struct Outbox {
-    rx: queue::Receiver<Delivery>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Outbox {
-    /// Waits for the next delivery; `None` once the room dropped this member without a `Close`.
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
-    }
-
-    /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
-    }
-
-    /// Takes a delivery if one is queued.
-    pub fn try_recv(&mut self) -> Option<Delivery> {
-        self.rx.try_recv()
-    }
-
-    /// Reports that `bytes` of taken deliveries have reached the socket.
-    pub fn written(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// Signalled whenever the room removes this member (kick, takeover, account change,
-    /// shutdown, eviction), after the last delivery is queued: a session blocked in a write
-    /// stops it and says goodbye within a bounded time.
-    pub fn removed(&self) -> Removal {
-        self.rx.removal()
-    }
-}
-
-/// The rooms of this node, as sessions see them: every method but the two that may read the
-/// store ([`Rooms::log_in`], [`Rooms::join_room`]) is synchronous and quick, so a session may
-/// call it from its loop.
+/// The rooms of this node, as sessions see them: every method but the ones that may wait on
+/// the store or a shared log ([`Rooms::log_in`], [`Rooms::join_room`], [`Rooms::say`],
+/// [`Rooms::emote`]) is synchronous and quick, so a session may call it from its loop.
 pub struct Rooms {
     state: Mutex<State>,
     /// Who is online; kept under `state`'s lock in the same step as every join and removal.
@@ -197,9 +103,8 @@ pub struct Rooms {
 }
 
 struct State {
-    /// Everyone online: the members of #lobby.
-    members: HashMap<MemberId, Member>,
-    by_key: HashMap<String, MemberId>,
+    /// The members connected here; #lobby's audience (everyone is in #lobby).
+    hub: Hub,
     /// Every room with members online, or with messages not yet durable; #lobby always.
     rooms: HashMap<RoomName, Channel>,
     lobby: RoomName,
@@ -208,9 +113,6 @@ struct State {
     /// The last connection number given out on this node.
     next_id: u64,
     closed: bool,
-    metrics: Arc<Metrics>,
-    /// Bytes that may wait in one member's queue.
-    limit: usize,
     history: Arc<History>,
     directory: Arc<Directory>,
     /// Rooms forgotten so far: a room's stored state read before a change of this count may
@@ -218,74 +120,10 @@ struct State {
     forgets: u64,
 }
 
-/// A room: its members besides #lobby's (which are all members) and its log.
+/// A room: its log and, besides #lobby (whose audience is everyone), its roster.
 struct Channel {
-    members: HashSet<MemberId>,
+    roster: Roster,
     log: Log,
-}
-
-struct Member {
-    name: Arc<str>,
-    key: String,
-    /// The account's row id (memberships and read positions are kept per account).
-    user: i64,
-    /// Rooms besides #lobby, sorted.
-    rooms: Vec<RoomName>,
-    /// Where plain lines and `/me` go.
-    current: RoomName,
-    tx: queue::Sender<Delivery>,
-    queued: Arc<AtomicUsize>,
-}
-
-enum Undeliverable {
-    Full,
-    Gone,
-}
-
-impl Member {
-    /// Queues a line unless it would push the member's queue past `limit` bytes.
-    fn deliver(&self, line: &Arc<Line>, limit: usize) -> Result<(), Undeliverable> {
-        let len = line.text.len();
-        if self.queued.load(Ordering::Relaxed) + len > limit {
-            return Err(Undeliverable::Full);
-        }
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        self.tx
-            .send(Delivery::Line(Arc::clone(line)))
-            .map_err(|_| Undeliverable::Gone)
-    }
-
-    /// Queues presence lines outside the bound: they are at most one line per member that
-    /// left (so bounded by the room's size), and must never turn one eviction into more.
-    fn deliver_presence(&self, line: &Arc<Line>) -> Result<(), Undeliverable> {
-        self.tx
-            .send(Delivery::Presence(Arc::clone(line)))
-            .map_err(|_| Undeliverable::Gone)
-    }
-
-    /// Queues a history request; its size is bounded by the request itself (`want` ≤ 500).
-    fn deliver_history(&self, request: HistoryRequest) -> Result<(), Undeliverable> {
-        self.tx
-            .send(Delivery::History(Box::new(request)))
-            .map_err(|_| Undeliverable::Gone)
-    }
-
-    /// Sends the final line regardless of the bound (it is short and ends the queue), and
-    /// interrupts the session even if it is blocked writing to a peer that does not read.
-    fn close(&self, line: &str) {
-        let _ = self.tx.send(Delivery::Close(Box::new(line.to_owned())));
-        self.tx.remove();
-    }
-
-    /// Ends the session of a member that does not read, without anything more to queue.
-    fn evict(&self) {
-        let _ = self.tx.send(Delivery::Evicted);
-        self.tx.remove();
-    }
-
-    fn in_room(&self, room: &RoomName) -> bool {
-        room.is_lobby() || self.rooms.binary_search(room).is_ok()
-    }
 }
 
 impl Rooms {
@@ -309,22 +147,19 @@ impl Rooms {
         rooms.insert(
             lobby.clone(),
             Channel {
-                members: HashSet::new(),
+                roster: Roster::new(),
                 log: Log::local(lobby.clone(), history.lobby_last_seq(), &history),
             },
         );
         let directory = Arc::new(Directory::default());
         Rooms {
             state: Mutex::new(State {
-                members: HashMap::new(),
-                by_key: HashMap::new(),
+                hub: Hub::new(queue_limit_bytes, metrics),
                 rooms,
                 lobby,
                 node: 0,
                 next_id: 0,
                 closed: false,
-                metrics,
-                limit: queue_limit_bytes,
                 history: Arc::clone(&history),
                 directory: Arc::clone(&directory),
                 forgets: 0,
@@ -344,7 +179,7 @@ impl Rooms {
     /// refused with an error line to the sender when the log cannot take it.
     fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
         let mut state = self.lock();
-        let member = state.members.get(&id)?;
+        let member = state.hub.get(id)?;
         let (room, from) = (member.current.clone(), Arc::clone(&member.name));
         match state.publish(&room, kind(from), Some(id)) {
             Ok(seq) => Some((room, seq)),
@@ -362,8 +197,9 @@ impl Rooms {
 }
 
 impl State {
-    /// Appends an event to a room's log and delivers its line to the room's members but
-    /// `except`; returns the room's newest number.
+    /// Appends an event to a room's log, applies it to the room's roster and delivers its
+    /// line (if it has one) to the room's members here but `except`; returns the room's
+    /// newest number.
     fn publish(
         &mut self,
         room: &RoomName,
@@ -375,28 +211,62 @@ impl State {
             return Ok(0);
         };
         let event = channel.log.append(kind, &history)?;
-        let mark = event.kind.is_message().then(|| (room.clone(), event.seq));
-        let line = Line::marked(protocol::render(&event), mark);
-        self.broadcast(room, line, except);
+        self.apply(&event);
+        if event.kind.is_shown() {
+            let mark = event.kind.is_message().then(|| (room.clone(), event.seq));
+            let line = Line::marked(protocol::render(&event), mark);
+            self.broadcast(room, line, except);
+        }
         Ok(event.seq)
     }
 
-    /// Publishes a joined or left line, which takes no number and is never refused.
-    fn publish_presence(&mut self, room: &RoomName, kind: EventKind) {
+    /// Publishes presence, which takes no number and is never refused.
+    fn publish_presence(&mut self, room: &RoomName, kind: EventKind, except: Option<MemberId>) {
         debug_assert!(!kind.is_message());
-        let _ = self.publish(room, kind, None);
+        let _ = self.publish(room, kind, except);
     }
 
-    /// Delivers `line` to every member of `room` but `except`, then announces anyone it had
-    /// to drop.
+    /// The one place a roster changes: by a presence event, in log order. #lobby's audience
+    /// is the hub (everyone connected here), so its roster stays empty on a single node.
+    fn apply(&mut self, event: &Event) {
+        if event.room.is_lobby() {
+            return;
+        }
+        let Some(channel) = self.rooms.get_mut(&event.room) else {
+            return;
+        };
+        match &event.kind {
+            EventKind::Joined { name, conn } => {
+                channel.roster.insert(*conn, Arc::clone(name));
+            }
+            EventKind::Left { conn, .. } | EventKind::Offline { conn } => {
+                channel.roster.remove(conn);
+            }
+            EventKind::Replaced { name, old, new } => {
+                if channel.roster.remove(old).is_some() {
+                    channel.roster.insert(*new, Arc::clone(name));
+                }
+            }
+            EventKind::Chat { .. } | EventKind::Action { .. } | EventKind::Notice { .. } => {}
+        }
+    }
+
+    /// Delivers `line` to every member of `room` here but `except`, then announces anyone it
+    /// had to drop.
     ///
     /// Everyone dropped by one event is announced in one presence delivery (their `left`
     /// lines, concatenated and shared), which is queued past the byte bound: a mass eviction
     /// costs each survivor one delivery and can evict nobody else, so the work under the lock
     /// stays proportional to the members, never to evicted × members.
     fn broadcast(&mut self, room: &RoomName, line: Arc<Line>, except: Option<MemberId>) {
-        let limit = self.limit;
-        let dropped = self.fan_out(room, except, |member| member.deliver(&line, limit));
+        let dropped = if room.is_lobby() {
+            self.hub.deliver(Audience::Everyone, &line, except)
+        } else if let Some(channel) = self.rooms.get(room) {
+            self.hub
+                .deliver(Audience::Roster(&channel.roster), &line, except)
+        } else {
+            return;
+        };
         self.announce_dropped(dropped);
     }
 
@@ -414,47 +284,8 @@ impl State {
             if text.is_empty() {
                 return;
             }
-            let presence = Line::new(text);
-            let lobby = self.lobby.clone();
-            dropped = self.fan_out(&lobby, None, |member| member.deliver_presence(&presence));
+            dropped = self.hub.deliver_presence(&Line::new(text));
         }
-    }
-
-    /// Offers one room event to every member of `room` but `except` and counts it; returns
-    /// the members that could not take it.
-    fn fan_out(
-        &self,
-        room: &RoomName,
-        except: Option<MemberId>,
-        send: impl Fn(&Member) -> Result<(), Undeliverable>,
-    ) -> Vec<(MemberId, Undeliverable)> {
-        let mut dropped = Vec::new();
-        let mut delivered = 0;
-        let mut offer = |id: MemberId, member: &Member| {
-            if Some(id) == except {
-                return;
-            }
-            match send(member) {
-                Ok(()) => delivered += 1,
-                Err(why) => dropped.push((id, why)),
-            }
-        };
-        if room.is_lobby() {
-            for (&id, member) in &self.members {
-                offer(id, member);
-            }
-        } else if let Some(channel) = self.rooms.get(room) {
-            for id in &channel.members {
-                if let Some(member) = self.members.get(id) {
-                    offer(*id, member);
-                }
-            }
-        }
-        crate::metrics::inc(&self.metrics.room_events);
-        self.metrics
-            .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
-        dropped
     }
 
     /// Queues a reply to one member's command in its own queue, under the same bound as room
@@ -464,32 +295,46 @@ impl State {
     }
 
     fn reply_marked(&mut self, id: MemberId, text: String, mark: Option<Mark>) {
-        let Some(member) = self.members.get(&id) else {
-            return;
-        };
-        if let Err(why) = member.deliver(&Line::marked(text, mark), self.limit) {
+        if let Err(why) = self.hub.reply(id, &Line::marked(text, mark)) {
             self.announce_dropped(vec![(id, why)]);
         }
     }
 
-    /// Queues a history block request for one member.
-    fn request_history(&mut self, id: MemberId, request: HistoryRequest) {
-        let Some(member) = self.members.get(&id) else {
+    /// Queues the read of a room's newest `want` messages after `after` for one member.
+    fn request_history(&mut self, id: MemberId, room: &RoomName, purpose: Purpose, after: Seq) {
+        let want = match purpose {
+            Purpose::Join => self.history.limits().join_history,
+            Purpose::CatchUp { .. } => self.history.limits().catchup_messages,
+            Purpose::History => return,
+        };
+        self.request_history_of(id, room, purpose, after, want);
+    }
+
+    fn request_history_of(
+        &mut self,
+        id: MemberId,
+        room: &RoomName,
+        purpose: Purpose,
+        after: Seq,
+        want: usize,
+    ) {
+        let Some(channel) = self.rooms.get(room) else {
             return;
         };
-        if let Err(why) = member.deliver_history(request) {
+        let request = channel.log.range(purpose, after, want, &self.history);
+        if let Err(why) = self.hub.request_history(id, request) {
             self.announce_dropped(vec![(id, why)]);
         }
     }
 
     /// Removes a member that could not take a delivery; returns the line announcing it.
     fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<String> {
-        let limit = self.limit;
         let member = self.remove(id)?;
         let reason = match why {
             Undeliverable::Full => {
-                tracing::warn!(user = %member.name, limit_bytes = limit, "slow consumer evicted");
-                crate::metrics::inc(&self.metrics.evictions_send_queue);
+                let limit_bytes = self.hub.limit();
+                tracing::warn!(user = %member.name, limit_bytes, "slow consumer evicted");
+                crate::metrics::inc(&self.hub.metrics().evictions_send_queue);
                 member.evict();
                 Some(protocol::REASON_SEND_QUEUE)
             }
@@ -498,26 +343,16 @@ impl State {
         Some(protocol::left(&member.name, reason))
     }
 
-    /// Takes a member out of everything; its other rooms drop it without a line (memberships
-    /// stay for its next login).
-    fn remove(&mut self, id: MemberId) -> Option<Member> {
-        let member = self.members.remove(&id)?;
-        self.by_key.remove(&member.key);
+    /// Takes a member out of everything: its other rooms see it go offline, without a line
+    /// (memberships stay for its next login).
+    fn remove(&mut self, id: MemberId) -> Option<hub::Member> {
+        let member = self.hub.remove(id)?;
         self.directory.unregister(id);
         for room in &member.rooms {
-            self.leave_channel(room, id);
+            self.publish_presence(room, EventKind::Offline { conn: id }, None);
+            self.forget_if_idle(room);
         }
         Some(member)
-    }
-
-    /// Removes `id` from a room's members, forgetting the room once it is empty and nothing
-    /// of it lives only in memory.
-    fn leave_channel(&mut self, room: &RoomName, id: MemberId) {
-        let Some(channel) = self.rooms.get_mut(room) else {
-            return;
-        };
-        channel.members.remove(&id);
-        self.forget_if_idle(room);
     }
 
     /// Forgets a room (not #lobby) without members once nothing of it lives only in memory.
@@ -526,7 +361,7 @@ impl State {
             return;
         }
         if let Some(channel) = self.rooms.get(room)
-            && channel.members.is_empty()
+            && channel.roster.is_empty()
             && channel.log.is_settled(&self.history)
         {
             self.rooms.remove(room);
@@ -536,21 +371,27 @@ impl State {
 
     /// Names in a room, sorted case-insensitively.
     fn sorted_names(&self, room: &RoomName) -> Vec<Arc<str>> {
-        let mut members: Vec<&Member> = if room.is_lobby() {
-            self.members.values().collect()
-        } else {
-            self.rooms
-                .get(room)
-                .map(|c| {
-                    c.members
-                        .iter()
-                        .filter_map(|id| self.members.get(id))
-                        .collect()
-                })
-                .unwrap_or_default()
+        if room.is_lobby() {
+            return self.hub.sorted_names();
+        }
+        let Some(channel) = self.rooms.get(room) else {
+            return Vec::new();
         };
-        members.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        members.into_iter().map(|m| Arc::clone(&m.name)).collect()
+        let mut names: Vec<Arc<str>> = channel.roster.values().cloned().collect();
+        names.sort_unstable_by(|a, b| {
+            let a = a.bytes().map(|c| c.to_ascii_lowercase());
+            a.cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+        });
+        names
+    }
+
+    /// Members of a room, #lobby's being everyone here.
+    fn headcount(&self, name: &RoomName, channel: &Channel) -> usize {
+        if name.is_lobby() {
+            self.hub.len()
+        } else {
+            channel.roster.len()
+        }
     }
 
     /// Rooms with members online, #lobby included.
@@ -558,7 +399,7 @@ impl State {
         1 + self
             .rooms
             .iter()
-            .filter(|(name, c)| !name.is_lobby() && !c.members.is_empty())
+            .filter(|(name, c)| !name.is_lobby() && !c.roster.is_empty())
             .count()
     }
 
@@ -566,21 +407,18 @@ impl State {
     fn activate(&mut self, room: &RoomName, stored_last_seq: Seq) {
         let history = Arc::clone(&self.history);
         self.rooms.entry(room.clone()).or_insert_with(|| Channel {
-            members: HashSet::new(),
+            roster: Roster::new(),
             log: Log::local(room.clone(), stored_last_seq, &history),
         });
     }
 
     /// Adds `id` to a room it is not in: the others there see it join.
     fn enter(&mut self, id: MemberId, room: &RoomName) {
-        let Some(name) = self.members.get(&id).map(|m| Arc::clone(&m.name)) else {
+        let Some(name) = self.hub.get(id).map(|m| Arc::clone(&m.name)) else {
             return;
         };
-        self.publish_presence(room, EventKind::Joined { name });
-        if let Some(channel) = self.rooms.get_mut(room) {
-            channel.members.insert(id);
-        }
-        if let Some(member) = self.members.get_mut(&id)
+        self.publish_presence(room, EventKind::Joined { name, conn: id }, Some(id));
+        if let Some(member) = self.hub.get_mut(id)
             && let Err(at) = member.rooms.binary_search(room)
         {
             member.rooms.insert(at, room.clone());
@@ -599,12 +437,12 @@ impl State {
         room: &RoomName,
         stored: Option<(Seq, u64)>,
     ) -> Result<(), u64> {
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.hub.get(id) else {
             return Ok(());
         };
         if member.in_room(room) {
             self.reply(id, protocol::now_talking(room));
-            if let Some(member) = self.members.get_mut(&id) {
+            if let Some(member) = self.hub.get_mut(id) {
                 member.current = room.clone();
             }
             return Ok(());
@@ -615,7 +453,7 @@ impl State {
             self.reply(id, protocol::too_many_rooms(limits.max_rooms_per_user));
             return Ok(());
         }
-        let empty = self.rooms.get(room).is_none_or(|c| c.members.is_empty());
+        let empty = self.rooms.get(room).is_none_or(|c| c.roster.is_empty());
         if empty && self.active_rooms() >= limits.max_rooms {
             self.reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
             return Ok(());
@@ -628,7 +466,7 @@ impl State {
         }
         self.enter(id, room);
         self.history.membership(user, room, true);
-        if let Some(member) = self.members.get_mut(&id) {
+        if let Some(member) = self.hub.get_mut(id) {
             member.current = room.clone();
         }
         let here = self.sorted_names(room);
@@ -638,15 +476,8 @@ impl State {
             protocol::you_joined(room, &here),
             Some((room.clone(), newest)),
         );
-        if self.history_on()
-            && limits.join_history > 0
-            && newest > 0
-            && let Some(channel) = self.rooms.get(room)
-        {
-            let request = channel
-                .log
-                .range(Purpose::Join, 0, limits.join_history, &self.history);
-            self.request_history(id, request);
+        if self.history_on() && limits.join_history > 0 && newest > 0 {
+            self.request_history(id, room, Purpose::Join, 0);
         }
         Ok(())
     }
@@ -674,8 +505,9 @@ impl Rooms {
 
     /// Adds a member to #lobby and to its restored rooms, queueing its `You are in` lines and
     /// catch-up requests; an existing member of the same name (any case) is replaced silently
-    /// and its rooms are kept. `Changed` when a restored room not in memory was forgotten
-    /// since `restore` was read (its stored number may be stale): read it again.
+    /// (a `Replaced` event in each of its rooms) and its rooms are kept. `Changed` when a
+    /// restored room not in memory was forgotten since `restore` was read (its stored number
+    /// may be stale): read it again.
     pub fn join(
         &self,
         name: &Username,
@@ -695,56 +527,43 @@ impl Rooms {
             return Err(JoinError::Changed);
         }
         let user = login.stamp.id;
-        let key = name.key();
-        // A takeover keeps the rooms and shows no flap; the old session is only closed.
-        let replaced = match state.by_key.get(&key).copied() {
-            Some(old_id) => state.members.remove(&old_id).map(|m| (old_id, m)),
-            None => None,
-        };
+        let shown: Arc<str> = name.as_str().into();
         state.next_id += 1;
         let id = ConnId {
             node: state.node,
             local: state.next_id,
         };
-        let (tx, rx) = queue::queue();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let kept_rooms = match &replaced {
+        // A takeover keeps the rooms and shows no flap; the old session is only closed.
+        let replaced = state
+            .hub
+            .find(name.as_str())
+            .and_then(|old_id| state.hub.remove(old_id).map(|m| (old_id, m)));
+        let first_login = replaced.is_none();
+        let kept_rooms = match replaced {
             Some((old_id, old)) => {
                 old.close(protocol::SIGNED_IN_ELSEWHERE);
-                for room in &old.rooms {
-                    if let Some(channel) = state.rooms.get_mut(room) {
-                        channel.members.remove(old_id);
-                        channel.members.insert(id);
-                    }
+                let lobby = state.lobby.clone();
+                for room in std::iter::once(&lobby).chain(&old.rooms) {
+                    let kind = EventKind::Replaced {
+                        name: Arc::clone(&shown),
+                        old: old_id,
+                        new: id,
+                    };
+                    state.publish_presence(room, kind, None);
                 }
-                old.rooms.clone()
+                old.rooms
             }
-            None => Vec::new(),
+            None => {
+                let lobby = state.lobby.clone();
+                let kind = EventKind::Joined {
+                    name: Arc::clone(&shown),
+                    conn: id,
+                };
+                state.publish_presence(&lobby, kind, None);
+                Vec::new()
+            }
         };
-        let first_login = replaced.is_none();
-        let lobby_name = state.lobby.clone();
-        if first_login {
-            let lobby = state.lobby.clone();
-            state.publish_presence(
-                &lobby,
-                EventKind::Joined {
-                    name: name.as_str().into(),
-                },
-            );
-        }
-        state.members.insert(
-            id,
-            Member {
-                name: name.as_str().into(),
-                key: key.clone(),
-                user,
-                rooms: kept_rooms,
-                current: lobby_name.clone(),
-                tx,
-                queued: Arc::clone(&queued),
-            },
-        );
-        state.by_key.insert(key, id);
+        let outbox = state.hub.connect(id, shown, user, kept_rooms);
         // Replaces the old session's entry, as the rooms just did.
         state.directory.register(
             id,
@@ -753,7 +572,7 @@ impl Rooms {
                 peer: login.peer,
                 since: std::time::SystemTime::now(),
                 stamp: login.stamp,
-                queued: Arc::clone(&queued),
+                queued: outbox.queue_counter(),
                 certificate: login.certificate,
             },
         );
@@ -774,8 +593,8 @@ impl Rooms {
             let mut rooms = vec![lobby.clone()];
             rooms.extend(
                 state
-                    .members
-                    .get(&id)
+                    .hub
+                    .get(id)
                     .map(|m| m.rooms.clone())
                     .unwrap_or_default(),
             );
@@ -789,29 +608,22 @@ impl Rooms {
             }
         }
         let rooms = state
-            .members
-            .get(&id)
+            .hub
+            .get(id)
             .map(|m| m.rooms.clone())
             .unwrap_or_default();
         for room in &rooms {
             let here = state.sorted_names(room);
             state.reply(id, protocol::you_are_in(room, &here));
         }
-        let want = state.history.limits().catchup_messages;
         for (room, at) in catch_up {
-            let Some(channel) = state.rooms.get(&room) else {
-                continue;
-            };
-            let missed = channel.log.last_seq() - at;
-            let request = channel
-                .log
-                .range(Purpose::CatchUp { missed }, at, want, &state.history);
-            state.request_history(id, request);
+            let missed = state.last_seq(&room) - at;
+            state.request_history(id, &room, Purpose::CatchUp { missed }, at);
         }
         Ok(Joined {
             id,
             welcome,
-            outbox: Outbox { rx, queued },
+            outbox,
             positions,
         })
     }
@@ -827,13 +639,15 @@ impl Rooms {
             let kind = EventKind::Left {
                 name: member.name,
                 reason: reason.map(str::to_owned),
+                conn: id,
             };
-            state.publish_presence(&lobby, kind);
+            state.publish_presence(&lobby, kind, None);
         }
     }
 
-    /// Relays a chat line to the other members of the current room; returns its number.
-    pub fn say(&self, id: MemberId, text: &str) -> Option<Mark> {
+    /// Relays a chat line to the other members of the current room; returns its number
+    /// (the append's result: a shared log's append waits for the log).
+    pub async fn say(&self, id: MemberId, text: &str) -> Option<Mark> {
         self.relay(id, |from| EventKind::Chat {
             from,
             text: text.to_owned(),
@@ -841,7 +655,7 @@ impl Rooms {
     }
 
     /// Relays an action (`/me`) to the other members of the current room.
-    pub fn emote(&self, id: MemberId, text: &str) -> Option<Mark> {
+    pub async fn emote(&self, id: MemberId, text: &str) -> Option<Mark> {
         self.relay(id, |from| EventKind::Action {
             from,
             text: text.to_owned(),
@@ -852,18 +666,18 @@ impl Rooms {
     /// the sender's own queue, in room order; returns the target's name as created.
     pub fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
         let mut state = self.lock();
-        let Some(from) = state.members.get(&id).map(|m| Arc::clone(&m.name)) else {
+        let Some(from) = state.hub.get(id).map(|m| Arc::clone(&m.name)) else {
             return Err(NotOnline(to.to_owned()));
         };
-        let target = state
-            .by_key
-            .get(&to.to_ascii_lowercase())
-            .and_then(|tid| state.members.get(tid).map(|t| (*tid, t)));
-        let result = match target {
-            Some((target_id, target)) => {
+        let result = match state.hub.find(to) {
+            Some(target_id) => {
                 let line = Line::new(protocol::private_message(&from, text));
-                match target.deliver(&line, state.limit) {
-                    Ok(()) => Ok(Arc::clone(&target.name)),
+                match state.hub.reply(target_id, &line) {
+                    Ok(()) => state
+                        .hub
+                        .get(target_id)
+                        .map(|t| Arc::clone(&t.name))
+                        .ok_or_else(|| NotOnline(to.to_owned())),
                     Err(why) => {
                         state.announce_dropped(vec![(target_id, why)]);
                         Err(NotOnline(to.to_owned()))
@@ -884,7 +698,7 @@ impl Rooms {
     /// agrees with the joined and left lines queued before it.
     pub fn send_who(&self, id: MemberId, room: Option<&RoomName>) {
         let mut state = self.lock();
-        let Some(current) = state.members.get(&id).map(|m| m.current.clone()) else {
+        let Some(current) = state.hub.get(id).map(|m| m.current.clone()) else {
             return;
         };
         let room = room.cloned().unwrap_or(current);
@@ -903,14 +717,7 @@ impl Rooms {
         let mut list: Vec<(RoomName, usize)> = state
             .rooms
             .iter()
-            .map(|(name, c)| {
-                let n = if name.is_lobby() {
-                    state.members.len()
-                } else {
-                    c.members.len()
-                };
-                (name.clone(), n)
-            })
+            .map(|(name, c)| (name.clone(), state.headcount(name, c)))
             .filter(|(_, n)| *n > 0)
             .collect();
         list.sort_unstable();
@@ -946,7 +753,7 @@ impl Rooms {
     /// `/part [#room]`.
     pub fn part_room(&self, id: MemberId, room: Option<RoomName>) {
         let mut state = self.lock();
-        let Some(member) = state.members.get(&id) else {
+        let Some(member) = state.hub.get(id) else {
             return;
         };
         let room = room.unwrap_or_else(|| member.current.clone());
@@ -960,16 +767,18 @@ impl Rooms {
         }
         let (user, name) = (member.user, Arc::clone(&member.name));
         let lobby = state.lobby.clone();
-        if let Some(member) = state.members.get_mut(&id) {
+        if let Some(member) = state.hub.get_mut(id) {
             member.rooms.retain(|r| *r != room);
             if member.current == room {
                 member.current = lobby;
             }
         }
-        if let Some(channel) = state.rooms.get_mut(&room) {
-            channel.members.remove(&id);
-        }
-        state.publish_presence(&room, EventKind::Left { name, reason: None });
+        let left = EventKind::Left {
+            name,
+            reason: None,
+            conn: id,
+        };
+        state.publish_presence(&room, left, None);
         state.history.membership(user, &room, false);
         state.reply(id, protocol::you_left(&room));
         state.forget_if_idle(&room);
@@ -978,18 +787,14 @@ impl Rooms {
     /// `/history N` in the current room.
     pub fn send_history(&self, id: MemberId, want: usize) {
         let mut state = self.lock();
-        let Some(room) = state.members.get(&id).map(|m| m.current.clone()) else {
+        let Some(room) = state.hub.get(id).map(|m| m.current.clone()) else {
             return;
         };
         if !state.history_on() {
             state.reply(id, protocol::HISTORY_OFF.to_owned());
             return;
         }
-        let Some(channel) = state.rooms.get(&room) else {
-            return;
-        };
-        let request = channel.log.range(Purpose::History, 0, want, &state.history);
-        state.request_history(id, request);
+        state.request_history_of(id, &room, Purpose::History, 0, want);
     }
 
     /// Everyone online, sorted case-insensitively (for tests; members get
@@ -1011,8 +816,9 @@ impl Rooms {
         let kind = EventKind::Left {
             name: member.name,
             reason: reason.map(str::to_owned),
+            conn: id,
         };
-        state.publish_presence(&lobby, kind);
+        state.publish_presence(&lobby, kind, None);
         true
     }
 
@@ -1031,12 +837,11 @@ impl Rooms {
     pub fn shutdown(&self) {
         let mut state = self.lock();
         state.closed = true;
-        for (_, member) in state.members.drain() {
+        for member in state.hub.drain() {
             member.close(protocol::SHUTTING_DOWN);
         }
-        state.by_key.clear();
         for channel in state.rooms.values_mut() {
-            channel.members.clear();
+            channel.roster.clear();
         }
     }
 }
@@ -1044,6 +849,7 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     fn user(s: &str) -> Username {
         Username::parse(s).unwrap()
@@ -1101,13 +907,13 @@ mod tests {
         assert_eq!(drain(&mut bob.outbox), vec!["*** Alice joined"]);
     }
 
-    #[test]
-    fn say_reaches_others_but_not_the_sender() {
+    #[tokio::test]
+    async fn say_reaches_others_but_not_the_sender() {
         let room = Rooms::new(1 << 20);
         let mut a = room.join_as(&user("a")).unwrap();
         let mut b = room.join_as(&user("b")).unwrap();
         drain(&mut a.outbox);
-        room.say(a.id, "hello");
+        room.say(a.id, "hello").await;
         assert_eq!(drain(&mut b.outbox), vec!["<a> hello"]);
         assert!(drain(&mut a.outbox).is_empty());
     }
@@ -1142,28 +948,28 @@ mod tests {
         (room, slow, fast, talker)
     }
 
-    #[test]
-    fn full_queue_evicts_and_others_keep_receiving() {
+    #[tokio::test]
+    async fn full_queue_evicts_and_others_keep_receiving() {
         // slow holds 34 bytes of join notices; each chat line is 30 bytes.
         let (room, slow, mut fast, talker) = three_members(100);
-        room.say(talker.id, "aaaaaaaaaaaaaaaaaaaa");
-        room.say(talker.id, "bbbbbbbbbbbbbbbbbbbb");
+        room.say(talker.id, "aaaaaaaaaaaaaaaaaaaa").await;
+        room.say(talker.id, "bbbbbbbbbbbbbbbbbbbb").await;
         assert!(!slow.outbox.removed().happened());
         drain(&mut fast.outbox);
-        room.say(talker.id, "cccccccccccccccccccc");
+        room.say(talker.id, "cccccccccccccccccccc").await;
         assert!(slow.outbox.removed().happened());
         assert_eq!(room.who().len(), 2);
         assert_eq!(drain(&mut fast.outbox).len(), 2);
-        room.say(talker.id, "after");
+        room.say(talker.id, "after").await;
         assert_eq!(drain(&mut fast.outbox), vec!["<talker> after"]);
     }
 
-    #[test]
-    fn eviction_notice_follows_the_event_that_overflowed() {
+    #[tokio::test]
+    async fn eviction_notice_follows_the_event_that_overflowed() {
         let (room, _slow, mut fast, talker) = three_members(100);
         let mut seen = Vec::new();
         for _ in 0..3 {
-            room.say(talker.id, "xxxxxxxxxxxxxxxxxxxx");
+            room.say(talker.id, "xxxxxxxxxxxxxxxxxxxx").await;
             seen.extend(drain(&mut fast.outbox));
         }
         assert_eq!(
@@ -1177,8 +983,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn mass_eviction_evicts_no_healthy_member_and_costs_each_survivor_one_delivery() {
+    #[tokio::test]
+    async fn mass_eviction_evicts_no_healthy_member_and_costs_each_survivor_one_delivery() {
         let metrics = Arc::new(Metrics::default());
         // Room for one 40-byte chat line and a little more.
         let line = "x".repeat(29);
@@ -1202,10 +1008,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         // From here on the stalled members read nothing.
-        room.say(talker.id, &line);
+        room.say(talker.id, &line).await;
         drain_all(&mut healthy);
         let before = metrics.deliveries.load(Ordering::Relaxed);
-        room.say(talker.id, &line);
+        room.say(talker.id, &line).await;
         let after = metrics.deliveries.load(Ordering::Relaxed);
         assert!(stalled.iter().all(|s| s.outbox.removed().happened()));
         assert!(healthy.iter().all(|h| !h.outbox.removed().happened()));
@@ -1228,19 +1034,19 @@ mod tests {
         }
         // Presence lines do not count towards the bound: a survivor that has not read them yet
         // still takes the next line.
-        room.say(talker.id, &line);
+        room.say(talker.id, &line).await;
         assert!(healthy.iter().all(|h| !h.outbox.removed().happened()));
     }
 
-    #[test]
-    fn dropped_receiver_is_announced_as_left() {
+    #[tokio::test]
+    async fn dropped_receiver_is_announced_as_left() {
         let room = Rooms::new(1 << 20);
         let gone = room.join_as(&user("gone")).unwrap();
         let b = room.join_as(&user("b")).unwrap();
         let mut c = room.join_as(&user("c")).unwrap();
         drain(&mut c.outbox);
         drop(gone);
-        room.say(b.id, "x");
+        room.say(b.id, "x").await;
         assert_eq!(drain(&mut c.outbox), vec!["<b> x", "*** gone left"]);
         assert_eq!(room.who().len(), 2);
     }
@@ -1313,6 +1119,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rooms_roster_follows_its_presence_events_through_takeover_and_logout() {
+        let rooms = Rooms::new(1 << 20);
+        let dev = RoomName::parse("#dev").unwrap();
+        let old = rooms.join_as(&user("alice")).unwrap();
+        let mut bob = rooms.join_as(&user("bob")).unwrap();
+        rooms.join_room(old.id, dev.clone()).await;
+        rooms.join_room(bob.id, dev.clone()).await;
+        let new = rooms.join_as(&user("Alice")).unwrap();
+        // The replaced connection's late leave must not take the new one out of #dev.
+        rooms.leave(old.id, None);
+        drain(&mut bob.outbox);
+        rooms.send_who(bob.id, Some(&dev));
+        assert_eq!(drain(&mut bob.outbox), vec!["*** 2 in #dev: Alice, bob"]);
+        rooms.leave(new.id, None);
+        rooms.send_who(bob.id, Some(&dev));
+        assert_eq!(
+            drain(&mut bob.outbox),
+            vec!["*** Alice left", "*** 1 in #dev: bob"],
+            "offline in #dev without a line there"
+        );
+    }
+
+    #[tokio::test]
     async fn a_room_forgotten_after_a_stale_read_continues_from_its_real_number() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(&dir.path().join("t.db"))
@@ -1327,7 +1156,7 @@ mod tests {
         // What a reader saw before anything happened in #dev.
         let stale = (history.last_seq(&dev).await.unwrap(), rooms.lock().forgets);
         rooms.join_room(a.id, dev.clone()).await;
-        assert_eq!(rooms.say(a.id, "x"), Some((dev.clone(), 1)));
+        assert_eq!(rooms.say(a.id, "x").await, Some((dev.clone(), 1)));
         history.barrier().await;
         rooms.part_room(a.id, None);
         assert!(!rooms.is_active(&dev), "settled and empty: forgotten");
@@ -1335,7 +1164,7 @@ mod tests {
         assert_eq!(rooms.lock().join_room(a.id, &dev, Some(stale)), Err(1));
         assert!(!rooms.is_active(&dev));
         rooms.join_room(a.id, dev.clone()).await;
-        assert_eq!(rooms.say(a.id, "y"), Some((dev.clone(), 2)));
+        assert_eq!(rooms.say(a.id, "y").await, Some((dev.clone(), 2)));
         drain(&mut a.outbox);
     }
 
@@ -1349,10 +1178,10 @@ mod tests {
         let dev = RoomName::parse("#dev").unwrap();
         let a = rooms.join_as(&user("a")).unwrap();
         rooms.join_room(a.id, dev.clone()).await;
-        rooms.say(a.id, "x");
+        rooms.say(a.id, "x").await;
         rooms.part_room(a.id, None);
         assert!(rooms.is_active(&dev), "its numbers exist nowhere else");
         rooms.join_room(a.id, dev.clone()).await;
-        assert_eq!(rooms.say(a.id, "y"), Some((dev, 2)));
+        assert_eq!(rooms.say(a.id, "y").await, Some((dev, 2)));
     }
 }

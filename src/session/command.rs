@@ -54,12 +54,12 @@ pub(super) async fn handle<S>(
         Command::Say(text) => {
             if protocol::has_content(text) {
                 debug!(body = %text.escape_debug(), "say");
-                conn.marks.extend(room.say(member.id, text));
+                conn.marks.extend(room.say(member.id, text).await);
             }
         }
         Command::Emote(text) => {
             if protocol::has_content(text) {
-                conn.marks.extend(room.emote(member.id, text));
+                conn.marks.extend(room.emote(member.id, text).await);
             }
         }
         // Replies from here on are queued by the room in room order (see `Room::send_who`).

@@ -285,7 +285,7 @@ mod tests {
                 Default::default(),
             )
             .unwrap();
-        room.say(carol.id, "still works");
+        room.say(carol.id, "still works").await;
         assert_eq!(text(bob.outbox.recv().await), "*** carol joined\n");
         assert_eq!(text(bob.outbox.recv().await), "<carol> still works\n");
     }

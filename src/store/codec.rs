@@ -91,7 +91,10 @@ pub fn encode_message(out: &mut Vec<u8>, event: &Event) {
         EventKind::Chat { from, text } => (0u8, &**from, text.as_str()),
         EventKind::Action { from, text } => (1, &**from, text.as_str()),
         EventKind::Notice { text } => (2, "", text.as_str()),
-        EventKind::Joined { .. } | EventKind::Left { .. } => return,
+        EventKind::Joined { .. }
+        | EventKind::Left { .. }
+        | EventKind::Replaced { .. }
+        | EventKind::Offline { .. } => return,
     };
     // Usernames are at most 32 bytes; lines at most the line limit (≤ 1 MiB).
     let sender = &sender.as_bytes()[..sender.len().min(255)];

@@ -199,7 +199,13 @@ mod tests {
         let mut log = LocalLog::new(RoomName::lobby(), 41, &h);
         assert_eq!(log.append(chat("a"), &h).unwrap().seq, 42);
         let joined = log
-            .append(EventKind::Joined { name: "x".into() }, &h)
+            .append(
+                EventKind::Joined {
+                    name: "x".into(),
+                    conn: crate::event::ConnId { node: 0, local: 1 },
+                },
+                &h,
+            )
             .unwrap();
         assert_eq!(joined.seq, 42, "presence carries the last message's number");
         assert_eq!(log.append(chat("b"), &h).unwrap().seq, 43);

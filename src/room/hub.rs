@@ -1,0 +1,356 @@
+//! The members on this node: one byte-bounded queue per connection, fed by every room the
+//! member is in and by the replies to its own commands, and the eviction of members that do
+//! not read. The hub knows nothing of logs or rosters: the rooms say whom a line goes to.
+//!
+//! Delivery is the hot path (one call per member per event): it takes no lock of its own, and
+//! allocates nothing per member (every queue holds an `Arc` of the one rendered line).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::queue;
+use super::{MemberId, Roster};
+use crate::event::{RoomName, Seq};
+use crate::history::HistoryRequest;
+use crate::metrics::Metrics;
+
+/// A room and the number of a message in it: a read position.
+pub type Mark = (RoomName, Seq);
+
+/// A rendered line, shared by every member it is queued for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The wire text, LF included.
+    pub text: String,
+    /// When it was rendered and queued, for the delivery-latency metric.
+    pub queued_at: Instant,
+    /// The read position a member reaches once this line is written to its socket.
+    pub mark: Option<Mark>,
+}
+
+impl Line {
+    /// Renders once; the `Arc` is what each member's queue holds.
+    pub fn new(text: String) -> Arc<Line> {
+        Self::marked(text, None)
+    }
+
+    /// A line that moves the reader's position in a room.
+    pub fn marked(text: String, mark: Option<Mark>) -> Arc<Line> {
+        Arc::new(Line {
+            text,
+            queued_at: Instant::now(),
+            mark,
+        })
+    }
+}
+
+/// An item in a member's outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A rendered line.
+    Line(Arc<Line>),
+    /// `left` lines of members the room dropped, outside the byte bound (see
+    /// [`Hub`]'s eviction rule).
+    Presence(Arc<Line>),
+    /// A history block to be read and written at this point of the queue.
+    History(Box<HistoryRequest>),
+    /// A last line; the session writes it and closes. Boxed so that the enum stays two words:
+    /// a fat `Arc<str>` here would make every queue slot of every member 50 % larger, which
+    /// costs ~25 % of fan-out CPU when queues are deep (measured with benches/run.sh).
+    Close(Box<String>),
+    /// Evicted for not reading: the session drops what it holds and closes.
+    Evicted,
+}
+
+/// The signal that the rooms removed a member (see [`Outbox::removed`]).
+pub type Removal = queue::Removal<Delivery>;
+
+/// The receiving end of a member's byte-bounded queue.
+pub struct Outbox {
+    rx: queue::Receiver<Delivery>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Waits for the next delivery; `None` once the room dropped this member without a `Close`.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Takes a delivery if one is queued.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.rx.try_recv()
+    }
+
+    /// Reports that `bytes` of taken deliveries have reached the socket.
+    pub fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Signalled whenever the room removes this member (kick, takeover, account change,
+    /// shutdown, eviction), after the last delivery is queued: a session blocked in a write
+    /// stops it and says goodbye within a bounded time.
+    pub fn removed(&self) -> Removal {
+        self.rx.removal()
+    }
+
+    /// The queued-bytes counter, shared for reporting (`tlschat admin who`).
+    pub fn queue_counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.queued)
+    }
+}
+
+/// A member connected to this node.
+pub(super) struct Member {
+    pub name: Arc<str>,
+    pub key: String,
+    /// The account's row id (memberships and read positions are kept per account).
+    pub user: i64,
+    /// Rooms besides #lobby, sorted.
+    pub rooms: Vec<RoomName>,
+    /// Where plain lines and `/me` go.
+    pub current: RoomName,
+    tx: queue::Sender<Delivery>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Why a member could not take a delivery.
+pub(super) enum Undeliverable {
+    /// Its queue is past the byte bound: it does not read.
+    Full,
+    /// Its session has gone.
+    Gone,
+}
+
+impl Member {
+    /// Queues a line unless it would push the member's queue past `limit` bytes.
+    fn deliver(&self, line: &Arc<Line>, limit: usize) -> Result<(), Undeliverable> {
+        let len = line.text.len();
+        if self.queued.load(Ordering::Relaxed) + len > limit {
+            return Err(Undeliverable::Full);
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx
+            .send(Delivery::Line(Arc::clone(line)))
+            .map_err(|_| Undeliverable::Gone)
+    }
+
+    /// Queues presence lines outside the bound: they are at most one line per member that
+    /// left (so bounded by the room's size), and must never turn one eviction into more.
+    fn deliver_presence(&self, line: &Arc<Line>) -> Result<(), Undeliverable> {
+        self.tx
+            .send(Delivery::Presence(Arc::clone(line)))
+            .map_err(|_| Undeliverable::Gone)
+    }
+
+    /// Sends the final line regardless of the bound (it is short and ends the queue), and
+    /// interrupts the session even if it is blocked writing to a peer that does not read.
+    pub fn close(&self, line: &str) {
+        let _ = self.tx.send(Delivery::Close(Box::new(line.to_owned())));
+        self.tx.remove();
+    }
+
+    /// Ends the session of a member that does not read, without anything more to queue.
+    pub fn evict(&self) {
+        let _ = self.tx.send(Delivery::Evicted);
+        self.tx.remove();
+    }
+
+    /// True when the member is in `room` (everyone is in #lobby).
+    pub fn in_room(&self, room: &RoomName) -> bool {
+        room.is_lobby() || self.rooms.binary_search(room).is_ok()
+    }
+}
+
+/// Whom a room event goes to on this node.
+pub(super) enum Audience<'a> {
+    /// Every member here (#lobby).
+    Everyone,
+    /// The members of a room's roster that are connected here.
+    Roster(&'a Roster),
+}
+
+/// The members connected to this node, by connection and by name.
+pub(super) struct Hub {
+    members: HashMap<MemberId, Member>,
+    by_key: HashMap<String, MemberId>,
+    /// Bytes that may wait in one member's queue.
+    limit: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// No members yet; each may have `limit` bytes waiting.
+    pub fn new(limit: usize, metrics: Arc<Metrics>) -> Self {
+        Hub {
+            members: HashMap::new(),
+            by_key: HashMap::new(),
+            limit,
+            metrics,
+        }
+    }
+
+    /// Connects a member: its queue starts empty; the `Outbox` is the session's end.
+    pub fn connect(
+        &mut self,
+        id: MemberId,
+        name: Arc<str>,
+        user: i64,
+        rooms: Vec<RoomName>,
+    ) -> Outbox {
+        let (tx, rx) = queue::queue();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let key = name.to_ascii_lowercase();
+        self.by_key.insert(key.clone(), id);
+        self.members.insert(
+            id,
+            Member {
+                name,
+                key,
+                user,
+                rooms,
+                current: RoomName::lobby(),
+                tx,
+                queued: Arc::clone(&queued),
+            },
+        );
+        Outbox { rx, queued }
+    }
+
+    /// Takes a member out of the hub (its queue stays open until the caller closes it).
+    pub fn remove(&mut self, id: MemberId) -> Option<Member> {
+        let member = self.members.remove(&id)?;
+        self.by_key.remove(&member.key);
+        Some(member)
+    }
+
+    /// Everyone, for shutdown.
+    pub fn drain(&mut self) -> impl Iterator<Item = Member> + '_ {
+        self.by_key.clear();
+        self.members.drain().map(|(_, member)| member)
+    }
+
+    pub fn get(&self, id: MemberId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: MemberId) -> Option<&mut Member> {
+        self.members.get_mut(&id)
+    }
+
+    /// The connection of a name (any letter case) on this node.
+    pub fn find(&self, name: &str) -> Option<MemberId> {
+        self.by_key.get(&name.to_ascii_lowercase()).copied()
+    }
+
+    /// Members connected here.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Names of everyone here, sorted case-insensitively.
+    pub fn sorted_names(&self) -> Vec<Arc<str>> {
+        let mut members: Vec<&Member> = self.members.values().collect();
+        members.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        members.into_iter().map(|m| Arc::clone(&m.name)).collect()
+    }
+
+    /// Offers one room line to its audience here but `except`, and counts it; returns the
+    /// members that could not take it (the rooms remove and announce them).
+    pub fn deliver(
+        &self,
+        to: Audience<'_>,
+        line: &Arc<Line>,
+        except: Option<MemberId>,
+    ) -> Vec<(MemberId, Undeliverable)> {
+        let limit = self.limit;
+        self.fan_out(to, except, |member| member.deliver(line, limit))
+    }
+
+    /// Offers the `left` lines of dropped members to everyone here, outside the byte bound
+    /// (see [`Hub::deliver_presence`]'s use in the rooms' eviction rule).
+    pub fn deliver_presence(&self, line: &Arc<Line>) -> Vec<(MemberId, Undeliverable)> {
+        self.fan_out(Audience::Everyone, None, |member| {
+            member.deliver_presence(line)
+        })
+    }
+
+    fn fan_out(
+        &self,
+        to: Audience<'_>,
+        except: Option<MemberId>,
+        send: impl Fn(&Member) -> Result<(), Undeliverable>,
+    ) -> Vec<(MemberId, Undeliverable)> {
+        let mut dropped = Vec::new();
+        let mut delivered = 0;
+        let mut offer = |id: MemberId, member: &Member| {
+            if Some(id) == except {
+                return;
+            }
+            match send(member) {
+                Ok(()) => delivered += 1,
+                Err(why) => dropped.push((id, why)),
+            }
+        };
+        match to {
+            Audience::Everyone => {
+                for (&id, member) in &self.members {
+                    offer(id, member);
+                }
+            }
+            Audience::Roster(roster) => {
+                for id in roster.keys() {
+                    if let Some(member) = self.members.get(id) {
+                        offer(*id, member);
+                    }
+                }
+            }
+        }
+        crate::metrics::inc(&self.metrics.room_events);
+        self.metrics
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Queues a reply to one member's command in its own queue, under the same bound as room
+    /// lines (a member that asks but never reads is evicted like any slow consumer).
+    pub fn reply(&self, id: MemberId, line: &Arc<Line>) -> Result<(), Undeliverable> {
+        match self.members.get(&id) {
+            Some(member) => member.deliver(line, self.limit),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a history request for one member; its size is bounded by the request itself
+    /// (`want` ≤ 500).
+    pub fn request_history(
+        &self,
+        id: MemberId,
+        request: HistoryRequest,
+    ) -> Result<(), Undeliverable> {
+        match self.members.get(&id) {
+            Some(member) => member
+                .tx
+                .send(Delivery::History(Box::new(request)))
+                .map_err(|_| Undeliverable::Gone),
+            None => Ok(()),
+        }
+    }
+
+    /// The byte bound, for the eviction log line.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
