@@ -1,7 +1,10 @@
 //! Every tunable number, its default, and how flag > env > config file > default are merged.
 //!
-//! The same `Option` structs are both clap argument groups and serde tables, so a knob is
-//! declared once and is reachable by flag, environment variable and config file alike.
+//! Each knob is declared once, in a [`knobs!`] table: its documentation, value type, default,
+//! range, flag, environment variable and file key. From that line come the clap argument (with
+//! `[default: …]` in its help), the serde field of the config file, the validated value, the
+//! range check that names the setting, and the [`Knob`] entry the README's tables are tested
+//! against.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -38,118 +41,227 @@ pub enum ConfigError {
     Invalid { name: &'static str, why: String },
 }
 
-/// Argon2id cost parameters as given by flag, env or file.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Argon2Settings {
-    /// Argon2id memory cost in KiB [default: 19456]
-    #[arg(
-        long = "argon2-memory-kib",
-        env = "TLSCHAT_ARGON2_MEMORY_KIB",
-        value_name = "N"
-    )]
-    pub memory_kib: Option<u32>,
-    /// Argon2id iterations (time cost) [default: 2]
-    #[arg(
-        long = "argon2-iterations",
-        env = "TLSCHAT_ARGON2_ITERATIONS",
-        value_name = "N"
-    )]
-    pub iterations: Option<u32>,
-    /// Argon2id parallelism (lanes) [default: 1]
-    #[arg(
-        long = "argon2-parallelism",
-        env = "TLSCHAT_ARGON2_PARALLELISM",
-        value_name = "N"
-    )]
-    pub parallelism: Option<u32>,
-    /// Password checks run at once [default: number of CPUs]
-    #[arg(long = "hash-threads", env = "TLSCHAT_HASH_THREADS", value_name = "N")]
-    pub threads: Option<usize>,
-    /// Logins that may wait for a password check before "Server busy" [default: 64]
-    #[arg(long = "hash-queue", env = "TLSCHAT_HASH_QUEUE", value_name = "N")]
-    pub queue: Option<usize>,
+/// One knob as declared: what the README's tables and error messages refer to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Knob {
+    /// The name errors use (the file key, prefixed `argon2_`/`hash_` in the `[argon2]` table
+    /// as its flag is).
+    pub name: &'static str,
+    /// The key in the config file, within `table` if there is one.
+    pub key: &'static str,
+    /// The config file's table (`limits`, `argon2`), or none for a top-level key.
+    pub table: Option<&'static str>,
+    /// The flag, without `--`.
+    pub flag: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The documented range (minimum, maximum), in `unit`; none for values that are not
+    /// numbers. Whatever the values in these ranges, no arithmetic on them can overflow (the
+    /// largest product is a delay of 60 s × 2^16, capped).
+    pub range: Option<(f64, f64)>,
+    /// `""`, or `" seconds"` for durations.
+    pub unit: &'static str,
 }
 
-/// Connection and session limits as given by flag, env or file (seconds for durations).
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Longest accepted line in bytes, terminator excluded [default: 4096]
-    #[arg(long, env = "TLSCHAT_MAX_LINE_BYTES", value_name = "BYTES")]
-    pub max_line_bytes: Option<usize>,
-    /// Bytes without a newline after which a client is disconnected [default: 65536]
-    #[arg(long, env = "TLSCHAT_MAX_UNTERMINATED_BYTES", value_name = "BYTES")]
-    pub max_unterminated_bytes: Option<usize>,
-    /// Seconds allowed for the TLS handshake [default: 10]
-    #[arg(long, env = "TLSCHAT_HANDSHAKE_TIMEOUT", value_name = "SECS")]
-    pub handshake_timeout: Option<f64>,
-    /// Seconds from connect to a successful login [default: 30]
-    #[arg(long, env = "TLSCHAT_LOGIN_TIMEOUT", value_name = "SECS")]
-    pub login_timeout: Option<f64>,
-    /// Bytes that may wait in one member's outbound queue [default: 262144]
-    #[arg(long, env = "TLSCHAT_OUTBOUND_QUEUE_BYTES", value_name = "BYTES")]
-    pub outbound_queue_bytes: Option<usize>,
-    /// Concurrent connections, all sources together [default: 10000]
-    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Concurrent connections per source IP (IPv6 per /64) [default: 128]
-    #[arg(long, env = "TLSCHAT_MAX_CONNECTIONS_PER_IP", value_name = "N")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Concurrent not-yet-logged-in connections per source IP [default: 16]
-    #[arg(long, env = "TLSCHAT_MAX_PRELOGIN_PER_IP", value_name = "N")]
-    pub max_prelogin_per_ip: Option<usize>,
-    /// Concurrent not-yet-logged-in connections, all sources together [default: 25% of max_connections]
-    #[arg(long, env = "TLSCHAT_MAX_PRELOGIN", value_name = "N")]
-    pub max_prelogin: Option<usize>,
-    /// Source IPs exempt from the per-IP caps (repeat the flag; comma-separated in env)
-    #[arg(
-        long = "exempt-ip",
-        env = "TLSCHAT_EXEMPT_IPS",
-        value_delimiter = ',',
-        value_name = "IP"
-    )]
-    pub exempt_ips: Option<Vec<IpAddr>>,
-    /// Lines a member may send in a burst [default: 10]
-    #[arg(long, env = "TLSCHAT_RATE_BURST", value_name = "N")]
-    pub rate_burst: Option<u32>,
-    /// Lines per second a member may send once the burst is used [default: 2]
-    #[arg(long, env = "TLSCHAT_RATE_PER_SEC", value_name = "N")]
-    pub rate_per_sec: Option<f64>,
-    /// Failed logins per username within the window before throttling [default: 5]
-    #[arg(long, env = "TLSCHAT_USER_FAILURES", value_name = "N")]
-    pub user_failures: Option<u32>,
-    /// Failed logins per username within the window after which no source gets its password
-    /// checked for that name [default: 50]
-    #[arg(long, env = "TLSCHAT_USER_FAILURE_CEILING", value_name = "N")]
-    pub user_failure_ceiling: Option<u32>,
-    /// Window in seconds for per-username failures [default: 900]
-    #[arg(long, env = "TLSCHAT_USER_FAILURE_WINDOW", value_name = "SECS")]
-    pub user_failure_window: Option<f64>,
-    /// Failed logins per source IP within the window before throttling [default: 20]
-    #[arg(long, env = "TLSCHAT_IP_FAILURES", value_name = "N")]
-    pub ip_failures: Option<u32>,
-    /// Window in seconds for per-IP failures [default: 600]
-    #[arg(long, env = "TLSCHAT_IP_FAILURE_WINDOW", value_name = "SECS")]
-    pub ip_failure_window: Option<f64>,
-    /// Seconds a throttled login waits for its answer; doubles with each further failure [default: 1]
-    #[arg(long, env = "TLSCHAT_THROTTLE_DELAY", value_name = "SECS")]
-    pub throttle_delay: Option<f64>,
-    /// Seconds of idle before TCP keepalive probes start [default: 60]
-    #[arg(long, env = "TLSCHAT_KEEPALIVE", value_name = "SECS")]
-    pub keepalive: Option<f64>,
-    /// Seconds between checks for accounts deleted, disabled or re-keyed by an admin [default: 2]
-    #[arg(long, env = "TLSCHAT_ACCOUNT_CHECK_INTERVAL", value_name = "SECS")]
-    pub account_check_interval: Option<f64>,
-    /// Seconds between checks of the certificate files for changes (SIGHUP reloads at once) [default: 30]
-    #[arg(long, env = "TLSCHAT_CERT_CHECK_INTERVAL", value_name = "SECS")]
-    pub cert_check_interval: Option<f64>,
-    /// Seconds given to sessions to say goodbye on shutdown [default: 3]
-    #[arg(long, env = "TLSCHAT_SHUTDOWN_GRACE", value_name = "SECS")]
-    pub shutdown_grace: Option<f64>,
-    /// Seconds between pings to a WebSocket client; no pong for twice this closes it [default: 30]
-    #[arg(long, env = "TLSCHAT_WS_PING_INTERVAL", value_name = "SECS")]
-    pub ws_ping_interval: Option<f64>,
+/// A knob's value type: how it reads as a number for its range, and how its default is shown.
+pub trait KnobValue {
+    /// Appended to a range in errors.
+    const UNIT: &'static str = "";
+    /// The value as a number in the knob's unit; none for values without a range.
+    fn number(&self) -> Option<f64>;
+    /// The value as `--help` shows a default.
+    fn show(&self) -> String;
+}
+
+macro_rules! number_knob {
+    ($($t:ty),*) => {$(
+        impl KnobValue for $t {
+            #[allow(clippy::cast_precision_loss, clippy::cast_lossless)]
+            fn number(&self) -> Option<f64> {
+                Some(*self as f64)
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+number_knob!(usize, u32, u64, f64);
+
+impl KnobValue for Duration {
+    const UNIT: &'static str = " seconds";
+    fn number(&self) -> Option<f64> {
+        Some(self.as_secs_f64())
+    }
+    fn show(&self) -> String {
+        self.as_secs_f64().to_string()
+    }
+}
+
+impl KnobValue for HistoryMode {
+    fn number(&self) -> Option<f64> {
+        None
+    }
+    fn show(&self) -> String {
+        format!("{self:?}").to_ascii_lowercase()
+    }
+}
+
+impl KnobValue for Vec<IpAddr> {
+    fn number(&self) -> Option<f64> {
+        None
+    }
+    fn show(&self) -> String {
+        "none".to_owned()
+    }
+}
+
+/// How a value given by flag, env or file becomes the knob's value (seconds become a
+/// `Duration`; everything else is taken as it is).
+pub trait FromGiven<R> {
+    fn from_given(given: R) -> Self;
+}
+
+impl<T> FromGiven<T> for T {
+    fn from_given(given: T) -> Self {
+        given
+    }
+}
+
+impl FromGiven<f64> for Duration {
+    fn from_given(secs: f64) -> Self {
+        // Only called after the range check: from_secs_f64 panics on 1e19 or NaN.
+        Duration::from_secs_f64(secs)
+    }
+}
+
+/// Checks a value against a knob's range; NaN and infinities are out of range.
+fn check_range(knob: &Knob, value: &impl KnobValue) -> Result<(), ConfigError> {
+    let (Some((min, max)), Some(v)) = (knob.range, value.number()) else {
+        return Ok(());
+    };
+    if v.is_finite() && v >= min && v <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name: knob.name,
+            why: format!("{v} is out of range: use {min} to {max}{}", knob.unit),
+        })
+    }
+}
+
+/// `--help` text: the doc line and the default.
+fn knob_help(doc: &str, default: String) -> String {
+    format!("{} [default: {default}]", doc.trim())
+}
+
+/// Declares a group of knobs: `$Given` (clap arguments and config-file fields, every one
+/// optional) and `$Values` (validated, with defaults). One line per knob:
+///
+/// `/// doc` `field: Type [GivenType] = default, name "..", flag "..", env ".."`, `value ".."`,
+/// then optionally `range MIN ..= MAX`, `shown ".."` (a default described in words), and
+/// `arg(..)` (extra clap attributes).
+macro_rules! knobs {
+    (
+        $(#[$gmeta:meta])*
+        given $Given:ident, table $table:expr;
+        $(#[$vmeta:meta])*
+        values $Values:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                $field:ident: $Ty:ty [$Raw:ty] = $default:expr,
+                    name $name:literal, flag $flag:literal, env $env:literal, value $vname:literal
+                    $(, range $min:literal ..= $max:literal)?
+                    $(, shown $shown:literal)?
+                    $(, arg($($extra:tt)*))?;
+            )*
+        }
+    ) => {
+        $(#[$gmeta])*
+        #[derive(Debug, Clone, Default, Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $Given {
+            $(
+                #[arg(
+                    long = $flag,
+                    env = $env,
+                    value_name = $vname,
+                    help = knob_help(concat!($($doc),*), knobs!(@shown $Values, $field $(, $shown)?))
+                    $(, $($extra)*)?
+                )]
+                pub $field: Option<$Raw>,
+            )*
+        }
+
+        $(#[$vmeta])*
+        pub struct $Values {
+            $(
+                $(#[doc = $doc])*
+                pub $field: $Ty,
+            )*
+        }
+
+        impl Default for $Values {
+            fn default() -> Self {
+                $Values {
+                    $($field: $default,)*
+                }
+            }
+        }
+
+        impl $Given {
+            /// Every knob of this group.
+            pub const KNOBS: &'static [Knob] = &[
+                $(Knob {
+                    name: $name,
+                    key: stringify!($field),
+                    table: $table,
+                    flag: $flag,
+                    env: $env,
+                    range: knobs!(@range $($min, $max)?),
+                    unit: <$Ty as KnobValue>::UNIT,
+                },)*
+            ];
+
+            /// The values set here, else `fallback`'s (flag and environment over the file).
+            pub fn or(&self, fallback: &Self) -> Self {
+                $Given {
+                    $($field: self.$field.clone().or_else(|| fallback.$field.clone()),)*
+                }
+            }
+        }
+
+        impl $Values {
+            /// The given values over the defaults, each checked against its range (a given
+            /// one before it is converted).
+            fn from_given(given: &$Given) -> Result<Self, ConfigError> {
+                let mut knobs = $Given::KNOBS.iter();
+                let mut out = Self::default();
+                $(
+                    let knob = knobs.next().expect("one knob per field");
+                    if let Some(value) = &given.$field {
+                        check_range(knob, value)?;
+                        out.$field = <$Ty as FromGiven<$Raw>>::from_given(value.clone());
+                    }
+                )*
+                out.check_ranges()?;
+                Ok(out)
+            }
+
+            /// Checks every value against its knob's range.
+            fn check_ranges(&self) -> Result<(), ConfigError> {
+                let mut knobs = $Given::KNOBS.iter();
+                $(check_range(knobs.next().expect("one knob per field"), &self.$field)?;)*
+                Ok(())
+            }
+        }
+    };
+    (@shown $Values:ident, $field:ident, $shown:literal) => { $shown.to_owned() };
+    (@shown $Values:ident, $field:ident) => {
+        KnobValue::show(&<$Values as Default>::default().$field)
+    };
+    (@range $min:literal, $max:literal) => { Some(($min as f64, $max as f64)) };
+    (@range) => { None };
 }
 
 /// Where room history is kept.
@@ -164,339 +276,229 @@ pub enum HistoryMode {
     Off,
 }
 
-/// Rooms and history as given by flag, env or file (top-level keys of the file).
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoomSettings {
-    /// Where history is kept: sqlite, memory or off [default: sqlite]
-    #[arg(long, env = "TLSCHAT_HISTORY", value_name = "MODE")]
-    pub history: Option<HistoryMode>,
-    /// Messages kept per room [default: 10000]
-    #[arg(long, env = "TLSCHAT_HISTORY_MESSAGES", value_name = "N")]
-    pub history_messages: Option<u64>,
-    /// Days a message is kept; 0 keeps messages of any age [default: 30]
-    #[arg(long, env = "TLSCHAT_HISTORY_DAYS", value_name = "DAYS")]
-    pub history_days: Option<u32>,
-    /// Recent messages shown on joining a room [default: 10]
-    #[arg(long, env = "TLSCHAT_JOIN_HISTORY", value_name = "N")]
-    pub join_history: Option<usize>,
-    /// Missed messages replayed per room at login [default: 50]
-    #[arg(long, env = "TLSCHAT_CATCHUP_MESSAGES", value_name = "N")]
-    pub catchup_messages: Option<usize>,
-    /// Rooms a user may be in besides #lobby [default: 20]
-    #[arg(long, env = "TLSCHAT_MAX_ROOMS_PER_USER", value_name = "N")]
-    pub max_rooms_per_user: Option<usize>,
-    /// Rooms with members online, #lobby included [default: 1000]
-    #[arg(long, env = "TLSCHAT_MAX_ROOMS", value_name = "N")]
-    pub max_rooms: Option<usize>,
-    /// Bytes of relayed messages that may wait for the database; past it chat lines are
-    /// refused [default: 67108864]
-    #[arg(long, env = "TLSCHAT_HISTORY_BACKLOG_BYTES", value_name = "BYTES")]
-    pub history_backlog_bytes: Option<usize>,
-}
-
-/// Validated rooms and history settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomLimits {
-    /// Where history is kept.
-    pub history: HistoryMode,
-    /// Messages kept per room.
-    pub history_messages: u64,
-    /// Days a message is kept (0: no age limit).
-    pub history_days: u32,
-    /// Messages shown on joining.
-    pub join_history: usize,
-    /// Missed messages replayed per room at login.
-    pub catchup_messages: usize,
-    /// Rooms per user besides #lobby.
-    pub max_rooms_per_user: usize,
-    /// Rooms with members online.
-    pub max_rooms: usize,
-    /// Bytes of messages relayed but not yet written that may wait in memory.
-    pub history_backlog_bytes: usize,
-}
-
-impl Default for RoomLimits {
-    fn default() -> Self {
-        RoomLimits {
-            history: HistoryMode::Sqlite,
-            history_messages: 10_000,
-            history_days: 30,
-            join_history: 10,
-            catchup_messages: 50,
-            max_rooms_per_user: 20,
-            max_rooms: 1_000,
-            history_backlog_bytes: DEFAULT_HISTORY_BACKLOG_BYTES,
-        }
+knobs! {
+    /// Argon2id cost parameters and password-check capacity as given by flag, env or file
+    /// (`[argon2]` table).
+    given Argon2Settings, table Some("argon2");
+    /// Validated argon2id parameters and password-check capacity (the cost is OWASP's
+    /// argon2id baseline: 19 MiB, 2 iterations, 1 lane).
+    #[derive(Debug, Clone, PartialEq)]
+    values HashSettings {
+        /// Argon2id memory cost in KiB
+        memory_kib: u32 [u32] = 19_456,
+            name "argon2_memory_kib", flag "argon2-memory-kib", env "TLSCHAT_ARGON2_MEMORY_KIB",
+            value "N", range 8 ..= 4_194_304;
+        /// Argon2id iterations (time cost)
+        iterations: u32 [u32] = 2,
+            name "argon2_iterations", flag "argon2-iterations", env "TLSCHAT_ARGON2_ITERATIONS",
+            value "N", range 1 ..= 100;
+        /// Argon2id parallelism (lanes)
+        parallelism: u32 [u32] = 1,
+            name "argon2_parallelism", flag "argon2-parallelism",
+            env "TLSCHAT_ARGON2_PARALLELISM", value "N", range 1 ..= 64;
+        /// Password checks run at once
+        threads: usize [usize] = std::thread::available_parallelism().map_or(2, |n| n.get()),
+            name "hash_threads", flag "hash-threads", env "TLSCHAT_HASH_THREADS", value "N",
+            range 1 ..= 1_024, shown "number of CPUs";
+        /// Logins that may wait for a password check before "Server busy"
+        queue: usize [usize] = 64,
+            name "hash_queue", flag "hash-queue", env "TLSCHAT_HASH_QUEUE", value "N",
+            range 0 ..= 1_000_000;
     }
+}
+
+knobs! {
+    /// Connection and session limits as given by flag, env or file (`[limits]` table;
+    /// seconds for durations).
+    given LimitSettings, table Some("limits");
+    /// Every limit the server enforces, with units in the types.
+    #[derive(Debug, Clone)]
+    values Limits {
+        /// Longest accepted line in bytes, terminator excluded
+        max_line_bytes: usize [usize] = 4096,
+            name "max_line_bytes", flag "max-line-bytes", env "TLSCHAT_MAX_LINE_BYTES",
+            value "BYTES", range 16 ..= 1_048_576;
+        /// Bytes without a newline after which a client is disconnected
+        max_unterminated_bytes: usize [usize] = 64 * 1024,
+            name "max_unterminated_bytes", flag "max-unterminated-bytes",
+            env "TLSCHAT_MAX_UNTERMINATED_BYTES", value "BYTES", range 16 ..= 67_108_864;
+        /// Seconds allowed for the TLS handshake
+        handshake_timeout: Duration [f64] = Duration::from_secs(10),
+            name "handshake_timeout", flag "handshake-timeout", env "TLSCHAT_HANDSHAKE_TIMEOUT",
+            value "SECS", range 0.01 ..= 86_400;
+        /// Seconds from connect to a successful login
+        login_timeout: Duration [f64] = Duration::from_secs(30),
+            name "login_timeout", flag "login-timeout", env "TLSCHAT_LOGIN_TIMEOUT",
+            value "SECS", range 0.01 ..= 86_400;
+        /// Bytes that may wait in one member's outbound queue
+        outbound_queue_bytes: usize [usize] = 256 * 1024,
+            name "outbound_queue_bytes", flag "outbound-queue-bytes",
+            env "TLSCHAT_OUTBOUND_QUEUE_BYTES", value "BYTES", range 1_024 ..= 1_073_741_824;
+        /// Concurrent connections, all sources together
+        max_connections: usize [usize] = 10_000,
+            name "max_connections", flag "max-connections", env "TLSCHAT_MAX_CONNECTIONS",
+            value "N", range 1 ..= 1_000_000;
+        /// Concurrent connections per source IP (IPv6 per /64)
+        max_connections_per_ip: usize [usize] = 128,
+            name "max_connections_per_ip", flag "max-connections-per-ip",
+            env "TLSCHAT_MAX_CONNECTIONS_PER_IP", value "N", range 1 ..= 1_000_000;
+        /// Concurrent not-yet-logged-in connections per source IP
+        max_prelogin_per_ip: usize [usize] = 16,
+            name "max_prelogin_per_ip", flag "max-prelogin-per-ip",
+            env "TLSCHAT_MAX_PRELOGIN_PER_IP", value "N", range 1 ..= 1_000_000;
+        /// Concurrent not-yet-logged-in connections, all sources together
+        max_prelogin: usize [usize] = default_max_prelogin(10_000),
+            name "max_prelogin", flag "max-prelogin", env "TLSCHAT_MAX_PRELOGIN", value "N",
+            range 1 ..= 1_000_000, shown "25% of max_connections";
+        /// Source IPs exempt from the per-IP caps (repeat the flag; comma-separated in env)
+        exempt_ips: Vec<IpAddr> [Vec<IpAddr>] = Vec::new(),
+            name "exempt_ips", flag "exempt-ip", env "TLSCHAT_EXEMPT_IPS", value "IP",
+            arg(value_delimiter = ',');
+        /// Lines a member may send in a burst
+        rate_burst: u32 [u32] = 10,
+            name "rate_burst", flag "rate-burst", env "TLSCHAT_RATE_BURST", value "N",
+            range 1 ..= 1_000_000;
+        /// Lines per second a member may send once the burst is used
+        rate_per_sec: f64 [f64] = 2.0,
+            name "rate_per_sec", flag "rate-per-sec", env "TLSCHAT_RATE_PER_SEC", value "N",
+            range 0.01 ..= 1_000_000;
+        /// Failed logins per username within the window before the sources that took part
+        /// are throttled
+        user_failures: u32 [u32] = 5,
+            name "user_failures", flag "user-failures", env "TLSCHAT_USER_FAILURES", value "N",
+            range 1 ..= 100_000;
+        /// Failed logins per username within the window after which no source gets its
+        /// password checked for that name
+        user_failure_ceiling: u32 [u32] = 50,
+            name "user_failure_ceiling", flag "user-failure-ceiling",
+            env "TLSCHAT_USER_FAILURE_CEILING", value "N", range 1 ..= 100_000;
+        /// Window in seconds for per-username failures
+        user_failure_window: Duration [f64] = Duration::from_secs(15 * 60),
+            name "user_failure_window", flag "user-failure-window",
+            env "TLSCHAT_USER_FAILURE_WINDOW", value "SECS", range 0.01 ..= 86_400;
+        /// Failed logins per source IP within the window before throttling
+        ip_failures: u32 [u32] = 20,
+            name "ip_failures", flag "ip-failures", env "TLSCHAT_IP_FAILURES", value "N",
+            range 1 ..= 100_000;
+        /// Window in seconds for per-IP failures
+        ip_failure_window: Duration [f64] = Duration::from_secs(10 * 60),
+            name "ip_failure_window", flag "ip-failure-window", env "TLSCHAT_IP_FAILURE_WINDOW",
+            value "SECS", range 0.01 ..= 86_400;
+        /// Seconds a throttled login waits for its answer; doubles with each further failure
+        /// (at most 30 s)
+        throttle_delay: Duration [f64] = Duration::from_secs(1),
+            name "throttle_delay", flag "throttle-delay", env "TLSCHAT_THROTTLE_DELAY",
+            value "SECS", range 0.001 ..= 60;
+        /// Seconds of idle before TCP keepalive probes start (Linux takes up to 32767 s; the
+        /// user timeout is twice this, in ms)
+        keepalive: Duration [f64] = Duration::from_secs(60),
+            name "keepalive", flag "keepalive", env "TLSCHAT_KEEPALIVE", value "SECS",
+            range 1 ..= 7_200;
+        /// Seconds between checks for accounts deleted, disabled or re-keyed by an admin
+        account_check_interval: Duration [f64] = Duration::from_secs(2),
+            name "account_check_interval", flag "account-check-interval",
+            env "TLSCHAT_ACCOUNT_CHECK_INTERVAL", value "SECS", range 0.01 ..= 3_600;
+        /// Seconds between checks of the certificate files for changes (SIGHUP reloads at
+        /// once)
+        cert_check_interval: Duration [f64] = Duration::from_secs(30),
+            name "cert_check_interval", flag "cert-check-interval",
+            env "TLSCHAT_CERT_CHECK_INTERVAL", value "SECS", range 0.01 ..= 86_400;
+        /// Seconds given to sessions to say goodbye on shutdown
+        shutdown_grace: Duration [f64] = Duration::from_secs(3),
+            name "shutdown_grace", flag "shutdown-grace", env "TLSCHAT_SHUTDOWN_GRACE",
+            value "SECS", range 0.01 ..= 3_600;
+        /// Seconds between pings to a WebSocket client; no pong for twice this closes it
+        ws_ping_interval: Duration [f64] = Duration::from_secs(30),
+            name "ws_ping_interval", flag "ws-ping-interval", env "TLSCHAT_WS_PING_INTERVAL",
+            value "SECS", range 0.01 ..= 3_600;
+    }
+}
+
+knobs! {
+    /// Rooms and history as given by flag, env or file (top-level keys of the file).
+    given RoomSettings, table None;
+    /// Validated rooms and history settings.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    values RoomLimits {
+        /// Where history is kept: sqlite, memory or off
+        history: HistoryMode [HistoryMode] = HistoryMode::Sqlite,
+            name "history", flag "history", env "TLSCHAT_HISTORY", value "MODE";
+        /// Messages kept per room
+        history_messages: u64 [u64] = 10_000,
+            name "history_messages", flag "history-messages", env "TLSCHAT_HISTORY_MESSAGES",
+            value "N", range 1 ..= 10_000_000;
+        /// Days a message is kept; 0 keeps messages of any age
+        history_days: u32 [u32] = 30,
+            name "history_days", flag "history-days", env "TLSCHAT_HISTORY_DAYS", value "DAYS",
+            range 0 ..= 36_500;
+        /// Recent messages shown on joining a room
+        join_history: usize [usize] = 10,
+            name "join_history", flag "join-history", env "TLSCHAT_JOIN_HISTORY", value "N",
+            range 0 ..= 500;
+        /// Missed messages replayed per room at login
+        catchup_messages: usize [usize] = 50,
+            name "catchup_messages", flag "catchup-messages", env "TLSCHAT_CATCHUP_MESSAGES",
+            value "N", range 0 ..= 10_000;
+        /// Rooms a user may be in besides #lobby
+        max_rooms_per_user: usize [usize] = 20,
+            name "max_rooms_per_user", flag "max-rooms-per-user",
+            env "TLSCHAT_MAX_ROOMS_PER_USER", value "N", range 0 ..= 1_000;
+        /// Rooms with members online, #lobby included
+        max_rooms: usize [usize] = 1_000,
+            name "max_rooms", flag "max-rooms", env "TLSCHAT_MAX_ROOMS", value "N",
+            range 1 ..= 100_000;
+        /// Bytes of relayed messages that may wait for the database; past it chat lines are
+        /// refused
+        history_backlog_bytes: usize [usize] = DEFAULT_HISTORY_BACKLOG_BYTES,
+            name "history_backlog_bytes", flag "history-backlog-bytes",
+            env "TLSCHAT_HISTORY_BACKLOG_BYTES", value "BYTES",
+            range 65_536 ..= 17_179_869_184_u64;
+    }
+}
+
+/// Every knob declared with [`knobs!`].
+pub fn knobs() -> impl Iterator<Item = &'static Knob> {
+    Argon2Settings::KNOBS
+        .iter()
+        .chain(LimitSettings::KNOBS)
+        .chain(RoomSettings::KNOBS)
+}
+
+/// The knob errors call `name`.
+pub fn knob(name: &str) -> Option<&'static Knob> {
+    knobs().find(|k| k.name == name)
 }
 
 impl RoomLimits {
     /// Applies the given overrides on top of the defaults, each within its range.
     pub fn from_settings(s: &RoomSettings) -> Result<Self, ConfigError> {
-        let d = RoomLimits::default();
-        let out = RoomLimits {
-            history: s.history.unwrap_or(d.history),
-            history_messages: s.history_messages.unwrap_or(d.history_messages),
-            history_days: s.history_days.unwrap_or(d.history_days),
-            join_history: s.join_history.unwrap_or(d.join_history),
-            catchup_messages: s.catchup_messages.unwrap_or(d.catchup_messages),
-            max_rooms_per_user: s.max_rooms_per_user.unwrap_or(d.max_rooms_per_user),
-            max_rooms: s.max_rooms.unwrap_or(d.max_rooms),
-            history_backlog_bytes: s.history_backlog_bytes.unwrap_or(d.history_backlog_bytes),
-        };
-        let values: [(&'static str, f64); 7] = [
-            ("history_messages", out.history_messages as f64),
-            ("history_days", f64::from(out.history_days)),
-            ("join_history", out.join_history as f64),
-            ("catchup_messages", out.catchup_messages as f64),
-            ("max_rooms_per_user", out.max_rooms_per_user as f64),
-            ("max_rooms", out.max_rooms as f64),
-            ("history_backlog_bytes", out.history_backlog_bytes as f64),
-        ];
-        for (name, v) in values {
-            check_bound(name, v, "")?;
-        }
-        Ok(out)
-    }
-}
-
-/// Validated argon2id parameters and password-check capacity.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HashSettings {
-    /// Memory cost in KiB.
-    pub memory_kib: u32,
-    /// Iterations.
-    pub iterations: u32,
-    /// Lanes.
-    pub parallelism: u32,
-    /// Password checks that run at once.
-    pub threads: usize,
-    /// Password checks that may wait for a thread before logins are refused as busy.
-    pub queue: usize,
-}
-
-impl Default for HashSettings {
-    /// OWASP's argon2id baseline: 19 MiB, 2 iterations, 1 lane.
-    fn default() -> Self {
-        HashSettings {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            queue: 64,
-        }
+        Self::from_given(s)
     }
 }
 
 impl HashSettings {
-    /// Applies the given overrides on top of the defaults.
+    /// Applies the given overrides on top of the defaults, each within its range.
     pub fn from_settings(s: &Argon2Settings) -> Result<Self, ConfigError> {
-        let d = HashSettings::default();
-        let out = HashSettings {
-            memory_kib: s.memory_kib.unwrap_or(d.memory_kib),
-            iterations: s.iterations.unwrap_or(d.iterations),
-            parallelism: s.parallelism.unwrap_or(d.parallelism),
-            threads: s.threads.unwrap_or(d.threads),
-            queue: s.queue.unwrap_or(d.queue),
-        };
-        let values: [(&'static str, f64); 5] = [
-            ("argon2_memory_kib", f64::from(out.memory_kib)),
-            ("argon2_iterations", f64::from(out.iterations)),
-            ("argon2_parallelism", f64::from(out.parallelism)),
-            ("hash_threads", out.threads as f64),
-            ("hash_queue", out.queue as f64),
-        ];
-        for (name, v) in values {
-            check_bound(name, v, "")?;
-        }
-        Ok(out)
-    }
-}
-
-/// Every limit the server enforces, with units in the types.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Longest line in bytes, terminator excluded.
-    pub max_line_bytes: usize,
-    /// Bytes without a newline before the client is disconnected.
-    pub max_unterminated_bytes: usize,
-    /// Time allowed for the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Time from connect to successful login.
-    pub login_timeout: Duration,
-    /// Bytes that may wait in one member's outbound queue.
-    pub outbound_queue_bytes: usize,
-    /// Concurrent connections in total.
-    pub max_connections: usize,
-    /// Concurrent connections per source IP (IPv6 per /64).
-    pub max_connections_per_ip: usize,
-    /// Concurrent not-yet-logged-in connections per source IP.
-    pub max_prelogin_per_ip: usize,
-    /// Concurrent not-yet-logged-in connections in total.
-    pub max_prelogin: usize,
-    /// Sources exempt from per-IP caps.
-    pub exempt_ips: Vec<IpAddr>,
-    /// Line burst per member.
-    pub rate_burst: u32,
-    /// Sustained lines per second per member.
-    pub rate_per_sec: f64,
-    /// Failures per username within `user_failure_window` before the sources that took part
-    /// are throttled.
-    pub user_failures: u32,
-    /// Failures per username within `user_failure_window` before every source is throttled.
-    pub user_failure_ceiling: u32,
-    /// Sliding window for per-username failures.
-    pub user_failure_window: Duration,
-    /// Failures per source IP within `ip_failure_window` before throttling.
-    pub ip_failures: u32,
-    /// Sliding window for per-IP failures.
-    pub ip_failure_window: Duration,
-    /// Delay before answering a throttled login (doubling per further failure, at most 30 s).
-    pub throttle_delay: Duration,
-    /// Idle time before TCP keepalive probes.
-    pub keepalive: Duration,
-    /// Time sessions get to flush their goodbye on shutdown.
-    pub shutdown_grace: Duration,
-    /// How often the server looks for accounts changed by the admin CLI.
-    pub account_check_interval: Duration,
-    /// How often the certificate files are checked for changes.
-    pub cert_check_interval: Duration,
-    /// How often a WebSocket client is pinged; a client silent for twice this is closed.
-    pub ws_ping_interval: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_line_bytes: 4096,
-            max_unterminated_bytes: 64 * 1024,
-            handshake_timeout: Duration::from_secs(10),
-            login_timeout: Duration::from_secs(30),
-            outbound_queue_bytes: 256 * 1024,
-            max_connections: 10_000,
-            max_connections_per_ip: 128,
-            max_prelogin_per_ip: 16,
-            max_prelogin: 2_500,
-            exempt_ips: Vec::new(),
-            rate_burst: 10,
-            rate_per_sec: 2.0,
-            user_failures: 5,
-            user_failure_ceiling: 50,
-            user_failure_window: Duration::from_secs(15 * 60),
-            ip_failures: 20,
-            ip_failure_window: Duration::from_secs(10 * 60),
-            throttle_delay: Duration::from_secs(1),
-            keepalive: Duration::from_secs(60),
-            shutdown_grace: Duration::from_secs(3),
-            account_check_interval: Duration::from_secs(2),
-            cert_check_interval: Duration::from_secs(30),
-            ws_ping_interval: Duration::from_secs(30),
-        }
+        Self::from_given(s)
     }
 }
 
 impl Limits {
     /// Applies the given overrides on top of the defaults and validates the result: every
-    /// value must lie in its documented range ([`BOUNDS`] and the relations checked below).
+    /// value must lie in its documented range (its [`Knob`] and the relations checked in
+    /// [`Limits::validate`]).
     pub fn from_settings(s: &LimitSettings) -> Result<Self, ConfigError> {
-        let d = Limits::default();
-        let secs = |name, v: Option<f64>, dflt: Duration| -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(dflt),
-                Some(x) => {
-                    // Checked before converting: from_secs_f64 panics on 1e19 or NaN.
-                    check_bound(name, x, " seconds")?;
-                    Ok(Duration::from_secs_f64(x))
-                }
-            }
-        };
-        let max_connections = s.max_connections.unwrap_or(d.max_connections);
-        let limits = Limits {
-            max_line_bytes: s.max_line_bytes.unwrap_or(d.max_line_bytes),
-            max_unterminated_bytes: s.max_unterminated_bytes.unwrap_or(d.max_unterminated_bytes),
-            handshake_timeout: secs(
-                "handshake_timeout",
-                s.handshake_timeout,
-                d.handshake_timeout,
-            )?,
-            login_timeout: secs("login_timeout", s.login_timeout, d.login_timeout)?,
-            outbound_queue_bytes: s.outbound_queue_bytes.unwrap_or(d.outbound_queue_bytes),
-            max_connections,
-            max_connections_per_ip: s.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
-            max_prelogin_per_ip: s.max_prelogin_per_ip.unwrap_or(d.max_prelogin_per_ip),
-            max_prelogin: s
-                .max_prelogin
-                .unwrap_or_else(|| default_max_prelogin(max_connections)),
-            exempt_ips: s.exempt_ips.clone().unwrap_or(d.exempt_ips),
-            rate_burst: s.rate_burst.unwrap_or(d.rate_burst),
-            rate_per_sec: s.rate_per_sec.unwrap_or(d.rate_per_sec),
-            user_failures: s.user_failures.unwrap_or(d.user_failures),
-            user_failure_ceiling: s.user_failure_ceiling.unwrap_or(d.user_failure_ceiling),
-            user_failure_window: secs(
-                "user_failure_window",
-                s.user_failure_window,
-                d.user_failure_window,
-            )?,
-            ip_failures: s.ip_failures.unwrap_or(d.ip_failures),
-            ip_failure_window: secs(
-                "ip_failure_window",
-                s.ip_failure_window,
-                d.ip_failure_window,
-            )?,
-            throttle_delay: secs("throttle_delay", s.throttle_delay, d.throttle_delay)?,
-            keepalive: secs("keepalive", s.keepalive, d.keepalive)?,
-            shutdown_grace: secs("shutdown_grace", s.shutdown_grace, d.shutdown_grace)?,
-            account_check_interval: secs(
-                "account_check_interval",
-                s.account_check_interval,
-                d.account_check_interval,
-            )?,
-            cert_check_interval: secs(
-                "cert_check_interval",
-                s.cert_check_interval,
-                d.cert_check_interval,
-            )?,
-            ws_ping_interval: secs("ws_ping_interval", s.ws_ping_interval, d.ws_ping_interval)?,
-        };
+        let mut limits = Self::from_given(s)?;
+        if s.max_prelogin.is_none() {
+            limits.max_prelogin = default_max_prelogin(limits.max_connections);
+        }
         limits.validate()?;
         Ok(limits)
     }
 
     /// Rejects values outside their documented ranges, naming the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, f64); 12] = [
-            ("max_line_bytes", self.max_line_bytes as f64),
-            ("max_unterminated_bytes", self.max_unterminated_bytes as f64),
-            ("outbound_queue_bytes", self.outbound_queue_bytes as f64),
-            ("max_connections", self.max_connections as f64),
-            ("max_connections_per_ip", self.max_connections_per_ip as f64),
-            ("max_prelogin_per_ip", self.max_prelogin_per_ip as f64),
-            ("max_prelogin", self.max_prelogin as f64),
-            ("rate_burst", f64::from(self.rate_burst)),
-            ("rate_per_sec", self.rate_per_sec),
-            ("user_failures", f64::from(self.user_failures)),
-            ("user_failure_ceiling", f64::from(self.user_failure_ceiling)),
-            ("ip_failures", f64::from(self.ip_failures)),
-        ];
-        let durations: [(&'static str, Duration); 10] = [
-            ("handshake_timeout", self.handshake_timeout),
-            ("login_timeout", self.login_timeout),
-            ("user_failure_window", self.user_failure_window),
-            ("ip_failure_window", self.ip_failure_window),
-            ("throttle_delay", self.throttle_delay),
-            ("keepalive", self.keepalive),
-            ("shutdown_grace", self.shutdown_grace),
-            ("account_check_interval", self.account_check_interval),
-            ("cert_check_interval", self.cert_check_interval),
-            ("ws_ping_interval", self.ws_ping_interval),
-        ];
-        for (name, v) in counts {
-            check_bound(name, v, "")?;
-        }
-        for (name, d) in durations {
-            check_bound(name, d.as_secs_f64(), " seconds")?;
-        }
+        self.check_ranges()?;
         let relation = |name, ok: bool, why: &str| {
             if ok {
                 Ok(())
@@ -531,70 +533,14 @@ impl Limits {
     }
 }
 
-/// The documented range of each numeric setting: (minimum, maximum), in the setting's unit
-/// (bytes, connections, lines, failures, seconds). Whatever the values in these ranges, no
-/// arithmetic on them can overflow (the largest product is a delay of 60 s × 2^16, capped).
-pub const BOUNDS: [(&str, f64, f64); 34] = [
-    ("history_backlog_bytes", 65_536.0, 17_179_869_184.0),
-    ("history_messages", 1.0, 10_000_000.0),
-    ("history_days", 0.0, 36_500.0),
-    ("join_history", 0.0, 500.0),
-    ("catchup_messages", 0.0, 10_000.0),
-    ("max_rooms_per_user", 0.0, 1_000.0),
-    ("max_rooms", 1.0, 100_000.0),
-    ("argon2_memory_kib", 8.0, 4_194_304.0),
-    ("argon2_iterations", 1.0, 100.0),
-    ("argon2_parallelism", 1.0, 64.0),
-    ("hash_threads", 1.0, 1_024.0),
-    ("hash_queue", 0.0, 1_000_000.0),
-    ("max_line_bytes", 16.0, 1_048_576.0),
-    ("max_unterminated_bytes", 16.0, 67_108_864.0),
-    ("outbound_queue_bytes", 1_024.0, 1_073_741_824.0),
-    ("max_connections", 1.0, 1_000_000.0),
-    ("max_connections_per_ip", 1.0, 1_000_000.0),
-    ("max_prelogin_per_ip", 1.0, 1_000_000.0),
-    ("max_prelogin", 1.0, 1_000_000.0),
-    ("rate_burst", 1.0, 1_000_000.0),
-    ("rate_per_sec", 0.01, 1_000_000.0),
-    ("user_failures", 1.0, 100_000.0),
-    ("user_failure_ceiling", 1.0, 100_000.0),
-    ("ip_failures", 1.0, 100_000.0),
-    ("handshake_timeout", 0.01, 86_400.0),
-    ("login_timeout", 0.01, 86_400.0),
-    ("user_failure_window", 0.01, 86_400.0),
-    ("ip_failure_window", 0.01, 86_400.0),
-    ("throttle_delay", 0.001, 60.0),
-    // Linux takes keepalive times up to 32767 s; the user timeout is twice this, in ms.
-    ("keepalive", 1.0, 7_200.0),
-    ("shutdown_grace", 0.01, 3_600.0),
-    ("account_check_interval", 0.01, 3_600.0),
-    ("cert_check_interval", 0.01, 86_400.0),
-    ("ws_ping_interval", 0.01, 3_600.0),
-];
-
-/// Checks `v` against the setting's range in [`BOUNDS`]; NaN and infinities are out of range.
-fn check_bound(name: &'static str, v: f64, unit: &str) -> Result<(), ConfigError> {
-    let (min, max) = BOUNDS
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, min, max)| (*min, *max))
-        .expect("every bounded setting is listed in BOUNDS");
-    if v.is_finite() && v >= min && v <= max {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            name,
-            why: format!("{v} is out of range: use {min} to {max}{unit}"),
-        })
-    }
-}
-
 /// A quarter of all slots may be held by connections that have not logged in.
-pub fn default_max_prelogin(max_connections: usize) -> usize {
-    (max_connections / 4).max(1)
+pub const fn default_max_prelogin(max_connections: usize) -> usize {
+    let quarter = max_connections / 4;
+    if quarter == 0 { 1 } else { quarter }
 }
 
-/// The optional TOML config file (`--config FILE`); every key is optional.
+/// The optional TOML config file (`--config FILE`); every key is optional. The rooms' knobs
+/// are top-level keys, the others sit in their tables.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -612,26 +558,13 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// `metrics_public = true` allows a non-loopback `metrics_listen`.
     pub metrics_public: Option<bool>,
-    /// `history = "sqlite"`, `"memory"` or `"off"`.
-    pub history: Option<HistoryMode>,
-    /// `history_messages = 10000`
-    pub history_messages: Option<u64>,
-    /// `history_days = 30`
-    pub history_days: Option<u32>,
-    /// `join_history = 10`
-    pub join_history: Option<usize>,
-    /// `catchup_messages = 50`
-    pub catchup_messages: Option<usize>,
-    /// `max_rooms_per_user = 20`
-    pub max_rooms_per_user: Option<usize>,
-    /// `max_rooms = 1000`
-    pub max_rooms: Option<usize>,
-    /// `history_backlog_bytes = 67108864`
-    pub history_backlog_bytes: Option<usize>,
     /// `web = false` turns the web client off.
     pub web: Option<bool>,
     /// `web_origins = ["https://chat.example.org"]`: pages elsewhere that may open a WebSocket.
     pub web_origins: Option<Vec<String>>,
+    /// The top-level rooms and history keys (`history = "sqlite"`, `max_rooms = 1000`, …).
+    #[serde(skip)]
+    pub rooms: RoomSettings,
     /// `[argon2]` table.
     #[serde(default)]
     pub argon2: Argon2Settings,
@@ -650,10 +583,29 @@ impl FileConfig {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.message().to_owned(),
+            message,
         })
+    }
+
+    /// Parses a config file's text; unknown keys are refused. (serde's `flatten` cannot be
+    /// combined with refusing unknown keys, so the rooms' top-level keys are split off first.)
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let mut rooms = toml::Table::new();
+        for knob in RoomSettings::KNOBS {
+            if let Some(value) = table.remove(knob.key) {
+                rooms.insert(knob.key.to_owned(), value);
+            }
+        }
+        let mut file: FileConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        file.rooms = toml::Value::Table(rooms)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        Ok(file)
     }
 
     /// The database path: the flag/env value, else the file's, else the default.
@@ -665,58 +617,17 @@ impl FileConfig {
 
     /// Argon2 settings with flag/env values taking precedence over the file's.
     pub fn hash_settings(&self, given: &Argon2Settings) -> Result<HashSettings, ConfigError> {
-        let f = &self.argon2;
-        HashSettings::from_settings(&Argon2Settings {
-            memory_kib: given.memory_kib.or(f.memory_kib),
-            iterations: given.iterations.or(f.iterations),
-            parallelism: given.parallelism.or(f.parallelism),
-            threads: given.threads.or(f.threads),
-            queue: given.queue.or(f.queue),
-        })
+        HashSettings::from_settings(&given.or(&self.argon2))
     }
 
     /// Rooms and history settings with flag/env values taking precedence over the file's.
     pub fn room_limits(&self, given: &RoomSettings) -> Result<RoomLimits, ConfigError> {
-        RoomLimits::from_settings(&RoomSettings {
-            history: given.history.or(self.history),
-            history_messages: given.history_messages.or(self.history_messages),
-            history_days: given.history_days.or(self.history_days),
-            join_history: given.join_history.or(self.join_history),
-            catchup_messages: given.catchup_messages.or(self.catchup_messages),
-            max_rooms_per_user: given.max_rooms_per_user.or(self.max_rooms_per_user),
-            max_rooms: given.max_rooms.or(self.max_rooms),
-            history_backlog_bytes: given.history_backlog_bytes.or(self.history_backlog_bytes),
-        })
+        RoomLimits::from_settings(&given.or(&self.rooms))
     }
 
     /// Limits with flag/env values taking precedence over the file's.
     pub fn limits(&self, given: &LimitSettings) -> Result<Limits, ConfigError> {
-        let f = &self.limits;
-        Limits::from_settings(&LimitSettings {
-            max_line_bytes: given.max_line_bytes.or(f.max_line_bytes),
-            max_unterminated_bytes: given.max_unterminated_bytes.or(f.max_unterminated_bytes),
-            handshake_timeout: given.handshake_timeout.or(f.handshake_timeout),
-            login_timeout: given.login_timeout.or(f.login_timeout),
-            outbound_queue_bytes: given.outbound_queue_bytes.or(f.outbound_queue_bytes),
-            max_connections: given.max_connections.or(f.max_connections),
-            max_connections_per_ip: given.max_connections_per_ip.or(f.max_connections_per_ip),
-            max_prelogin_per_ip: given.max_prelogin_per_ip.or(f.max_prelogin_per_ip),
-            max_prelogin: given.max_prelogin.or(f.max_prelogin),
-            exempt_ips: given.exempt_ips.clone().or_else(|| f.exempt_ips.clone()),
-            rate_burst: given.rate_burst.or(f.rate_burst),
-            rate_per_sec: given.rate_per_sec.or(f.rate_per_sec),
-            user_failures: given.user_failures.or(f.user_failures),
-            user_failure_ceiling: given.user_failure_ceiling.or(f.user_failure_ceiling),
-            user_failure_window: given.user_failure_window.or(f.user_failure_window),
-            ip_failures: given.ip_failures.or(f.ip_failures),
-            ip_failure_window: given.ip_failure_window.or(f.ip_failure_window),
-            throttle_delay: given.throttle_delay.or(f.throttle_delay),
-            keepalive: given.keepalive.or(f.keepalive),
-            shutdown_grace: given.shutdown_grace.or(f.shutdown_grace),
-            account_check_interval: given.account_check_interval.or(f.account_check_interval),
-            cert_check_interval: given.cert_check_interval.or(f.cert_check_interval),
-            ws_ping_interval: given.ws_ping_interval.or(f.ws_ping_interval),
-        })
+        Limits::from_settings(&given.or(&self.limits))
     }
 }
 
@@ -759,7 +670,7 @@ mod tests {
 
     #[test]
     fn flag_beats_file_and_file_beats_default() {
-        let file: FileConfig = toml::from_str(
+        let file = FileConfig::parse(
             "listen = \"127.0.0.1:9000\"\n[limits]\nmax_line_bytes = 100\nrate_burst = 3\n",
         )
         .unwrap();
@@ -783,7 +694,7 @@ mod tests {
 
     #[test]
     fn room_settings_are_top_level_keys_under_flags() {
-        let file: FileConfig = toml::from_str(
+        let file = FileConfig::parse(
             "history = \"memory\"\nhistory_messages = 500\nhistory_days = 0\n\
              join_history = 3\ncatchup_messages = 7\nmax_rooms_per_user = 2\nmax_rooms = 9\n\
              history_backlog_bytes = 1048576\n",
@@ -826,20 +737,20 @@ mod tests {
             ("catchup_messages = 10001", "catchup_messages"),
             ("history_days = 40000", "history_days"),
         ] {
-            let file: FileConfig = toml::from_str(text).unwrap();
+            let file = FileConfig::parse(text).unwrap();
             let err = file.room_limits(&RoomSettings::default()).unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
-        assert!(toml::from_str::<FileConfig>("history = \"disk\"").is_err());
+        assert!(FileConfig::parse("history = \"disk\"").is_err());
     }
 
     #[test]
     fn unknown_file_keys_are_rejected() {
-        assert!(toml::from_str::<FileConfig>("lissten = \"x\"").is_err());
+        assert!(FileConfig::parse("lissten = \"x\"").is_err());
     }
 
     fn rejected(toml_text: &str) -> String {
-        let file: FileConfig = toml::from_str(toml_text).unwrap();
+        let file = FileConfig::parse(toml_text).unwrap();
         let err = file
             .limits(&LimitSettings::default())
             .and_then(|_| file.hash_settings(&Argon2Settings::default()))
@@ -893,7 +804,7 @@ mod tests {
 
     #[test]
     fn prelogin_cap_defaults_to_a_quarter_of_all_connections() {
-        let file: FileConfig = toml::from_str("[limits]\nmax_connections = 400").unwrap();
+        let file = FileConfig::parse("[limits]\nmax_connections = 400").unwrap();
         assert_eq!(
             file.limits(&LimitSettings::default()).unwrap().max_prelogin,
             100

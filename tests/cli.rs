@@ -894,13 +894,13 @@ fn the_readme_configuration_table_matches_the_server() {
         {
             let high = rest.split([';', ')']).next().unwrap();
             let name = key.rsplit(' ').next().unwrap();
-            let (_, min, max) = tlschat::config::BOUNDS
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .unwrap_or_else(|| panic!("{name} has no bounds in the code"));
+            let (min, max) = tlschat::config::knobs()
+                .find(|k| k.key == name)
+                .and_then(|k| k.range)
+                .unwrap_or_else(|| panic!("{name} has no range in the code"));
             assert_eq!(
                 (readme_number(low), readme_number(high)),
-                (*min, *max),
+                (min, max),
                 "{name}: the README's range differs from the code's"
             );
         }
@@ -950,16 +950,55 @@ fn the_readme_limits_table_matches_the_server() {
         let env = format!("[env: TLSCHAT_{}", key.to_ascii_uppercase());
         assert!(help.contains(&flag), "{flag} is not a serve flag");
         assert!(help.contains(&env), "{flag}: not settable by {env}");
-        let (_, min, max) = tlschat::config::BOUNDS
-            .iter()
-            .find(|(n, _, _)| n == key)
-            .unwrap_or_else(|| panic!("{key} has no bounds in the code"));
+        let (min, max) = tlschat::config::knobs()
+            .find(|k| k.key == key)
+            .and_then(|k| k.range)
+            .unwrap_or_else(|| panic!("{key} has no range in the code"));
+        let (min, max) = (&min, &max);
         let (low, high) = range.split_once(" – ").unwrap();
         if !low.contains('`') {
             assert_eq!(readme_number(low), *min, "{key}: minimum");
         }
         if !high.contains('`') {
             assert_eq!(readme_number(high), *max, "{key}: maximum");
+        }
+    }
+}
+
+/// The README documents every declared knob under its own flag, variable and file key: in the
+/// configuration table, or (for `[limits]` and `[argon2]` keys) in the limits table.
+#[test]
+fn every_knob_is_in_the_readme_as_declared() {
+    let rows = readme_settings();
+    let limits = readme_limits();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for knob in tlschat::config::knobs() {
+        let key = match knob.table {
+            Some(table) => format!("[{table}] {}", knob.key),
+            None => knob.key.to_owned(),
+        };
+        let flag = format!("--{}", knob.flag);
+        match rows
+            .iter()
+            .find(|(f, ..)| f.split(' ').next() == Some(&flag))
+        {
+            Some((_, env, file_key, _)) => {
+                assert_eq!(env, knob.env, "{flag}: environment variable");
+                assert_eq!(file_key, &key, "{flag}: file key");
+            }
+            None => {
+                let in_limits = limits.iter().any(|(k, _)| k == knob.key)
+                    || readme.contains(&format!("| `{key}` |"))
+                    || readme.contains(&format!("`{flag} IP` (repeat) / `{}`", knob.env));
+                assert!(in_limits, "{flag} ({key}) is in neither README table");
+                if knob.table == Some("limits") && knob.flag == knob.key.replace('_', "-") {
+                    assert_eq!(
+                        knob.env,
+                        format!("TLSCHAT_{}", knob.key.to_ascii_uppercase())
+                    );
+                }
+            }
         }
     }
 }
