@@ -35,7 +35,7 @@ pub async fn watch(
                 continue;
             }
         };
-        let bindings = if room.directory().has_certificate_logins() {
+        let bindings = if room.presence().has_certificate_logins() {
             match store.certificate_bindings().await {
                 Ok(b) => b,
                 Err(e) => {
@@ -46,7 +46,7 @@ pub async fn watch(
         } else {
             Vec::new()
         };
-        for id in room.directory().stale(&stamps, &bindings) {
+        for id in room.presence().stale(&stamps, &bindings) {
             if room.kick(id, protocol::ACCOUNT_CHANGED, None) {
                 crate::metrics::inc(&metrics.evictions_admin);
                 tracing::info!(

@@ -210,7 +210,7 @@ pub fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
     match word {
         "who" => {
             let mut out = String::new();
-            for s in room.directory().sessions() {
+            for s in room.presence().sessions() {
                 let since = crate::report::utc(
                     s.since
                         .duration_since(UNIX_EPOCH)
@@ -230,7 +230,7 @@ pub fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
                 None => (rest, None),
             };
             let kicked = room
-                .directory()
+                .presence()
                 .find(name)
                 .filter(|id| room.kick(*id, &protocol::kicked(reason), reason));
             if kicked.is_some() {

@@ -78,6 +78,7 @@ impl App {
             tls,
             auth: Authenticator::new(store.clone(), hasher, FailureCounter::new(&limits)),
             room,
+            memberships: history.memberships(),
             history,
             metrics,
             limits,
@@ -107,7 +108,7 @@ impl App {
             tokio::spawn(crate::metrics::serve(
                 listener,
                 Arc::clone(&ctx.metrics),
-                move || (room.directory().len(), hasher.queue_depth()),
+                move || (room.presence().len(), hasher.queue_depth()),
                 shutdown.clone(),
             ));
         }

@@ -82,7 +82,7 @@ async fn concurrent_logins_of_one_account_leave_the_survivor_listed_and_closable
             survivor.wait_for("*** Bye").await;
         }
         common::wait_until("alice to be gone", common::STEP, || {
-            server.ctx.room.directory().find("alice").is_none()
+            server.ctx.room.presence().find("alice").is_none()
         })
         .await;
     }

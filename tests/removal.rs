@@ -40,7 +40,7 @@ fn queued_for(server: &TestServer, name: &str) -> Option<usize> {
     server
         .ctx
         .room
-        .directory()
+        .presence()
         .sessions()
         .into_iter()
         .find(|s| s.name == name)

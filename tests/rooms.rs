@@ -532,7 +532,7 @@ async fn quit_is_read_while_ten_senders_flood_the_members_rooms() {
     // Generous for a loaded machine (about 2 s here); a member loop that prefers its queue
     // never reads the line while the flood lasts (30 s).
     common::wait_until("alice's /quit to be read", Duration::from_secs(10), || {
-        server.ctx.room.directory().find("alice").is_none()
+        server.ctx.room.presence().find("alice").is_none()
     })
     .await;
     assert!(

@@ -3,7 +3,8 @@
 //! [`Rooms`] is the handle sessions use (shared in an `Arc`). It is made of four owners:
 //! - the [`hub`]: the members connected here and their byte-bounded queues (delivery and the
 //!   eviction of members that do not read);
-//! - the [`directory`]: who is online (admin listing, kick, account changes, takeover);
+//! - [`presence`]: who is online (admin listing, kick, account changes, takeover), an enum
+//!   whose local variant is this node's [`directory`];
 //! - per room, a [`log::Log`] (numbers, the recent window, the durable copy) and a roster;
 //! - the rooms' own state: memberships, the room limits, forgetting idle rooms.
 //!
@@ -28,6 +29,7 @@
 pub mod directory;
 mod hub;
 pub mod log;
+pub mod presence;
 mod queue;
 
 use std::collections::HashMap;
@@ -36,14 +38,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::HistoryMode;
 pub use crate::event::{ConnId, NodeId};
 use crate::event::{Event, EventKind, RoomName, Seq};
-use crate::history::{History, Purpose, Restore};
+use crate::history::{History, Memberships, Purpose, Restore};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::username::Username;
-use directory::{Directory, Login, OnlineSession};
+use directory::{Login, OnlineSession};
 use hub::{Audience, Hub, Undeliverable};
 pub use hub::{Delivery, Line, Mark, Outbox, Removal};
 use log::{Log, LogError};
+use presence::Presence;
 
 /// A member is known by its connection.
 pub type MemberId = ConnId;
@@ -97,9 +100,11 @@ pub struct Joined {
 pub struct Rooms {
     state: Mutex<State>,
     /// Who is online; kept under `state`'s lock in the same step as every join and removal.
-    directory: Arc<Directory>,
+    presence: Arc<Presence>,
     /// The durable side of the logs, read (off the lock) for rooms not in memory.
     history: Arc<History>,
+    /// Members' rooms and read positions, read (off the lock) at login.
+    memberships: Arc<Memberships>,
 }
 
 struct State {
@@ -114,7 +119,8 @@ struct State {
     next_id: u64,
     closed: bool,
     history: Arc<History>,
-    directory: Arc<Directory>,
+    memberships: Arc<Memberships>,
+    presence: Arc<Presence>,
     /// Rooms forgotten so far: a room's stored state read before a change of this count may
     /// be stale (the room may have been active and forgotten meanwhile), so it is read again.
     forgets: u64,
@@ -151,7 +157,8 @@ impl Rooms {
                 log: Log::local(lobby.clone(), history.lobby_last_seq(), &history),
             },
         );
-        let directory = Arc::new(Directory::default());
+        let presence = Arc::new(Presence::default());
+        let memberships = history.memberships();
         Rooms {
             state: Mutex::new(State {
                 hub: Hub::new(queue_limit_bytes, metrics),
@@ -161,11 +168,13 @@ impl Rooms {
                 next_id: 0,
                 closed: false,
                 history: Arc::clone(&history),
-                directory: Arc::clone(&directory),
+                memberships: Arc::clone(&memberships),
+                presence: Arc::clone(&presence),
                 forgets: 0,
             }),
-            directory,
+            presence,
             history,
+            memberships,
         }
     }
 
@@ -190,9 +199,9 @@ impl Rooms {
         }
     }
 
-    /// Who is online on this node.
-    pub fn directory(&self) -> &Directory {
-        &self.directory
+    /// Who is online.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
     }
 }
 
@@ -347,7 +356,7 @@ impl State {
     /// (memberships stay for its next login).
     fn remove(&mut self, id: MemberId) -> Option<hub::Member> {
         let member = self.hub.remove(id)?;
-        self.directory.unregister(id);
+        self.presence.unregister(id);
         for room in &member.rooms {
             self.publish_presence(room, EventKind::Offline { conn: id }, None);
             self.forget_if_idle(room);
@@ -465,7 +474,7 @@ impl State {
             }
         }
         self.enter(id, room);
-        self.history.membership(user, room, true);
+        self.memberships.set(user, room, true);
         if let Some(member) = self.hub.get_mut(id) {
             member.current = room.clone();
         }
@@ -493,7 +502,7 @@ impl Rooms {
     pub async fn log_in(&self, name: &Username, login: Login) -> Result<Joined, JoinError> {
         for _ in 0..JOIN_TRIES {
             let epoch = self.lock().forgets;
-            let mut restore = Box::pin(self.history.restore(login.stamp.id)).await?;
+            let mut restore = Box::pin(self.memberships.restore(login.stamp.id)).await?;
             restore.epoch = epoch;
             match self.join(name, login.clone(), restore) {
                 Err(JoinError::Changed) => continue,
@@ -565,7 +574,7 @@ impl Rooms {
         };
         let outbox = state.hub.connect(id, shown, user, kept_rooms);
         // Replaces the old session's entry, as the rooms just did.
-        state.directory.register(
+        state.presence.register(
             id,
             OnlineSession {
                 name: name.as_str().into(),
@@ -779,7 +788,7 @@ impl Rooms {
             conn: id,
         };
         state.publish_presence(&room, left, None);
-        state.history.membership(user, &room, false);
+        state.memberships.set(user, &room, false);
         state.reply(id, protocol::you_left(&room));
         state.forget_if_idle(&room);
     }

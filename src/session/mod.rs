@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::auth::{Authenticator, LoggedIn};
 use crate::config::Limits;
-use crate::history::History;
+use crate::history::{History, Memberships};
 use crate::metrics::{Metrics, inc};
 use crate::protocol;
 use crate::room::directory::Login;
@@ -43,8 +43,10 @@ pub struct SessionContext {
     pub auth: Authenticator,
     /// The rooms members join, and who is online.
     pub room: Arc<Rooms>,
-    /// Stored history, memberships and read positions.
+    /// Stored history.
     pub history: Arc<History>,
+    /// Members' rooms and read positions.
+    pub memberships: Arc<Memberships>,
     /// Counters for `--metrics-listen`.
     pub metrics: Arc<Metrics>,
     /// Timeouts, line limits and rates.
@@ -162,7 +164,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         room: Arc::clone(&ctx.room),
         id: joined.id,
         reason: None,
-        history: Some((Arc::clone(&ctx.history), stamp.id)),
+        memberships: Some((Arc::clone(&ctx.memberships), stamp.id)),
         positions: Vec::new(),
         name,
         presented,
@@ -204,7 +206,7 @@ pub(crate) struct MemberGuard {
     pub(crate) id: MemberId,
     pub(crate) reason: Option<String>,
     /// Where positions are saved, and for which account.
-    history: Option<(Arc<History>, i64)>,
+    memberships: Option<(Arc<Memberships>, i64)>,
     /// The last message of each room written to the socket or sent by the member.
     positions: Vec<Mark>,
     /// The account's name as created.
@@ -228,8 +230,8 @@ impl MemberGuard {
 impl Drop for MemberGuard {
     fn drop(&mut self) {
         self.room.leave(self.id, self.reason.as_deref());
-        if let Some((history, user)) = &self.history {
-            history.save_positions(*user, std::mem::take(&mut self.positions));
+        if let Some((memberships, user)) = &self.memberships {
+            memberships.save_positions(*user, std::mem::take(&mut self.positions));
         }
     }
 }
@@ -263,7 +265,7 @@ mod tests {
                 room: Arc::clone(&task_room),
                 id: joined.id,
                 reason: None,
-                history: None,
+                memberships: None,
                 positions: Vec::new(),
                 name: Username::parse("alice").unwrap(),
                 presented: None,

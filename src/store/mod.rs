@@ -6,7 +6,7 @@
 pub mod codec;
 pub mod sqlite;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::event::{Event, RoomName, Seq};
 use crate::username::Username;
@@ -39,21 +39,75 @@ pub struct MessageRange {
     pub min_at_ms: i64,
 }
 
-/// A store operation failed.
+/// Where a store lives, as errors and logs may show it: a file path, or a URL whose password
+/// (in the user info or a `password=` parameter) is replaced by `***`. A store error never
+/// holds the URL itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location(String);
+
+impl Location {
+    /// A database file.
+    pub fn path(path: &Path) -> Self {
+        Location(path.display().to_string())
+    }
+
+    /// A server named by URL (`postgres://…`, `redis://…`), its password hidden.
+    pub fn url(url: &str) -> Self {
+        Location(redact_url(url))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `scheme://user:***@host/path?password=***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// A backend's own error (sqlx's, redis-rs's), kept as the cause.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A store operation failed; the same for every backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("opening database {path}: {source}")]
+    #[error("opening database {at}: {source}")]
     Open {
-        path: PathBuf,
+        at: Location,
         source: std::io::Error,
     },
-    #[error("database {path}: {source}")]
-    Database { path: PathBuf, source: sqlx::Error },
-    #[error("migrating database {path}: {source}")]
-    Migrate {
-        path: PathBuf,
-        source: sqlx::migrate::MigrateError,
-    },
+    #[error("database {at}: {source}")]
+    Database { at: Location, source: BackendError },
+    #[error("migrating database {at}: {source}")]
+    Migrate { at: Location, source: BackendError },
     #[error("user {0} already exists")]
     UserExists(String),
     #[error("no such user: {0}")]
@@ -329,5 +383,41 @@ impl HistoryConnection {
         match self {
             HistoryConnection::Sqlite(s) => s.write_history(batch).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_never_shows_a_password() {
+        let cases = [
+            (
+                "postgres://chat:s3cret@db.example:5432/chat?sslmode=require&password=s3cret",
+                "postgres://chat:***@db.example:5432/chat?sslmode=require&password=***",
+            ),
+            (
+                "redis://:s3cret@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://default:s3cret@cache",
+                "rediss://default:***@cache",
+            ),
+            ("postgres://chat@db/chat", "postgres://chat@db/chat"),
+            (
+                "redis+unix:///run/redis.sock",
+                "redis+unix:///run/redis.sock",
+            ),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(Location::url(url).to_string(), shown);
+        }
+        let error = StoreError::Database {
+            at: Location::url("postgres://chat:s3cret@db/chat"),
+            source: "connection refused".into(),
+        };
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 }

@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::codec::decode_messages;
 use super::{
-    AccountStamp, Certificate, Credentials, HistoryBatch, MessageRange, StoreError, UserSummary,
+    AccountStamp, Certificate, Credentials, HistoryBatch, Location, MessageRange, StoreError,
+    UserSummary,
 };
 use crate::event::{Event, RoomName, Seq};
 use crate::username::Username;
@@ -86,8 +87,8 @@ impl SqliteStore {
                 Err(_) if attempt < MIGRATE_ATTEMPTS => attempt += 1,
                 Err(source) => {
                     return Err(StoreError::Migrate {
-                        path: self.path.clone(),
-                        source,
+                        at: Location::path(&self.path),
+                        source: source.into(),
                     });
                 }
             }
@@ -640,8 +641,8 @@ impl SqliteStore {
 
 fn database(path: &Path, source: sqlx::Error) -> StoreError {
     StoreError::Database {
-        path: path.to_owned(),
-        source,
+        at: Location::path(path),
+        source: source.into(),
     }
 }
 
@@ -656,7 +657,7 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         Err(source) => Err(StoreError::Open {
-            path: path.to_owned(),
+            at: Location::path(path),
             source,
         }),
     }

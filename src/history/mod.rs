@@ -1,6 +1,7 @@
 //! The durable side of the rooms' logs: a writer that batches messages, memberships and read
 //! positions into SQLite off the hot path, and the reads behind `/history`, the join history
-//! and catch-up, made off the room lock.
+//! and catch-up, made off the room lock. Memberships and read positions have their own handle,
+//! [`Memberships`] (in `memberships`), which queues its writes to the same writer.
 //!
 //! The room appends to its in-memory log under its lock and hands each message here without
 //! waiting ([`History::append`]); the writer commits whatever has queued up in one transaction,
@@ -26,6 +27,10 @@ use crate::protocol;
 use crate::store::{
     HistoryBatch, HistoryConnection, MessageBlock, MessageRange, Store, StoreError,
 };
+use memberships::Pending;
+pub use memberships::{Memberships, Restore};
+
+mod memberships;
 
 /// The writer commits at most this often: at moderate rates a commit (and its fsync) carries
 /// every line of the interval instead of one; it is also the most a crash can lose.
@@ -90,35 +95,6 @@ impl Unsaved {
         blocks.open.clear();
         std::mem::take(&mut blocks.list)
     }
-}
-
-/// Memberships and read positions queued but not yet committed, so that a login reads its
-/// rooms and positions without waiting for the writer (whose queue may be long under load).
-#[derive(Default)]
-struct Pending {
-    next_id: u64,
-    memberships: HashMap<(i64, RoomName), (bool, u64)>,
-    positions: HashMap<(i64, RoomName), (Seq, u64)>,
-}
-
-impl Pending {
-    /// Forgets what the writer has committed (everything numbered up to `id`).
-    fn committed(&mut self, id: u64) {
-        self.memberships.retain(|_, (_, at)| *at > id);
-        self.positions.retain(|_, (_, at)| *at > id);
-    }
-}
-
-/// What a member needs at login: its rooms, read positions and each room's newest number.
-#[derive(Debug, Default, Clone)]
-pub struct Restore {
-    /// Rooms besides #lobby, sorted, with the newest stored message number of each.
-    pub rooms: Vec<(RoomName, Seq)>,
-    /// Read positions by room; empty at a user's first login.
-    pub positions: HashMap<RoomName, Seq>,
-    /// The rooms' forget count when this was read (set by the rooms when they log a member
-    /// in): stored numbers of rooms forgotten since may be stale.
-    pub epoch: u64,
 }
 
 /// Why a block of stored messages is sent.
@@ -193,10 +169,8 @@ pub struct History {
     limits: RoomLimits,
     store: Option<Store>,
     writes: Option<mpsc::UnboundedSender<Write>>,
-    /// Read positions in `memory` mode.
-    positions: Mutex<HashMap<(i64, RoomName), Seq>>,
-    /// Writes of memberships and positions not yet committed.
-    pending: Arc<Mutex<Pending>>,
+    /// Memberships and read positions, written by the same writer.
+    memberships: Arc<Memberships>,
     /// Messages not yet taken by the writer.
     unsaved: Arc<Unsaved>,
     lobby_last_seq: Seq,
@@ -220,12 +194,17 @@ impl History {
             Arc::clone(&pending),
             Arc::clone(&unsaved),
         ));
+        let memberships = Arc::new(Memberships::new(
+            limits.history,
+            Some(store.clone()),
+            Some(tx.clone()),
+            pending,
+        ));
         Ok(Arc::new(History {
             limits,
             store: Some(store),
             writes: Some(tx),
-            positions: Mutex::default(),
-            pending,
+            memberships,
             unsaved,
             lobby_last_seq,
         }))
@@ -238,11 +217,15 @@ impl History {
             limits,
             store: None,
             writes: None,
-            positions: Mutex::default(),
-            pending: Arc::default(),
+            memberships: Arc::new(Memberships::new(limits.history, None, None, Arc::default())),
             unsaved: Arc::default(),
             lobby_last_seq: 0,
         })
+    }
+
+    /// Memberships and read positions, which this history's writer stores.
+    pub fn memberships(&self) -> Arc<Memberships> {
+        Arc::clone(&self.memberships)
     }
 
     /// The settings.
@@ -258,13 +241,6 @@ impl History {
     /// True when messages are written to the database.
     pub fn is_durable(&self) -> bool {
         self.limits.history == HistoryMode::Sqlite && self.writes.is_some()
-    }
-
-    fn send(&self, write: Write) {
-        if let Some(tx) = &self.writes {
-            // Fails only after close, when nothing is relayed any more.
-            let _ = tx.send(write);
-        }
     }
 
     /// Queues a message (and its encoding) for the database without waiting; `durable` moves
@@ -317,58 +293,6 @@ impl History {
         self.unsaved.backlog.load(Ordering::Relaxed)
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records that `user` joined (`true`) or parted (`false`) `room`.
-    pub fn membership(&self, user: i64, room: &RoomName, member: bool) {
-        if self.writes.is_none() {
-            return;
-        }
-        // Numbered and sent under the lock, so the channel's order is the numbers' order.
-        let mut pending = self.lock_pending();
-        pending.next_id += 1;
-        let id = pending.next_id;
-        pending
-            .memberships
-            .insert((user, room.clone()), (member, id));
-        self.send(Write::Membership(user, room.clone(), member, id));
-    }
-
-    /// Records read positions; they only ever move forward.
-    pub fn save_positions(&self, user: i64, positions: Vec<(RoomName, Seq)>) {
-        if positions.is_empty() {
-            return;
-        }
-        match self.limits.history {
-            HistoryMode::Sqlite => {
-                if self.writes.is_none() {
-                    return;
-                }
-                let mut pending = self.lock_pending();
-                pending.next_id += 1;
-                let id = pending.next_id;
-                for (room, seq) in &positions {
-                    let at = pending
-                        .positions
-                        .entry((user, room.clone()))
-                        .or_insert((0, id));
-                    *at = (at.0.max(*seq), id);
-                }
-                self.send(Write::Positions(user, positions, id));
-            }
-            HistoryMode::Memory => {
-                let mut map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-                for (room, seq) in positions {
-                    let at = map.entry((user, room)).or_default();
-                    *at = (*at).max(seq);
-                }
-            }
-            HistoryMode::Off => {}
-        }
-    }
-
     /// Waits until every write queued before it is committed.
     pub async fn barrier(&self) {
         let Some(tx) = &self.writes else { return };
@@ -387,70 +311,6 @@ impl History {
         if tx.send(Write::Close(done)).is_ok() {
             let _ = wait.await;
         }
-    }
-
-    /// A user's rooms and read positions: the database's, updated by what is still queued (so
-    /// a part or a position saved by the previous session is seen without waiting).
-    pub async fn restore(&self, user: i64) -> Result<Restore, StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(Restore::default());
-        };
-        // Taken before reading the database: an entry the writer clears meanwhile is in the
-        // database by then.
-        let (queued_rooms, queued_positions) = {
-            let pending = self.lock_pending();
-            let mine = |(u, _): &(i64, RoomName)| *u == user;
-            let rooms: Vec<(RoomName, bool)> = pending
-                .memberships
-                .iter()
-                .filter(|(k, _)| mine(k))
-                .map(|((_, r), (m, _))| (r.clone(), *m))
-                .collect();
-            let positions: Vec<(RoomName, Seq)> = pending
-                .positions
-                .iter()
-                .filter(|(k, _)| mine(k))
-                .map(|((_, r), (s, _))| (r.clone(), *s))
-                .collect();
-            (rooms, positions)
-        };
-        let mut names = store.memberships(user).await?;
-        for (room, member) in queued_rooms {
-            names.retain(|r| *r != room);
-            if member {
-                names.push(room);
-            }
-        }
-        names.sort();
-        let mut rooms = Vec::new();
-        for room in names {
-            let seq = self.last_seq(&room).await?;
-            rooms.push((room, seq));
-        }
-        let positions = match self.limits.history {
-            HistoryMode::Sqlite => {
-                let mut map: HashMap<RoomName, Seq> =
-                    store.read_positions(user).await?.into_iter().collect();
-                for (room, seq) in queued_positions {
-                    let at = map.entry(room).or_default();
-                    *at = (*at).max(seq);
-                }
-                map
-            }
-            HistoryMode::Memory => {
-                let map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-                map.iter()
-                    .filter(|((u, _), _)| *u == user)
-                    .map(|((_, room), seq)| (room.clone(), *seq))
-                    .collect()
-            }
-            HistoryMode::Off => HashMap::new(),
-        };
-        Ok(Restore {
-            rooms,
-            positions,
-            epoch: 0,
-        })
     }
 
     /// The newest stored number of a room not active in memory (0 without a database).

@@ -1,0 +1,190 @@
+//! Where each account is and how far it has read: its rooms besides #lobby and its read
+//! position in each. Writes are queued to the history writer (so they commit in the same
+//! transaction as the messages around them) and stay visible here until committed, so a login
+//! reads them without waiting for the writer; reads come from the store, or from memory with
+//! `history = "memory"`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::Write;
+use crate::config::HistoryMode;
+use crate::event::{RoomName, Seq};
+use crate::store::{Store, StoreError};
+
+/// Memberships and read positions queued but not yet committed, so that a login reads its
+/// rooms and positions without waiting for the writer (whose queue may be long under load).
+#[derive(Default)]
+pub(super) struct Pending {
+    next_id: u64,
+    memberships: HashMap<(i64, RoomName), (bool, u64)>,
+    positions: HashMap<(i64, RoomName), (Seq, u64)>,
+}
+
+impl Pending {
+    /// Forgets what the writer has committed (everything numbered up to `id`).
+    pub(super) fn committed(&mut self, id: u64) {
+        self.memberships.retain(|_, (_, at)| *at > id);
+        self.positions.retain(|_, (_, at)| *at > id);
+    }
+}
+
+/// What a member needs at login: its rooms, read positions and each room's newest number.
+#[derive(Debug, Default, Clone)]
+pub struct Restore {
+    /// Rooms besides #lobby, sorted, with the newest stored message number of each.
+    pub rooms: Vec<(RoomName, Seq)>,
+    /// Read positions by room; empty at a user's first login.
+    pub positions: HashMap<RoomName, Seq>,
+    /// The rooms' forget count when this was read (set by the rooms when they log a member
+    /// in): stored numbers of rooms forgotten since may be stale.
+    pub epoch: u64,
+}
+
+/// The memberships and read positions of every account (keyed by the account's row id).
+pub struct Memberships {
+    mode: HistoryMode,
+    /// None without a database (unit tests): memberships are not kept.
+    store: Option<Store>,
+    writes: Option<mpsc::UnboundedSender<Write>>,
+    /// Writes not yet committed, shared with the writer.
+    pending: Arc<Mutex<Pending>>,
+    /// Read positions in `memory` mode.
+    positions: Mutex<HashMap<(i64, RoomName), Seq>>,
+}
+
+impl Memberships {
+    pub(super) fn new(
+        mode: HistoryMode,
+        store: Option<Store>,
+        writes: Option<mpsc::UnboundedSender<Write>>,
+        pending: Arc<Mutex<Pending>>,
+    ) -> Self {
+        Memberships {
+            mode,
+            store,
+            writes,
+            pending,
+            positions: Mutex::default(),
+        }
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `user` joined (`true`) or parted (`false`) `room`.
+    pub fn set(&self, user: i64, room: &RoomName, member: bool) {
+        let Some(tx) = &self.writes else { return };
+        // Numbered and sent under the lock, so the channel's order is the numbers' order.
+        let mut pending = self.lock_pending();
+        pending.next_id += 1;
+        let id = pending.next_id;
+        pending
+            .memberships
+            .insert((user, room.clone()), (member, id));
+        // Fails only after close, when nothing is relayed any more.
+        let _ = tx.send(Write::Membership(user, room.clone(), member, id));
+    }
+
+    /// Records read positions; they only ever move forward.
+    pub fn save_positions(&self, user: i64, positions: Vec<(RoomName, Seq)>) {
+        if positions.is_empty() {
+            return;
+        }
+        match self.mode {
+            HistoryMode::Sqlite => {
+                let Some(tx) = &self.writes else { return };
+                let mut pending = self.lock_pending();
+                pending.next_id += 1;
+                let id = pending.next_id;
+                for (room, seq) in &positions {
+                    let at = pending
+                        .positions
+                        .entry((user, room.clone()))
+                        .or_insert((0, id));
+                    *at = (at.0.max(*seq), id);
+                }
+                let _ = tx.send(Write::Positions(user, positions, id));
+            }
+            HistoryMode::Memory => {
+                let mut map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+                for (room, seq) in positions {
+                    let at = map.entry((user, room)).or_default();
+                    *at = (*at).max(seq);
+                }
+            }
+            HistoryMode::Off => {}
+        }
+    }
+
+    /// A user's rooms and read positions: the database's, updated by what is still queued (so
+    /// a part or a position saved by the previous session is seen without waiting), with each
+    /// room's newest stored number.
+    pub async fn restore(&self, user: i64) -> Result<Restore, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(Restore::default());
+        };
+        // Taken before reading the database: an entry the writer clears meanwhile is in the
+        // database by then.
+        let (queued_rooms, queued_positions) = {
+            let pending = self.lock_pending();
+            let mine = |(u, _): &(i64, RoomName)| *u == user;
+            let rooms: Vec<(RoomName, bool)> = pending
+                .memberships
+                .iter()
+                .filter(|(k, _)| mine(k))
+                .map(|((_, r), (m, _))| (r.clone(), *m))
+                .collect();
+            let positions: Vec<(RoomName, Seq)> = pending
+                .positions
+                .iter()
+                .filter(|(k, _)| mine(k))
+                .map(|((_, r), (s, _))| (r.clone(), *s))
+                .collect();
+            (rooms, positions)
+        };
+        let mut names = store.memberships(user).await?;
+        for (room, member) in queued_rooms {
+            names.retain(|r| *r != room);
+            if member {
+                names.push(room);
+            }
+        }
+        names.sort();
+        let mut rooms = Vec::new();
+        for room in names {
+            let seq = match self.mode {
+                HistoryMode::Sqlite => store.room_last_seq(&room).await?,
+                HistoryMode::Memory | HistoryMode::Off => 0,
+            };
+            rooms.push((room, seq));
+        }
+        let positions = match self.mode {
+            HistoryMode::Sqlite => {
+                let mut map: HashMap<RoomName, Seq> =
+                    store.read_positions(user).await?.into_iter().collect();
+                for (room, seq) in queued_positions {
+                    let at = map.entry(room).or_default();
+                    *at = (*at).max(seq);
+                }
+                map
+            }
+            HistoryMode::Memory => {
+                let map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+                map.iter()
+                    .filter(|((u, _), _)| *u == user)
+                    .map(|((_, room), seq)| (room.clone(), *seq))
+                    .collect()
+            }
+            HistoryMode::Off => HashMap::new(),
+        };
+        Ok(Restore {
+            rooms,
+            positions,
+            epoch: 0,
+        })
+    }
+}
