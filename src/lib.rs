@@ -6,7 +6,7 @@
 //! | `cli` | clap types, admin commands, human output |
 //! | `client` | `tlschat connect`: server trust (roots, pins, known_hosts), login, relay, reconnect |
 //! | `doctor` | configuration checks without serving |
-//! | `config` | every tunable number, config file, flag/env/file merging |
+//! | `config` | every tunable number, declared once in the `knobs!` table; config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints, the client-certificate verifier |
 //! | `client_cert` | client certificates as credentials: fingerprint forms, labels |
 //! | `store` | accounts, rooms, memberships, messages, read positions behind `enum Store` (SQL per backend in `store::sqlite`, migrations in `migrations/sqlite`) |
@@ -23,9 +23,9 @@
 //! | `transport` | line framing, the first-byte sniff and ClientHello dispatch, WebSocket frames as lines |
 //! | `web` | the embedded web client and its HTTP/1.1 server, the WebSocket upgrade |
 //! | `session` | one logged-in connection over a line transport: login, member loop, commands, rate |
-//! | `room` | rooms, membership, per-room logs, ordering and fan-out; `room::directory`: who is online |
-//! | `event` | room names, sequence numbers, events (what happened, not how it looks) |
-//! | `history` | the batched history writer and the reads behind `/history` and catch-up |
+//! | `room` | rooms and rosters, per-room logs (`enum Log`), append then per-node delivery; `room::hub`: members here, queues, fan-out; `room::presence` (`enum Presence`): who is online |
+//! | `event` | room names, sequence numbers, connection ids, events (what happened, not how it looks); `event::codec`: messages' stored form |
+//! | `history` | the batched history writer, the reads behind `/history` and catch-up; `history::Memberships`: rooms and read positions |
 //! | `protocol` | `decode`, `command`, `clean`, `render`: lines, commands, every wire string (no async) |
 #![forbid(unsafe_code)]
 

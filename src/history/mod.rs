@@ -22,11 +22,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{HistoryMode, RoomLimits};
-use crate::event::{Event, RoomName, Seq};
+use crate::event::{Event, MessageBlock, RoomName, Seq};
 use crate::protocol;
-use crate::store::{
-    HistoryBatch, HistoryConnection, MessageBlock, MessageRange, Store, StoreError,
-};
+use crate::store::{HistoryBatch, HistoryConnection, MessageRange, Store, StoreError};
 use memberships::Pending;
 pub use memberships::{Memberships, Restore};
 
@@ -592,7 +590,7 @@ mod tests {
             },
         };
         let mut bytes = Vec::new();
-        crate::store::encode_message(&mut bytes, &event);
+        crate::event::encode_message(&mut bytes, &event);
         (event, bytes)
     }
 

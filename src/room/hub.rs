@@ -181,6 +181,9 @@ pub(super) enum Audience<'a> {
 pub(super) struct Hub {
     members: HashMap<MemberId, Member>,
     by_key: HashMap<String, MemberId>,
+    /// `#lobby`, shared by every member's `current`, so that comparing room names (once per
+    /// delivered line, for read positions) ends at the pointer.
+    lobby: RoomName,
     /// Bytes that may wait in one member's queue.
     limit: usize,
     metrics: Arc<Metrics>,
@@ -192,6 +195,7 @@ impl Hub {
         Hub {
             members: HashMap::new(),
             by_key: HashMap::new(),
+            lobby: RoomName::lobby(),
             limit,
             metrics,
         }
@@ -216,7 +220,7 @@ impl Hub {
                 key,
                 user,
                 rooms,
-                current: RoomName::lobby(),
+                current: self.lobby.clone(),
                 tx,
                 queued: Arc::clone(&queued),
             },

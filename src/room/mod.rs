@@ -206,9 +206,8 @@ impl Rooms {
 }
 
 impl State {
-    /// Appends an event to a room's log, applies it to the room's roster and delivers its
-    /// line (if it has one) to the room's members here but `except`; returns the room's
-    /// newest number.
+    /// Appends an event to a room's log, then delivers it here (the local log's fast path:
+    /// both steps under the rooms' lock); returns the room's newest number.
     fn publish(
         &mut self,
         room: &RoomName,
@@ -220,13 +219,25 @@ impl State {
             return Ok(0);
         };
         let event = channel.log.append(kind, &history)?;
-        self.apply(&event);
-        if event.kind.is_shown() {
-            let mark = event.kind.is_message().then(|| (room.clone(), event.seq));
-            let line = Line::marked(protocol::render(&event), mark);
-            self.broadcast(room, line, except);
-        }
+        self.deliver(&event, except);
         Ok(event.seq)
+    }
+
+    /// Per-node delivery of one logged event, in log order: applies it to the room's roster
+    /// and queues its line (if it has one) for the room's members here but `except`. A shared
+    /// log's reader calls this for every event it reads, the node's own included.
+    fn deliver(&mut self, event: &Event, except: Option<MemberId>) {
+        self.apply(event);
+        if event.kind.is_shown() {
+            // The log's own name: one allocation shared by every line of the room, so the
+            // read-position bookkeeping compares pointers, not text.
+            let mark = event
+                .kind
+                .is_message()
+                .then(|| (event.room.clone(), event.seq));
+            let line = Line::marked(protocol::render(event), mark);
+            self.broadcast(&event.room, line, except);
+        }
     }
 
     /// Publishes presence, which takes no number and is never refused.

@@ -3,15 +3,13 @@
 //! variant in its own module (`sqlite` now; PostgreSQL is a second variant beside it), with
 //! the domain types and [`StoreError`] shared.
 
-pub mod codec;
 pub mod sqlite;
 
 use std::path::Path;
 
-use crate::event::{Event, RoomName, Seq};
+use crate::event::{Event, MessageBlock, RoomName, Seq};
 use crate::username::Username;
 
-pub use codec::{MessageBlock, decode_messages, encode_message};
 pub use sqlite::{Inspection, PAGE_SIZE_BYTES, inspect};
 
 /// Writes for [`HistoryConnection::write_history`], collected by the history writer.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::LogError;
+use crate::event::MessageBlock;
 use crate::event::{Event, EventKind, RoomName, Seq};
 use crate::history::{Durable, History, HistoryRequest, Purpose};
-use crate::store::{MessageBlock, MessageRange};
+use crate::store::MessageRange;
 
 /// Recent messages a room keeps in memory when the database holds the rest: enough for the
 /// join history, `/history 20` and most catch-ups without a read.

@@ -13,11 +13,11 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::codec::decode_messages;
 use super::{
     AccountStamp, Certificate, Credentials, HistoryBatch, Location, MessageRange, StoreError,
     UserSummary,
 };
+use crate::event::decode_messages;
 use crate::event::{Event, RoomName, Seq};
 use crate::username::Username;
 
@@ -667,44 +667,11 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::event::EventKind;
-    use crate::store::codec::{MessageBlock, encode_message};
+    use crate::event::MessageBlock;
     use std::os::unix::fs::PermissionsExt;
 
     fn name(s: &str) -> Username {
         Username::parse(s).unwrap()
-    }
-
-    #[test]
-    fn message_blocks_round_trip_and_damage_is_detected() {
-        let room = RoomName::parse("#dev").unwrap();
-        let events = vec![
-            Event {
-                room: room.clone(),
-                seq: 7,
-                at_ms: 1_796_126_282_000,
-                kind: EventKind::Chat {
-                    from: "bob".into(),
-                    text: "hi ünïcode".into(),
-                },
-            },
-            Event {
-                room: room.clone(),
-                seq: 8,
-                at_ms: 1_796_126_283_000,
-                kind: EventKind::Notice {
-                    text: "maintenance".into(),
-                },
-            },
-        ];
-        let mut data = Vec::new();
-        for e in &events {
-            encode_message(&mut data, e);
-        }
-        assert_eq!(decode_messages(&room, &data), Some(events));
-        assert_eq!(decode_messages(&room, &data[..data.len() - 1]), None);
-        let mut bad_kind = data.clone();
-        bad_kind[16] = 9;
-        assert_eq!(decode_messages(&room, &bad_kind), None);
     }
 
     fn message(seq: Seq, at_ms: i64) -> std::sync::Arc<Event> {

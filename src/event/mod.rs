@@ -6,9 +6,13 @@
 //! own: it carries the number of the last message before it. Wire text is made from events
 //! by `protocol`, once per event and format.
 
+pub mod codec;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use codec::{MessageBlock, decode_messages, encode_message};
 
 /// A message's number in its room: 1 for the first, never reused; 0 means "before any".
 pub type Seq = u64;
