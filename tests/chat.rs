@@ -86,6 +86,15 @@ async fn msg_reaches_only_the_target_and_confirms_to_the_sender() {
 }
 
 #[tokio::test]
+async fn msg_with_only_invisible_text_is_a_usage_error_and_relays_nothing() {
+    let server = spawn_server(Opts::default()).await;
+    let (mut alice, mut bob, _carol) = three_members(&server).await;
+    alice.send("/msg bob \u{200B}\u{2060}\u{200D}").await;
+    alice.expect_line("! Usage: /msg NAME TEXT").await;
+    expect_nothing_before_who(&mut bob, ALL3).await;
+}
+
+#[tokio::test]
 async fn msg_to_someone_not_online_is_an_error() {
     let server = spawn_server(Opts::default()).await;
     let mut alice = server.login("alice").await;

@@ -79,7 +79,8 @@ pub fn parse_command(line: &str) -> Command<'_> {
         "me" if args.is_empty() => Command::Usage("! Usage: /me ACTION\n"),
         "me" => Command::Emote(args),
         "msg" => match args.split_once(' ') {
-            Some((to, text)) if !text.trim().is_empty() => Command::Whisper {
+            // Only what survives cleaning counts: zero-width text would relay an empty line.
+            Some((to, text)) if super::clean::has_content(text) => Command::Whisper {
                 to,
                 text: text.trim(),
             },

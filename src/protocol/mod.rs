@@ -152,6 +152,10 @@ mod tests {
             }
         );
         assert!(matches!(parse_command("/msg bob"), Command::Usage(_)));
+        assert!(matches!(
+            parse_command("/msg bob \u{200B}\u{2060} \u{FEFF}"),
+            Command::Usage(_)
+        ));
         assert_eq!(parse_command("/quit"), Command::Quit(None));
         assert_eq!(
             parse_command("/quit gone home"),
