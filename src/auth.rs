@@ -11,6 +11,9 @@ use crate::store::{AccountStamp, Store, StoreError};
 use crate::throttle::{FailureCounter, Verdict};
 use crate::username::Username;
 
+/// Time left for writing `! Login failed` before a login's deadline.
+pub const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Why a login did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -49,6 +52,9 @@ pub struct LoggedIn {
     pub stamp: AccountStamp,
     /// The client certificate that logged in (its fingerprint); `None` for a password.
     pub certificate: Option<Arc<str>>,
+    /// After a password login, how many client certificates can log in to the account
+    /// (the welcome says so when there are any); 0 after a certificate login.
+    pub enrolled_certificates: i64,
 }
 
 /// Checks passwords against the store; cheap to clone.
@@ -82,15 +88,32 @@ impl Authenticator {
     /// Returns the name as created on success. Unknown and invalid names are checked against a
     /// dummy hash so that the time taken does not reveal which names exist. Throttled attempts
     /// wait, then fail without a password check.
-    #[tracing::instrument(skip_all)]
     pub async fn authenticate(
         &self,
         name: &str,
         password: SecretString,
         source: IpAddr,
     ) -> Result<LoggedIn, AuthError> {
+        self.authenticate_by(name, password, source, None).await
+    }
+
+    /// [`Authenticator::authenticate`] for a login that must be answered by `answer_by` (its
+    /// login timeout): a throttled attempt's delay ends [`ANSWER_MARGIN`] before it, so the
+    /// client reads `! Login failed`, not a timeout.
+    #[tracing::instrument(skip_all)]
+    pub async fn authenticate_by(
+        &self,
+        name: &str,
+        password: SecretString,
+        source: IpAddr,
+        answer_by: Option<tokio::time::Instant>,
+    ) -> Result<LoggedIn, AuthError> {
         if let Verdict::Throttled(delay) = self.throttle.attempt(name, source, Instant::now()) {
-            tokio::time::sleep(delay).await;
+            let mut until = tokio::time::Instant::now() + delay;
+            if let Some(answer_by) = answer_by {
+                until = until.min(answer_by.checked_sub(ANSWER_MARGIN).unwrap_or(answer_by));
+            }
+            tokio::time::sleep_until(until).await;
             return Err(AuthError::Throttled);
         }
         let result = self.check_password(name, password).await;
@@ -124,6 +147,7 @@ impl Authenticator {
             name: user,
             stamp: owner.stamp,
             certificate: Some(fingerprint.into()),
+            enrolled_certificates: 0,
         }))
     }
 
@@ -138,7 +162,10 @@ impl Authenticator {
         };
         // A disabled account still costs a full check, so its state does not show in timing.
         let (account, phc) = match credentials {
-            Some(c) => (Some((c.username, c.stamp)), Some(c.password_hash)),
+            Some(c) => (
+                Some((c.username, c.stamp, c.certificates)),
+                Some(c.password_hash),
+            ),
             None => (None, None),
         };
         let verified = match self.hasher.verify(password.clone(), phc).await {
@@ -149,7 +176,7 @@ impl Authenticator {
             }
             Err(e) => return Err(e.into()),
         };
-        let Some((stored_name, stamp)) = account else {
+        let Some((stored_name, stamp, enrolled_certificates)) = account else {
             return Err(AuthError::LoginFailed);
         };
         if !verified.ok || stamp.disabled {
@@ -169,6 +196,7 @@ impl Authenticator {
             name: user,
             stamp,
             certificate: None,
+            enrolled_certificates,
         })
     }
 

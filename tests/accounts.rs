@@ -55,7 +55,14 @@ async fn changing_a_password_closes_the_session() {
         let hasher = Hasher::new(&common::test_hash_settings()).unwrap();
         let pw = Password::parse(SecretString::from("a new password".to_owned())).unwrap();
         let hash = hasher.hash(&pw).await.unwrap();
-        store.set_password(&alice(), &hash).await.unwrap();
+        store
+            .set_password(
+                &alice(),
+                &hash,
+                tlschat::store::OnPasswordChange::RemoveCertificates,
+            )
+            .await
+            .unwrap();
     })
     .await;
 }

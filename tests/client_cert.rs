@@ -396,3 +396,86 @@ fn the_cli_lists_and_deletes_certificates() {
     assert!(err.contains("no such certificate for alice"), "{err}");
     assert_eq!(run(&["list", "alice"]).1, "");
 }
+
+/// `tlschat user passwd NAME` with a new password on stdin and `extra` flags; its stdout.
+fn passwd(dir: &std::path::Path, name: &str, extra: &[&str]) -> String {
+    let mut cmd = common::bin::tlschat(dir);
+    cmd.args([
+        "user",
+        "passwd",
+        name,
+        "--password-stdin",
+        "--db",
+        "users.db",
+    ])
+    .args(extra);
+    common::bin::succeeded(&common::bin::run_with_stdin(cmd, "a brand new password\n"))
+}
+
+#[tokio::test]
+async fn a_password_reset_removes_the_certificates_and_closes_their_sessions() {
+    let server = spawn_server(Opts::default()).await;
+    let pair = ClientPair::new();
+    let mut by_cert = pair.enroll_and_log_in_by_it(&server, "alice").await;
+    by_cert.next_line().await;
+    let printed = passwd(server.dir.path(), "ALICE", &[]);
+    assert_eq!(
+        printed,
+        "changed password of ALICE\nremoved 1 client certificate\n"
+    );
+    let lines = by_cert.expect_closed().await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("! Your account was changed by an administrator")
+    );
+    // The certificate no longer logs in: the password is asked for.
+    let mut again = pair.connect(&server).await;
+    again.expect_greeting().await;
+    again.send("alice").await;
+    again.expect_line("Password:").await;
+}
+
+#[test]
+fn keep_certificates_keeps_them_through_a_password_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    common::bin::add_users(dir.path(), &["alice"], common::PASSWORD);
+    for (i, pair) in [ClientPair::new(), ClientPair::new()].iter().enumerate() {
+        let file = dir.path().join(format!("c{i}.crt"));
+        std::fs::write(&file, &pair.cert_pem).unwrap();
+        let label = format!("c{i}");
+        common::bin::add_certificate(dir.path(), "alice", &file, &["--label", &label]);
+    }
+    let printed = passwd(dir.path(), "alice", &["--keep-certificates"]);
+    assert_eq!(printed, "changed password of alice\n");
+    let listed = common::bin::succeeded(
+        &common::bin::tlschat(dir.path())
+            .args(["user", "cert", "list", "alice", "--db", "users.db"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let printed = passwd(dir.path(), "alice", &[]);
+    assert_eq!(
+        printed,
+        "changed password of alice\nremoved 2 client certificates\n"
+    );
+}
+
+#[tokio::test]
+async fn a_password_login_says_how_many_certificates_can_log_in() {
+    let server = spawn_server(Opts::default()).await;
+    for (i, pair) in [ClientPair::new(), ClientPair::new()].iter().enumerate() {
+        let file = server.dir.path().join(format!("c{i}.crt"));
+        std::fs::write(&file, &pair.cert_pem).unwrap();
+        let label = format!("c{i}");
+        common::bin::add_certificate(server.dir.path(), "alice", &file, &["--label", &label]);
+    }
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("*** 2 client certificates can log in as alice")
+        .await;
+    // None enrolled: no such line (the next one is the answer to /who).
+    let mut bob = server.login("bob").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 2 online: alice, bob").await;
+}

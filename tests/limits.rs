@@ -406,6 +406,62 @@ async fn fail_once(c: &mut TestClient, name: &str) {
     c.expect_line("! Login failed").await;
 }
 
+/// A client from `ip` that has seen the greeting.
+async fn client_from(server: &TestServer, ip: &str) -> TestClient {
+    let tcp = tcp_from(server.addr, ip, None).await;
+    let mut c = TestClient::over(tcp, &server.connector).await;
+    c.expect_greeting().await;
+    c
+}
+
+#[tokio::test]
+async fn a_new_address_past_a_names_ceiling_waits_the_first_delay_not_the_longest() {
+    let delay = Duration::from_millis(200);
+    let server = spawn_server(opts(Limits {
+        throttle_delay: delay,
+        user_failures: 1,
+        user_failure_ceiling: 10,
+        ..test_limits()
+    }))
+    .await;
+    for i in 10..20 {
+        let mut c = client_from(&server, &format!("127.0.0.{i}")).await;
+        fail_once(&mut c, "alice").await;
+    }
+    let mut newcomer = client_from(&server, "127.0.0.30").await;
+    newcomer.send("alice").await;
+    newcomer.expect_line("Password:").await;
+    let started = Instant::now();
+    newcomer.send(PASSWORD).await;
+    newcomer.expect_line("! Login failed").await;
+    // Before, the ten other addresses' failures doubled the delay nine times (to the 30 s
+    // maximum, past the login timeout).
+    let waited = started.elapsed();
+    assert!(waited >= delay && waited < delay * 4, "{waited:?}");
+}
+
+#[tokio::test]
+async fn a_throttled_attempt_is_answered_before_the_login_timeout() {
+    let login_timeout = Duration::from_secs(2);
+    let server = spawn_server(opts(Limits {
+        login_timeout,
+        throttle_delay: Duration::from_secs(30),
+        user_failures: 1,
+        user_failure_ceiling: 1,
+        ..test_limits()
+    }))
+    .await;
+    let mut guesser = client_from(&server, "127.0.0.2").await;
+    fail_once(&mut guesser, "alice").await;
+    let started = Instant::now();
+    let mut c = client_from(&server, "127.0.0.3").await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send(PASSWORD).await;
+    c.expect_line("! Login failed").await;
+    assert!(started.elapsed() < login_timeout, "{:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn real_user_from_another_address_can_still_log_in_during_an_attack() {
     let server = spawn_server(opts(Limits {

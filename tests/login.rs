@@ -225,7 +225,11 @@ async fn an_unusable_stored_hash_answers_login_failed_and_keeps_the_connection()
     let alice = tlschat::username::Username::parse("alice").unwrap();
     server
         .store
-        .set_password(&alice, "$argon2id$v=19$garbage")
+        .set_password(
+            &alice,
+            "$argon2id$v=19$garbage",
+            tlschat::store::OnPasswordChange::KeepCertificates,
+        )
         .await
         .unwrap();
     let mut c = server.connect().await;

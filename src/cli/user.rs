@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::{Argon2Settings, FileConfig};
 use crate::password::{Hasher, Password};
 use crate::report::Report;
-use crate::store::Store;
+use crate::store::{OnPasswordChange, Store};
 use crate::username::Username;
 use serde_json::json;
 
@@ -36,10 +36,15 @@ pub(super) enum UserCommand {
         #[command(flatten)]
         password: PasswordArgs,
     },
-    /// Change a user's password
+    /// Change a user's password; removes the user's client certificates (unless kept) and
+    /// closes the user's sessions
     Passwd {
         /// Existing user (matched case-insensitively)
         name: String,
+        /// Keep the user's client certificates (by default a new password removes them, so
+        /// that a certificate enrolled by whoever knew the old one stops logging in)
+        #[arg(long)]
+        keep_certificates: bool,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -122,7 +127,12 @@ pub(super) async fn user(cmd: UserCommand, report: Report) -> anyhow::Result<()>
             store.close().await;
             done(format!("added user {name}"), "added user", &name)?;
         }
-        UserCommand::Passwd { name, db, password } => {
+        UserCommand::Passwd {
+            name,
+            keep_certificates,
+            db,
+            password,
+        } => {
             let name = Username::parse(&name)?;
             let (store, hasher) = open(&db, Some(&password.argon2)).await?;
             if store.credentials(&name).await?.is_none() {
@@ -130,13 +140,30 @@ pub(super) async fn user(cmd: UserCommand, report: Report) -> anyhow::Result<()>
             }
             let secret = read_new_password(password.password_stdin)?;
             let hash = hasher.hash(&secret).await?;
-            store.set_password(&name, &hash).await?;
+            let certificates = if keep_certificates {
+                OnPasswordChange::KeepCertificates
+            } else {
+                OnPasswordChange::RemoveCertificates
+            };
+            let removed = store.set_password(&name, &hash, certificates).await?;
             store.close().await;
             done(
                 format!("changed password of {name}"),
                 "changed password",
                 &name,
             )?;
+            if removed > 0 {
+                let what = if removed == 1 {
+                    "1 client certificate".to_owned()
+                } else {
+                    format!("{removed} client certificates")
+                };
+                report.line(
+                    &format!("removed {what}"),
+                    "removed client certificates",
+                    &[("user", json!(name.as_str())), ("count", json!(removed))],
+                )?;
+            }
         }
         UserCommand::Del { name, db } => {
             let name = Username::parse(&name)?;

@@ -241,6 +241,15 @@ pub fn render_history(event: &Event) -> String {
     format!("[{stamp}] {}", event_line(&event.kind))
 }
 
+/// After a password login: who else can log in to the account without its password.
+pub fn certificates_can_log_in(count: i64, name: &str) -> String {
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    format!(
+        "*** {} can log in as {name}\n",
+        plural(count, "client certificate", "client certificates")
+    )
+}
+
 fn plural(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")

@@ -30,6 +30,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     metrics: &Metrics,
     peer: SocketAddr,
     presented: Option<&str>,
+    answer_by: Option<tokio::time::Instant>,
 ) -> io::Result<LoginOutcome> {
     conn.queue(protocol::GREETING);
     let mut failures = 0;
@@ -62,7 +63,9 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Err(end) => return Ok(end),
         };
         let started = std::time::Instant::now();
-        let result = auth.authenticate(&username, password, peer.ip()).await;
+        let result = auth
+            .authenticate_by(&username, password, peer.ip(), answer_by)
+            .await;
         if matches!(result, Ok(_) | Err(AuthError::LoginFailed)) {
             metrics.password_check_seconds.observe(started.elapsed());
         }
@@ -195,7 +198,9 @@ mod tests {
         let mut conn = Conn::new(server, &Limits::default());
         let metrics = Metrics::default();
         let peer = "127.0.0.1:1".parse().unwrap();
-        let outcome = login(&mut conn, &auth, &metrics, peer, None).await.unwrap();
+        let outcome = login(&mut conn, &auth, &metrics, peer, None, None)
+            .await
+            .unwrap();
         conn.flush().await.unwrap();
         drop(conn);
         drop(writer.await.unwrap());

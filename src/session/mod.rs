@@ -109,7 +109,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 
     let login_deadline = connected + limits.login_timeout;
     let outcome = tokio::select! {
-        r = Box::pin(login::login(&mut conn, &ctx.auth, &ctx.metrics, peer, presented.as_deref())) => r?,
+        r = Box::pin(login::login(&mut conn, &ctx.auth, &ctx.metrics, peer, presented.as_deref(), Some(login_deadline))) => r?,
         _ = sleep_until(login_deadline) => {
             conn.goodbye(protocol::LOGIN_TIMED_OUT, GOODBYE_TIMEOUT).await;
             return Ok(End::LoginTimeout);
@@ -123,6 +123,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         name,
         stamp,
         certificate,
+        enrolled_certificates,
     } = match outcome {
         login::LoginOutcome::LoggedIn(account) => account,
         login::LoginOutcome::Ended(end, last_line) => {
@@ -177,6 +178,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     } = joined;
     conn.queue(&welcome);
     drop(welcome);
+    if enrolled_certificates > 0 {
+        conn.queue(&protocol::certificates_can_log_in(
+            enrolled_certificates,
+            member.name.as_str(),
+        ));
+    }
     let result = member::member_loop(&mut conn, ctx, &mut member, outbox).await;
     // Leave the room, the admin list and the connection caps before the goodbye, which may
     // wait on a peer that does not read.

@@ -149,8 +149,19 @@ pub struct Credentials {
     pub password_hash: String,
     /// Whether logins are refused.
     pub disabled: bool,
+    /// Client certificates that can log in to this account.
+    pub certificates: i64,
     /// Identifies this account and its current state; see [`AccountStamp`].
     pub stamp: AccountStamp,
+}
+
+/// What a password change does to the account's client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPasswordChange {
+    /// Remove them (the default of `tlschat user passwd`).
+    RemoveCertificates,
+    /// Keep them (`--keep-certificates`).
+    KeepCertificates,
 }
 
 /// An account's row id and change counter: if either differs later, the account was deleted,
@@ -185,14 +196,18 @@ impl Store {
         }
     }
 
-    /// Replaces a user's password hash.
+    /// Replaces a user's password hash (closing the account's sessions, as any change does)
+    /// and, unless told to keep them, removes its client certificates in the same
+    /// transaction: a reset after a compromise must not leave an enrolled certificate in.
+    /// Returns how many certificates were removed.
     pub async fn set_password(
         &self,
         name: &Username,
         password_hash: &str,
-    ) -> Result<(), StoreError> {
+        certificates: OnPasswordChange,
+    ) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(s) => s.set_password(name, password_hash).await,
+            Store::Sqlite(s) => s.set_password(name, password_hash, certificates).await,
         }
     }
 

@@ -90,9 +90,10 @@ impl LocalCounter {
         if let Some(fails) = state.by_user.get_mut(&key) {
             expire(fails, now, self.user_window);
             let took_part = || fails.iter().any(|(_, s)| *s == source);
+            // The delay grows with this source's own attempts only: other sources' failures
+            // on the name (up to the ceiling) must not start a newcomer at the longest delay.
             if fails.len() >= self.user_ceiling || (fails.len() >= self.user_limit && took_part()) {
                 throttled = true;
-                excess = excess.max(fails.len().saturating_sub(self.user_limit));
             }
         }
         let source_cap = self.ip_limit + MAX_DELAY_DOUBLINGS;
@@ -332,6 +333,24 @@ mod tests {
         assert_eq!(
             t.attempt("bob", ip("192.0.2.1"), start + Duration::from_secs(1)),
             Verdict::Check
+        );
+    }
+
+    #[test]
+    fn a_new_source_past_the_ceiling_starts_at_the_first_delay() {
+        let t = throttle();
+        let now = Instant::now();
+        for i in 0..50 {
+            assert_eq!(t.attempt("alice", nth_source(i), now), Verdict::Check);
+        }
+        let newcomer = ip("192.0.2.7");
+        assert_eq!(
+            t.attempt("alice", newcomer, now),
+            Verdict::Throttled(Duration::from_secs(1))
+        );
+        assert_eq!(
+            t.attempt("alice", newcomer, now),
+            Verdict::Throttled(Duration::from_secs(2))
         );
     }
 

@@ -14,8 +14,8 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use super::{
-    AccountStamp, Certificate, Credentials, HistoryBatch, Location, MessageRange, StoreError,
-    UserSummary,
+    AccountStamp, Certificate, Credentials, HistoryBatch, Location, MessageRange, OnPasswordChange,
+    StoreError, UserSummary,
 };
 use crate::event::decode_messages;
 use crate::event::{Event, RoomName, Seq};
@@ -116,13 +116,34 @@ impl SqliteStore {
         &self,
         name: &Username,
         password_hash: &str,
-    ) -> Result<(), StoreError> {
-        let query = sqlx::query(
+        certificates: OnPasswordChange,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let changed = sqlx::query(
             "UPDATE users SET password_hash = ?, generation = generation + 1, \
              updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE username = ?",
         )
-        .bind(password_hash);
-        self.change_one(query, name).await
+        .bind(password_hash)
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        if changed.rows_affected() == 0 {
+            return Err(StoreError::NoSuchUser(name.to_string()));
+        }
+        let removed = match certificates {
+            OnPasswordChange::RemoveCertificates => sqlx::query(
+                "DELETE FROM certificates WHERE user_id = (SELECT id FROM users WHERE username = ?)",
+            )
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?
+            .rows_affected(),
+            OnPasswordChange::KeepCertificates => 0,
+        };
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(removed)
     }
 
     /// Replaces the hash of the account in `stamp` with one of the same password made with
@@ -356,12 +377,14 @@ impl SqliteStore {
     /// The stored credentials for a name, matched case-insensitively.
     pub async fn credentials(&self, name: &Username) -> Result<Option<Credentials>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, username, password_hash, disabled, generation FROM users WHERE username = ?",
+            "SELECT id, username, password_hash, disabled, generation, \
+             (SELECT COUNT(*) FROM certificates c WHERE c.user_id = users.id) AS certificates \
+             FROM users WHERE username = ?",
         )
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
         // try_get: a row edited by hand with a wrong type is an error, not a panic.
         let Some(r) = row else { return Ok(None) };
         let get_err = |e| self.error(e);
@@ -370,6 +393,7 @@ impl SqliteStore {
             username: r.try_get("username").map_err(get_err)?,
             password_hash: r.try_get("password_hash").map_err(get_err)?,
             disabled,
+            certificates: r.try_get("certificates").map_err(get_err)?,
             stamp: AccountStamp {
                 id: r.try_get("id").map_err(get_err)?,
                 generation: r.try_get("generation").map_err(get_err)?,
@@ -859,11 +883,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_password_change_removes_the_accounts_certificates_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        for user in ["alice", "bob"] {
+            store.add_user(&name(user), "h").await.unwrap();
+        }
+        store
+            .add_certificate(&name("alice"), "aa", "laptop")
+            .await
+            .unwrap();
+        store
+            .add_certificate(&name("alice"), "bb", "phone")
+            .await
+            .unwrap();
+        store
+            .add_certificate(&name("bob"), "cc", "laptop")
+            .await
+            .unwrap();
+        let count = |c: Option<Credentials>| c.unwrap().certificates;
+        assert_eq!(count(store.credentials(&name("alice")).await.unwrap()), 2);
+        let kept = store
+            .set_password(&name("alice"), "h2", OnPasswordChange::KeepCertificates)
+            .await
+            .unwrap();
+        assert_eq!(kept, 0);
+        assert_eq!(count(store.credentials(&name("alice")).await.unwrap()), 2);
+        let removed = store
+            .set_password(&name("ALICE"), "h3", OnPasswordChange::RemoveCertificates)
+            .await
+            .unwrap();
+        assert_eq!(removed, 2);
+        assert_eq!(count(store.credentials(&name("alice")).await.unwrap()), 0);
+        assert_eq!(count(store.credentials(&name("bob")).await.unwrap()), 1);
+    }
+
+    #[tokio::test]
     async fn passwd_and_del_need_an_existing_user() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
         assert!(matches!(
-            store.set_password(&name("nobody"), "h").await,
+            store
+                .set_password(&name("nobody"), "h", OnPasswordChange::RemoveCertificates)
+                .await,
             Err(StoreError::NoSuchUser(_))
         ));
         assert!(matches!(
@@ -871,7 +933,10 @@ mod tests {
             Err(StoreError::NoSuchUser(_))
         ));
         store.add_user(&name("bob"), "h").await.unwrap();
-        store.set_password(&name("BOB"), "h2").await.unwrap();
+        store
+            .set_password(&name("BOB"), "h2", OnPasswordChange::KeepCertificates)
+            .await
+            .unwrap();
         store.delete_user(&name("bob")).await.unwrap();
         assert!(store.credentials(&name("bob")).await.unwrap().is_none());
     }
@@ -890,7 +955,10 @@ mod tests {
         let s1 = stamp(&store).await;
         assert!(s1.disabled && s1.generation > s0.generation);
         store.set_disabled(&name("carol"), false).await.unwrap();
-        store.set_password(&name("carol"), "h2").await.unwrap();
+        store
+            .set_password(&name("carol"), "h2", OnPasswordChange::KeepCertificates)
+            .await
+            .unwrap();
         let s2 = stamp(&store).await;
         assert!(!s2.disabled && s2.generation > s1.generation + 1);
         assert_eq!(store.account_stamps().await.unwrap(), vec![s2]);
