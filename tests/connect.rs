@@ -182,6 +182,49 @@ async fn a_changed_certificate_is_refused_loudly_with_both_fingerprints() {
 }
 
 #[tokio::test]
+async fn a_known_fingerprint_is_checked_even_when_the_chain_verifies() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = "AB:".repeat(31) + "AB";
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        format!("localhost:{} {old}\n", server.addr.port()),
+    )
+    .unwrap();
+    let ca = ca_file(&server);
+    let err = refused(dir.path(), server.addr, &["--ca", ca.to_str().unwrap()]).await;
+    assert!(err.contains("HAS CHANGED"), "{err}");
+}
+
+#[tokio::test]
+async fn a_malformed_known_hosts_line_is_reported_and_skipped() {
+    let server = spawn_server(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = server.addr.port();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(
+        &known,
+        format!(
+            "localhost:{port} AB:CD\nlocalhost:{port} {}\n",
+            fingerprint(&server)
+        ),
+    )
+    .unwrap();
+    let mut c = Connect::start(dir.path(), server.addr, &LOGIN);
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    let (code, err) = c.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "warning: {}:1: not `HOST:PORT FINGERPRINT`; line skipped\n",
+            known.display()
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_pinned_fingerprint_in_plain_hex_is_trusted() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();

@@ -24,10 +24,29 @@ pub struct Identity {
     pub fingerprint: String,
 }
 
-/// Reads the pair in `dir`, making it first if it is not there (directory 0700, key 0600).
+/// Reads the pair in `dir`, making it first if neither file is there (directory 0700, key
+/// 0600). With only one of the two it stops with an error: a key is never written over, since
+/// a server may have its certificate enrolled.
 pub fn load_or_create(dir: &Path) -> anyhow::Result<Identity> {
     let (cert_path, key_path) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
-    if !cert_path.exists() || !key_path.exists() {
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) | (false, false) => {}
+        (has_cert, _) => {
+            let (present, missing) = if has_cert {
+                (&cert_path, &key_path)
+            } else {
+                (&key_path, &cert_path)
+            };
+            anyhow::bail!(
+                "{} exists but {} is missing: restore it, or move {} away to make a new \
+                 certificate (servers that enrolled the old one will ask for the password)",
+                present.display(),
+                missing.display(),
+                present.display()
+            );
+        }
+    }
+    if !cert_path.exists() {
         let pair = rcgen::generate_simple_self_signed(vec!["tlschat-client".to_owned()])
             .context("making a client certificate")?;
         std::fs::DirBuilder::new()
@@ -54,10 +73,11 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<Identity> {
 }
 
 fn write_new(path: &Path, mode: u32, data: &[u8]) -> anyhow::Result<()> {
+    // create_new: another process making the pair at the same moment fails here instead of
+    // both writing over each other's key.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -106,6 +126,31 @@ mod tests {
         let mode = |p: &str| std::fs::metadata(sub.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(KEY_FILE), 0o600);
         assert_eq!(mode(""), 0o700);
+    }
+
+    #[test]
+    fn a_key_without_its_certificate_is_an_error_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("tlschat");
+        load_or_create(&sub).unwrap();
+        std::fs::remove_file(sub.join(CERT_FILE)).unwrap();
+        let key = std::fs::read(sub.join(KEY_FILE)).unwrap();
+        let err = load_or_create(&sub).err().unwrap().to_string();
+        assert!(err.contains("client.crt is missing"), "{err}");
+        assert_eq!(std::fs::read(sub.join(KEY_FILE)).unwrap(), key);
+        assert!(!sub.join(CERT_FILE).exists());
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_an_error_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("tlschat");
+        load_or_create(&sub).unwrap();
+        std::fs::remove_file(sub.join(KEY_FILE)).unwrap();
+        let cert = std::fs::read(sub.join(CERT_FILE)).unwrap();
+        let err = load_or_create(&sub).err().unwrap().to_string();
+        assert!(err.contains("client.key is missing"), "{err}");
+        assert_eq!(std::fs::read(sub.join(CERT_FILE)).unwrap(), cert);
     }
 
     #[test]

@@ -189,9 +189,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .context("the handshake showed no certificate")?;
         let decision = match &trusted {
             Some(fp) if *fp == seen.fingerprint => Decision::Trusted,
-            Some(fp) => trust::decide(&policy, &host_port, &seen, Some(fp), known.path()),
-            None => {
-                let entry = known.find(&host_port);
+            // A new certificate since the last connection: decided like the first one (a
+            // renewed certificate that an authority signs is fine, a changed known one not).
+            _ => {
+                let found = known.find(&host_port);
+                if trusted.is_none() {
+                    for line in &found.malformed {
+                        eprintln!(
+                            "warning: {}:{line}: not `HOST:PORT FINGERPRINT`; line skipped",
+                            known.path().display()
+                        );
+                    }
+                }
+                let entry = found.fingerprint;
                 trust::decide(&policy, &host_port, &seen, entry.as_deref(), known.path())
             }
         };

@@ -137,18 +137,12 @@ pub fn decide(
             ))
         };
     }
-    match (&seen.chain, policy.ca_given) {
-        (Ok(()), _) => return Decision::Trusted,
-        (Err(why), true) => {
-            return Decision::Refused(format!(
-                "the certificate of {host} does not verify against --ca: {why}"
-            ));
-        }
-        (Err(_), false) => {}
-    }
-    match known {
-        Some(fp) if fp == seen.fingerprint => Decision::Trusted,
-        Some(fp) => Decision::Refused(format!(
+    // A known fingerprint is checked first, as ssh does: a chain some authority signed does
+    // not outweigh the certificate this user accepted for this server.
+    if let Some(fp) = known
+        && fp != seen.fingerprint
+    {
+        return Decision::Refused(format!(
             "WARNING: THE CERTIFICATE OF {host} HAS CHANGED!\n\
              known fingerprint:     {fp}\n\
              presented fingerprint: {}\n\
@@ -157,9 +151,25 @@ pub fn decide(
              remove the line for {host} from {} and connect again (or pass --fingerprint).",
             seen.fingerprint,
             file.display()
-        )),
-        None => Decision::Unknown(seen.fingerprint.clone()),
+        ));
     }
+    match (&seen.chain, policy.ca_given, known) {
+        (Ok(()), _, _) => Decision::Trusted,
+        (Err(why), true, _) => Decision::Refused(format!(
+            "the certificate of {host} does not verify against --ca: {why}"
+        )),
+        (Err(_), false, Some(_)) => Decision::Trusted,
+        (Err(_), false, None) => Decision::Unknown(seen.fingerprint.clone()),
+    }
+}
+
+/// What `known_hosts` says about one server.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The fingerprint accepted for the server.
+    pub fingerprint: Option<String>,
+    /// Line numbers (from 1) that are not `HOST:PORT FINGERPRINT`: skipped.
+    pub malformed: Vec<usize>,
 }
 
 /// `HOST:PORT FINGERPRINT` lines, `#` comments ignored.
@@ -179,9 +189,32 @@ impl KnownHosts {
         &self.path
     }
 
-    /// The fingerprint stored for `host`, if any.
-    pub fn find(&self, host: &str) -> Option<String> {
-        lookup(&self.path, host).and_then(|fp| crate::client_cert::parse_fingerprint(&fp))
+    /// The fingerprint stored for `host`, if any, from the first well-formed line for it;
+    /// every malformed line in the file is listed (and skipped), so a typo never hides a
+    /// good entry or turns it into a trust-on-first-use question.
+    pub fn find(&self, host: &str) -> Found {
+        let mut found = Found::default();
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return found;
+        };
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let entry = line.split_once(' ').and_then(|(h, fp)| {
+                crate::client_cert::parse_fingerprint(fp.trim()).map(|fp| (h, fp))
+            });
+            match entry {
+                Some((h, fp)) => {
+                    if found.fingerprint.is_none() && h.eq_ignore_ascii_case(host) {
+                        found.fingerprint = Some(fp);
+                    }
+                }
+                None => found.malformed.push(i + 1),
+            }
+        }
+        found
     }
 
     /// Appends `host fingerprint`.
@@ -311,12 +344,44 @@ mod tests {
     }
 
     #[test]
+    fn a_known_fingerprint_is_checked_even_when_an_authority_signs_the_chain() {
+        assert!(matches!(
+            decide_with(Policy::default(), seen(B, true), Some(A)),
+            Decision::Refused(why) if why.contains("HAS CHANGED")
+        ));
+        assert_eq!(
+            decide_with(Policy::default(), seen(A, true), Some(A)),
+            Decision::Trusted
+        );
+    }
+
+    #[test]
+    fn malformed_known_hosts_lines_are_listed_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let known = KnownHosts::at(dir.path().join("known_hosts"));
+        std::fs::write(
+            known.path(),
+            format!(
+                "# comment\nchat:7443 not-a-fingerprint\n\nchat:7443\nchat:7443 {A}\nother:1 {B}\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            known.find("chat:7443"),
+            Found {
+                fingerprint: Some(A.into()),
+                malformed: vec![2, 4],
+            }
+        );
+    }
+
+    #[test]
     fn known_hosts_round_trip_and_match_hosts_case_insensitively() {
         let dir = tempfile::tempdir().unwrap();
         let known = KnownHosts::at(dir.path().join("sub/known_hosts"));
-        assert_eq!(known.find("Chat:7443"), None);
+        assert_eq!(known.find("Chat:7443").fingerprint, None);
         known.add("chat:7443", A).unwrap();
-        assert_eq!(known.find("CHAT:7443").as_deref(), Some(A));
+        assert_eq!(known.find("CHAT:7443").fingerprint.as_deref(), Some(A));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(known.path())
             .unwrap()
