@@ -479,3 +479,27 @@ async fn a_password_login_says_how_many_certificates_can_log_in() {
     bob.send("/who").await;
     bob.expect_line("*** 2 online: alice, bob").await;
 }
+
+#[tokio::test]
+async fn a_takeover_during_a_database_wait_closes_the_old_session_within_2_s() {
+    let server = spawn_server(Opts::default()).await;
+    let mut old = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    old.expect_line("*** bob joined").await;
+    let lock = common::db::lock_writes(&server.dir.path().join("users.db")).await;
+    // One write: once bob has "ready", the old session has the revoke line in hand, and the
+    // revoke's DELETE waits on the locked database (for up to the 10 s busy timeout).
+    old.send("ready\n/cert revoke laptop").await;
+    bob.expect_line("<alice> ready").await;
+    let started = std::time::Instant::now();
+    let _new = server.login("alice").await;
+    let lines = old.expect_closed().await;
+    let waited = started.elapsed();
+    common::db::release(lock).await;
+    assert_eq!(
+        lines,
+        vec!["! You signed in elsewhere; closing this session"],
+        "the revoke was still waiting"
+    );
+    assert!(waited < std::time::Duration::from_secs(2), "{waited:?}");
+}

@@ -7,9 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::db::{lock_writes, release, second_connection};
 use common::{Opts, STEP, TestClient, TestServer, block, spawn_server};
 use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tlschat::config::RoomLimits;
 
 /// Longer than the store's busy timeout (10 s): a write waiting on the lock fails.
@@ -17,29 +17,6 @@ const STALL: Duration = Duration::from_secs(11);
 
 fn db_path(server: &TestServer) -> PathBuf {
     server.dir.path().join("users.db")
-}
-
-/// A second connection to the server's database.
-async fn second_connection(path: &Path) -> SqliteConnection {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .busy_timeout(Duration::from_secs(5));
-    SqliteConnection::connect_with(&options).await.unwrap()
-}
-
-/// A second connection holding the write lock: the server can read but not write.
-async fn lock_writes(path: &Path) -> SqliteConnection {
-    let mut conn = second_connection(path).await;
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn
-}
-
-async fn release(mut conn: SqliteConnection) {
-    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
 }
 
 /// `/history N` in the current room: the lines between the header and the end, unstamped.

@@ -13,7 +13,7 @@ use super::conn::Conn;
 use super::rate::TokenBucket;
 use super::{End, MemberGuard, SessionContext};
 use crate::protocol::{self, Incoming};
-use crate::room::Outbox;
+use crate::room::{Outbox, Removal};
 
 /// Output written per step of the member loop: a backlog longer than this is written in
 /// several steps, each followed by a chance to read the client's lines.
@@ -37,11 +37,15 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
-        if let Some(end) = conn
-            .take_deliveries(&mut outbox, history, MAX_BATCH_BYTES)
-            .await
-        {
-            return Ok(conn.last_words(end));
+        let taken = unless_removed(
+            &removed,
+            conn.take_deliveries(&mut outbox, history, MAX_BATCH_BYTES),
+        )
+        .await;
+        match taken {
+            None => return Ok(conn.removed(&mut outbox)),
+            Some(Some(end)) => return Ok(conn.last_words(end)),
+            Some(None) => {}
         }
         if conn.out.is_empty() {
             // Nothing unwritten: positions reached by the member's own lines hold now.
@@ -74,16 +78,17 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         let resume_at = bucket.ready_at();
         // Not biased: under sustained fan-out the queue is never empty, and a biased select
         // would never read the member's own lines (`/quit` included).
-        let ended = tokio::select! {
-            _ = removed.wait() => return Ok(conn.removed(&mut outbox)),
+        // `None`: removed, also while a step waited on the database.
+        let step = tokio::select! {
+            _ = removed.wait() => None,
             d = outbox.recv() => match d {
-                Some(d) => conn.push_delivery(d, history).await,
-                None => Some(End::Closed("removed from the room".into())),
+                Some(d) => unless_removed(&removed, conn.push_delivery(d, history)).await,
+                None => Some(Some(End::Closed("removed from the room".into()))),
             },
             _ = sleep_until(resume_at), if held.is_some() => {
                 let item = held.take().expect("guarded by is_some");
                 bucket.try_take(Instant::now());
-                handle(conn, ctx, member, &mut outbox, item).await
+                unless_removed(&removed, handle(conn, ctx, member, &mut outbox, item)).await
             }
             item = conn.next_item(), if held.is_none() => {
                 let Some(item) = item? else { return Ok((End::ClientClosed, None)) };
@@ -93,28 +98,42 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     warned = false;
                 }
                 if bucket.try_take(now) {
-                    handle(conn, ctx, member, &mut outbox, item).await
+                    unless_removed(&removed, handle(conn, ctx, member, &mut outbox, item)).await
                 } else {
                     // Stop reading: the rest waits in the client's TCP buffers, not here.
                     held = Some(item);
                     if warned {
-                        None
+                        Some(None)
                     } else {
                         warned = true;
                         warn!(limit = "rate", "member over line rate");
-                        match conn.take_deliveries(&mut outbox, history, usize::MAX).await {
-                            Some(end) => Some(end),
-                            None => {
+                        let all = conn.take_deliveries(&mut outbox, history, usize::MAX);
+                        match unless_removed(&removed, all).await {
+                            Some(None) => {
                                 conn.queue(&protocol::slow_down(limits.rate_per_sec));
-                                None
+                                Some(None)
                             }
+                            other => other,
                         }
                     }
                 }
             }
         };
-        if let Some(end) = ended {
-            return Ok(conn.last_words(end));
+        match step {
+            None => return Ok(conn.removed(&mut outbox)),
+            Some(Some(end)) => return Ok(conn.last_words(end)),
+            Some(None) => {}
         }
+    }
+}
+
+/// Runs `step` (which may wait on the database: a command, a history page) unless the member
+/// is removed first, so a kick or a takeover never waits for the store; `None` when removed.
+/// The step is polled first, so one that finishes at once costs nothing more.
+async fn unless_removed<T>(removed: &Removal, step: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        out = step => Some(out),
+        _ = removed.wait() => None,
     }
 }

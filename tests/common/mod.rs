@@ -4,6 +4,7 @@
 
 pub mod bin;
 pub mod chrome;
+pub mod db;
 pub mod proxy;
 pub mod sclient;
 pub mod web;
