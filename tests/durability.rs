@@ -126,6 +126,43 @@ async fn a_stalled_database_loses_no_line_and_reuses_no_number() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_whose_positions_cannot_be_read_stays_usable_and_catches_up_next_time() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = server.login("alice").await;
+    alice.send("/quit").await;
+    alice.expect_closed().await;
+    let mut bob = server.login("bob").await;
+    bob.send("one").await;
+    bob.send("two").await;
+    sync(&mut bob).await;
+    let mut conn = second_connection(&db_path(&server)).await;
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    sqlx::query(&rename("read_positions", "read_positions_away"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut alice = server.login("alice").await;
+    alice
+        .expect_line("! Catch-up is unavailable right now; you will get it at your next login")
+        .await;
+    alice.send("still here").await;
+    bob.wait_for("<alice> still here").await;
+    alice.send("/quit").await;
+    alice.expect_closed().await;
+    sqlx::query(&rename("read_positions_away", "read_positions"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // Nothing was skipped for good: the catch-up starts at the position saved before.
+    let mut alice = server.login("alice").await;
+    alice.wait_for("*** You missed 3 messages in #lobby:").await;
+    assert_eq!(
+        block(&mut alice).await,
+        ["<bob> one", "<bob> two", "<alice> still here"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_whose_room_cannot_be_read_answers_busy_and_changes_nothing() {
     let server = spawn_server(Opts::default()).await;
     let mut alice = server.login("alice").await;

@@ -72,6 +72,9 @@ pub const CERT_NONE: &str = "*** No certificates\n";
 pub const CERT_UNAVAILABLE: &str = "! Certificates are unavailable right now; try again later\n";
 /// Sent instead of `Password:` when the connection's certificate belongs to the user.
 pub const AUTHENTICATED_BY_CERTIFICATE: &str = "*** Authenticated by client certificate\n";
+/// After the welcome, when the member's rooms and read positions could not be read.
+pub const CATCH_UP_UNAVAILABLE: &str =
+    "! Catch-up is unavailable right now; you will get it at your next login\n";
 
 /// `*** Certificate AA:BB:…:FF enrolled as laptop`
 pub fn cert_enrolled(fingerprint: &str, label: &str) -> String {

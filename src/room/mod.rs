@@ -92,6 +92,10 @@ pub struct Joined {
     pub outbox: Outbox,
     /// Read positions that start now (rooms without a saved position).
     pub positions: Vec<Mark>,
+    /// The member's rooms and read positions could not be read: it is in #lobby (and the
+    /// rooms of a session it replaced) without catch-up, and must not save positions, which
+    /// would overwrite the stored ones and skip what it missed for good.
+    pub catch_up_unavailable: bool,
 }
 
 /// The rooms of this node, as sessions see them: every method but the ones that may wait on
@@ -510,14 +514,29 @@ impl State {
 impl Rooms {
     /// Logs a member in: reads its rooms and read positions, then joins #lobby and those rooms
     /// (see [`Rooms::join`]), registering the session in the directory in the same step.
+    ///
+    /// When they cannot be read, the member still joins (#lobby only, no catch-up) with
+    /// [`Joined::catch_up_unavailable`] set: a failed read is not a first login.
     pub async fn log_in(&self, name: &Username, login: Login) -> Result<Joined, JoinError> {
         for _ in 0..JOIN_TRIES {
             let epoch = self.lock().forgets;
-            let mut restore = Box::pin(self.memberships.restore(login.stamp.id)).await?;
+            let read = Box::pin(self.memberships.restore(login.stamp.id)).await;
+            let unavailable = read.is_err();
+            let mut restore = read.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading rooms and read positions failed; no catch-up");
+                Restore::default()
+            });
             restore.epoch = epoch;
             match self.join(name, login.clone(), restore) {
                 Err(JoinError::Changed) => continue,
-                joined => return joined,
+                Ok(mut joined) => {
+                    if unavailable {
+                        joined.positions.clear();
+                        joined.catch_up_unavailable = true;
+                    }
+                    return Ok(joined);
+                }
+                Err(e) => return Err(e),
             }
         }
         Err(JoinError::Changed)
@@ -645,6 +664,7 @@ impl Rooms {
             welcome,
             outbox,
             positions,
+            catch_up_unavailable: false,
         })
     }
 

@@ -161,11 +161,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     observer.logged_in();
     info!("login ok");
+    let catch_up_unavailable = joined.catch_up_unavailable;
     let mut member = MemberGuard {
         room: Arc::clone(&ctx.room),
         id: joined.id,
         reason: None,
-        memberships: Some((Arc::clone(&ctx.memberships), stamp.id)),
+        // Positions reached now are not saved when the stored ones could not be read: the
+        // next login catches up from those (repeating what was seen now, losing nothing).
+        memberships: (!catch_up_unavailable).then(|| (Arc::clone(&ctx.memberships), stamp.id)),
         positions: Vec::new(),
         name,
         presented,
@@ -183,6 +186,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             enrolled_certificates,
             member.name.as_str(),
         ));
+    }
+    if catch_up_unavailable {
+        conn.queue(protocol::CATCH_UP_UNAVAILABLE);
     }
     let result = member::member_loop(&mut conn, ctx, &mut member, outbox).await;
     // Leave the room, the admin list and the connection caps before the goodbye, which may
