@@ -534,3 +534,61 @@ async fn sigterm_writes_every_relayed_line_before_the_server_exits() {
     assert_eq!(lines.first().map(String::as_str), Some("<bob> line 1"));
     assert_eq!(lines.last().map(String::as_str), Some("<bob> line 200"));
 }
+
+#[tokio::test]
+async fn read_positions_reach_the_database_while_reading_so_kill_9_repeats_nothing_older() {
+    use common::bin::{add_users, connector_for_dir, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    add_users(d, &["alice", "bob"], common::PASSWORD);
+    let s = serve(d, &[]);
+    let connector = connector_for_dir(d);
+    let log_in = async |name: &str, addr| {
+        let mut c = TestClient::connect(addr, &connector).await;
+        c.login(name, common::PASSWORD).await;
+        c
+    };
+    // A first visit gives alice a stored position in #lobby.
+    let mut alice = log_in("alice", s.addr).await;
+    alice.send("/quit").await;
+    alice.expect_closed().await;
+    let mut alice = log_in("alice", s.addr).await;
+    let mut bob = log_in("bob", s.addr).await;
+    alice.expect_line("*** bob joined").await;
+    for i in 1..=5 {
+        bob.send(&format!("line {i}")).await;
+    }
+    alice.wait_for("<bob> line 5").await;
+    // Saved about a second after it moved, with alice still connected.
+    wait_for_position(&d.join("users.db"), "alice", 5).await;
+    drop(s); // SIGKILL: no logout, no shutdown path.
+    let s = serve(d, &[]);
+    let mut alice = log_in("alice", s.addr).await;
+    // Nothing to catch up on: the answer to /rooms comes right after the welcome.
+    alice.send("/rooms").await;
+    alice.expect_line("*** 1 room: #lobby (1)").await;
+}
+
+/// Waits until `user`'s stored read position in #lobby is `seq`.
+async fn wait_for_position(db: &std::path::Path, user: &str, seq: i64) {
+    let mut conn = common::db::second_connection(db).await;
+    let deadline = std::time::Instant::now() + common::STEP;
+    loop {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT rp.seq FROM read_positions rp JOIN users u ON u.id = rp.user_id \
+             WHERE u.username = ? AND rp.room = '#lobby'",
+        )
+        .bind(user)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        if stored == Some(seq) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "position of {user}: {stored:?}, want {seq}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

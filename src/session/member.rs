@@ -19,6 +19,10 @@ use crate::room::{Outbox, Removal};
 /// several steps, each followed by a chance to read the client's lines.
 pub(super) const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// Read positions are handed to the history writer at most this long after they move (and
+/// at logout), so a crash of the server repeats about this much in the next catch-up.
+pub const POSITION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The logged-in loop: client lines, queued room lines, and removal by the room. Returns how
 /// the session ends and how long its goodbye (whatever is left in the output buffer, then
 /// close_notify) may take; the caller leaves the room first.
@@ -34,7 +38,12 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut warned = false;
     let removed = outbox.removed();
     let history = &ctx.history;
+    // When the positions that moved are saved; `None` while nothing is unsaved.
+    let mut save_at: Option<Instant> = None;
     loop {
+        if save_at.is_none() && member.has_unsaved_positions() {
+            save_at = Some(Instant::now() + POSITION_SAVE_INTERVAL);
+        }
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
         let taken = unless_removed(
@@ -76,19 +85,39 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let resume_at = bucket.ready_at();
+        let wake_at = match (held.is_some(), save_at) {
+            (true, Some(at)) => Some(at.min(resume_at)),
+            (true, None) => Some(resume_at),
+            (false, at) => at,
+        };
         // Not biased: under sustained fan-out the queue is never empty, and a biased select
         // would never read the member's own lines (`/quit` included).
         // `None`: removed, also while a step waited on the database.
         let step = tokio::select! {
             _ = removed.wait() => None,
+
             d = outbox.recv() => match d {
                 Some(d) => unless_removed(&removed, conn.push_delivery(d, history)).await,
                 None => Some(Some(End::Closed("removed from the room".into()))),
             },
-            _ = sleep_until(resume_at), if held.is_some() => {
-                let item = held.take().expect("guarded by is_some");
-                bucket.try_take(Instant::now());
-                unless_removed(&removed, handle(conn, ctx, member, &mut outbox, item)).await
+            // One timer for both: the held line's turn and saving positions.
+            _ = sleep_until(wake_at.unwrap_or(resume_at)), if wake_at.is_some() => {
+                let now = Instant::now();
+                if save_at.is_some_and(|at| at <= now) {
+                    member.save_positions();
+                    save_at = None;
+                }
+                match held.take() {
+                    Some(item) if resume_at <= now => {
+                        bucket.try_take(now);
+                        unless_removed(&removed, handle(conn, ctx, member, &mut outbox, item))
+                            .await
+                    }
+                    other => {
+                        held = other;
+                        Some(None)
+                    }
+                }
             }
             item = conn.next_item(), if held.is_none() => {
                 let Some(item) = item? else { return Ok((End::ClientClosed, None)) };

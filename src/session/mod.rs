@@ -170,6 +170,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // next login catches up from those (repeating what was seen now, losing nothing).
         memberships: (!catch_up_unavailable).then(|| (Arc::clone(&ctx.memberships), stamp.id)),
         positions: Vec::new(),
+        unsaved: false,
         name,
         presented,
     };
@@ -222,6 +223,8 @@ pub(crate) struct MemberGuard {
     memberships: Option<(Arc<Memberships>, i64)>,
     /// The last message of each room written to the socket or sent by the member.
     positions: Vec<Mark>,
+    /// `positions` moved since they were last saved.
+    unsaved: bool,
     /// The account's name as created.
     pub(crate) name: crate::username::Username,
     /// The fingerprint of the certificate the connection presented, for `/cert enroll`.
@@ -233,9 +236,32 @@ impl MemberGuard {
     pub(crate) fn commit(&mut self, marks: impl IntoIterator<Item = Mark>) {
         for (room, seq) in marks {
             match self.positions.iter_mut().find(|(r, _)| *r == room) {
-                Some((_, at)) => *at = (*at).max(seq),
-                None => self.positions.push((room, seq)),
+                Some((_, at)) if *at >= seq => {}
+                Some((_, at)) => {
+                    *at = seq;
+                    self.unsaved = true;
+                }
+                None => {
+                    self.positions.push((room, seq));
+                    self.unsaved = true;
+                }
             }
+        }
+    }
+
+    /// True when positions moved since they were last saved.
+    pub(crate) fn has_unsaved_positions(&self) -> bool {
+        self.unsaved
+    }
+
+    /// Hands the positions to the history writer (coalesced per user and room there), so a
+    /// crash repeats at most what was read since.
+    pub(crate) fn save_positions(&mut self) {
+        if !std::mem::take(&mut self.unsaved) {
+            return;
+        }
+        if let Some((memberships, user)) = &self.memberships {
+            memberships.save_positions(*user, self.positions.clone());
         }
     }
 }
@@ -243,9 +269,7 @@ impl MemberGuard {
 impl Drop for MemberGuard {
     fn drop(&mut self) {
         self.room.leave(self.id, self.reason.as_deref());
-        if let Some((memberships, user)) = &self.memberships {
-            memberships.save_positions(*user, std::mem::take(&mut self.positions));
-        }
+        self.save_positions();
     }
 }
 
@@ -280,6 +304,7 @@ mod tests {
                 reason: None,
                 memberships: None,
                 positions: Vec::new(),
+                unsaved: false,
                 name: Username::parse("alice").unwrap(),
                 presented: None,
             };
