@@ -3,7 +3,7 @@
 
 use tracing::{debug, info, warn};
 
-use super::conn::Conn;
+use super::conn::{Conn, unless_removed};
 use super::{End, MemberGuard, SessionContext};
 use crate::event::RoomName;
 use crate::metrics::inc;
@@ -73,7 +73,12 @@ pub(super) async fn handle<S>(
         },
         Command::Join(name) => match RoomName::parse(name) {
             // Boxed: a room not in memory is read from the store first.
-            Ok(name) => Box::pin(room.join_room(member.id, name)).await,
+            Ok(name) => {
+                let join = Box::pin(room.join_room(member.id, name));
+                if unless_removed(outbox, join).await.is_none() {
+                    return Some(conn.removed_end(outbox));
+                }
+            }
             Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
         },
         Command::Part(None) => room.part_room(member.id, None),
@@ -85,9 +90,18 @@ pub(super) async fn handle<S>(
         Command::History(want) => room.send_history(member.id, want),
         Command::Help => conn.queue(protocol::HELP),
         // Replies from the database, boxed like every database wait here.
-        Command::CertEnroll(label) => conn.queue(&Box::pin(enroll(ctx, member, label)).await),
-        Command::CertList => conn.queue(&Box::pin(list_certificates(ctx, member)).await),
-        Command::CertRevoke(key) => conn.queue(&Box::pin(revoke(ctx, member, key)).await),
+        Command::CertEnroll(label) => {
+            let enrolled = unless_removed(outbox, Box::pin(enroll(ctx, member, label))).await;
+            return conn.queue_or_removed(enrolled, outbox);
+        }
+        Command::CertList => {
+            let list = unless_removed(outbox, Box::pin(list_certificates(ctx, member))).await;
+            return conn.queue_or_removed(list, outbox);
+        }
+        Command::CertRevoke(key) => {
+            let revoked = unless_removed(outbox, Box::pin(revoke(ctx, member, key))).await;
+            return conn.queue_or_removed(revoked, outbox);
+        }
         Command::Usage(usage) => conn.queue(usage),
         Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),
         Command::Quit(reason) => {

@@ -64,10 +64,7 @@ impl<S> Conn<S> {
             && let Some(d) = outbox.try_recv()
         {
             let end = match d {
-                Delivery::History(request) => {
-                    self.answer(&request, history).await;
-                    None
-                }
+                Delivery::History(request) => self.answer(&request, history, outbox).await,
                 d => self.push_ready(d),
             };
             if end.is_some() {
@@ -88,21 +85,56 @@ impl<S> Conn<S> {
         None
     }
 
-    pub(super) async fn push_delivery(&mut self, d: Delivery, history: &History) -> Option<End> {
+    /// Takes one delivery the member loop received (`outbox` answers for a removal during a
+    /// history read).
+    pub(super) async fn push_delivery(
+        &mut self,
+        d: Delivery,
+        history: &History,
+        outbox: &mut Outbox,
+    ) -> Option<End> {
         match d {
-            Delivery::History(request) => {
-                self.answer(&request, history).await;
-                None
-            }
+            Delivery::History(request) => self.answer(&request, history, outbox).await,
             d => self.push_ready(d),
         }
     }
 
-    /// Reads and queues a history block where its request stood in the queue.
-    async fn answer(&mut self, request: &crate::history::HistoryRequest, history: &History) {
-        let block = Box::pin(history.answer(request)).await;
+    /// Reads and queues a history block where its request stood in the queue; a member
+    /// removed meanwhile stops waiting for the database and ends with its last line.
+    async fn answer(
+        &mut self,
+        request: &crate::history::HistoryRequest,
+        history: &History,
+        outbox: &mut Outbox,
+    ) -> Option<End> {
+        let Some(block) = unless_removed(outbox, Box::pin(history.answer(request))).await else {
+            return Some(self.removed_end(outbox));
+        };
         self.queue(&block.text);
         self.marks.extend(block.mark);
+        None
+    }
+
+    /// Queues the answer of a step that waited on the database, or ends a member removed
+    /// meanwhile (`None` from [`unless_removed`]).
+    pub(super) fn queue_or_removed(
+        &mut self,
+        answer: Option<String>,
+        outbox: &mut Outbox,
+    ) -> Option<End> {
+        match answer {
+            Some(text) => {
+                self.queue(&text);
+                None
+            }
+            None => Some(self.removed_end(outbox)),
+        }
+    }
+
+    /// The end of a member that was removed: the last line in its queue.
+    pub(super) fn removed_end(&mut self, outbox: &mut Outbox) -> End {
+        self.take_deliveries_now(outbox)
+            .unwrap_or_else(|| End::Closed("removed from the room".into()))
     }
 
     fn push_ready(&mut self, d: Delivery) -> Option<End> {
@@ -143,9 +175,7 @@ impl<S> Conn<S> {
 
     /// The room removed this member: its last deliveries (ending in the reason) are queued.
     pub(super) fn removed(&mut self, outbox: &mut Outbox) -> (End, Option<Duration>) {
-        let end = self
-            .take_deliveries_now(outbox)
-            .unwrap_or_else(|| End::Closed("removed from the room".into()));
+        let end = self.removed_end(outbox);
         self.last_words(end)
     }
 
@@ -161,5 +191,20 @@ impl<S> Conn<S> {
             }
             end => (end, Some(GOODBYE_TIMEOUT)),
         }
+    }
+}
+
+/// Runs `step`, a wait on the database, unless the member is removed first (`None`): a kick
+/// or a takeover never waits for the store. Only steps that may wait go through here, so the
+/// delivery path builds no extra future.
+pub(super) async fn unless_removed<T>(
+    outbox: &Outbox,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let removed = outbox.removed();
+    tokio::select! {
+        biased;
+        out = step => Some(out),
+        _ = removed.wait() => None,
     }
 }

@@ -13,7 +13,7 @@ use super::conn::Conn;
 use super::rate::TokenBucket;
 use super::{End, MemberGuard, SessionContext};
 use crate::protocol::{self, Incoming};
-use crate::room::{Outbox, Removal};
+use crate::room::Outbox;
 
 /// Output written per step of the member loop: a backlog longer than this is written in
 /// several steps, each followed by a chance to read the client's lines.
@@ -46,15 +46,11 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         }
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
-        let taken = unless_removed(
-            &removed,
-            conn.take_deliveries(&mut outbox, history, MAX_BATCH_BYTES),
-        )
-        .await;
-        match taken {
-            None => return Ok(conn.removed(&mut outbox)),
-            Some(Some(end)) => return Ok(conn.last_words(end)),
-            Some(None) => {}
+        if let Some(end) = conn
+            .take_deliveries(&mut outbox, history, MAX_BATCH_BYTES)
+            .await
+        {
+            return Ok(conn.last_words(end));
         }
         if conn.out.is_empty() {
             // Nothing unwritten: positions reached by the member's own lines hold now.
@@ -92,13 +88,13 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         };
         // Not biased: under sustained fan-out the queue is never empty, and a biased select
         // would never read the member's own lines (`/quit` included).
-        // `None`: removed, also while a step waited on the database.
-        let step = tokio::select! {
-            _ = removed.wait() => None,
-
+        // A step that waits on the database (a history page, a command) gives up if the
+        // member is removed meanwhile, and ends with the last line then.
+        let ended = tokio::select! {
+            _ = removed.wait() => return Ok(conn.removed(&mut outbox)),
             d = outbox.recv() => match d {
-                Some(d) => unless_removed(&removed, conn.push_delivery(d, history)).await,
-                None => Some(Some(End::Closed("removed from the room".into()))),
+                Some(d) => conn.push_delivery(d, history, &mut outbox).await,
+                None => Some(End::Closed("removed from the room".into())),
             },
             // One timer for both: the held line's turn and saving positions.
             _ = sleep_until(wake_at.unwrap_or(resume_at)), if wake_at.is_some() => {
@@ -110,12 +106,11 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 match held.take() {
                     Some(item) if resume_at <= now => {
                         bucket.try_take(now);
-                        unless_removed(&removed, handle(conn, ctx, member, &mut outbox, item))
-                            .await
+                        handle(conn, ctx, member, &mut outbox, item).await
                     }
                     other => {
                         held = other;
-                        Some(None)
+                        None
                     }
                 }
             }
@@ -127,42 +122,28 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     warned = false;
                 }
                 if bucket.try_take(now) {
-                    unless_removed(&removed, handle(conn, ctx, member, &mut outbox, item)).await
+                    handle(conn, ctx, member, &mut outbox, item).await
                 } else {
                     // Stop reading: the rest waits in the client's TCP buffers, not here.
                     held = Some(item);
                     if warned {
-                        Some(None)
+                        None
                     } else {
                         warned = true;
                         warn!(limit = "rate", "member over line rate");
-                        let all = conn.take_deliveries(&mut outbox, history, usize::MAX);
-                        match unless_removed(&removed, all).await {
-                            Some(None) => {
+                        match conn.take_deliveries(&mut outbox, history, usize::MAX).await {
+                            Some(end) => Some(end),
+                            None => {
                                 conn.queue(&protocol::slow_down(limits.rate_per_sec));
-                                Some(None)
+                                None
                             }
-                            other => other,
                         }
                     }
                 }
             }
         };
-        match step {
-            None => return Ok(conn.removed(&mut outbox)),
-            Some(Some(end)) => return Ok(conn.last_words(end)),
-            Some(None) => {}
+        if let Some(end) = ended {
+            return Ok(conn.last_words(end));
         }
-    }
-}
-
-/// Runs `step` (which may wait on the database: a command, a history page) unless the member
-/// is removed first, so a kick or a takeover never waits for the store; `None` when removed.
-/// The step is polled first, so one that finishes at once costs nothing more.
-async fn unless_removed<T>(removed: &Removal, step: impl Future<Output = T>) -> Option<T> {
-    tokio::select! {
-        biased;
-        out = step => Some(out),
-        _ = removed.wait() => None,
     }
 }
