@@ -326,13 +326,13 @@ async fn after_the_server_restarts_it_logs_in_again_and_shows_the_catch_up() {
 async fn an_enrolled_client_certificate_logs_in_without_a_password() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let identity = tlschat::client::identity::load_or_create(&dir.path().join("tlschat")).unwrap();
-    let printed = common::bin::add_certificate(
-        server.dir.path(),
-        "alice",
-        &dir.path().join("tlschat/client.crt"),
-        &[],
-    );
+    use tlschat::client::identity;
+    let host = format!("localhost:{}", server.addr.port());
+    let config = dir.path().join("tlschat");
+    let answers = identity::Answers::next_to(&dir.path().join("known_hosts"));
+    let identity = identity::for_server(&config, &host, &answers).unwrap();
+    let (cert, _) = identity::paths(&config.join("keys"), &identity::file_stem(&host));
+    let printed = common::bin::add_certificate(server.dir.path(), "alice", &cert, &[]);
     assert!(printed.contains(&identity.fingerprint));
     let pin = fingerprint(&server);
     let mut c = Connect::start(
@@ -578,4 +578,121 @@ fn connect_help_shows_a_session() {
     ] {
         assert!(help.contains(part), "{part} missing from {help}");
     }
+}
+
+/// `openssl s_server` on a free port that asks for (but does not require) a client
+/// certificate; its output goes to `dir/s_server.out`.
+struct SServer {
+    _child: tokio::process::Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl SServer {
+    async fn start(dir: &Path) -> SServer {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.join("s.crt"), pair.cert.pem()).unwrap();
+        std::fs::write(dir.join("s.key"), pair.signing_key.serialize_pem()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = dir.join("s_server.out");
+        let child = tokio::process::Command::new("openssl")
+            .args(["s_server", "-verify", "1", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(dir.join("s.crt"))
+            .arg("-key")
+            .arg(dir.join("s.key"))
+            // Kept open: s_server stops at the end of its standard input.
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("openssl must be installed");
+        let server = SServer {
+            _child: child,
+            port,
+            out,
+        };
+        server.wait_for_output("ACCEPT").await;
+        server
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    async fn wait_for_output(&self, text: &str) {
+        let deadline = std::time::Instant::now() + STEP;
+        while !self.output().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server never printed {text:?}: {}",
+                self.output()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn fingerprint(&self, dir: &Path) -> String {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let pem = std::fs::read(dir.join("s.crt")).unwrap();
+        tlschat::tls::fingerprint(&CertificateDer::from_pem_slice(&pem).unwrap())
+    }
+
+    /// `tlschat connect` to it as alice, from `dir`, with `extra` options; the password is
+    /// on its standard input, which stays open.
+    async fn connect(&self, dir: &Path, extra: &[&str]) -> Child {
+        let mut cmd: tokio::process::Command = common::bin::tlschat(dir).into();
+        let mut child = cmd
+            .env("XDG_CONFIG_HOME", dir)
+            .arg("connect")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["--known-hosts", "known_hosts"])
+            .args(LOGIN)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+        child
+    }
+}
+
+#[tokio::test]
+async fn no_client_certificate_goes_to_a_server_before_it_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SServer::start(dir.path()).await;
+    // Unknown and not signed by an authority: refused after a handshake without certificate.
+    let refused = s.connect(dir.path(), &[]).await;
+    let status = tokio::time::timeout(STEP, refused.wait_with_output())
+        .await
+        .expect("connect did not exit")
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(1));
+    // Printed after any client certificate the handshake brought.
+    s.wait_for_output("CIPHER is ").await;
+    let seen = s.output();
+    assert!(!seen.contains("Client certificate"), "{seen}");
+    // Pinned, so trusted from the start: the certificate (this server's own) is presented.
+    let pin = s.fingerprint(dir.path());
+    let _trusted = s.connect(dir.path(), &["--fingerprint", &pin]).await;
+    s.wait_for_output("Client certificate").await;
+    let key = dir
+        .path()
+        .join(format!("tlschat/keys/127.0.0.1_{}.key", s.port));
+    assert!(key.exists(), "{}", key.display());
 }

@@ -23,8 +23,9 @@ A first session (typed lines after the prompts):
 On a terminal: Up/Down and Ctrl-R search the history, Tab completes commands, rooms and
 names, Ctrl-D or Ctrl-C leaves. Piped: the first line is the password with
 --password-stdin, the rest are chat lines; the end of input leaves.
-Trusted servers are kept in ~/.config/tlschat/known_hosts, the client's own certificate in
-~/.config/tlschat/client.crt and client.key.";
+Trusted servers are kept in ~/.config/tlschat/known_hosts, the client's own certificate for
+each server in ~/.config/tlschat/keys/HOST_PORT.crt and .key (presented only once the server
+is trusted).";
 
 #[derive(Debug, Args)]
 pub(super) struct ConnectArgs {

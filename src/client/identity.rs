@@ -1,18 +1,21 @@
-//! The client's own certificate: an ECDSA P-256 key pair and self-signed certificate made on
-//! first use in the configuration directory, presented on every connection so that a server
-//! that has it enrolled logs the user in without a password.
+//! The client's own certificates: one ECDSA P-256 key pair and self-signed certificate per
+//! server (`keys/HOST_PORT.key` and `.crt` in the configuration directory), made on first
+//! use and presented only to a server already trusted, so that a server that has it enrolled
+//! logs the user in without a password and no two servers can link the user by it.
 
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// File names inside the configuration directory.
-const CERT_FILE: &str = "client.crt";
-const KEY_FILE: &str = "client.key";
+/// The single pair of earlier versions (`client.crt`, `client.key`), kept for the servers
+/// where it was enrolled.
+const LEGACY_STEM: &str = "client";
+/// Where the per-server pairs live, inside the configuration directory.
+const KEYS_DIR: &str = "keys";
 
 /// The client's certificate and key.
 pub struct Identity {
@@ -24,11 +27,63 @@ pub struct Identity {
     pub fingerprint: String,
 }
 
-/// Reads the pair in `dir`, making it first if neither file is there (directory 0700, key
-/// 0600). With only one of the two it stops with an error: a key is never written over, since
-/// a server may have its certificate enrolled.
-pub fn load_or_create(dir: &Path) -> anyhow::Result<Identity> {
-    let (cert_path, key_path) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+/// The pair for `host` (`HOST:PORT`) in `config_dir/keys`, made on first use. A server
+/// where the single pair of earlier versions was enrolled (answered yes in `answers`) keeps
+/// that pair, copied, so its certificate login goes on working.
+pub fn for_server(config_dir: &Path, host: &str, answers: &Answers) -> anyhow::Result<Identity> {
+    let dir = config_dir.join(KEYS_DIR);
+    let stem = file_stem(host);
+    let (cert, key) = paths(&dir, &stem);
+    let (legacy_cert, legacy_key) = paths(config_dir, LEGACY_STEM);
+    if !cert.exists()
+        && !key.exists()
+        && legacy_cert.exists()
+        && legacy_key.exists()
+        && answers.get(host) == Some(true)
+    {
+        make_dir(&dir)?;
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        write_new(&key, 0o600, &read(&legacy_key)?)?;
+        write_new(&cert, 0o644, &read(&legacy_cert)?)?;
+    }
+    load_or_create(&dir, &stem)
+}
+
+/// `HOST:PORT` as a file name: letters, digits, `.` and `-` kept, anything else `_`
+/// (`chat.example.org_7443`, `___1__7443` for `[::1]:7443`).
+pub fn file_stem(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The certificate and key files of `stem` in `dir`.
+pub fn paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    )
+}
+
+fn make_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Reads the pair `stem` in `dir`, making it first if neither file is there (directory 0700,
+/// key 0600). With only one of the two it stops with an error: a key is never written over,
+/// since a server may have its certificate enrolled.
+fn load_or_create(dir: &Path, stem: &str) -> anyhow::Result<Identity> {
+    let (cert_path, key_path) = paths(dir, stem);
     match (cert_path.exists(), key_path.exists()) {
         (true, true) | (false, false) => {}
         (has_cert, _) => {
@@ -49,11 +104,7 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<Identity> {
     if !cert_path.exists() {
         let pair = rcgen::generate_simple_self_signed(vec!["tlschat-client".to_owned()])
             .context("making a client certificate")?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        make_dir(dir)?;
         write_new(
             &key_path,
             0o600,
@@ -117,40 +168,58 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn the_pair_is_made_once_with_a_private_key_file() {
+    fn the_pair_is_made_once_per_server_with_a_private_key_file() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("tlschat");
-        let first = load_or_create(&sub).unwrap();
-        let again = load_or_create(&sub).unwrap();
+        let answers = Answers::next_to(&sub.join("known_hosts"));
+        let first = for_server(&sub, "chat:7443", &answers).unwrap();
+        let again = for_server(&sub, "CHAT:7443", &answers).unwrap();
+        let other = for_server(&sub, "[::1]:7443", &answers).unwrap();
         assert_eq!(first.fingerprint, again.fingerprint);
+        assert_ne!(first.fingerprint, other.fingerprint);
         let mode = |p: &str| std::fs::metadata(sub.join(p)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(KEY_FILE), 0o600);
-        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode("keys/chat_7443.key"), 0o600);
+        assert_eq!(mode("keys/___1__7443.key"), 0o600);
+        assert_eq!(mode("keys"), 0o700);
+    }
+
+    #[test]
+    fn the_earlier_single_pair_is_kept_where_it_was_enrolled() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("tlschat");
+        let legacy = load_or_create(&sub, LEGACY_STEM).unwrap();
+        let answers = Answers::next_to(&sub.join("known_hosts"));
+        answers.set("old:1", true).unwrap();
+        answers.set("declined:1", false).unwrap();
+        let enrolled = for_server(&sub, "old:1", &answers).unwrap();
+        assert_eq!(enrolled.fingerprint, legacy.fingerprint);
+        let declined = for_server(&sub, "declined:1", &answers).unwrap();
+        assert_ne!(declined.fingerprint, legacy.fingerprint);
     }
 
     #[test]
     fn a_key_without_its_certificate_is_an_error_and_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("tlschat");
-        load_or_create(&sub).unwrap();
-        std::fs::remove_file(sub.join(CERT_FILE)).unwrap();
-        let key = std::fs::read(sub.join(KEY_FILE)).unwrap();
-        let err = load_or_create(&sub).err().unwrap().to_string();
-        assert!(err.contains("client.crt is missing"), "{err}");
-        assert_eq!(std::fs::read(sub.join(KEY_FILE)).unwrap(), key);
-        assert!(!sub.join(CERT_FILE).exists());
+        load_or_create(&sub, "s").unwrap();
+        std::fs::remove_file(sub.join("s.crt")).unwrap();
+        let key = std::fs::read(sub.join("s.key")).unwrap();
+        let err = load_or_create(&sub, "s").err().unwrap().to_string();
+        assert!(err.contains("s.crt is missing"), "{err}");
+        assert_eq!(std::fs::read(sub.join("s.key")).unwrap(), key);
+        assert!(!sub.join("s.crt").exists());
     }
 
     #[test]
     fn a_certificate_without_its_key_is_an_error_and_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("tlschat");
-        load_or_create(&sub).unwrap();
-        std::fs::remove_file(sub.join(KEY_FILE)).unwrap();
-        let cert = std::fs::read(sub.join(CERT_FILE)).unwrap();
-        let err = load_or_create(&sub).err().unwrap().to_string();
-        assert!(err.contains("client.key is missing"), "{err}");
-        assert_eq!(std::fs::read(sub.join(CERT_FILE)).unwrap(), cert);
+        load_or_create(&sub, "s").unwrap();
+        std::fs::remove_file(sub.join("s.key")).unwrap();
+        let cert = std::fs::read(sub.join("s.crt")).unwrap();
+        let err = load_or_create(&sub, "s").err().unwrap().to_string();
+        assert!(err.contains("s.key is missing"), "{err}");
+        assert_eq!(std::fs::read(sub.join("s.crt")).unwrap(), cert);
     }
 
     #[test]

@@ -124,19 +124,31 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| config_dir.join("known_hosts")),
     );
-    let identity = identity::load_or_create(&config_dir)?;
+    let answers = identity::Answers::next_to(known.path());
+    let identity = identity::for_server(&config_dir, &host_port, &answers)?;
     let recorder = Recorder::new(roots(opts.ca.as_deref())?).map_err(anyhow::Error::msg)?;
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .dangerous()
-    .with_custom_certificate_verifier(Arc::clone(&recorder) as _)
-    // Presented on every connection: a server that has it enrolled needs no password.
-    .with_client_auth_cert(identity.chain, identity.key)
-    .context("using the client certificate")?;
-    config.alpn_protocols = vec![crate::tls::ALPN_TLSCHAT.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    .with_custom_certificate_verifier(Arc::clone(&recorder) as _);
+    let finish = |mut config: rustls::ClientConfig| {
+        config.alpn_protocols = vec![crate::tls::ALPN_TLSCHAT.to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
+    let anonymous = finish(builder.clone().with_no_client_auth());
+    // Presented once the server is trusted: a server that has it enrolled needs no password.
+    let presenting = finish(
+        builder
+            .with_client_auth_cert(identity.chain, identity.key)
+            .context("using the client certificate")?,
+    );
+    // An unknown server must not learn a stable identity: the certificate goes only to one
+    // trusted before the handshake (a pin, a known_hosts entry) or after it (then the client
+    // reconnects at once, having sent nothing). --insecure never presents it.
+    let mut present =
+        !opts.insecure && (policy.pinned.is_some() || known.find(&host_port).fingerprint.is_some());
     let server_name = ServerName::try_from(host.clone()).context("invalid host name")?;
 
     let interactive = std::io::stdin().is_terminal();
@@ -168,15 +180,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         user,
         password,
         interactive,
-        offer_enrollment: interactive
-            .then(|| (identity::Answers::next_to(known.path()), host_port.clone())),
+        offer_enrollment: interactive.then(|| (answers, host_port.clone())),
         by_password: false,
     };
     // Once trusted, later connections must present exactly this certificate.
     let mut trusted: Option<String> = None;
     let mut wait = RECONNECT_FIRST;
     loop {
-        let tls = match connect(&connector, &server_name, &host, port).await {
+        let connector = if present { &presenting } else { &anonymous };
+        let tls = match connect(connector, &server_name, &host, port).await {
             Ok(tls) => tls,
             Err(e) if trusted.is_some() => {
                 wait = retry_after(wait, &e.to_string()).await;
@@ -235,6 +247,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
         trusted = Some(seen.fingerprint);
+        if !present && !opts.insecure {
+            // Trusted now: the same server again, this time with the certificate.
+            present = true;
+            drop(tls);
+            continue;
+        }
         match relay(tls, &mut session, &mut io, &mut wait).await {
             Ended::Left => return Ok(()),
             Ended::Final(why) => bail!("{why}"),
