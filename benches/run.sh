@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIR=${BENCH_DIR:-/tmp/tlschat-bench-own}
 PORT=${PORT:-17443}
-SCENARIOS=${SCENARIOS:-"fanout100 fanout1000 fanout10 rate2000 idle1000 idle5000 handshakes logins"}
+SCENARIOS=${SCENARIOS:-"fanout100 fanout1000 fanout10 rate2000 idle1000 idle5000 handshakes logins history"}
 mkdir -p "$DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -52,6 +52,7 @@ for s in $SCENARIOS; do
     idle5000) run "$s" idle --n 5000 ;;
     handshakes) run "$s" connect --concurrency 32 --total 3000 ;;
     logins) run "$s" connect --concurrency 32 --total 500 --login ;;
+    history) run "$s" history --stored 10000 --payload 4000 --requests 50 --wants 20,500 ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
     esac
 done
@@ -68,6 +69,10 @@ for r in rows:
                 f'p50 {x["p50_ms"]:.2f} ms, p99 {x["p99_ms"]:.2f} ms')
     elif x.get("scenario") == "idle":
         cell = f'{x["kib_per_session"]} KiB per idle session ({x["n"]} sessions)'
+    elif x.get("scenario") == "history":
+        cell = "; ".join(
+            f'/history {h["want"]}: {h["ms_per_request"]} ms, server CPU {h["server_cpu_ms_per_request"]} ms'
+            for h in x["results"]) + f' (per request; {x["stored"]} stored lines of {x["payload"]} bytes)'
     elif x.get("scenario") == "connect":
         what = "logins" if x["login"] else "handshakes"
         cell = f'{x["per_s"]} {what}/s, failed {x["failed"]}'

@@ -92,6 +92,20 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         hold: u64,
     },
+    /// `/history N` cost: fills a room with STORED lines of PAYLOAD bytes (once), waits until
+    /// they are in the database, then times REQUESTS reads of each N in WANTS
+    History {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10_000)]
+        stored: u64,
+        #[arg(long, default_value_t = 4_000)]
+        payload: usize,
+        #[arg(long, default_value_t = 50)]
+        requests: usize,
+        #[arg(long, value_delimiter = ',', default_value = "20,500")]
+        wants: Vec<usize>,
+    },
     /// Connection rates: handshakes (to the Username: prompt) and full logins
     Connect {
         #[command(flatten)]
@@ -133,6 +147,21 @@ fn main() -> anyhow::Result<()> {
                         println!("{}", report.json);
                         Ok(())
                     }),
+                )
+            }
+            Scenario::History {
+                common,
+                stored,
+                payload,
+                requests,
+                wants,
+            } => {
+                let c = common.clone();
+                (
+                    common,
+                    tokio::spawn(
+                        async move { history(&c, stored, payload, requests, &wants).await },
+                    ),
                 )
             }
             Scenario::Idle { common, n, hold } => {
@@ -490,6 +519,76 @@ pub async fn fanout(
 
 fn json_opt(v: Option<String>) -> String {
     v.unwrap_or_else(|| "null".into())
+}
+
+/// The room the history scenario fills and reads.
+const HISTORY_ROOM: &str = "#bench-history";
+
+async fn history(
+    common: &Common,
+    stored: u64,
+    payload: usize,
+    requests: usize,
+    wants: &[usize],
+) -> anyhow::Result<()> {
+    ensure_users(common, 1).await?;
+    let tls = connector();
+    let mut conn = login(common.port, &tls, "u0", &common.password).await?;
+    send(&mut conn, &format!("/join {HISTORY_ROOM}")).await?;
+    read_until(&mut conn, |l| l.starts_with("*** You joined ")).await?;
+    let store = Store::open(&common.db).await?;
+    let room = tlschat::event::RoomName::parse(HISTORY_ROOM)?;
+    let have = store.room_last_seq(&room).await?;
+    if have < stored {
+        let text = "x".repeat(payload);
+        let mut batch = String::new();
+        for _ in have..stored {
+            batch.push_str(&text);
+            batch.push('\n');
+            if batch.len() > 256 * 1024 {
+                conn.get_mut().write_all(batch.as_bytes()).await?;
+                batch.clear();
+            }
+        }
+        conn.get_mut().write_all(batch.as_bytes()).await?;
+        conn.get_mut().flush().await?;
+    }
+    // Read from the database, not only from memory: wait until the writer has it all.
+    while store.room_last_seq(&room).await? < stored {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.close().await;
+    let mut results = Vec::new();
+    for &want in wants {
+        let cpu_before = cpu_seconds(common.server_pid);
+        let started = Instant::now();
+        for _ in 0..requests {
+            send(&mut conn, &format!("/history {want}")).await?;
+            read_until(&mut conn, |l| l == "*** End of history").await?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(common.server_pid)
+            .zip(cpu_before)
+            .map(|(a, b)| a - b);
+        results.push(format!(
+            "{{\"want\":{want},\"ms_per_request\":{:.3},\"server_cpu_ms_per_request\":{}}}",
+            seconds * 1e3 / requests as f64,
+            json_opt(cpu.map(|c| format!("{:.3}", c * 1e3 / requests as f64)))
+        ));
+    }
+    println!(
+        "{{\"scenario\":\"history\",\"stored\":{stored},\"payload\":{payload},\"requests\":{requests},\"results\":[{}]}}",
+        results.join(",")
+    );
+    Ok(())
+}
+
+async fn send(conn: &mut Conn, line: &str) -> anyhow::Result<()> {
+    conn.get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .await?;
+    conn.get_mut().flush().await?;
+    Ok(())
 }
 
 async fn idle(common: &Common, n: usize, hold: u64) -> anyhow::Result<()> {

@@ -123,7 +123,7 @@ pub struct HistoryRequest {
     pub want: usize,
     /// The room's window blocks that overlap the range, oldest first (still encoded: they
     /// are decoded by whoever answers, off the room lock).
-    pub window: Vec<MessageBlock>,
+    pub window: Vec<Arc<MessageBlock>>,
     /// The range's messages before this number are not in the window (`None`: the window
     /// holds all of the range).
     pub before_window: Option<Seq>,
@@ -131,25 +131,37 @@ pub struct HistoryRequest {
 
 impl HistoryRequest {
     /// The last `want` messages of the range in the window, oldest first, and how many of the
-    /// range it holds.
+    /// range it holds. Decodes only the newest blocks that hold what is shown, and the oldest
+    /// block (which retention by age may have left partly out of range); the others are
+    /// counted from their bounds (a block holds consecutive numbers).
     pub fn from_window(&self) -> (Vec<Arc<Event>>, u64) {
-        let in_range: Vec<Event> = self
-            .window
-            .iter()
-            .filter_map(|b| b.events())
-            .flatten()
-            .filter(|e| {
-                e.seq > self.range.after
-                    && e.seq <= self.range.upto
-                    && e.at_ms >= self.range.min_at_ms
-            })
-            .collect();
-        let kept = in_range.len() as u64;
-        let skip = in_range.len().saturating_sub(self.want);
-        (
-            in_range.into_iter().skip(skip).map(Arc::new).collect(),
-            kept,
-        )
+        let range = self.range;
+        let in_range =
+            |e: &Event| e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms;
+        let mut newest_first: Vec<Arc<Event>> = Vec::new();
+        let mut kept = 0u64;
+        for (i, block) in self.window.iter().enumerate().rev() {
+            if newest_first.len() < self.want || i == 0 {
+                let events: Vec<Event> = block
+                    .events()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(in_range)
+                    .collect();
+                kept += events.len() as u64;
+                for event in events.into_iter().rev() {
+                    if newest_first.len() < self.want {
+                        newest_first.push(Arc::new(event));
+                    }
+                }
+            } else {
+                let first = block.first_seq.max(range.after + 1);
+                let last = block.last_seq.min(range.upto);
+                kept += (last + 1).saturating_sub(first);
+            }
+        }
+        newest_first.reverse();
+        (newest_first, kept)
     }
 }
 

@@ -2,10 +2,12 @@
 //! rooms, fairly, with everything queued written as one batch.
 
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::future::OptionFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tracing::warn;
 
 use super::command::handle;
@@ -40,9 +42,14 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let history = &ctx.history;
     // When the positions that moved are saved; `None` while nothing is unsaved.
     let mut save_at: Option<Instant> = None;
+    // One timer, kept across steps and moved only when its deadline changes (a timer built
+    // and dropped per step costs a registration in the timer wheel on every step); boxed on
+    // first use, so an idle session holds none.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let mut armed_at: Option<Instant> = None;
     loop {
         if save_at.is_none() && member.has_unsaved_positions() {
-            save_at = Some(Instant::now() + POSITION_SAVE_INTERVAL);
+            save_at = Some(next_save_tick(Instant::now()));
         }
         // Everything queued so far goes out as one write: under load a member's lines pile up
         // while it writes, so batches grow by themselves; at low rates each line goes at once.
@@ -86,6 +93,16 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             (true, None) => Some(resume_at),
             (false, at) => at,
         };
+        if let Some(at) = wake_at
+            && armed_at != Some(at)
+        {
+            match &mut timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => timer = Some(Box::pin(sleep_until(at))),
+            }
+            armed_at = Some(at);
+        }
+        let timer_fired = OptionFuture::from(timer.as_mut().map(|t| t.as_mut()));
         // Not biased: under sustained fan-out the queue is never empty, and a biased select
         // would never read the member's own lines (`/quit` included).
         // A step that waits on the database (a history page, a command) gives up if the
@@ -97,7 +114,8 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 None => Some(End::Closed("removed from the room".into())),
             },
             // One timer for both: the held line's turn and saving positions.
-            _ = sleep_until(wake_at.unwrap_or(resume_at)), if wake_at.is_some() => {
+            _ = timer_fired, if wake_at.is_some() => {
+                armed_at = None;
                 let now = Instant::now();
                 if save_at.is_some_and(|at| at <= now) {
                     member.save_positions();
@@ -146,4 +164,15 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(conn.last_words(end));
         }
     }
+}
+
+/// The next whole [`POSITION_SAVE_INTERVAL`] since the process started: every member saves
+/// on the same ticks, so the history writer commits the positions of all of them in one
+/// transaction per tick instead of one per member.
+fn next_save_tick(now: Instant) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now);
+    let interval = POSITION_SAVE_INTERVAL.as_nanos();
+    let ticks = now.saturating_duration_since(epoch).as_nanos() / interval + 1;
+    epoch + Duration::from_nanos(u64::try_from(ticks * interval).unwrap_or(u64::MAX))
 }

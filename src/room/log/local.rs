@@ -22,8 +22,9 @@ pub struct LocalLog {
     room: RoomName,
     last_seq: Seq,
     /// Recent messages, encoded (no allocation per message), oldest block first; the numbers
-    /// are consecutive.
-    window: VecDeque<MessageBlock>,
+    /// are consecutive. Shared, so a history read takes pointers under the lock and decodes
+    /// off it; the newest block is copied only if a read still holds it when it grows.
+    window: VecDeque<Arc<MessageBlock>>,
     /// Messages in `window`.
     in_window: usize,
     /// The newest number the writer has committed (all of them when nothing is written).
@@ -84,9 +85,11 @@ impl LocalLog {
         if message && history.limits().history != crate::config::HistoryMode::Off {
             // Encoded once, into the window; the writer gets a copy of the bytes.
             let encoded = match self.window.back_mut() {
-                Some(block) if block.count < WINDOW_BLOCK_MESSAGES => block.push(&event),
+                Some(block) if block.count < WINDOW_BLOCK_MESSAGES => {
+                    Arc::make_mut(block).push(&event)
+                }
                 _ => {
-                    self.window.push_back(MessageBlock::new(&event));
+                    self.window.push_back(Arc::new(MessageBlock::new(&event)));
                     let block = self.window.back().expect("just pushed");
                     &block.data[..]
                 }
@@ -132,7 +135,8 @@ impl LocalLog {
     }
 
     /// A request for the newest `want` kept messages numbered after `after`, up to now: the
-    /// window's blocks that overlap the range are copied (bytes, no decoding under the lock).
+    /// window's blocks that overlap the range are shared (pointers; no bytes copied and
+    /// nothing decoded under the lock).
     pub fn request(
         &self,
         purpose: Purpose,
@@ -147,7 +151,7 @@ impl LocalLog {
             upto: self.last_seq,
             min_at_ms: history.min_at_ms(crate::event::now_ms()),
         };
-        let window: Vec<MessageBlock> = self
+        let window: Vec<Arc<MessageBlock>> = self
             .window
             .iter()
             .filter(|b| b.last_seq > range.after && b.last_at_ms >= range.min_at_ms)

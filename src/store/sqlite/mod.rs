@@ -31,6 +31,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATE_ATTEMPTS: u32 = 5;
 
 /// SQLite integers are signed; sequence numbers stay far below 2^63.
+/// Read positions written by one statement (three parameters each, far below SQLite's
+/// limit of 32,766).
+const POSITIONS_PER_STATEMENT: usize = 500;
+
 fn seq_to_sql(seq: Seq) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
@@ -515,18 +519,22 @@ impl HistoryConnection {
                 .await
                 .map_err(error)?;
         }
-        for (user, room, seq) in &batch.positions {
-            sqlx::query(
+        // One statement per chunk, not per row: every sessions' positions of a tick share a
+        // batch, and each statement of it costs a statement journal in SQLite. Rows of
+        // deleted accounts are dropped by the join.
+        for chunk in batch.positions.chunks(POSITIONS_PER_STATEMENT) {
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
                 "INSERT INTO read_positions (user_id, room, seq) \
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) \
-                 ON CONFLICT (user_id, room) DO UPDATE SET seq = max(seq, excluded.seq)",
-            )
-            .bind(user)
-            .bind(room.as_str())
-            .bind(seq_to_sql(*seq))
-            .execute(&mut *tx)
-            .await
-            .map_err(error)?;
+                 SELECT p.column1, p.column2, max(p.column3) FROM (VALUES {rows}) AS p \
+                 JOIN users ON users.id = p.column1 GROUP BY p.column1, p.column2 \
+                 ON CONFLICT (user_id, room) DO UPDATE SET seq = max(seq, excluded.seq)"
+            );
+            let mut query = sqlx::query(&sql);
+            for (user, room, seq) in chunk {
+                query = query.bind(user).bind(room.as_str()).bind(seq_to_sql(*seq));
+            }
+            query.execute(&mut *tx).await.map_err(error)?;
         }
         tx.commit().await.map_err(error)
     }
@@ -595,9 +603,24 @@ impl SqliteStore {
         range: MessageRange,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        use futures_util::TryStreamExt as _;
         let mut newest_first = Vec::new();
-        for block in self.blocks(room, range).await? {
-            for event in block.into_iter().rev() {
+        // Newest block first, read one row at a time: a page of N costs about N messages'
+        // blocks, whatever the retention keeps.
+        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT data FROM message_blocks WHERE room = ? AND last_seq > ? AND first_seq <= ? \
+             AND last_at_ms >= ? ORDER BY last_seq DESC",
+        )
+        .bind(room.as_str())
+        .bind(seq_to_sql(range.after))
+        .bind(seq_to_sql(range.upto))
+        .bind(range.min_at_ms)
+        .fetch(&self.pool);
+        while newest_first.len() < limit {
+            let Some(data) = rows.try_next().await.map_err(|e| self.error(e))? else {
+                break;
+            };
+            for event in self.decode_in(room, &data, range).into_iter().rev() {
                 if newest_first.len() == limit {
                     break;
                 }
@@ -608,49 +631,59 @@ impl SqliteStore {
         Ok(newest_first)
     }
 
-    /// How many messages of `room` in `range` are stored.
+    /// How many messages of `room` in `range` are stored: from the blocks' bounds (a block
+    /// holds consecutive numbers), decoding only the oldest block, which retention by age may
+    /// have left partly older than `range.min_at_ms`.
     pub async fn count_messages(
         &self,
         room: &RoomName,
         range: MessageRange,
     ) -> Result<u64, StoreError> {
-        let blocks = self.blocks(room, range).await?;
-        Ok(blocks.iter().map(|b| b.len() as u64).sum())
-    }
-
-    /// The stored messages of `room` in `range`, as blocks from the newest, each oldest first.
-    async fn blocks(
-        &self,
-        room: &RoomName,
-        range: MessageRange,
-    ) -> Result<Vec<Vec<Event>>, StoreError> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT data FROM message_blocks WHERE room = ? AND last_seq > ? AND first_seq <= ? \
-             AND last_at_ms >= ? ORDER BY last_seq DESC",
+        let (after, upto) = (seq_to_sql(range.after), seq_to_sql(range.upto));
+        let bounded: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(MIN(last_seq, ?2) - MAX(first_seq, ?1 + 1) + 1), 0) \
+             FROM message_blocks WHERE room = ?3 AND last_seq > ?1 AND first_seq <= ?2 \
+             AND last_at_ms >= ?4",
         )
+        .bind(after)
+        .bind(upto)
         .bind(room.as_str())
-        .bind(seq_to_sql(range.after))
-        .bind(seq_to_sql(range.upto))
         .bind(range.min_at_ms)
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(|e| self.error(e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for data in rows {
-            let Some(events) = decode_messages(room, &data) else {
-                tracing::warn!(room = %room, "skipping an unreadable block of stored messages");
-                continue;
-            };
-            out.push(
-                events
-                    .into_iter()
-                    .filter(|e| {
-                        e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms
-                    })
-                    .collect(),
-            );
-        }
-        Ok(out)
+        let oldest: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT first_seq, last_seq, data FROM message_blocks WHERE room = ?3 \
+             AND last_seq > ?1 AND first_seq <= ?2 AND last_at_ms >= ?4 \
+             ORDER BY last_seq ASC LIMIT 1",
+        )
+        .bind(after)
+        .bind(upto)
+        .bind(room.as_str())
+        .bind(range.min_at_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        let Some((first, last, data)) = oldest else {
+            return Ok(0);
+        };
+        // The oldest block's share of `bounded`, replaced by what it really holds in range.
+        let assumed = last.min(upto) - first.max(after.saturating_add(1)) + 1;
+        let actual = self.decode_in(room, &data, range).len() as i64;
+        Ok(u64::try_from(bounded - assumed + actual).unwrap_or(0))
+    }
+
+    /// The messages of one stored block that fall in `range`; an unreadable block counts as
+    /// none (and is logged).
+    fn decode_in(&self, room: &RoomName, data: &[u8], range: MessageRange) -> Vec<Event> {
+        let Some(events) = decode_messages(room, data) else {
+            tracing::warn!(room = %room, "skipping an unreadable block of stored messages");
+            return Vec::new();
+        };
+        events
+            .into_iter()
+            .filter(|e| e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms)
+            .collect()
     }
 
     /// Closes the pool, checkpointing the WAL.
@@ -744,6 +777,42 @@ mod tests {
             conn.write_history(&batch).await.unwrap();
         }
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn counts_come_from_block_bounds_and_a_partly_old_block_is_decoded() {
+        let lobby = RoomName::lobby();
+        let batch = |seqs: std::ops::RangeInclusive<Seq>, at: &[i64]| {
+            seqs.zip(at).map(|(s, at)| message(s, *at)).collect()
+        };
+        let (_dir, store) = stored(
+            vec![
+                batch(1..=3, &[1_000, 1_000, 1_000]),
+                batch(4..=6, &[2_000, 2_000, 3_000]),
+                batch(7..=9, &[3_000, 3_000, 3_000]),
+            ],
+            None,
+        )
+        .await;
+        let count = |range| store.count_messages(&lobby, range);
+        assert_eq!(count(all(9)).await.unwrap(), 9);
+        let middle = MessageRange { after: 2, ..all(8) };
+        assert_eq!(count(middle).await.unwrap(), 6);
+        // Retention by age: 4 and 5 are older than the limit although their block is not.
+        let recent = MessageRange {
+            min_at_ms: 2_500,
+            ..all(9)
+        };
+        assert_eq!(count(recent).await.unwrap(), 4);
+        let shown: Vec<Seq> = store
+            .messages(&lobby, recent, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(shown, [6, 7, 8, 9]);
+        assert_eq!(count(MessageRange { after: 9, ..all(9) }).await.unwrap(), 0);
     }
 
     #[tokio::test]
