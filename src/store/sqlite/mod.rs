@@ -780,6 +780,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn positions_move_forward_and_those_of_deleted_accounts_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("p.db")).await.unwrap();
+        store.add_user(&name("alice"), "h").await.unwrap();
+        let alice = store
+            .credentials(&name("alice"))
+            .await
+            .unwrap()
+            .unwrap()
+            .stamp
+            .id;
+        let (lobby, dev) = (RoomName::lobby(), RoomName::parse("#dev").unwrap());
+        let mut conn = store.history_connection().await.unwrap();
+        let batch = |positions| HistoryBatch {
+            positions,
+            ..HistoryBatch::default()
+        };
+        conn.write_history(&batch(vec![
+            (alice, lobby.clone(), 5),
+            (alice, dev.clone(), 2),
+            // The same room twice in one batch: the larger wins.
+            (alice, dev.clone(), 7),
+            (alice + 1, lobby.clone(), 9),
+        ]))
+        .await
+        .unwrap();
+        // Never back.
+        conn.write_history(&batch(vec![(alice, lobby.clone(), 3)]))
+            .await
+            .unwrap();
+        let mut stored = store.read_positions(alice).await.unwrap();
+        stored.sort();
+        assert_eq!(stored, [(dev, 7), (lobby, 5)]);
+        assert!(store.read_positions(alice + 1).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn counts_come_from_block_bounds_and_a_partly_old_block_is_decoded() {
         let lobby = RoomName::lobby();
         let batch = |seqs: std::ops::RangeInclusive<Seq>, at: &[i64]| {
