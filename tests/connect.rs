@@ -159,16 +159,19 @@ async fn a_known_hosts_entry_is_trusted_silently() {
     assert_eq!(err, "");
 }
 
+/// A known_hosts entry for `server` with a fingerprint it does not have; returns that one.
+fn known_under_another_certificate(dir: &Path, server: &TestServer) -> String {
+    let old = "AB:".repeat(31) + "AB";
+    let entry = format!("localhost:{} {old}\n", server.addr.port());
+    std::fs::write(dir.join("known_hosts"), entry).unwrap();
+    old
+}
+
 #[tokio::test]
 async fn a_changed_certificate_is_refused_loudly_with_both_fingerprints() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let old = "AB:".repeat(31) + "AB";
-    std::fs::write(
-        dir.path().join("known_hosts"),
-        format!("localhost:{} {old}\n", server.addr.port()),
-    )
-    .unwrap();
+    let old = known_under_another_certificate(dir.path(), &server);
     let mut c = Connect::start(dir.path(), server.addr, &LOGIN);
     c.send(PASSWORD).await;
     let (code, err) = c.finish().await;
@@ -185,12 +188,7 @@ async fn a_changed_certificate_is_refused_loudly_with_both_fingerprints() {
 async fn a_known_fingerprint_is_checked_even_when_the_chain_verifies() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let old = "AB:".repeat(31) + "AB";
-    std::fs::write(
-        dir.path().join("known_hosts"),
-        format!("localhost:{} {old}\n", server.addr.port()),
-    )
-    .unwrap();
+    known_under_another_certificate(dir.path(), &server);
     let ca = ca_file(&server);
     let err = refused(dir.path(), server.addr, &["--ca", ca.to_str().unwrap()]).await;
     assert!(err.contains("HAS CHANGED"), "{err}");

@@ -43,23 +43,8 @@ async fn sync(c: &mut TestClient) {
 
 /// Waits until the database holds `seq` as `room`'s newest number.
 async fn wait_stored(path: &Path, room: &str, seq: i64) {
-    let mut conn = second_connection(path).await;
-    let deadline = std::time::Instant::now() + STEP * 3;
-    loop {
-        let stored: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM rooms WHERE name = ?")
-            .bind(room)
-            .fetch_optional(&mut conn)
-            .await
-            .unwrap();
-        if stored == Some(seq) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{room} never stored up to {seq} (now {stored:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let sql = "SELECT last_seq FROM rooms WHERE name = ?";
+    common::db::wait_for_value(path, sql, room, seq, STEP * 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -571,24 +571,7 @@ async fn read_positions_reach_the_database_while_reading_so_kill_9_repeats_nothi
 
 /// Waits until `user`'s stored read position in #lobby is `seq`.
 async fn wait_for_position(db: &std::path::Path, user: &str, seq: i64) {
-    let mut conn = common::db::second_connection(db).await;
-    let deadline = std::time::Instant::now() + common::STEP;
-    loop {
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT rp.seq FROM read_positions rp JOIN users u ON u.id = rp.user_id \
-             WHERE u.username = ? AND rp.room = '#lobby'",
-        )
-        .bind(user)
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap();
-        if stored == Some(seq) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "position of {user}: {stored:?}, want {seq}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let sql = "SELECT rp.seq FROM read_positions rp JOIN users u ON u.id = rp.user_id \
+               WHERE u.username = ? AND rp.room = '#lobby'";
+    common::db::wait_for_value(db, sql, user, seq, common::STEP).await;
 }

@@ -153,11 +153,9 @@ pub(super) async fn user(cmd: UserCommand, report: Report) -> anyhow::Result<()>
                 &name,
             )?;
             if removed > 0 {
-                let what = if removed == 1 {
-                    "1 client certificate".to_owned()
-                } else {
-                    format!("{removed} client certificates")
-                };
+                let count = usize::try_from(removed).unwrap_or(usize::MAX);
+                let what =
+                    crate::protocol::plural(count, "client certificate", "client certificates");
                 report.line(
                     &format!("removed {what}"),
                     "removed client certificates",

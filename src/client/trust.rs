@@ -197,21 +197,16 @@ impl KnownHosts {
         let Ok(text) = std::fs::read_to_string(&self.path) else {
             return found;
         };
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let entry = line.split_once(' ').and_then(|(h, fp)| {
-                crate::client_cert::parse_fingerprint(fp.trim()).map(|fp| (h, fp))
-            });
+        for (number, entry) in entries(&text) {
+            let entry = entry
+                .and_then(|(h, fp)| crate::client_cert::parse_fingerprint(fp).map(|fp| (h, fp)));
             match entry {
                 Some((h, fp)) => {
                     if found.fingerprint.is_none() && h.eq_ignore_ascii_case(host) {
                         found.fingerprint = Some(fp);
                     }
                 }
-                None => found.malformed.push(i + 1),
+                None => found.malformed.push(number),
             }
         }
         found
@@ -227,11 +222,23 @@ impl KnownHosts {
 /// `path`; `#` comments are skipped.
 pub(crate) fn lookup(path: &Path, host: &str) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
+    entries(&text)
+        .filter_map(|(_, entry)| entry)
         .find(|(h, _)| h.eq_ignore_ascii_case(host))
-        .map(|(_, value)| value.trim().to_owned())
+        .map(|(_, value)| value.to_owned())
+}
+
+/// The `HOST VALUE` lines of `text` with their numbers (from 1), skipping blank lines and `#`
+/// comments; `None` for a line without the space between the two.
+fn entries(text: &str) -> impl Iterator<Item = (usize, Option<(&str, &str)>)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(number, line)| {
+            let entry = line.split_once(' ').map(|(h, v)| (h, v.trim()));
+            (number, entry)
+        })
 }
 
 /// Appends `HOST VALUE` to the file at `path`, creating its directory (0700) and the file

@@ -253,7 +253,8 @@ pub fn certificates_can_log_in(count: i64, name: &str) -> String {
     )
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
+/// `1 room`, `3 rooms`: a count of 1 is singular, every other count plural.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")
     } else {

@@ -90,17 +90,9 @@ pub(super) async fn handle<S>(
         Command::History(want) => room.send_history(member.id, want),
         Command::Help => conn.queue(protocol::HELP),
         // Replies from the database, boxed like every database wait here.
-        Command::CertEnroll(label) => {
-            let enrolled = unless_removed(outbox, Box::pin(enroll(ctx, member, label))).await;
-            return conn.queue_or_removed(enrolled, outbox);
-        }
-        Command::CertList => {
-            let list = unless_removed(outbox, Box::pin(list_certificates(ctx, member))).await;
-            return conn.queue_or_removed(list, outbox);
-        }
-        Command::CertRevoke(key) => {
-            let revoked = unless_removed(outbox, Box::pin(revoke(ctx, member, key))).await;
-            return conn.queue_or_removed(revoked, outbox);
+        command @ (Command::CertEnroll(_) | Command::CertList | Command::CertRevoke(_)) => {
+            let reply = unless_removed(outbox, Box::pin(cert_reply(ctx, member, command))).await;
+            return conn.queue_or_removed(reply, outbox);
         }
         Command::Usage(usage) => conn.queue(usage),
         Command::Unknown(word) => conn.queue(&protocol::unknown_command(word)),
@@ -111,6 +103,16 @@ pub(super) async fn handle<S>(
         }
     }
     None
+}
+
+/// The reply to a `/cert` command.
+async fn cert_reply(ctx: &SessionContext, member: &MemberGuard, command: Command<'_>) -> String {
+    match command {
+        Command::CertEnroll(label) => enroll(ctx, member, label).await,
+        Command::CertList => list_certificates(ctx, member).await,
+        Command::CertRevoke(key) => revoke(ctx, member, key).await,
+        _ => unreachable!("only /cert commands are passed"),
+    }
 }
 
 /// `/cert enroll [LABEL]`: binds the connection's certificate to the member's account.

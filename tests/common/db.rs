@@ -29,3 +29,25 @@ pub async fn release(mut conn: SqliteConnection) {
     sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
 }
+
+/// Waits until `sql` (one integer column, one text parameter `bind`) reads `want` from the
+/// database at `path`, polling a second connection; fails after `limit`.
+pub async fn wait_for_value(path: &Path, sql: &str, bind: &str, want: i64, limit: Duration) {
+    let mut conn = second_connection(path).await;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let stored: Option<i64> = sqlx::query_scalar(sql)
+            .bind(bind)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+        if stored == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql} ({bind}) never read {want} (last {stored:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
