@@ -169,12 +169,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // Positions reached now are not saved when the stored ones could not be read: the
         // next login catches up from those (repeating what was seen now, losing nothing).
         memberships: (!catch_up_unavailable).then(|| (Arc::clone(&ctx.memberships), stamp.id)),
-        positions: Vec::new(),
+        // Where this login starts reading: saved at logout with the rest, not on the next
+        // tick, so an idle session never wakes up or writes.
+        positions: joined.positions,
         unsaved: false,
         name,
         presented,
     };
-    member.commit(joined.positions);
     // By value: the welcome lists everyone online, and a field left in `joined` would live
     // as long as the session (at 1,000 online, ~3 KiB more per idle session).
     let Joined {
@@ -269,7 +270,9 @@ impl MemberGuard {
 impl Drop for MemberGuard {
     fn drop(&mut self) {
         self.room.leave(self.id, self.reason.as_deref());
-        self.save_positions();
+        if let Some((memberships, user)) = &self.memberships {
+            memberships.save_positions(*user, std::mem::take(&mut self.positions));
+        }
     }
 }
 
