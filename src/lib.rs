@@ -27,7 +27,9 @@
 //! | `event` | room names, sequence numbers, connection ids, events (what happened, not how it looks); `event::codec`: messages' stored form |
 //! | `history` | the batched history writer, the reads behind `/history` and catch-up; `history::Memberships`: rooms and read positions |
 //! | `protocol` | `decode`, `command`, `clean`, `render`: lines, commands, every wire string (no async) |
-#![forbid(unsafe_code)]
+// One reviewed exception: `transport::ack` asks a socket for its send queue (an ioctl no kept
+// crate offers safely). Nothing else may use `unsafe`.
+#![deny(unsafe_code)]
 
 pub mod accounts;
 pub mod admin;

@@ -19,6 +19,7 @@ use crate::metrics::inc;
 use crate::protocol;
 use crate::session::{self, End, LoginObserver, SessionContext};
 use crate::throttle::{canonical, source_key};
+use crate::transport::ack::AckSource;
 use crate::transport::{self, Accepted};
 use crate::web::Web;
 
@@ -160,24 +161,28 @@ async fn run_connection(
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .map(|cert| Arc::from(crate::tls::fingerprint(cert)));
+                let ack = AckSource::Socket(tls.get_ref().0.probe());
                 Either::Left(session::serve(
                     Box::new(tls),
                     peer,
                     &ctx,
                     &shutdown,
-                    (observer, presented),
+                    (observer, presented, ack),
                     connected,
                 ))
             }
-            Accepted::Web(tls) => Either::Right(Box::pin(crate::web::serve(
-                tls,
-                peer,
-                &ctx,
-                web.unwrap_or_default(),
-                &shutdown,
-                observer,
-                connected,
-            ))),
+            Accepted::Web(tls) => {
+                let probe = tls.get_ref().0.probe();
+                Either::Right(Box::pin(crate::web::serve(
+                    tls,
+                    peer,
+                    &ctx,
+                    web.unwrap_or_default(),
+                    &shutdown,
+                    (observer, Some(probe)),
+                    connected,
+                )))
+            }
         }
     };
     session.await

@@ -575,3 +575,79 @@ async fn wait_for_position(db: &std::path::Path, user: &str, seq: i64) {
                WHERE u.username = ? AND rp.room = '#lobby'";
     common::db::wait_for_value(db, sql, user, seq, common::STEP).await;
 }
+
+/// The numbers of `<bob> nN …` lines (live or in a block, stamped or not).
+fn numbers(lines: &[String]) -> Vec<usize> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once("<bob> n"))
+        .filter_map(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_takeover_of_a_member_that_stopped_reading_loses_no_line_and_repeats_little() {
+    const LINES: usize = 400;
+    // Short lines, paced: the first batches are records smaller than the client's 4 KiB
+    // receive buffer, so its peer acknowledges whole batches before it stops.
+    const BODY: usize = 100;
+    let mut limits = common::test_limits();
+    // No eviction: the old session must still be there to be taken over.
+    limits.outbound_queue_bytes = 64 << 20;
+    let server = spawn_server(Opts {
+        limits,
+        rooms: RoomLimits {
+            catchup_messages: 10_000,
+            ..RoomLimits::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let tcp = common::tcp_from(server.addr, "127.0.0.1", Some(4096)).await;
+    let mut first = TestClient::over(tcp, &server.connector).await;
+    first.login("alice", common::PASSWORD).await;
+    let mut bob = server.login("bob").await;
+    first.expect_line("*** bob joined").await;
+    // From here on the first session's client reads nothing.
+    let body = "x".repeat(BODY);
+    for i in 1..=LINES {
+        bob.send(&format!("n{i} {body}")).await;
+        if i % 10 == 0 {
+            bob.send("/who").await;
+            bob.wait_for("*** 2 online: alice, bob").await;
+        }
+    }
+    let mut second = server.login("alice").await;
+    let header = second.next_line().await;
+    assert!(header.starts_with("*** You missed "), "{header}");
+    let caught = numbers(&block(&mut second).await);
+    // Now that the old session has handed over: everything that reached the first client's
+    // socket, up to its end.
+    let got_first = numbers(&first.expect_closed().await);
+    let last_first = got_first.iter().copied().max().unwrap_or(0);
+    assert!(
+        last_first > 0 && last_first < LINES,
+        "the first client got n{last_first}: nothing to test"
+    );
+    // In order, and contiguous to the last line.
+    let first_caught = *caught.first().expect("no catch-up lines");
+    assert_eq!(caught, (first_caught..=LINES).collect::<Vec<_>>());
+    // Nothing lost between the two.
+    assert!(
+        first_caught <= last_first + 1,
+        "lost n{} to n{}",
+        last_first + 1,
+        first_caught - 1
+    );
+    // Repeated: at most one entry of acknowledged output (4 KiB) and one batch (10 lines).
+    let repeated = got_first.iter().filter(|&&n| n >= first_caught).count();
+    println!(
+        "takeover: the first client got n1..n{last_first}, the catch-up starts at \
+         n{first_caught}: {repeated} lines repeated"
+    );
+    let line_bytes = BODY + 12;
+    assert!(
+        repeated * line_bytes <= 4 * 1024 + 10 * line_bytes,
+        "{repeated} lines repeated"
+    );
+}

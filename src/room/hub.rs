@@ -46,8 +46,32 @@ impl Line {
     }
 }
 
+/// Where a replaced session hands the read positions its peer acknowledged to the session
+/// that replaced it.
+pub type Handoff = tokio::sync::oneshot::Sender<Vec<Mark>>;
+
+/// The end of a session that another login replaced.
+#[derive(Debug)]
+pub struct Replaced {
+    /// The last line.
+    pub line: String,
+    /// Where the session sends its acknowledged positions as it ends.
+    pub handoff: Handoff,
+}
+
+/// The catch-up of a session that replaced another: the old session's unacknowledged lines,
+/// up to the numbers the rooms had at the takeover (later ones reach the new session live).
+#[derive(Debug)]
+pub struct TakeoverCatchUp {
+    /// One catch-up per room, from the stored position (or the room's start) to its number at
+    /// the takeover; narrowed to what the old session's peer did not acknowledge.
+    pub requests: Vec<HistoryRequest>,
+    /// The old session's acknowledged positions, sent as it ends.
+    pub handed: tokio::sync::oneshot::Receiver<Vec<Mark>>,
+}
+
 /// An item in a member's outbound queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Delivery {
     /// A rendered line.
     Line(Arc<Line>),
@@ -60,6 +84,11 @@ pub enum Delivery {
     /// a fat `Arc<str>` here would make every queue slot of every member 50 % larger, which
     /// costs ~25 % of fan-out CPU when queues are deep (measured with benches/run.sh).
     Close(Box<String>),
+    /// Replaced by another login: the session drops its unwritten lines (the new session
+    /// catches up on them), writes the last line, and hands over its positions.
+    Replaced(Box<Replaced>),
+    /// The catch-up after a takeover, answered where the room put it.
+    TakeoverCatchUp(Box<TakeoverCatchUp>),
     /// Evicted for not reading: the session drops what it holds and closes.
     Evicted,
 }
@@ -154,6 +183,17 @@ impl Member {
     /// interrupts the session even if it is blocked writing to a peer that does not read.
     pub fn close(&self, line: &str) {
         let _ = self.tx.send(Delivery::Close(Box::new(line.to_owned())));
+        self.tx.remove();
+    }
+
+    /// Ends the session of a member another login replaces: like [`Member::close`], and the
+    /// session sends its acknowledged positions to `handoff`.
+    pub fn replace(&self, line: &str, handoff: Handoff) {
+        let replaced = Replaced {
+            line: line.to_owned(),
+            handoff,
+        };
+        let _ = self.tx.send(Delivery::Replaced(Box::new(replaced)));
         self.tx.remove();
     }
 
@@ -344,6 +384,21 @@ impl Hub {
             Some(member) => member
                 .tx
                 .send(Delivery::History(Box::new(request)))
+                .map_err(|_| Undeliverable::Gone),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues the catch-up of a member that replaced another session.
+    pub fn takeover_catch_up(
+        &self,
+        id: MemberId,
+        catch_up: TakeoverCatchUp,
+    ) -> Result<(), Undeliverable> {
+        match self.members.get(&id) {
+            Some(member) => member
+                .tx
+                .send(Delivery::TakeoverCatchUp(Box::new(catch_up)))
                 .map_err(|_| Undeliverable::Gone),
             None => Ok(()),
         }

@@ -44,7 +44,7 @@ use crate::protocol;
 use crate::username::Username;
 use directory::{Login, OnlineSession};
 use hub::{Audience, Hub, Undeliverable};
-pub use hub::{Delivery, Line, Mark, Outbox, Removal};
+pub use hub::{Delivery, Handoff, Line, Mark, Outbox, Removal, Replaced, TakeoverCatchUp};
 use log::{Log, LogError};
 use presence::Presence;
 
@@ -578,9 +578,12 @@ impl Rooms {
             .find(name.as_str())
             .and_then(|old_id| state.hub.remove(old_id).map(|m| (old_id, m)));
         let first_login = replaced.is_none();
+        let mut handed = None;
         let kept_rooms = match replaced {
             Some((old_id, old)) => {
-                old.close(protocol::SIGNED_IN_ELSEWHERE);
+                let (handoff, receiver) = tokio::sync::oneshot::channel();
+                old.replace(protocol::SIGNED_IN_ELSEWHERE, handoff);
+                handed = Some(receiver);
                 let lobby = state.lobby.clone();
                 for room in std::iter::once(&lobby).chain(&old.rooms) {
                     let kind = EventKind::Replaced {
@@ -658,6 +661,27 @@ impl Rooms {
         for (room, at) in catch_up {
             let missed = state.last_seq(&room) - at;
             state.request_history(id, &room, Purpose::CatchUp { missed }, at);
+        }
+        if let Some(handed) = handed
+            && state.history_on()
+        {
+            // Up to each room's number now (later lines reach the new session live), from the
+            // stored position at the latest: the old session's acknowledged positions, handed
+            // over as it ends, narrow it.
+            let want = state.history.limits().catchup_messages;
+            let requests = std::iter::once(&lobby)
+                .chain(&rooms)
+                .filter_map(|room| {
+                    let channel = state.rooms.get(room)?;
+                    let after = restore.positions.get(room).copied().unwrap_or(0);
+                    let purpose = Purpose::CatchUp { missed: 0 };
+                    Some(channel.log.range(purpose, after, want, &state.history))
+                })
+                .collect();
+            let catch_up = TakeoverCatchUp { requests, handed };
+            if let Err(why) = state.hub.takeover_catch_up(id, catch_up) {
+                state.announce_dropped(vec![(id, why)]);
+            }
         }
         Ok(Joined {
             id,
@@ -916,6 +940,14 @@ mod tests {
                     out.push(l.text.trim_end().to_owned());
                 }
                 Delivery::Close(l) => out.push(format!("CLOSE {}", l.trim_end())),
+                Delivery::Replaced(r) => out.push(format!("REPLACED {}", r.line.trim_end())),
+                Delivery::TakeoverCatchUp(t) => out.push(format!(
+                    "TAKEOVER CATCH-UP {:?}",
+                    t.requests
+                        .iter()
+                        .map(|r| r.room.to_string())
+                        .collect::<Vec<_>>()
+                )),
                 Delivery::History(r) => out.push(format!("HISTORY {} {:?}", r.room, r.purpose)),
                 Delivery::Evicted => out.push("EVICTED".to_owned()),
             }
@@ -968,7 +1000,7 @@ mod tests {
         assert_eq!(
             drain(&mut old.outbox),
             vec![format!(
-                "CLOSE {}",
+                "REPLACED {}",
                 protocol::SIGNED_IN_ELSEWHERE.trim_end()
             )]
         );

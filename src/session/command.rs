@@ -7,12 +7,14 @@ use super::conn::{Conn, unless_removed};
 use super::{End, MemberGuard, SessionContext};
 use crate::event::RoomName;
 use crate::metrics::inc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::protocol::{self, Command, Incoming};
 use crate::room::Outbox;
 
 /// Acts on one decoded item from a member; returns how the session ends, if it does.
 /// Room lines queued before the item go out before any reply to it.
-pub(super) async fn handle<S>(
+pub(super) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     ctx: &SessionContext,
     member: &mut MemberGuard,

@@ -5,11 +5,14 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use super::{End, GOODBYE_TIMEOUT};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{End, GOODBYE_TIMEOUT, MemberGuard};
 use crate::config::Limits;
-use crate::history::History;
+use crate::history::{History, Purpose};
 use crate::protocol;
-use crate::room::{Delivery, Mark, Outbox};
+use crate::room::{Delivery, Handoff, Mark, Outbox, TakeoverCatchUp};
+use crate::transport::ack::{AckSource, Unacknowledged};
 use crate::transport::line::LineConn;
 
 /// Time given to the eviction notice: the peer is known not to read.
@@ -24,6 +27,14 @@ pub(super) struct Conn<S> {
     pub(super) oldest: Option<std::time::Instant>,
     /// Read positions reached once `out` is written.
     pub(super) marks: Vec<Mark>,
+    /// Where the peer's acknowledgements are learnt.
+    pub(super) ack: AckSource,
+    /// Read positions written and waiting for the peer's acknowledgement.
+    pub(super) unacked: Unacknowledged<Mark>,
+    /// Set when another login replaced this session: where its positions go as it ends.
+    pub(super) handoff: Option<Handoff>,
+    /// Where the batch being written starts (see [`Conn::write_batch`]).
+    batch_start: u64,
 }
 
 impl<S> Deref for Conn<S> {
@@ -39,13 +50,69 @@ impl<S> DerefMut for Conn<S> {
     }
 }
 
-impl<S> Conn<S> {
-    pub(super) fn new(stream: S, limits: &Limits) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    pub(super) fn new(stream: S, limits: &Limits, ack: AckSource) -> Self {
         Conn {
             line: LineConn::new(stream, limits),
             from_room: 0,
             oldest: None,
             marks: Vec::new(),
+            ack,
+            unacked: Unacknowledged::default(),
+            handoff: None,
+            batch_start: 0,
+        }
+    }
+
+    /// Writes the output buffer as one batch, noting where it starts for its positions.
+    pub(super) async fn write_batch(&mut self) -> std::io::Result<()> {
+        self.batch_start = self.ack.batch_end(self.line.written());
+        self.line.write_out().await
+    }
+
+    /// Settles the positions in `marks`: those of a batch just `written` wait for the peer's
+    /// acknowledgement; with nothing written, the member's own lines count now unless lines
+    /// before them still wait (then they wait with those).
+    pub(super) fn settle_marks(&mut self, member: &mut MemberGuard, written: bool) {
+        if self.marks.is_empty() {
+            return;
+        }
+        if !self.ack.is_tracked() || (!written && self.unacked.is_empty()) {
+            member.commit(self.marks.drain(..));
+            return;
+        }
+        let end = self.ack.batch_end(self.line.written());
+        let start = if written { self.batch_start } else { end };
+        self.unacked
+            .push((start, end), self.marks.drain(..), fold_mark);
+    }
+
+    /// Commits what the peer acknowledges within `limit`, asking every few milliseconds.
+    pub(super) async fn wait_for_acknowledgement(
+        &mut self,
+        member: &mut MemberGuard,
+        limit: Duration,
+    ) {
+        const ASK_EVERY: Duration = Duration::from_millis(10);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.take_acknowledged(member);
+            if self.unacked.is_empty() || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(ASK_EVERY).await;
+        }
+    }
+
+    /// Asks how much the peer has acknowledged (one system call) and commits the positions
+    /// of every batch it has.
+    pub(super) fn take_acknowledged(&mut self, member: &mut MemberGuard) {
+        if self.unacked.is_empty() {
+            return;
+        }
+        if let Some(acked) = self.ack.acknowledged() {
+            self.unacked
+                .take_acknowledged(acked, |mark| member.commit([mark]));
         }
     }
 
@@ -65,6 +132,10 @@ impl<S> Conn<S> {
         {
             let end = match d {
                 Delivery::History(request) => self.answer(&request, history, outbox).await,
+                Delivery::TakeoverCatchUp(catch_up) => {
+                    self.catch_up_after_takeover(*catch_up, history, outbox)
+                        .await
+                }
                 d => self.push_ready(d),
             };
             if end.is_some() {
@@ -95,8 +166,59 @@ impl<S> Conn<S> {
     ) -> Option<End> {
         match d {
             Delivery::History(request) => self.answer(&request, history, outbox).await,
+            Delivery::TakeoverCatchUp(catch_up) => {
+                self.catch_up_after_takeover(*catch_up, history, outbox)
+                    .await
+            }
             d => self.push_ready(d),
         }
+    }
+
+    /// The catch-up of a session that replaced another: waits for the old session's
+    /// acknowledged positions (it hands them over as it ends, which a removal makes prompt),
+    /// then answers each room from there up to its number at the takeover. Without them (the
+    /// old session failed to say in time) the stored positions are used: more repeats, no
+    /// loss.
+    async fn catch_up_after_takeover(
+        &mut self,
+        catch_up: TakeoverCatchUp,
+        history: &History,
+        outbox: &mut Outbox,
+    ) -> Option<End> {
+        let TakeoverCatchUp { requests, handed } = catch_up;
+        // The welcome and `You are in` lines need not wait for the old session. (Their
+        // positions, if any, settle with the next batch.)
+        match unless_removed(outbox, self.write_batch()).await {
+            None => return Some(self.removed_end(outbox)),
+            Some(Err(_)) => return Some(End::ClientClosed),
+            Some(Ok(())) => {}
+        }
+        let waited = tokio::time::timeout(GOODBYE_TIMEOUT, handed);
+        let Some(handed) = unless_removed(outbox, waited).await else {
+            return Some(self.removed_end(outbox));
+        };
+        let handed = handed.ok().and_then(Result::ok).unwrap_or_else(|| {
+            tracing::warn!(
+                "the replaced session handed over no positions; catching up from the stored ones"
+            );
+            Vec::new()
+        });
+        for mut request in requests {
+            if let Some((_, at)) = handed.iter().find(|(room, _)| *room == request.room) {
+                request.range.after = request.range.after.max(*at);
+            }
+            let range = request.range;
+            if range.after >= range.upto {
+                continue;
+            }
+            request.purpose = Purpose::CatchUp {
+                missed: range.upto - range.after,
+            };
+            if let Some(end) = self.answer(&request, history, outbox).await {
+                return Some(end);
+            }
+        }
+        None
     }
 
     /// Reads and queues a history block where its request stood in the queue; a member
@@ -149,7 +271,7 @@ impl<S> Conn<S> {
                 None
             }
             // Answered by `push_delivery`; a removed member does not need it.
-            Delivery::History(_) => None,
+            Delivery::History(_) | Delivery::TakeoverCatchUp(_) => None,
             Delivery::Presence(line) => {
                 // Outside the queue's byte bound, so not counted in `from_room`.
                 self.out.extend_from_slice(line.text.as_bytes());
@@ -157,6 +279,16 @@ impl<S> Conn<S> {
                 None
             }
             Delivery::Close(line) => {
+                self.queue(&line);
+                Some(End::Closed(line.as_str().into()))
+            }
+            Delivery::Replaced(replaced) => {
+                // The new session catches up on everything not acknowledged: sending it here
+                // too would show it twice.
+                self.out.clear();
+                self.marks.clear();
+                let crate::room::Replaced { line, handoff } = *replaced;
+                self.handoff = Some(handoff);
                 self.queue(&line);
                 Some(End::Closed(line.as_str().into()))
             }
@@ -192,6 +324,15 @@ impl<S> Conn<S> {
             end => (end, Some(GOODBYE_TIMEOUT)),
         }
     }
+}
+
+/// Moves a position to `mark` when both are of one room.
+fn fold_mark((room, at): &mut Mark, (other, seq): &Mark) -> bool {
+    if room != other {
+        return false;
+    }
+    *at = (*at).max(*seq);
+    true
 }
 
 /// Runs `step`, a wait on the database, unless the member is removed first (`None`): a kick

@@ -195,7 +195,7 @@ mod tests {
             let _ = client_read.read_to_string(&mut sent).await;
             sent
         });
-        let mut conn = Conn::new(server, &Limits::default());
+        let mut conn = Conn::new(server, &Limits::default(), Default::default());
         let metrics = Metrics::default();
         let peer = "127.0.0.1:1".parse().unwrap();
         let outcome = login(&mut conn, &auth, &metrics, peer, None, None)

@@ -22,7 +22,8 @@ use crate::room::Outbox;
 pub(super) const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Read positions are handed to the history writer at most this long after they move (and
-/// at logout), so a crash of the server repeats about this much in the next catch-up.
+/// at logout), so a crash of the server repeats about this much in the next catch-up. It is
+/// also how often a session with unacknowledged lines asks its socket how far the peer got.
 pub const POSITION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The logged-in loop: client lines, queued room lines, and removal by the room. Returns how
@@ -48,7 +49,7 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut timer: Option<Pin<Box<Sleep>>> = None;
     let mut armed_at: Option<Instant> = None;
     loop {
-        if save_at.is_none() && member.has_unsaved_positions() {
+        if save_at.is_none() && (member.has_unsaved_positions() || !conn.unacked.is_empty()) {
             save_at = Some(next_save_tick(Instant::now()));
         }
         // Everything queued so far goes out as one write: under load a member's lines pile up
@@ -61,11 +62,11 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if conn.out.is_empty() {
             // Nothing unwritten: positions reached by the member's own lines hold now.
-            member.commit(conn.marks.drain(..));
+            conn.settle_marks(member, false);
         } else {
             let bytes = conn.out.len() as u64;
             tokio::select! {
-                r = conn.write_out() => r?,
+                r = conn.write_batch() => r?,
                 _ = removed.wait() => {
                     // The interrupted write left an unknown part of the buffer unsent, and
                     // the peer is not reading anyway: only the last line is still worth trying.
@@ -74,7 +75,7 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             outbox.written(std::mem::take(&mut conn.from_room));
-            member.commit(conn.marks.drain(..));
+            conn.settle_marks(member, true);
             if outbox.is_empty() {
                 conn.release_buffer();
             }
@@ -118,6 +119,7 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 armed_at = None;
                 let now = Instant::now();
                 if save_at.is_some_and(|at| at <= now) {
+                    conn.take_acknowledged(member);
                     member.save_positions();
                     save_at = None;
                 }

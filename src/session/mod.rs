@@ -29,11 +29,17 @@ use crate::protocol;
 use crate::room::directory::Login;
 use crate::room::{JoinError, Joined, Mark, MemberId, Rooms};
 use crate::tls::ServerConfigs;
+use crate::transport::ack::AckSource;
 use conn::Conn;
 
 pub use login::MAX_LOGIN_ATTEMPTS;
 
 pub use crate::transport::GOODBYE_TIMEOUT;
+
+/// How long a replaced session waits for its peer to acknowledge what it was sent before it
+/// hands its positions to the new session: a peer that reads acknowledges within a round trip
+/// and gets the last line; one that does not is reset.
+const TAKEOVER_ACK_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What every session shares.
 pub struct SessionContext {
@@ -101,11 +107,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     ctx: &SessionContext,
     shutdown: &CancellationToken,
-    (mut observer, presented): (impl LoginObserver, Option<Arc<str>>),
+    (mut observer, presented, ack): (impl LoginObserver, Option<Arc<str>>, AckSource),
     connected: Instant,
 ) -> io::Result<End> {
     let limits = &ctx.limits;
-    let mut conn = Conn::new(stream, limits);
+    let mut conn = Conn::new(stream, limits, ack);
 
     let login_deadline = connected + limits.login_timeout;
     let outcome = tokio::select! {
@@ -173,6 +179,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // tick, so an idle session never wakes up or writes.
         positions: joined.positions,
         unsaved: false,
+        handoff: None,
         name,
         presented,
     };
@@ -193,13 +200,27 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         conn.queue(protocol::CATCH_UP_UNAVAILABLE);
     }
     let result = member::member_loop(&mut conn, ctx, &mut member, outbox).await;
+    // Where the peer got to, for the saved positions and for a session that replaced this one.
+    let replaced = conn.handoff.is_some();
+    if replaced {
+        conn.wait_for_acknowledgement(&mut member, TAKEOVER_ACK_WAIT)
+            .await;
+    } else {
+        conn.take_acknowledged(&mut member);
+    }
+    // What the replaced peer has not acknowledged is the new session's catch-up: the
+    // connection is reset, without a last line, so that it does not arrive here as well.
+    let reset = replaced && !conn.unacked.is_empty();
+    member.handoff = conn.handoff.take();
     // Leave the room, the admin list and the connection caps before the goodbye, which may
     // wait on a peer that does not read.
     drop(member);
     observer.released();
     let end = match result {
         Ok((end, goodbye)) => {
-            if let Some(mut limit) = goodbye {
+            if reset {
+                conn.ack.discard_unsent();
+            } else if let Some(mut limit) = goodbye {
                 if shutdown.is_cancelled() {
                     // The server waits `shutdown_grace` for every session.
                     limit = limit.min(limits.shutdown_grace);
@@ -222,10 +243,13 @@ pub(crate) struct MemberGuard {
     pub(crate) reason: Option<String>,
     /// Where positions are saved, and for which account.
     memberships: Option<(Arc<Memberships>, i64)>,
-    /// The last message of each room written to the socket or sent by the member.
+    /// The last message of each room the peer acknowledged (see [`crate::transport::ack`])
+    /// or the member sent.
     positions: Vec<Mark>,
     /// `positions` moved since they were last saved.
     unsaved: bool,
+    /// Set when another login replaced this session: it gets the positions at the end.
+    handoff: Option<crate::room::Handoff>,
     /// The account's name as created.
     pub(crate) name: crate::username::Username,
     /// The fingerprint of the certificate the connection presented, for `/cert enroll`.
@@ -270,6 +294,9 @@ impl MemberGuard {
 impl Drop for MemberGuard {
     fn drop(&mut self) {
         self.room.leave(self.id, self.reason.as_deref());
+        if let Some(handoff) = self.handoff.take() {
+            let _ = handoff.send(self.positions.clone());
+        }
         if let Some((memberships, user)) = &self.memberships {
             memberships.save_positions(*user, std::mem::take(&mut self.positions));
         }
@@ -308,6 +335,7 @@ mod tests {
                 memberships: None,
                 positions: Vec::new(),
                 unsaved: false,
+                handoff: None,
                 name: Username::parse("alice").unwrap(),
                 presented: None,
             };

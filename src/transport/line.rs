@@ -26,6 +26,8 @@ pub struct LineConn<S> {
     rlen: usize,
     /// Bytes to write at the next flush.
     pub out: Vec<u8>,
+    /// Bytes written so far (the offsets read positions wait on, see [`super::ack`]).
+    written: u64,
 }
 
 impl<S> LineConn<S> {
@@ -38,7 +40,13 @@ impl<S> LineConn<S> {
             rpos: 0,
             rlen: 0,
             out: Vec::new(),
+            written: 0,
         }
+    }
+
+    /// Bytes written to the stream so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Appends text to the output buffer.
@@ -88,6 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LineConn<S> {
         }
         self.stream.write_all(&self.out).await?;
         self.stream.flush().await?;
+        self.written += self.out.len() as u64;
         self.out.clear();
         Ok(())
     }

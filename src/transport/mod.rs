@@ -1,6 +1,7 @@
 //! How a connection reaches a session: the ClientHello decides between the line protocol and
 //! the web client, and a WebSocket is turned into the same byte stream of lines.
 
+pub mod ack;
 pub mod ws;
 
 use std::io;
@@ -10,6 +11,8 @@ use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+use ack::Counted;
 
 use crate::tls::{ALPN_HTTP1, ALPN_TLSCHAT, ServerConfigs};
 
@@ -23,9 +26,9 @@ const PARTIAL_HELLO_POLL: std::time::Duration = std::time::Duration::from_millis
 /// A finished TLS handshake and the protocol it chose.
 pub enum Accepted {
     /// ALPN `tlschat` or none: the line protocol.
-    Line(TlsStream<TcpStream>),
+    Line(TlsStream<Counted>),
     /// ALPN `http/1.1`: a browser.
-    Web(TlsStream<TcpStream>),
+    Web(TlsStream<Counted>),
 }
 
 /// Reads the ClientHello, picks the configuration for what the client offers and finishes the
@@ -34,8 +37,11 @@ pub enum Accepted {
 /// offers only protocols other than `tlschat` with the no_application_protocol alert.
 pub async fn accept(tcp: TcpStream, configs: &ServerConfigs, web: bool) -> io::Result<Accepted> {
     let offers_tls13 = offers_tls13(&tcp).await?;
-    let start =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let start = tokio_rustls::LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        Counted::new(tcp),
+    )
+    .await?;
     let hello = start.client_hello();
     let offers = |protocol: &[u8]| hello.alpn().is_some_and(|mut it| it.any(|p| p == protocol));
     let is_web = web && offers(ALPN_HTTP1) && !offers(ALPN_TLSCHAT);

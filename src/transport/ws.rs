@@ -4,6 +4,7 @@
 //! the one line clients get, so login, commands, limits and fan-out are the same code.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::GOODBYE_TIMEOUT;
+use super::ack::BridgeMap;
 use crate::config::Limits;
 
 /// Bytes in flight each way between a WebSocket and its session, on top of the session's
@@ -48,6 +50,7 @@ pub async fn run<S, F, Fut, T>(
     ws: WebSocketStream<S>,
     limits: &Limits,
     shutdown: &CancellationToken,
+    acks: Option<Arc<BridgeMap>>,
     session: F,
 ) -> T
 where
@@ -57,7 +60,7 @@ where
 {
     let (session_end, bridge_end) = tokio::io::duplex(PIPE_BYTES);
     let session = session(session_end);
-    let bridge = bridge(ws, bridge_end, limits.ws_ping_interval);
+    let bridge = bridge(ws, bridge_end, limits.ws_ping_interval, acks);
     tokio::pin!(session, bridge);
     tokio::select! {
         end = &mut session => {
@@ -102,8 +105,12 @@ impl Shared {
     }
 }
 
-async fn bridge<S>(ws: WebSocketStream<S>, pipe: DuplexStream, ping_every: Duration)
-where
+async fn bridge<S>(
+    ws: WebSocketStream<S>,
+    pipe: DuplexStream,
+    ping_every: Duration,
+    acks: Option<Arc<BridgeMap>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let shared = Shared {
@@ -116,7 +123,7 @@ where
     let (from_session, to_session) = tokio::io::split(pipe);
     tokio::join!(
         inbound(stream, to_session, &shared),
-        outbound(sink, from_session, ping_every, &shared),
+        outbound(sink, from_session, ping_every, &shared, acks),
     );
 }
 
@@ -162,12 +169,19 @@ where
 
 /// Session output to the client as text frames of whole lines, and pings. Sends the close
 /// frame once the session's output ends.
-async fn outbound<Si, R>(mut sink: Si, mut from_session: R, ping_every: Duration, shared: &Shared)
-where
+async fn outbound<Si, R>(
+    mut sink: Si,
+    mut from_session: R,
+    ping_every: Duration,
+    shared: &Shared,
+    acks: Option<Arc<BridgeMap>>,
+) where
     Si: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
     R: AsyncRead + Unpin,
 {
     let mut pending: Vec<u8> = Vec::new();
+    // The session's bytes sent so far (its offsets for read positions).
+    let mut sent: u64 = 0;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     loop {
         pending.reserve(READ_STEP_BYTES);
@@ -184,8 +198,12 @@ where
                 };
                 let rest = pending.split_off(last_lf + 1);
                 let lines = std::mem::replace(&mut pending, rest);
+                sent += lines.len() as u64;
                 if sink.send(text_frame(lines)).await.is_err() {
                     break;
+                }
+                if let Some(acks) = &acks {
+                    acks.wrote(sent);
                 }
                 if pending.capacity() > READ_STEP_BYTES * 2 {
                     pending = Vec::new();

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::session::{self, End, LoginObserver, SessionContext};
+use crate::transport::ack::{AckSource, BridgeMap, SocketProbe};
 use crate::transport::ws;
 
 /// Largest request head accepted (hyper's minimum); a browser's is about 1 KiB.
@@ -102,7 +103,7 @@ pub async fn serve<S>(
     ctx: &SessionContext,
     web: Arc<Web>,
     shutdown: &CancellationToken,
-    observer: impl LoginObserver,
+    (observer, probe): (impl LoginObserver, Option<Arc<SocketProbe>>),
     connected: Instant,
 ) -> io::Result<End>
 where
@@ -152,9 +153,18 @@ where
         Some(ws::config(limits)),
     )
     .await;
-    ws::run(socket, limits, shutdown, |pipe| {
+    let map = probe.map(BridgeMap::new);
+    let ack = map.clone().map_or(AckSource::Written, AckSource::Bridge);
+    ws::run(socket, limits, shutdown, map, |pipe| {
         // Browsers are never asked for a certificate.
-        session::serve(pipe, peer, ctx, shutdown, (observer, None), Instant::now())
+        session::serve(
+            pipe,
+            peer,
+            ctx,
+            shutdown,
+            (observer, None, ack),
+            Instant::now(),
+        )
     })
     .await
 }
