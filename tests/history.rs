@@ -651,3 +651,50 @@ async fn a_takeover_of_a_member_that_stopped_reading_loses_no_line_and_repeats_l
         "{repeated} lines repeated"
     );
 }
+
+#[tokio::test]
+async fn lines_the_peer_never_acknowledged_are_caught_up_after_its_connection_dies() {
+    const LINES: usize = 400;
+    const BODY: usize = 100;
+    let mut limits = common::test_limits();
+    limits.outbound_queue_bytes = 64 << 20;
+    let server = spawn_server(Opts {
+        limits,
+        rooms: RoomLimits {
+            catchup_messages: 10_000,
+            ..RoomLimits::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let tcp = common::tcp_from(server.addr, "127.0.0.1", Some(4096)).await;
+    let mut first = TestClient::over(tcp, &server.connector).await;
+    first.login("alice", common::PASSWORD).await;
+    let mut bob = server.login("bob").await;
+    first.expect_line("*** bob joined").await;
+    // alice's client stops reading: her kernel takes what fits in its small receive buffer,
+    // and the rest of what her session writes waits in the server's send buffer.
+    let body = "x".repeat(BODY);
+    for i in 1..=LINES {
+        bob.send(&format!("n{i} {body}")).await;
+        if i % 10 == 0 {
+            bob.send("/who").await;
+            bob.wait_for("*** 2 online: alice, bob").await;
+        }
+    }
+    // Her connection dies (closed with unread data: a reset).
+    drop(first);
+    bob.wait_for("*** alice left").await;
+    let mut alice = server.login("alice").await;
+    let header = alice.next_line().await;
+    assert!(header.starts_with("*** You missed "), "{header}");
+    let caught = numbers(&block(&mut alice).await);
+    let first_caught = *caught.first().expect("no catch-up lines");
+    assert_eq!(caught, (first_caught..=LINES).collect::<Vec<_>>());
+    // Counted as read: at most what a 4 KiB receive buffer (doubled by the kernel) and the
+    // login's lines hold, not what was written into the server's send buffer.
+    assert!(
+        (first_caught - 1) * (BODY + 12) <= 16 * 1024,
+        "the catch-up starts at n{first_caught}"
+    );
+}

@@ -132,9 +132,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         {
             let end = match d {
                 Delivery::History(request) => self.answer(&request, history, outbox).await,
+                // Boxed: rare, and it would otherwise size every session's task.
                 Delivery::TakeoverCatchUp(catch_up) => {
-                    self.catch_up_after_takeover(*catch_up, history, outbox)
-                        .await
+                    Box::pin(self.catch_up_after_takeover(*catch_up, history, outbox)).await
                 }
                 d => self.push_ready(d),
             };
@@ -167,8 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         match d {
             Delivery::History(request) => self.answer(&request, history, outbox).await,
             Delivery::TakeoverCatchUp(catch_up) => {
-                self.catch_up_after_takeover(*catch_up, history, outbox)
-                    .await
+                Box::pin(self.catch_up_after_takeover(*catch_up, history, outbox)).await
             }
             d => self.push_ready(d),
         }

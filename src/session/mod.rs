@@ -203,8 +203,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // Where the peer got to, for the saved positions and for a session that replaced this one.
     let replaced = conn.handoff.is_some();
     if replaced {
-        conn.wait_for_acknowledgement(&mut member, TAKEOVER_ACK_WAIT)
-            .await;
+        Box::pin(conn.wait_for_acknowledgement(&mut member, TAKEOVER_ACK_WAIT)).await;
     } else {
         conn.take_acknowledged(&mut member);
     }

@@ -327,6 +327,10 @@ impl<M> Unacknowledged<M> {
             let (_, _, mark) = self.entries.pop_front().expect("just looked");
             each(mark);
         }
+        if self.entries.is_empty() {
+            // An idle session keeps no buffer.
+            self.entries = VecDeque::new();
+        }
     }
 }
 
