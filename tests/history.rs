@@ -384,22 +384,7 @@ async fn memory_history_works_until_a_restart() {
 
 #[tokio::test]
 async fn an_evicted_member_catches_up_from_the_first_line_it_did_not_get() {
-    let mut limits = common::test_limits();
-    limits.outbound_queue_bytes = 8 * 1024;
-    let server = spawn_server(Opts {
-        limits,
-        rooms: RoomLimits {
-            catchup_messages: 10_000,
-            ..RoomLimits::default()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let tcp = common::tcp_from(server.addr, "127.0.0.1", Some(4096)).await;
-    let mut alice = TestClient::over(tcp, &server.connector).await;
-    alice.login("alice", common::PASSWORD).await;
-    let mut bob = server.login("bob").await;
-    alice.expect_line("*** bob joined").await;
+    let (server, mut alice, mut bob) = alice_over_a_small_buffer(8 * 1024).await;
     let body = "x".repeat(1000);
     let metrics = std::sync::Arc::clone(&server.ctx.metrics);
     let evicted = || {
@@ -585,15 +570,12 @@ fn numbers(lines: &[String]) -> Vec<usize> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_takeover_of_a_member_that_stopped_reading_loses_no_line_and_repeats_little() {
-    const LINES: usize = 400;
-    // Short lines, paced: the first batches are records smaller than the client's 4 KiB
-    // receive buffer, so its peer acknowledges whole batches before it stops.
-    const BODY: usize = 100;
+/// A server with `queue_bytes` of outbound queue per member that shows every missed line;
+/// alice logged in over a socket with a 4 KiB receive buffer, and bob, whose arrival she has
+/// read. Returns (server, alice, bob).
+async fn alice_over_a_small_buffer(queue_bytes: usize) -> (TestServer, TestClient, TestClient) {
     let mut limits = common::test_limits();
-    // No eviction: the old session must still be there to be taken over.
-    limits.outbound_queue_bytes = 64 << 20;
+    limits.outbound_queue_bytes = queue_bytes;
     let server = spawn_server(Opts {
         limits,
         rooms: RoomLimits {
@@ -604,35 +586,60 @@ async fn a_takeover_of_a_member_that_stopped_reading_loses_no_line_and_repeats_l
     })
     .await;
     let tcp = common::tcp_from(server.addr, "127.0.0.1", Some(4096)).await;
-    let mut first = TestClient::over(tcp, &server.connector).await;
-    first.login("alice", common::PASSWORD).await;
-    let mut bob = server.login("bob").await;
-    first.expect_line("*** bob joined").await;
-    // From here on the first session's client reads nothing.
-    let body = "x".repeat(BODY);
-    for i in 1..=LINES {
+    let mut alice = TestClient::over(tcp, &server.connector).await;
+    alice.login("alice", common::PASSWORD).await;
+    let bob = server.login("bob").await;
+    alice.expect_line("*** bob joined").await;
+    (server, alice, bob)
+}
+
+/// Lines bob says while alice's client does not read.
+const SILENT_LINES: usize = 400;
+/// Short lines, paced in tens: the first batches are records smaller than the client's 4 KiB
+/// receive buffer, so its kernel acknowledges whole batches before the buffer fills.
+const SILENT_BODY: usize = 100;
+/// The bytes of one such line on the wire.
+const SILENT_LINE_BYTES: usize = SILENT_BODY + 12;
+
+/// [`alice_over_a_small_buffer`] on a server that never evicts (the silent session must
+/// stay); alice reads nothing more, and bob has said `n1` … `n400`, all relayed.
+async fn alice_silent_while_bob_talks() -> (TestServer, TestClient, TestClient) {
+    let (server, alice, mut bob) = alice_over_a_small_buffer(64 << 20).await;
+    let body = "x".repeat(SILENT_BODY);
+    for i in 1..=SILENT_LINES {
         bob.send(&format!("n{i} {body}")).await;
         if i % 10 == 0 {
             bob.send("/who").await;
             bob.wait_for("*** 2 online: alice, bob").await;
         }
     }
-    let mut second = server.login("alice").await;
-    let header = second.next_line().await;
+    (server, alice, bob)
+}
+
+/// The catch-up block that must come next: its numbers, checked to run without a gap up to
+/// the last line bob said.
+async fn caught_up_to_the_end(alice: &mut TestClient) -> Vec<usize> {
+    let header = alice.next_line().await;
     assert!(header.starts_with("*** You missed "), "{header}");
-    let caught = numbers(&block(&mut second).await);
+    let caught = numbers(&block(alice).await);
+    let first = *caught.first().expect("no catch-up lines");
+    assert_eq!(caught, (first..=SILENT_LINES).collect::<Vec<_>>());
+    caught
+}
+
+#[tokio::test]
+async fn a_takeover_of_a_member_that_stopped_reading_loses_no_line_and_repeats_little() {
+    let (server, mut first, _bob) = alice_silent_while_bob_talks().await;
+    let mut second = server.login("alice").await;
+    let first_caught = caught_up_to_the_end(&mut second).await[0];
     // Now that the old session has handed over: everything that reached the first client's
     // socket, up to its end.
     let got_first = numbers(&first.expect_closed().await);
     let last_first = got_first.iter().copied().max().unwrap_or(0);
     assert!(
-        last_first > 0 && last_first < LINES,
+        last_first > 0 && last_first < SILENT_LINES,
         "the first client got n{last_first}: nothing to test"
     );
-    // In order, and contiguous to the last line.
-    let first_caught = *caught.first().expect("no catch-up lines");
-    assert_eq!(caught, (first_caught..=LINES).collect::<Vec<_>>());
-    // Nothing lost between the two.
     assert!(
         first_caught <= last_first + 1,
         "lost n{} to n{}",
@@ -645,56 +652,24 @@ async fn a_takeover_of_a_member_that_stopped_reading_loses_no_line_and_repeats_l
         "takeover: the first client got n1..n{last_first}, the catch-up starts at \
          n{first_caught}: {repeated} lines repeated"
     );
-    let line_bytes = BODY + 12;
     assert!(
-        repeated * line_bytes <= 4 * 1024 + 10 * line_bytes,
+        repeated * SILENT_LINE_BYTES <= 4 * 1024 + 10 * SILENT_LINE_BYTES,
         "{repeated} lines repeated"
     );
 }
 
 #[tokio::test]
 async fn lines_the_peer_never_acknowledged_are_caught_up_after_its_connection_dies() {
-    const LINES: usize = 400;
-    const BODY: usize = 100;
-    let mut limits = common::test_limits();
-    limits.outbound_queue_bytes = 64 << 20;
-    let server = spawn_server(Opts {
-        limits,
-        rooms: RoomLimits {
-            catchup_messages: 10_000,
-            ..RoomLimits::default()
-        },
-        ..Opts::default()
-    })
-    .await;
-    let tcp = common::tcp_from(server.addr, "127.0.0.1", Some(4096)).await;
-    let mut first = TestClient::over(tcp, &server.connector).await;
-    first.login("alice", common::PASSWORD).await;
-    let mut bob = server.login("bob").await;
-    first.expect_line("*** bob joined").await;
-    // alice's client stops reading: her kernel takes what fits in its small receive buffer,
-    // and the rest of what her session writes waits in the server's send buffer.
-    let body = "x".repeat(BODY);
-    for i in 1..=LINES {
-        bob.send(&format!("n{i} {body}")).await;
-        if i % 10 == 0 {
-            bob.send("/who").await;
-            bob.wait_for("*** 2 online: alice, bob").await;
-        }
-    }
+    let (server, first, mut bob) = alice_silent_while_bob_talks().await;
     // Her connection dies (closed with unread data: a reset).
     drop(first);
     bob.wait_for("*** alice left").await;
     let mut alice = server.login("alice").await;
-    let header = alice.next_line().await;
-    assert!(header.starts_with("*** You missed "), "{header}");
-    let caught = numbers(&block(&mut alice).await);
-    let first_caught = *caught.first().expect("no catch-up lines");
-    assert_eq!(caught, (first_caught..=LINES).collect::<Vec<_>>());
-    // Counted as read: at most what a 4 KiB receive buffer (doubled by the kernel) and the
-    // login's lines hold, not what was written into the server's send buffer.
+    let first_caught = caught_up_to_the_end(&mut alice).await[0];
+    // Counted as read: at most what a 4 KiB receive buffer (doubled by the kernel) holds,
+    // not what was written into the server's send buffer.
     assert!(
-        (first_caught - 1) * (BODY + 12) <= 16 * 1024,
+        (first_caught - 1) * SILENT_LINE_BYTES <= 16 * 1024,
         "the catch-up starts at n{first_caught}"
     );
 }

@@ -373,33 +373,16 @@ impl Hub {
         }
     }
 
-    /// Queues a history request for one member; its size is bounded by the request itself
-    /// (`want` ≤ 500).
-    pub fn request_history(
-        &self,
-        id: MemberId,
-        request: HistoryRequest,
-    ) -> Result<(), Undeliverable> {
+    /// Queues a history request (a block read in place, `Delivery::History`) or the catch-up
+    /// after a takeover for one member, outside the byte bound: its size is bounded by the
+    /// request itself (`want` ≤ 500, or `catchup_messages` per room).
+    pub fn request(&self, id: MemberId, request: Delivery) -> Result<(), Undeliverable> {
+        debug_assert!(matches!(
+            request,
+            Delivery::History(_) | Delivery::TakeoverCatchUp(_)
+        ));
         match self.members.get(&id) {
-            Some(member) => member
-                .tx
-                .send(Delivery::History(Box::new(request)))
-                .map_err(|_| Undeliverable::Gone),
-            None => Ok(()),
-        }
-    }
-
-    /// Queues the catch-up of a member that replaced another session.
-    pub fn takeover_catch_up(
-        &self,
-        id: MemberId,
-        catch_up: TakeoverCatchUp,
-    ) -> Result<(), Undeliverable> {
-        match self.members.get(&id) {
-            Some(member) => member
-                .tx
-                .send(Delivery::TakeoverCatchUp(Box::new(catch_up)))
-                .map_err(|_| Undeliverable::Gone),
+            Some(member) => member.tx.send(request).map_err(|_| Undeliverable::Gone),
             None => Ok(()),
         }
     }

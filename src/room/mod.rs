@@ -346,7 +346,7 @@ impl State {
             return;
         };
         let request = channel.log.range(purpose, after, want, &self.history);
-        if let Err(why) = self.hub.request_history(id, request) {
+        if let Err(why) = self.hub.request(id, Delivery::History(Box::new(request))) {
             self.announce_dropped(vec![(id, why)]);
         }
     }
@@ -679,7 +679,8 @@ impl Rooms {
                 })
                 .collect();
             let catch_up = TakeoverCatchUp { requests, handed };
-            if let Err(why) = state.hub.takeover_catch_up(id, catch_up) {
+            let catch_up = Delivery::TakeoverCatchUp(Box::new(catch_up));
+            if let Err(why) = state.hub.request(id, catch_up) {
                 state.announce_dropped(vec![(id, why)]);
             }
         }
