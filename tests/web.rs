@@ -452,3 +452,51 @@ async fn a_page_connection_left_open_is_closed_after_the_login_timeout() {
         .ok();
     assert_eq!(common::web::parse_response(&raw).status, 200);
 }
+
+#[tokio::test]
+async fn a_browser_that_stopped_reading_catches_up_on_what_it_never_acknowledged() {
+    const LINES: usize = 400;
+    const BODY: usize = 100;
+    let mut limits = common::test_limits();
+    limits.outbound_queue_bytes = 64 << 20;
+    let server = spawn_server(Opts {
+        limits,
+        rooms: tlschat::config::RoomLimits {
+            catchup_messages: 10_000,
+            ..Default::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut web = common::web::ws_login_over(&server, "alice", 4096).await;
+    let mut bob = server.login("bob").await;
+    web.expect_line("*** bob joined").await;
+    // The browser stops reading; the rest waits in the server's buffers.
+    let body = "x".repeat(BODY);
+    for i in 1..=LINES {
+        bob.send(&format!("n{i} {body}")).await;
+        if i % 10 == 0 {
+            bob.send("/who").await;
+            bob.wait_for("*** 2 online: alice, bob").await;
+        }
+    }
+    drop(web);
+    bob.wait_for("*** alice left").await;
+    let mut alice = server.login("alice").await;
+    let header = alice.next_line().await;
+    assert!(header.starts_with("*** You missed "), "{header}");
+    let caught: Vec<usize> = common::block(&mut alice)
+        .await
+        .iter()
+        .filter_map(|l| l.strip_prefix("<bob> n"))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let first = *caught.first().expect("no catch-up lines");
+    assert_eq!(caught, (first..=LINES).collect::<Vec<_>>());
+    // Counted as read: what the browser's 4 KiB receive buffer took, not what the session
+    // wrote into the bridge and the server's send buffer.
+    assert!(
+        (first - 1) * (BODY + 12) <= 16 * 1024,
+        "the catch-up starts at n{first}"
+    );
+}

@@ -127,6 +127,15 @@ pub async fn try_ws_to(
     origin: Option<&str>,
 ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
     let tls = browser_tls_to(addr, cert).await;
+    ws_over(tls, addr, origin).await
+}
+
+/// Opens `/ws` over a TLS connection already made to `addr`.
+pub async fn ws_over(
+    tls: TlsStream<TcpStream>,
+    addr: SocketAddr,
+    origin: Option<&str>,
+) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
     let mut request = format!("wss://localhost:{}/ws", addr.port())
         .into_client_request()
         .unwrap();
@@ -152,7 +161,27 @@ pub async fn ws(server: &TestServer) -> WsClient {
 
 /// A WebSocket session logged in as `name`, past the welcome line.
 pub async fn ws_login(server: &TestServer, name: &str) -> WsClient {
-    let mut c = ws(server).await;
+    ws_login_as(ws(server).await, name).await
+}
+
+/// Like [`ws_login`], over a socket with a `recv_buffer`-byte receive buffer.
+pub async fn ws_login_over(server: &TestServer, name: &str, recv_buffer: u32) -> WsClient {
+    let tcp = super::tcp_from(server.addr, "127.0.0.1", Some(recv_buffer)).await;
+    let connector = connector_trusting(&server.cert_der, &[b"h2", b"http/1.1"]);
+    let tls = tokio::time::timeout(
+        STEP,
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .expect("handshake timed out")
+    .unwrap();
+    let origin = own_origin(server);
+    let c = ws_over(tls, server.addr, Some(&origin)).await.unwrap();
+    ws_login_as(c, name).await
+}
+
+/// Logs `c` in as `name`, past the welcome line.
+async fn ws_login_as(mut c: WsClient, name: &str) -> WsClient {
     c.wait_for("Username:").await;
     c.send(name).await;
     c.expect_line("Password:").await;
