@@ -103,6 +103,17 @@ async fn refused(dir: &Path, addr: std::net::SocketAddr, extra: &[&str]) -> Stri
     err
 }
 
+/// Runs `connect` with the login options and `extra` as the only user online; it must log in
+/// and exit 0. Returns its stderr.
+async fn admitted(dir: &Path, addr: std::net::SocketAddr, extra: &[&str]) -> String {
+    let mut c = Connect::start(dir, addr, &[&LOGIN[..], extra].concat());
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    let (code, err) = c.finish().await;
+    assert_eq!(code, Some(0), "{err}");
+    err
+}
+
 #[tokio::test]
 async fn piped_input_logs_in_and_chats_and_eof_leaves() {
     let server = spawn_server(Opts::default()).await;
@@ -151,11 +162,7 @@ async fn a_known_hosts_entry_is_trusted_silently() {
         ),
     )
     .unwrap();
-    let mut c = Connect::start(dir.path(), server.addr, &LOGIN);
-    c.send(PASSWORD).await;
-    c.wait_for("*** Welcome, alice! 1 online: alice").await;
-    let (code, err) = c.finish().await;
-    assert_eq!(code, Some(0), "{err}");
+    let err = admitted(dir.path(), server.addr, &[]).await;
     assert_eq!(err, "");
 }
 
@@ -208,11 +215,7 @@ async fn a_malformed_known_hosts_line_is_reported_and_skipped() {
         ),
     )
     .unwrap();
-    let mut c = Connect::start(dir.path(), server.addr, &LOGIN);
-    c.send(PASSWORD).await;
-    c.wait_for("*** Welcome, alice! 1 online: alice").await;
-    let (code, err) = c.finish().await;
-    assert_eq!(code, Some(0), "{err}");
+    let err = admitted(dir.path(), server.addr, &[]).await;
     assert_eq!(
         err,
         format!(
@@ -227,14 +230,7 @@ async fn a_pinned_fingerprint_in_plain_hex_is_trusted() {
     let server = spawn_server(Opts::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let pin = fingerprint(&server).replace(':', "").to_ascii_lowercase();
-    let mut c = Connect::start(
-        dir.path(),
-        server.addr,
-        &[&LOGIN[..], &["--fingerprint", &pin]].concat(),
-    );
-    c.send(PASSWORD).await;
-    c.wait_for("*** Welcome, alice! 1 online: alice").await;
-    assert_eq!(c.finish().await.0, Some(0));
+    admitted(dir.path(), server.addr, &["--fingerprint", &pin]).await;
 }
 
 #[tokio::test]

@@ -197,29 +197,31 @@ mod tests {
         assert_ne!(declined.fingerprint, legacy.fingerprint);
     }
 
-    #[test]
-    fn a_key_without_its_certificate_is_an_error_and_is_kept() {
+    /// Removes `s.{missing}` from a pair: loading is an error naming it, and `s.{kept}` is
+    /// left as it was (nothing is regenerated over it).
+    fn a_lone_half_is_an_error_and_is_kept(missing: &str, kept: &str) {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("tlschat");
         load_or_create(&sub, "s").unwrap();
-        std::fs::remove_file(sub.join("s.crt")).unwrap();
-        let key = std::fs::read(sub.join("s.key")).unwrap();
+        std::fs::remove_file(sub.join(format!("s.{missing}"))).unwrap();
+        let before = std::fs::read(sub.join(format!("s.{kept}"))).unwrap();
         let err = load_or_create(&sub, "s").err().unwrap().to_string();
-        assert!(err.contains("s.crt is missing"), "{err}");
-        assert_eq!(std::fs::read(sub.join("s.key")).unwrap(), key);
-        assert!(!sub.join("s.crt").exists());
+        assert!(err.contains(&format!("s.{missing} is missing")), "{err}");
+        assert_eq!(
+            std::fs::read(sub.join(format!("s.{kept}"))).unwrap(),
+            before
+        );
+        assert!(!sub.join(format!("s.{missing}")).exists());
+    }
+
+    #[test]
+    fn a_key_without_its_certificate_is_an_error_and_is_kept() {
+        a_lone_half_is_an_error_and_is_kept("crt", "key");
     }
 
     #[test]
     fn a_certificate_without_its_key_is_an_error_and_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let sub = dir.path().join("tlschat");
-        load_or_create(&sub, "s").unwrap();
-        std::fs::remove_file(sub.join("s.key")).unwrap();
-        let cert = std::fs::read(sub.join("s.crt")).unwrap();
-        let err = load_or_create(&sub, "s").err().unwrap().to_string();
-        assert!(err.contains("s.key is missing"), "{err}");
-        assert_eq!(std::fs::read(sub.join("s.crt")).unwrap(), cert);
+        a_lone_half_is_an_error_and_is_kept("key", "crt");
     }
 
     #[test]

@@ -136,8 +136,6 @@ impl HistoryRequest {
     /// counted from their bounds (a block holds consecutive numbers).
     pub fn from_window(&self) -> (Vec<Arc<Event>>, u64) {
         let range = self.range;
-        let in_range =
-            |e: &Event| e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms;
         let mut newest_first: Vec<Arc<Event>> = Vec::new();
         let mut kept = 0u64;
         for (i, block) in self.window.iter().enumerate().rev() {
@@ -146,7 +144,7 @@ impl HistoryRequest {
                     .events()
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(in_range)
+                    .filter(|e| range.holds(e))
                     .collect();
                 kept += events.len() as u64;
                 for event in events.into_iter().rev() {

@@ -66,7 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Writes the output buffer as one batch, noting where it starts for its positions.
     pub(super) async fn write_batch(&mut self) -> std::io::Result<()> {
-        self.batch_start = self.ack.batch_end(self.line.written());
+        self.batch_start = self.ack.offset(self.line.written());
         self.line.write_out().await
     }
 
@@ -81,13 +81,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             member.commit(self.marks.drain(..));
             return;
         }
-        let end = self.ack.batch_end(self.line.written());
+        let end = self.ack.offset(self.line.written());
         let start = if written { self.batch_start } else { end };
         self.unacked
             .push((start, end), self.marks.drain(..), fold_mark);
     }
 
-    /// Commits what the peer acknowledges within `limit`, asking every few milliseconds.
+    /// Commits what the peer has acknowledged, and what it acknowledges within `limit`
+    /// (asking every few milliseconds) while anything still waits.
     pub(super) async fn wait_for_acknowledgement(
         &mut self,
         member: &mut MemberGuard,

@@ -202,11 +202,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let result = member::member_loop(&mut conn, ctx, &mut member, outbox).await;
     // Where the peer got to, for the saved positions and for a session that replaced this one.
     let replaced = conn.handoff.is_some();
-    if replaced {
-        Box::pin(conn.wait_for_acknowledgement(&mut member, TAKEOVER_ACK_WAIT)).await;
+    let wait = if replaced {
+        TAKEOVER_ACK_WAIT
     } else {
-        conn.take_acknowledged(&mut member);
-    }
+        std::time::Duration::ZERO
+    };
+    Box::pin(conn.wait_for_acknowledgement(&mut member, wait)).await;
     // What the replaced peer has not acknowledged is the new session's catch-up: the
     // connection is reset, without a last line, so that it does not arrive here as well.
     let reset = replaced && !conn.unacked.is_empty();

@@ -37,6 +37,13 @@ pub struct MessageRange {
     pub min_at_ms: i64,
 }
 
+impl MessageRange {
+    /// True when `event` is one of the messages wanted.
+    pub fn holds(&self, event: &Event) -> bool {
+        event.seq > self.after && event.seq <= self.upto && event.at_ms >= self.min_at_ms
+    }
+}
+
 /// Where a store lives, as errors and logs may show it: a file path, or a URL whose password
 /// (in the user info or a `password=` parameter) is replaced by `***`. A store error never
 /// holds the URL itself.

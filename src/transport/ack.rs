@@ -177,9 +177,10 @@ pub enum AckSource {
 }
 
 impl AckSource {
-    /// The offset a batch the session has just written (and flushed) ends at;
-    /// `session_written` counts the session's own bytes.
-    pub fn batch_end(&self, session_written: u64) -> u64 {
+    /// Where the session's output stands now, in the offsets acknowledgements are given in
+    /// (the socket's, or the session's own `session_written` bytes behind a bridge): a batch
+    /// starts at the offset before its write and ends at the one after its flush.
+    pub fn offset(&self, session_written: u64) -> u64 {
         match self {
             AckSource::Written | AckSource::Bridge(_) => session_written,
             AckSource::Socket(probe) => probe.written(),
@@ -216,10 +217,9 @@ impl AckSource {
 #[derive(Debug)]
 pub struct BridgeMap {
     probe: Arc<SocketProbe>,
-    /// `(pipe offset, socket offset)` after each write, oldest first (writes closer than
-    /// [`ACK_MERGE_BYTES`] share one, at most [`MAX_UNACKNOWLEDGED`]); and the pipe offset
-    /// acknowledged so far.
-    ends: Mutex<(VecDeque<(u64, u64)>, u64)>,
+    /// The session's output offsets the bridge has written, each waiting for the socket
+    /// offset its write ended at; and the session offset acknowledged so far.
+    ends: Mutex<(Unacknowledged<u64>, u64)>,
 }
 
 impl BridgeMap {
@@ -227,37 +227,38 @@ impl BridgeMap {
     pub fn new(probe: Arc<SocketProbe>) -> Arc<Self> {
         Arc::new(BridgeMap {
             probe,
-            ends: Mutex::new((VecDeque::new(), 0)),
+            ends: Mutex::new((Unacknowledged::default(), 0)),
         })
     }
 
-    /// The bridge has written everything up to `pipe_offset` of the session's output.
-    pub fn wrote(&self, pipe_offset: u64) {
-        let socket_offset = self.probe.written();
+    /// The bridge has written everything up to `session_offset` of the session's output; the
+    /// write began at socket offset `socket_start` and ends where the socket is now.
+    pub fn wrote(&self, session_offset: u64, socket_start: u64) {
+        let socket_end = self.probe.written();
         let mut ends = self.ends.lock().expect("never poisoned");
-        let (list, _) = &mut *ends;
-        let len = list.len();
-        let near = len >= 2 && socket_offset - list[len - 2].1 <= ACK_MERGE_BYTES;
-        if near || len >= MAX_UNACKNOWLEDGED {
-            list[len - 1] = (pipe_offset, socket_offset);
-        } else {
-            list.push_back((pipe_offset, socket_offset));
-        }
+        ends.0.push(
+            (socket_start, socket_end),
+            [session_offset],
+            |at, offset| {
+                *at = (*at).max(*offset);
+                true
+            },
+        );
+    }
+
+    /// The socket's offset now, for [`BridgeMap::wrote`].
+    pub fn socket_offset(&self) -> u64 {
+        self.probe.written()
     }
 
     fn acknowledged(&self) -> Option<u64> {
         let acked = self.probe.acknowledged();
         let mut ends = self.ends.lock().expect("never poisoned");
-        let (list, pipe_acked) = &mut *ends;
+        let (list, session_acked) = &mut *ends;
         if let Some(acked) = acked {
-            while let Some(&(pipe, socket)) = list.front()
-                && socket <= acked
-            {
-                *pipe_acked = pipe;
-                list.pop_front();
-            }
+            list.take_acknowledged(acked, |offset| *session_acked = offset);
         }
-        Some(*pipe_acked)
+        Some(*session_acked)
     }
 }
 

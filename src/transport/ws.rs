@@ -199,11 +199,12 @@ async fn outbound<Si, R>(
                 let rest = pending.split_off(last_lf + 1);
                 let lines = std::mem::replace(&mut pending, rest);
                 sent += lines.len() as u64;
+                let socket_start = acks.as_ref().map(|acks| acks.socket_offset());
                 if sink.send(text_frame(lines)).await.is_err() {
                     break;
                 }
-                if let Some(acks) = &acks {
-                    acks.wrote(sent);
+                if let (Some(acks), Some(start)) = (&acks, socket_start) {
+                    acks.wrote(sent, start);
                 }
                 if pending.capacity() > READ_STEP_BYTES * 2 {
                     pending = Vec::new();

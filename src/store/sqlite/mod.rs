@@ -640,20 +640,12 @@ impl SqliteStore {
         range: MessageRange,
     ) -> Result<u64, StoreError> {
         let (after, upto) = (seq_to_sql(range.after), seq_to_sql(range.upto));
-        let bounded: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(MIN(last_seq, ?2) - MAX(first_seq, ?1 + 1) + 1), 0) \
-             FROM message_blocks WHERE room = ?3 AND last_seq > ?1 AND first_seq <= ?2 \
-             AND last_at_ms >= ?4",
-        )
-        .bind(after)
-        .bind(upto)
-        .bind(room.as_str())
-        .bind(range.min_at_ms)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        let oldest: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT first_seq, last_seq, data FROM message_blocks WHERE room = ?3 \
+        // One statement: the oldest block in range, and the sum over every block's bounds.
+        let oldest: Option<(i64, i64, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT first_seq, last_seq, data, \
+             (SELECT SUM(MIN(last_seq, ?2) - MAX(first_seq, ?1 + 1) + 1) FROM message_blocks \
+              WHERE room = ?3 AND last_seq > ?1 AND first_seq <= ?2 AND last_at_ms >= ?4) \
+             FROM message_blocks WHERE room = ?3 \
              AND last_seq > ?1 AND first_seq <= ?2 AND last_at_ms >= ?4 \
              ORDER BY last_seq ASC LIMIT 1",
         )
@@ -664,7 +656,7 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.error(e))?;
-        let Some((first, last, data)) = oldest else {
+        let Some((first, last, data, bounded)) = oldest else {
             return Ok(0);
         };
         // The oldest block's share of `bounded`, replaced by what it really holds in range.
@@ -680,10 +672,7 @@ impl SqliteStore {
             tracing::warn!(room = %room, "skipping an unreadable block of stored messages");
             return Vec::new();
         };
-        events
-            .into_iter()
-            .filter(|e| e.seq > range.after && e.seq <= range.upto && e.at_ms >= range.min_at_ms)
-            .collect()
+        events.into_iter().filter(|e| range.holds(e)).collect()
     }
 
     /// Closes the pool, checkpointing the WAL.
