@@ -439,6 +439,11 @@ knobs! {
         catchup_messages: usize [usize] = 50,
             name "catchup_messages", flag "catchup-messages", env "TLSCHAT_CATCHUP_MESSAGES",
             value "N", range 0 ..= 10_000;
+        /// Missed messages replayed per room at login to a client that resumes from the
+        /// numbers it showed (`/resume`)
+        resume_messages: usize [usize] = 1_000,
+            name "resume_messages", flag "resume-messages", env "TLSCHAT_RESUME_MESSAGES",
+            value "N", range 0 ..= 10_000;
         /// Rooms a user may be in besides #lobby
         max_rooms_per_user: usize [usize] = 20,
             name "max_rooms_per_user", flag "max-rooms-per-user",
@@ -696,7 +701,8 @@ mod tests {
     fn room_settings_are_top_level_keys_under_flags() {
         let file = FileConfig::parse(
             "history = \"memory\"\nhistory_messages = 500\nhistory_days = 0\n\
-             join_history = 3\ncatchup_messages = 7\nmax_rooms_per_user = 2\nmax_rooms = 9\n\
+             join_history = 3\ncatchup_messages = 7\nresume_messages = 70\nmax_rooms_per_user = 2\n\
+             max_rooms = 9\n\
              history_backlog_bytes = 1048576\n",
         )
         .unwrap();
@@ -714,6 +720,7 @@ mod tests {
                 history_days: 0,
                 join_history: 3,
                 catchup_messages: 7,
+                resume_messages: 70,
                 max_rooms_per_user: 2,
                 max_rooms: 50,
                 history_backlog_bytes: 1_048_576,
@@ -735,6 +742,7 @@ mod tests {
             ("max_rooms = 0", "max_rooms"),
             ("max_rooms_per_user = 1001", "max_rooms_per_user"),
             ("catchup_messages = 10001", "catchup_messages"),
+            ("resume_messages = 10001", "resume_messages"),
             ("history_days = 40000", "history_days"),
         ] {
             let file = FileConfig::parse(text).unwrap();

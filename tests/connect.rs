@@ -316,6 +316,69 @@ async fn after_the_server_restarts_it_logs_in_again_and_shows_the_catch_up() {
     assert!(line.ends_with("] <bob> while you were away"), "{line}");
 }
 
+/// The numbers of bob's `n…` lines in `lines` as shown (live, or stamped in a catch-up block).
+fn bobs_numbers(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|l| l.rsplit_once("<bob> n").and_then(|(_, n)| n.parse().ok()))
+        .collect()
+}
+
+#[tokio::test]
+async fn after_a_reset_while_300_lines_flow_each_line_is_shown_once_in_order() {
+    let server = spawn_server(Opts::default()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pin = fingerprint(&server);
+    let mut c = Connect::start(
+        dir.path(),
+        proxy.addr,
+        &[&LOGIN[..], &["--fingerprint", &pin]].concat(),
+    );
+    c.send(PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    let mut bob = server.login("bob").await;
+    c.wait_for("*** bob joined").await;
+    for i in 1..=150 {
+        bob.send(&format!("n{i}")).await;
+    }
+    let mut shown = Vec::new();
+    // Reset once the client has shown line 50: up to a hundred lines are in flight then.
+    loop {
+        let line = tokio::time::timeout(STEP, c.stdout.next_line())
+            .await
+            .expect("timed out before line 50")
+            .unwrap()
+            .expect("connect ended");
+        let done = line.ends_with("<bob> n50");
+        shown.push(line);
+        if done {
+            break;
+        }
+    }
+    proxy.reset_all();
+    for i in 151..=300 {
+        bob.send(&format!("n{i}")).await;
+    }
+    loop {
+        let line = tokio::time::timeout(STEP * 2, c.stdout.next_line())
+            .await
+            .expect("timed out before line 300")
+            .unwrap()
+            .expect("connect ended");
+        let done = line.ends_with("<bob> n300");
+        shown.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        shown.iter().any(|l| l.starts_with("*** You missed ")),
+        "no catch-up after the reset: {shown:?}"
+    );
+    assert_eq!(bobs_numbers(&shown), (1..=300).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn an_enrolled_client_certificate_logs_in_without_a_password() {
     let server = spawn_server(Opts::default()).await;

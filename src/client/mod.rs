@@ -170,6 +170,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         printer: None,
         known: Arc::default(),
         editor: interactive && std::io::stdout().is_terminal(),
+        shown: Default::default(),
+        me: String::new(),
     };
     let user = match opts.user.clone() {
         Some(u) => u,
@@ -360,6 +362,12 @@ struct Io {
     known: Arc<terminal::Shared>,
     /// Standard input and output are a terminal: use the line editor.
     editor: bool,
+    /// The number of the last message shown per room, sent with `/resume` at each login so
+    /// that the server replays exactly what came after.
+    shown: std::collections::BTreeMap<String, u64>,
+    /// The account's name as the server writes it (from the welcome): the server's echo of
+    /// the user's own lines is not printed again.
+    me: String,
 }
 
 impl Io {
@@ -383,6 +391,29 @@ impl Io {
         self.input = Some(spawn_stdin_reader());
     }
 
+    /// Takes the number off a numbered line (noting it as shown) and says what to print:
+    /// nothing for the echo of the user's own live line, which is on the screen already.
+    fn unnumber<'a>(&mut self, line: &'a str) -> Option<&'a str> {
+        let Some((room, seq, text)) = protocol::split_number(line) else {
+            return Some(line);
+        };
+        self.shown.insert(room.to_owned(), seq);
+        let live = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_prefix(room))
+            .and_then(|t| t.strip_prefix("] "))
+            .unwrap_or(text);
+        let own = live
+            .strip_prefix('<')
+            .and_then(|t| t.strip_prefix(self.me.as_str()))
+            .is_some_and(|t| t.starts_with("> "))
+            || live
+                .strip_prefix("* ")
+                .and_then(|t| t.strip_prefix(self.me.as_str()))
+                .is_some_and(|t| t.starts_with(' '));
+        (!own).then_some(text)
+    }
+
     fn print(&mut self, line: &str) {
         match &mut self.printer {
             Some(p) => p.print(line),
@@ -395,9 +426,10 @@ impl Io {
     }
 }
 
-/// Relays one connection: answers the login prompts, then copies input lines to the server
-/// and the server's lines (sanitised again: nothing from the network may move the cursor or
-/// change the terminal) to standard output.
+/// Relays one connection: answers the login prompts (first with `/resume` and the numbers
+/// shown so far, so the catch-up repeats and skips nothing), then copies input lines to the
+/// server and the server's lines (sanitised again: nothing from the network may move the
+/// cursor or change the terminal; numbers taken off) to standard output.
 async fn relay(
     tls: tokio_rustls::client::TlsStream<TcpStream>,
     login: &mut Login,
@@ -408,6 +440,7 @@ async fn relay(
     let (read, mut write) = tokio::io::split(tls);
     let mut lines = BufReader::new(read).lines();
     let mut logged_in = false;
+    let mut resumed = false;
     let mut quitting = false;
     loop {
         tokio::select! {
@@ -421,6 +454,12 @@ async fn relay(
                 let parsed = ServerLine::parse(&line);
                 if !logged_in {
                     let answer = match parsed {
+                        ServerLine::UsernamePrompt if !resumed => {
+                            resumed = true;
+                            let shown = io.shown.iter().map(|(room, seq)| (room.as_str(), *seq));
+                            let line = protocol::resume_line(shown);
+                            Some(SecretString::from(line.trim_end().to_owned()))
+                        }
                         ServerLine::UsernamePrompt => Some(SecretString::from(login.user.clone())),
                         ServerLine::PasswordPrompt => match login.password() {
                             Ok(p) => {
@@ -443,7 +482,11 @@ async fn relay(
                     if parsed == ServerLine::LoginFailed {
                         return Ended::Final("login failed".into());
                     }
-                    if matches!(parsed, ServerLine::Welcome { .. }) {
+                    if line == protocol::NUMBERED_LINES_ON.trim_end() {
+                        continue;
+                    }
+                    if let ServerLine::Welcome { name, .. } = parsed {
+                        io.me = name.to_owned();
                         logged_in = true;
                         *wait = RECONNECT_FIRST;
                         io.known.learn(&line);
@@ -458,9 +501,16 @@ async fn relay(
                         continue;
                     }
                 }
-                io.known.learn(&line);
-                io.print(&line);
+                let Some(text) = io.unnumber(&line) else {
+                    continue;
+                };
+                let text = text.to_owned();
+                io.known.learn(&text);
+                io.print(&text);
                 match parsed {
+                    ServerLine::Left(room) => {
+                        io.shown.remove(room);
+                    }
                     ServerLine::Final => return Ended::Final(line),
                     ServerLine::Bye => quitting = true,
                     _ => {}

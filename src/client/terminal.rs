@@ -58,7 +58,7 @@ impl Known {
         use crate::protocol::ServerLine;
         let owned = |names: Vec<&str>| names.into_iter().map(str::to_owned).collect();
         match ServerLine::parse(line) {
-            ServerLine::Welcome { online } | ServerLine::Online(online) => {
+            ServerLine::Welcome { online, .. } | ServerLine::Online(online) => {
                 self.names = owned(online);
             }
             ServerLine::Joined(room) => {

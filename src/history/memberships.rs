@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::Write;
 use crate::config::HistoryMode;
 use crate::event::{RoomName, Seq};
+use crate::protocol::ResumeFrom;
 use crate::store::{Store, StoreError};
 
 /// Memberships and read positions queued but not yet committed, so that a login reads its
@@ -41,6 +42,19 @@ pub struct Restore {
     /// The rooms' forget count when this was read (set by the rooms when they log a member
     /// in): stored numbers of rooms forgotten since may be stale.
     pub epoch: u64,
+    /// What the client's `/resume` said (set by the rooms too): `Some` turns on numbered
+    /// lines, and the catch-up of each room it names starts after its number.
+    pub resume: Option<ResumeFrom>,
+}
+
+impl Restore {
+    /// Where the catch-up of `room` starts for a client that resumes: the number it showed
+    /// last, if it named the room and the room has reached that number (a larger one belongs
+    /// to numbers the room no longer has, e.g. `history = "memory"` before a restart).
+    pub fn resumed(&self, room: &RoomName, newest: Seq) -> Option<Seq> {
+        let (_, at) = self.resume.as_ref()?.iter().find(|(r, _)| r == room)?;
+        (*at <= newest).then_some(*at)
+    }
 }
 
 /// The memberships and read positions of every account (keyed by the account's row id).
@@ -184,7 +198,7 @@ impl Memberships {
         Ok(Restore {
             rooms,
             positions,
-            epoch: 0,
+            ..Restore::default()
         })
     }
 }

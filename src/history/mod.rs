@@ -339,9 +339,10 @@ impl History {
 
     /// Answers a request: the window's part, plus older messages from the database when the
     /// window does not reach back far enough. A failing or slow database gives an error line.
-    pub async fn answer(&self, req: &HistoryRequest) -> Block {
+    /// `numbered`: each message line starts with its number (see [`protocol::number`]).
+    pub async fn answer(&self, req: &HistoryRequest, numbered: bool) -> Block {
         match tokio::time::timeout(READ_TIMEOUT, self.complete(req)).await {
-            Ok(Ok((shown, kept))) => render_block(req, &shown, kept),
+            Ok(Ok((shown, kept))) => render_block(req, &shown, kept, numbered),
             failed => {
                 match failed {
                     Ok(Err(e)) => {
@@ -392,7 +393,7 @@ impl History {
 
 /// The wire text of a block (header, timestamped lines, end), or nothing for an empty join
 /// history.
-fn render_block(req: &HistoryRequest, shown: &[Arc<Event>], kept: u64) -> Block {
+fn render_block(req: &HistoryRequest, shown: &[Arc<Event>], kept: u64, numbered: bool) -> Block {
     let mut text = String::new();
     match req.purpose {
         Purpose::History | Purpose::Join if shown.is_empty() => {
@@ -415,6 +416,11 @@ fn render_block(req: &HistoryRequest, shown: &[Arc<Event>], kept: u64) -> Block 
         }
     }
     for event in shown {
+        if numbered {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{}", protocol::number(&req.room, event.seq));
+        }
         text.push_str(&protocol::render_history(event));
     }
     text.push_str(protocol::END_OF_HISTORY);

@@ -1,6 +1,6 @@
 //! The wire text: bounded line decoding (`decode`), command parsing (`command`), sanitising
-//! (`clean`), every line the server sends (`render`) and those lines as a client reads them
-//! (`server_line`).
+//! (`clean`), every line the server sends (`render`), those lines as a client reads them
+//! (`server_line`), and the numbered lines a client may ask for (`resume`).
 //!
 //! No async code lives here, so all of it is unit-tested with plain `#[test]`s. See
 //! `docs/PROTOCOL.md` for the contract this module implements.
@@ -9,12 +9,14 @@ mod clean;
 mod command;
 mod decode;
 mod render;
+mod resume;
 mod server_line;
 
 pub use clean::{clean, has_content};
 pub use command::{Command, DEFAULT_HISTORY_REQUEST, MAX_HISTORY_REQUEST, parse_command};
 pub use decode::{Incoming, LineDecoder};
 pub use render::*;
+pub use resume::{ResumeFrom, number, parse_resume, resume_line, split_number};
 pub use server_line::ServerLine;
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub const CERT_NONE: &str = "*** No certificates\n";
 pub const CERT_UNAVAILABLE: &str = "! Certificates are unavailable right now; try again later\n";
 /// Sent instead of `Password:` when the connection's certificate belongs to the user.
 pub const AUTHENTICATED_BY_CERTIFICATE: &str = "*** Authenticated by client certificate\n";
+/// Reply to `/resume` at the `Username:` prompt: this session's lines of stored messages
+/// carry their numbers.
+pub const NUMBERED_LINES_ON: &str = "*** Numbered lines on\n";
+/// Reply to a `/resume` whose arguments are not `#ROOM SEQ` pairs.
+pub const RESUME_USAGE: &str = "! Usage: /resume [#ROOM SEQ]...\n";
 /// After the welcome, when the member's rooms and read positions could not be read.
 pub const CATCH_UP_UNAVAILABLE: &str =
     "! Catch-up is unavailable right now; you will get it at your next login\n";

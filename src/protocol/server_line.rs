@@ -15,8 +15,10 @@ pub enum ServerLine<'a> {
     PasswordPrompt,
     /// `! Login failed`.
     LoginFailed,
-    /// `*** Welcome, NAME! N online: A, B`: the names online.
+    /// `*** Welcome, NAME! N online: A, B`: the member's name and the names online.
     Welcome {
+        /// The member's name as the account was created.
+        name: &'a str,
         /// Everyone online, the member included.
         online: Vec<&'a str>,
     },
@@ -74,10 +76,11 @@ impl<'a> ServerLine<'a> {
             return ServerLine::Final;
         }
         if let Some(rest) = line.strip_prefix(WELCOME_PREFIX) {
+            let name = rest.split_once('!').map_or("", |(name, _)| name);
             let online = rest
                 .split_once(" online: ")
                 .map_or_else(Vec::new, |(_, list)| names(list));
-            return ServerLine::Welcome { online };
+            return ServerLine::Welcome { name, online };
         }
         let room_of = |rest: &'a str| rest.split_once(';').map(|(room, _)| room);
         if let Some(room) = line.strip_prefix("*** You joined ").and_then(room_of) {
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(
             parse(&protocol::welcome("bob", &["alice", "bob"])),
             ServerLine::Welcome {
+                name: "bob",
                 online: vec!["alice", "bob"]
             }
         );

@@ -28,6 +28,9 @@ pub struct Line {
     pub queued_at: Instant,
     /// The read position a member reaches once this line is written to its socket.
     pub mark: Option<Mark>,
+    /// The line is a stored message and `mark` its number: sessions with numbered lines show
+    /// it in front.
+    pub is_message: bool,
 }
 
 impl Line {
@@ -42,6 +45,17 @@ impl Line {
             text,
             queued_at: Instant::now(),
             mark,
+            is_message: false,
+        })
+    }
+
+    /// A stored message's line, numbered `mark`.
+    pub fn message(text: String, mark: Mark) -> Arc<Line> {
+        Arc::new(Line {
+            text,
+            queued_at: Instant::now(),
+            mark: Some(mark),
+            is_message: true,
         })
     }
 }
@@ -64,8 +78,9 @@ pub struct Replaced {
 #[derive(Debug)]
 pub struct TakeoverCatchUp {
     /// One catch-up per room, from the stored position (or the room's start) to its number at
-    /// the takeover; narrowed to what the old session's peer did not acknowledge.
-    pub requests: Vec<HistoryRequest>,
+    /// the takeover; narrowed to what the old session's peer did not acknowledge, unless the
+    /// flag says the client named where it is (`/resume`): then it starts exactly there.
+    pub requests: Vec<(HistoryRequest, bool)>,
     /// The old session's acknowledged positions, sent as it ends.
     pub handed: tokio::sync::oneshot::Receiver<Vec<Mark>>,
 }
@@ -146,6 +161,8 @@ pub(super) struct Member {
     pub rooms: Vec<RoomName>,
     /// Where plain lines and `/me` go.
     pub current: RoomName,
+    /// The session asked for numbered lines: its own chat lines come back to it, numbered.
+    pub numbered: bool,
     tx: queue::Sender<Delivery>,
     queued: Arc<AtomicUsize>,
 }
@@ -245,9 +262,9 @@ impl Hub {
     pub fn connect(
         &mut self,
         id: MemberId,
-        name: Arc<str>,
-        user: i64,
+        (name, user): (Arc<str>, i64),
         rooms: Vec<RoomName>,
+        numbered: bool,
     ) -> Outbox {
         let (tx, rx) = queue::queue();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -261,6 +278,7 @@ impl Hub {
                 user,
                 rooms,
                 current: self.lobby.clone(),
+                numbered,
                 tx,
                 queued: Arc::clone(&queued),
             },

@@ -40,7 +40,7 @@ pub use crate::event::{ConnId, NodeId};
 use crate::event::{Event, EventKind, RoomName, Seq};
 use crate::history::{History, Memberships, Purpose, Restore};
 use crate::metrics::Metrics;
-use crate::protocol;
+use crate::protocol::{self, ResumeFrom};
 use crate::username::Username;
 use directory::{Login, OnlineSession};
 use hub::{Audience, Hub, Undeliverable};
@@ -194,7 +194,9 @@ impl Rooms {
         let mut state = self.lock();
         let member = state.hub.get(id)?;
         let (room, from) = (member.current.clone(), Arc::clone(&member.name));
-        match state.publish(&room, kind(from), Some(id)) {
+        // A session with numbered lines gets its own line back, in room order, numbered.
+        let except = (!member.numbered).then_some(id);
+        match state.publish(&room, kind(from), except) {
             Ok(seq) => Some((room, seq)),
             Err(LogError::Unavailable) => {
                 state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
@@ -235,11 +237,12 @@ impl State {
         if event.kind.is_shown() {
             // The log's own name: one allocation shared by every line of the room, so the
             // read-position bookkeeping compares pointers, not text.
-            let mark = event
-                .kind
-                .is_message()
-                .then(|| (event.room.clone(), event.seq));
-            let line = Line::marked(protocol::render(event), mark);
+            let text = protocol::render(event);
+            let line = if event.kind.is_message() {
+                Line::message(text, (event.room.clone(), event.seq))
+            } else {
+                Line::new(text)
+            };
             self.broadcast(&event.room, line, except);
         }
     }
@@ -324,14 +327,15 @@ impl State {
         }
     }
 
-    /// Queues the read of a room's newest `want` messages after `after` for one member.
-    fn request_history(&mut self, id: MemberId, room: &RoomName, purpose: Purpose, after: Seq) {
-        let want = match purpose {
-            Purpose::Join => self.history.limits().join_history,
-            Purpose::CatchUp { .. } => self.history.limits().catchup_messages,
-            Purpose::History => return,
-        };
-        self.request_history_of(id, room, purpose, after, want);
+    /// Messages a catch-up block shows at most: more for a client that said what it showed
+    /// (`/resume`), which wants everything after that.
+    fn catch_up_size(&self, resumed: bool) -> usize {
+        let limits = self.history.limits();
+        if resumed {
+            limits.resume_messages
+        } else {
+            limits.catchup_messages
+        }
     }
 
     fn request_history_of(
@@ -501,7 +505,7 @@ impl State {
             Some((room.clone(), newest)),
         );
         if self.history_on() && limits.join_history > 0 && newest > 0 {
-            self.request_history(id, room, Purpose::Join, 0);
+            self.request_history_of(id, room, Purpose::Join, 0, limits.join_history);
         }
         Ok(())
     }
@@ -517,7 +521,12 @@ impl Rooms {
     ///
     /// When they cannot be read, the member still joins (#lobby only, no catch-up) with
     /// [`Joined::catch_up_unavailable`] set: a failed read is not a first login.
-    pub async fn log_in(&self, name: &Username, login: Login) -> Result<Joined, JoinError> {
+    pub async fn log_in(
+        &self,
+        name: &Username,
+        login: Login,
+        resume: Option<ResumeFrom>,
+    ) -> Result<Joined, JoinError> {
         for _ in 0..JOIN_TRIES {
             let epoch = self.lock().forgets;
             let read = Box::pin(self.memberships.restore(login.stamp.id)).await;
@@ -527,6 +536,7 @@ impl Rooms {
                 Restore::default()
             });
             restore.epoch = epoch;
+            restore.resume.clone_from(&resume);
             match self.join(name, login.clone(), restore) {
                 Err(JoinError::Changed) => continue,
                 Ok(mut joined) => {
@@ -605,7 +615,8 @@ impl Rooms {
                 Vec::new()
             }
         };
-        let outbox = state.hub.connect(id, shown, user, kept_rooms);
+        let numbered = restore.resume.is_some();
+        let outbox = state.hub.connect(id, (shown, user), kept_rooms, numbered);
         // Replaces the old session's entry, as the rooms just did.
         state.presence.register(
             id,
@@ -642,10 +653,14 @@ impl Rooms {
             );
             for room in rooms {
                 let newest = state.last_seq(&room);
-                match restore.positions.get(&room) {
-                    Some(&at) if newest > at && state.history_on() => catch_up.push((room, at)),
-                    Some(_) => {}
-                    None => positions.push((room, newest)),
+                let stored = restore.positions.get(&room).copied();
+                let resumed = restore.resumed(&room, newest);
+                match resumed.or(stored) {
+                    Some(at) if newest > at && state.history_on() => {
+                        catch_up.push((room, at, resumed.is_some()));
+                    }
+                    _ if stored.is_none() => positions.push((room, newest)),
+                    _ => {}
                 }
             }
         }
@@ -658,24 +673,28 @@ impl Rooms {
             let here = state.sorted_names(room);
             state.reply(id, protocol::you_are_in(room, &here));
         }
-        for (room, at) in catch_up {
+        for (room, at, resumed) in catch_up {
             let missed = state.last_seq(&room) - at;
-            state.request_history(id, &room, Purpose::CatchUp { missed }, at);
+            let want = state.catch_up_size(resumed);
+            state.request_history_of(id, &room, Purpose::CatchUp { missed }, at, want);
         }
         if let Some(handed) = handed
             && state.history_on()
         {
             // Up to each room's number now (later lines reach the new session live), from the
             // stored position at the latest: the old session's acknowledged positions, handed
-            // over as it ends, narrow it.
-            let want = state.history.limits().catchup_messages;
+            // over as it ends, narrow it. A room the client resumes starts where it said.
             let requests = std::iter::once(&lobby)
                 .chain(&rooms)
                 .filter_map(|room| {
                     let channel = state.rooms.get(room)?;
-                    let after = restore.positions.get(room).copied().unwrap_or(0);
+                    let resumed = restore.resumed(room, channel.log.last_seq());
+                    let stored = restore.positions.get(room).copied();
+                    let after = resumed.or(stored).unwrap_or(0);
+                    let want = state.catch_up_size(resumed.is_some());
                     let purpose = Purpose::CatchUp { missed: 0 };
-                    Some(channel.log.range(purpose, after, want, &state.history))
+                    let request = channel.log.range(purpose, after, want, &state.history);
+                    Some((request, resumed.is_some()))
                 })
                 .collect();
             let catch_up = TakeoverCatchUp { requests, handed };
@@ -946,7 +965,7 @@ mod tests {
                     "TAKEOVER CATCH-UP {:?}",
                     t.requests
                         .iter()
-                        .map(|r| r.room.to_string())
+                        .map(|(r, _)| r.room.to_string())
                         .collect::<Vec<_>>()
                 )),
                 Delivery::History(r) => out.push(format!("HISTORY {} {:?}", r.room, r.purpose)),

@@ -35,6 +35,8 @@ pub(super) struct Conn<S> {
     pub(super) handoff: Option<Handoff>,
     /// Where the batch being written starts (see [`Conn::write_batch`]).
     batch_start: u64,
+    /// The client asked for numbered lines (`/resume`).
+    pub(super) numbered: bool,
 }
 
 impl<S> Deref for Conn<S> {
@@ -61,6 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             unacked: Unacknowledged::default(),
             handoff: None,
             batch_start: 0,
+            numbered: false,
         }
     }
 
@@ -203,8 +206,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             );
             Vec::new()
         });
-        for mut request in requests {
-            if let Some((_, at)) = handed.iter().find(|(room, _)| *room == request.room) {
+        for (mut request, resumed) in requests {
+            if let Some((_, at)) = handed.iter().find(|(room, _)| *room == request.room)
+                && !resumed
+            {
                 request.range.after = request.range.after.max(*at);
             }
             let range = request.range;
@@ -229,7 +234,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         history: &History,
         outbox: &mut Outbox,
     ) -> Option<End> {
-        let Some(block) = unless_removed(outbox, Box::pin(history.answer(request))).await else {
+        let answer = history.answer(request, self.numbered);
+        let Some(block) = unless_removed(outbox, Box::pin(answer)).await else {
             return Some(self.removed_end(outbox));
         };
         self.queue(&block.text);
@@ -262,6 +268,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn push_ready(&mut self, d: Delivery) -> Option<End> {
         match d {
             Delivery::Line(line) => {
+                if self.numbered
+                    && line.is_message
+                    && let Some((room, seq)) = &line.mark
+                {
+                    use std::io::Write as _;
+                    // Writing to a Vec cannot fail.
+                    let _ = write!(self.out, "{}", protocol::number(room, *seq));
+                }
                 self.out.extend_from_slice(line.text.as_bytes());
                 self.from_room += line.text.len();
                 self.oldest.get_or_insert(line.queued_at);

@@ -12,18 +12,20 @@ use super::End;
 use super::conn::Conn;
 use crate::auth::{AuthError, Authenticator, LoggedIn};
 use crate::metrics::{Metrics, inc};
-use crate::protocol::{self, Incoming};
+use crate::protocol::{self, Incoming, ResumeFrom};
 
 /// Failed logins allowed on one connection.
 pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
 
 pub(super) enum LoginOutcome {
-    LoggedIn(LoggedIn),
+    /// Logged in; with what `/resume` asked for, if the client sent it.
+    LoggedIn(LoggedIn, Option<ResumeFrom>),
     Ended(End, Option<&'static str>),
 }
 
 /// Greeting, then up to three username/password rounds; a username that owns the
-/// connection's certificate needs no password.
+/// connection's certificate needs no password. A `/resume` line at the `Username:` prompt
+/// asks for numbered lines (see [`protocol::parse_resume`]); it is not a failed login.
 pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     auth: &Authenticator,
@@ -34,6 +36,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> io::Result<LoginOutcome> {
     conn.queue(protocol::GREETING);
     let mut failures = 0;
+    let mut resume = None;
     loop {
         conn.queue(protocol::USERNAME_PROMPT);
         let Some(username) = conn.read_login_line(protocol::USERNAME_PROMPT).await? else {
@@ -43,12 +46,24 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(u) => u,
             Err(end) => return Ok(end),
         };
+        match protocol::parse_resume(&username) {
+            None => {}
+            Some(Ok(from)) => {
+                resume = Some(from);
+                conn.queue(protocol::NUMBERED_LINES_ON);
+                continue;
+            }
+            Some(Err(())) => {
+                conn.queue(protocol::RESUME_USAGE);
+                continue;
+            }
+        }
         if let Some(fingerprint) = presented {
             match auth.authenticate_certificate(&username, fingerprint).await {
                 Ok(Some(account)) => {
                     inc(&metrics.logins_ok);
                     conn.queue(protocol::AUTHENTICATED_BY_CERTIFICATE);
-                    return Ok(LoginOutcome::LoggedIn(account));
+                    return Ok(LoginOutcome::LoggedIn(account, resume));
                 }
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "certificate check failed; asking for the password"),
@@ -72,7 +87,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         match result {
             Ok(account) => {
                 inc(&metrics.logins_ok);
-                return Ok(LoginOutcome::LoggedIn(account));
+                return Ok(LoginOutcome::LoggedIn(account, resume));
             }
             Err(e @ (AuthError::LoginFailed | AuthError::Throttled)) => {
                 let throttled = matches!(e, AuthError::Throttled);
@@ -210,7 +225,9 @@ mod tests {
     #[tokio::test]
     async fn the_right_password_logs_in_after_the_greeting_and_two_prompts() {
         let (outcome, sent) = log_in("alice\ncorrect horse\n").await;
-        assert!(matches!(outcome, LoginOutcome::LoggedIn(ref a) if a.name.as_str() == "alice"));
+        assert!(
+            matches!(outcome, LoginOutcome::LoggedIn(ref a, None) if a.name.as_str() == "alice")
+        );
         assert_eq!(
             sent,
             [
@@ -248,13 +265,50 @@ mod tests {
         let long = "x".repeat(5000);
         let input: &'static str = Box::leak(format!("{long}\nalice\ncorrect horse\n").into());
         let (outcome, sent) = log_in(input).await;
-        assert!(matches!(outcome, LoginOutcome::LoggedIn(_)));
+        assert!(matches!(outcome, LoginOutcome::LoggedIn(_, None)));
         assert_eq!(
             sent,
             [
                 protocol::GREETING,
                 protocol::USERNAME_PROMPT,
                 &protocol::line_too_long(Limits::default().max_line_bytes),
+                protocol::USERNAME_PROMPT,
+                protocol::PASSWORD_PROMPT
+            ]
+            .concat()
+        );
+    }
+
+    #[tokio::test]
+    async fn resume_before_the_username_turns_numbers_on_and_is_no_failure() {
+        let (outcome, sent) = log_in("/resume #lobby 7\nalice\ncorrect horse\n").await;
+        let LoginOutcome::LoggedIn(_, Some(from)) = outcome else {
+            panic!("not logged in with numbers");
+        };
+        assert_eq!(from, vec![(crate::event::RoomName::lobby(), 7)]);
+        assert_eq!(
+            sent,
+            [
+                protocol::GREETING,
+                protocol::USERNAME_PROMPT,
+                protocol::NUMBERED_LINES_ON,
+                protocol::USERNAME_PROMPT,
+                protocol::PASSWORD_PROMPT
+            ]
+            .concat()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_resume_gets_its_usage_and_the_prompt_again() {
+        let (outcome, sent) = log_in("/resume #lobby\nalice\ncorrect horse\n").await;
+        assert!(matches!(outcome, LoginOutcome::LoggedIn(_, None)));
+        assert_eq!(
+            sent,
+            [
+                protocol::GREETING,
+                protocol::USERNAME_PROMPT,
+                protocol::RESUME_USAGE,
                 protocol::USERNAME_PROMPT,
                 protocol::PASSWORD_PROMPT
             ]

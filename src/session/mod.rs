@@ -125,13 +125,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(End::Shutdown);
         }
     };
-    let LoggedIn {
-        name,
-        stamp,
-        certificate,
-        enrolled_certificates,
-    } = match outcome {
-        login::LoginOutcome::LoggedIn(account) => account,
+    let (
+        LoggedIn {
+            name,
+            stamp,
+            certificate,
+            enrolled_certificates,
+        },
+        resume,
+    ) = match outcome {
+        login::LoginOutcome::LoggedIn(account, resume) => (account, resume),
         login::LoginOutcome::Ended(end, last_line) => {
             if matches!(end, End::NoNewline) {
                 inc(&ctx.metrics.evictions_no_newline);
@@ -150,7 +153,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     // Boxed, like every database wait below: the futures are large and rare, and would
     // otherwise size the task that every idle session keeps.
-    let joined = match Box::pin(ctx.room.log_in(&name, login)).await {
+    conn.numbered = resume.is_some();
+    let joined = match Box::pin(ctx.room.log_in(&name, login, resume)).await {
         Ok(joined) => joined,
         Err(JoinError::Closed(_)) => {
             conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace)

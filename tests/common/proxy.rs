@@ -14,6 +14,8 @@ pub struct Proxy {
     upstream: Arc<Mutex<SocketAddr>>,
     blocked: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    /// The next cut resets both sides (RST) instead of closing them.
+    reset: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -23,8 +25,13 @@ impl Proxy {
         let upstream = Arc::new(Mutex::new(upstream));
         let blocked = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
-        let (upstream2, blocked2, cut2) =
-            (Arc::clone(&upstream), Arc::clone(&blocked), cut.clone());
+        let reset = Arc::new(AtomicBool::new(false));
+        let (upstream2, blocked2, cut2, reset2) = (
+            Arc::clone(&upstream),
+            Arc::clone(&blocked),
+            cut.clone(),
+            Arc::clone(&reset),
+        );
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if blocked2.load(Ordering::SeqCst) {
@@ -32,13 +39,21 @@ impl Proxy {
                 }
                 let mut cut = cut2.subscribe();
                 let to = *upstream2.lock().unwrap();
+                let reset = Arc::clone(&reset2);
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(to).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
+                        _ = cut.changed() => {
+                            if reset.load(Ordering::SeqCst) {
+                                for side in [&client, &server] {
+                                    let linger = Some(std::time::Duration::ZERO);
+                                    let _ = socket2::SockRef::from(side).set_linger(linger);
+                                }
+                            }
+                        }
                     }
                 });
             }
@@ -48,7 +63,15 @@ impl Proxy {
             upstream,
             blocked,
             cut,
+            reset,
         }
+    }
+
+    /// Resets every connection (RST to both sides, whatever was in flight lost); new ones
+    /// are forwarded as before.
+    pub fn reset_all(&self) {
+        self.reset.store(true, Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
     }
 
     /// Refuses new connections until [`Proxy::restore`].
@@ -59,6 +82,7 @@ impl Proxy {
     /// Cuts every connection and refuses new ones until [`Proxy::restore`].
     pub fn drop_network(&self) {
         self.block();
+        self.reset.store(false, Ordering::SeqCst);
         self.cut.send_modify(|g| *g += 1);
     }
 
