@@ -232,6 +232,55 @@ async fn after_a_network_drop_the_page_logs_in_again_and_shows_the_catch_up() {
         .await;
 }
 
+/// The numbers of bob's `n…` lines in the log, live or stamped, in the order shown.
+const BOBS_NUMBERS: &str = "[...document.querySelectorAll('#log li')]\
+    .map(li => /<bob> n(\\d+)$/.exec(li.textContent)).filter(m => m).map(m => Number(m[1]))";
+
+/// Takes the browser off the network (`offline`) or puts it back, as DevTools does.
+async fn set_offline(page: &mut Browser, offline: bool) {
+    let conditions = json!({
+        "offline": offline,
+        "latency": 0,
+        "downloadThroughput": -1,
+        "uploadThroughput": -1,
+    });
+    page.call("Network.emulateNetworkConditions", conditions)
+        .await;
+}
+
+#[tokio::test]
+async fn after_the_browser_was_offline_while_300_lines_flowed_each_is_shown_once_in_order() {
+    let server = spawn_server(Opts::default()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let Some(mut page) = logged_in_page(&server, proxy.addr).await else {
+        return;
+    };
+    page.call("Network.enable", json!({})).await;
+    let mut bob = server.login("bob").await;
+    page.wait_for("bob in the online list", BOB_ONLINE).await;
+    bob.send("n1").await;
+    page.wait_for("line 1", &log_contains("<bob> n1")).await;
+    for i in 2..=150 {
+        bob.send(&format!("n{i}")).await;
+    }
+    // Cut while those lines are on their way.
+    set_offline(&mut page, true).await;
+    proxy.drop_network();
+    page.wait_for("the drop shown", CONNECTION_LOST).await;
+    for i in 151..=300 {
+        bob.send(&format!("n{i}")).await;
+    }
+    proxy.restore(server.addr);
+    set_offline(&mut page, false).await;
+    page.wait_for(
+        "line 300",
+        &format!("{BOBS_NUMBERS}.includes(300)"),
+    )
+    .await;
+    let shown = page.eval(BOBS_NUMBERS).await;
+    assert_eq!(shown, json!((1..=300).collect::<Vec<u32>>()));
+}
+
 #[tokio::test]
 async fn after_a_server_restart_the_page_logs_in_again_and_shows_the_catch_up() {
     let server = spawn_server(Opts::default()).await;

@@ -26,6 +26,8 @@ const state = {
   current: LOBBY,
   shown: LOBBY,
   block: null, // room of the history or catch-up block being received
+  numbers: new Map(), // room -> number of the last message shown, sent with /resume at login
+  resumeSent: false, // this connection has asked for numbered lines
   final: false,
   reconnecting: false, // logging in again after a drop, with the kept password
   retryMs: RECONNECT_FIRST_MS,
@@ -193,6 +195,7 @@ function connect() {
   state.final = false;
   state.phase = "login";
   state.block = null;
+  state.resumeSent = false;
   status("Connecting…");
   const ws = new WebSocket("wss://" + location.host + "/ws");
   state.ws = ws;
@@ -242,8 +245,25 @@ function loginFailed(message) {
   $("password").focus();
 }
 
+// The line without its number, which is noted as shown (see "Numbered lines" in the protocol).
+const NUMBERED = /^@(#[a-z0-9][a-z0-9_.-]{0,31}):(\d+) ([\s\S]*)$/;
+function unnumber(line) {
+  const m = NUMBERED.exec(line);
+  if (!m) return line;
+  state.numbers.set(m[1], Number(m[2]));
+  return m[3];
+}
+
+// Asks for numbered lines and a catch-up right after what this page has shown.
+function resumeLine() {
+  let line = "/resume";
+  for (const [name, seq] of state.numbers) line += " " + name + " " + seq;
+  return line;
+}
+
 function receive(line) {
   if (state.phase === "login") return receiveLogin(line);
+  line = unnumber(line);
   if (FINAL_LINES.includes(line) || FINAL_PREFIXES.some((p) => line.startsWith(p))) {
     state.final = true;
     status("Disconnected");
@@ -252,7 +272,12 @@ function receive(line) {
 }
 
 function receiveLogin(line) {
+  if (line === "Username:" && !state.resumeSent) {
+    state.resumeSent = true;
+    return send(resumeLine());
+  }
   if (line === "Username:") return send(state.user);
+  if (line === "*** Numbered lines on" || line.startsWith("! Usage: /resume")) return;
   if (line === "Password:") return send(state.password);
   if (line === "! Login failed") return loginFailed("Login failed: check the username and password.");
   if (line.startsWith("! ")) return loginFailed(line.slice(2));
@@ -333,6 +358,7 @@ function route(line) {
   if ((m = RE.leftRoom.exec(line))) {
     const name = m[1];
     state.rooms.delete(name);
+    state.numbers.delete(name);
     if (state.current === name) state.current = LOBBY;
     show(state.shown === name ? LOBBY : state.shown);
     return addLine(LOBBY, line, null, "notice");
@@ -365,16 +391,21 @@ function submitLine(ev) {
   if (state.sent.length > MAX_INPUT_HISTORY) state.sent.shift();
   state.sentAt = state.sent.length;
   input.value = "";
-  // Own lines are not echoed by the server; commands are answered by it.
+  // Own lines come back from the server, numbered, in their place among the room's lines.
   if (!line.startsWith("/") || line.startsWith("//")) {
-    const text = line.startsWith("//") ? line.slice(1) : line;
-    addLine(state.current, "<" + state.user + "> " + text);
     if (state.shown !== state.current) show(state.current);
-  } else if (/^\/me /.test(line)) {
-    addLine(state.current, "* " + state.user + " " + line.slice(4));
   } else if (/^\/quit\b/.test(line)) {
     state.final = true;
   }
+}
+
+// Back online: log in again now rather than at the end of the back-off.
+function online() {
+  if (state.reconnecting && state.phase === "out") connect();
+}
+
+function offline() {
+  if (state.phase === "out" && state.reconnecting) status("Offline; waiting for the network…");
 }
 
 function inputHistory(ev) {
@@ -401,6 +432,8 @@ document.addEventListener("DOMContentLoaded", () => {
     connect();
   });
   $("send-form").addEventListener("submit", submitLine);
+  window.addEventListener("online", online);
+  window.addEventListener("offline", offline);
   $("message").addEventListener("keydown", inputHistory);
   $("join-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
