@@ -272,11 +272,8 @@ async fn after_the_browser_was_offline_while_300_lines_flowed_each_is_shown_once
     }
     proxy.restore(server.addr);
     set_offline(&mut page, false).await;
-    page.wait_for(
-        "line 300",
-        &format!("{BOBS_NUMBERS}.includes(300)"),
-    )
-    .await;
+    page.wait_for("line 300", &format!("{BOBS_NUMBERS}.includes(300)"))
+        .await;
     let shown = page.eval(BOBS_NUMBERS).await;
     assert_eq!(shown, json!((1..=300).collect::<Vec<u32>>()));
 }

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::web::{Closed, browser_tls, connector_offering, request, try_ws, ws, ws_login};
+use common::web::{
+    Closed, browser_tls, connector_offering, request, try_ws, ws, ws_login, ws_login_resuming,
+};
 use common::{Opts, TestClient, spawn_server, test_limits};
 use futures_util::SinkExt;
 use rustls::pki_types::ServerName;
@@ -499,4 +501,45 @@ async fn a_browser_that_stopped_reading_catches_up_on_what_it_never_acknowledged
         (first - 1) * (BODY + 12) <= 16 * 1024,
         "the catch-up starts at n{first}"
     );
+}
+
+#[tokio::test]
+async fn a_websocket_takeover_that_resumes_gets_exactly_the_lines_after_its_numbers() {
+    let server = spawn_server(Opts::default()).await;
+    let mut first = ws_login_resuming(&server, "alice", "/resume").await;
+    let mut bob = server.login("bob").await;
+    first.wait_for("*** bob joined").await;
+    for i in 1..=10 {
+        bob.send(&format!("line {i}")).await;
+    }
+    first.wait_for("@#lobby:10 <bob> line 10").await;
+    let mut second = ws_login_resuming(&server, "alice", "/resume #lobby 6").await;
+    let (last, _) = first.expect_closed().await;
+    assert_eq!(
+        last,
+        ["! You signed in elsewhere; closing this session"],
+        "the old session sends no room line after the takeover"
+    );
+    second
+        .expect_line("*** You missed 4 messages in #lobby:")
+        .await;
+    let block = second.wait_for("*** End of history").await;
+    let shown: Vec<&str> = block
+        .iter()
+        .map(|l| {
+            let (_, _, text) = tlschat::protocol::split_number(l).unwrap();
+            common::untimed(text)
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "<bob> line 7",
+            "<bob> line 8",
+            "<bob> line 9",
+            "<bob> line 10"
+        ]
+    );
+    bob.send("live").await;
+    second.expect_line("@#lobby:11 <bob> live").await;
 }

@@ -180,6 +180,16 @@ pub async fn ws_login_over(server: &TestServer, name: &str, recv_buffer: u32) ->
     ws_login_as(c, name).await
 }
 
+/// A WebSocket session of `name` that sent `resume` (a `/resume …` line) before its
+/// username, past the welcome line.
+pub async fn ws_login_resuming(server: &TestServer, name: &str, resume: &str) -> WsClient {
+    let mut c = ws(server).await;
+    c.wait_for("Username:").await;
+    c.send(resume).await;
+    c.expect_line("*** Numbered lines on").await;
+    ws_login_as(c, name).await
+}
+
 /// Logs `c` in as `name`, past the welcome line.
 async fn ws_login_as(mut c: WsClient, name: &str) -> WsClient {
     c.wait_for("Username:").await;
