@@ -617,4 +617,44 @@ mod tests {
         assert!(parse_target("host:port").is_err());
         assert!(parse_target(":7443").is_err());
     }
+
+    fn io_of(me: &str) -> Io {
+        Io {
+            input: None,
+            printer: None,
+            known: Arc::default(),
+            editor: false,
+            shown: Default::default(),
+            me: me.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_numbered_line_is_printed_without_its_number_which_is_noted() {
+        let mut io = io_of("alice");
+        assert_eq!(
+            io.unnumber("@#dev:7 [#dev] <bob> hi"),
+            Some("[#dev] <bob> hi")
+        );
+        assert_eq!(io.unnumber("@#lobby:3 * bob waves"), Some("* bob waves"));
+        assert_eq!(io.unnumber("*** bob joined"), Some("*** bob joined"));
+        let shown: Vec<_> = io.shown.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+        assert_eq!(shown, [("#dev", 7), ("#lobby", 3)]);
+    }
+
+    #[test]
+    fn the_echo_of_an_own_live_line_is_noted_but_not_printed_again() {
+        let mut io = io_of("alice");
+        assert_eq!(io.unnumber("@#lobby:4 <alice> mine"), None);
+        assert_eq!(io.unnumber("@#dev:9 [#dev] * alice waves"), None);
+        assert_eq!(io.shown.get("#dev"), Some(&9));
+        // In a catch-up block it was not on the screen: it is printed.
+        let stamped = "@#lobby:2 [2026-12-01 11:58:02] <alice> earlier";
+        assert_eq!(
+            io.unnumber(stamped),
+            Some("[2026-12-01 11:58:02] <alice> earlier")
+        );
+        // Another member whose name starts with the user's is someone else.
+        assert_eq!(io.unnumber("@#lobby:5 <alicia> hi"), Some("<alicia> hi"));
+    }
 }
