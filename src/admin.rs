@@ -285,6 +285,15 @@ pub fn default_socket_path(db: &Path) -> PathBuf {
     db.with_extension("sock")
 }
 
+/// The admin socket's default for a database: next to a SQLite file, or `tlschat.sock` in the
+/// working directory when the database is a PostgreSQL server.
+pub fn default_socket_for(db: &crate::store::Db) -> PathBuf {
+    match db {
+        crate::store::Db::File(path) => default_socket_path(path),
+        crate::store::Db::Url(_) => PathBuf::from("tlschat.sock"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -620,6 +620,12 @@ impl FileConfig {
             .unwrap_or_else(|| DEFAULT_DB.into())
     }
 
+    /// The database: `given` (flag or env), else the file's `db`, else the default file; a
+    /// `postgres://` URL names a PostgreSQL server.
+    pub fn db(&self, given: Option<PathBuf>) -> crate::store::Db {
+        crate::store::Db::parse(self.db_path(given))
+    }
+
     /// Argon2 settings with flag/env values taking precedence over the file's.
     pub fn hash_settings(&self, given: &Argon2Settings) -> Result<HashSettings, ConfigError> {
         HashSettings::from_settings(&given.or(&self.argon2))

@@ -60,8 +60,8 @@ fn check(level: Level, what: &'static str, detail: impl Into<String>) -> Check {
 pub struct Target<'a> {
     /// Certificate and key.
     pub certs: &'a CertPaths,
-    /// Database file.
-    pub db: &'a Path,
+    /// Database.
+    pub db: &'a store::Db,
     /// Listen address.
     pub listen: Result<SocketAddr, String>,
     /// Host names clients will use; each should be in the certificate.
@@ -75,7 +75,10 @@ pub async fn run(target: &Target<'_>) -> Vec<Check> {
     let mut out = Vec::new();
     certificate_checks(target, &mut out);
     out.push(file_mode("key file mode", &target.certs.key));
-    database_checks(target.db, &mut out).await;
+    match target.db {
+        store::Db::File(path) => database_checks(path, &mut out).await,
+        store::Db::Url(url) => postgres_checks(url, &mut out).await,
+    }
     hash_check(&target.hash, &mut out).await;
     out.push(listen_check(&target.listen).await);
     out
@@ -250,23 +253,49 @@ async fn database_checks(db: &Path, out: &mut Vec<Check>) {
             } else {
                 check(Level::Fail, "database integrity", report.integrity)
             });
-            out.push(if report.pending.is_empty() {
-                check(
-                    Level::Ok,
-                    "database migrations",
-                    format!("all {} applied; {} users", report.applied, report.users),
-                )
-            } else {
-                check(
-                    Level::Warn,
-                    "database migrations",
-                    format!(
-                        "{} pending (applied when serve or a user command next opens it)",
-                        report.pending.len()
-                    ),
-                )
-            });
+            out.push(migrations_check(
+                report.applied,
+                report.pending.len(),
+                report.users,
+            ));
             out.push(page_size_check(report.page_size, db));
+        }
+    }
+}
+
+/// Whether every migration this version has is applied (pending ones are applied by the next
+/// `serve` or `user` command, not by `doctor`).
+fn migrations_check(applied: impl std::fmt::Display, pending: usize, users: i64) -> Check {
+    if pending == 0 {
+        check(
+            Level::Ok,
+            "database migrations",
+            format!("all {applied} applied; {users} users"),
+        )
+    } else {
+        check(
+            Level::Warn,
+            "database migrations",
+            format!("{pending} pending (applied when serve or a user command next opens it)"),
+        )
+    }
+}
+
+/// A PostgreSQL database: reachable, its version, and its migrations (none applied here).
+async fn postgres_checks(url: &str, out: &mut Vec<Check>) {
+    match store::postgres::inspect(url).await {
+        Err(e) => out.push(check(Level::Fail, "database", e.to_string())),
+        Ok(report) => {
+            out.push(check(
+                Level::Ok,
+                "database",
+                format!("{} at {}", report.version, store::Location::url(url)),
+            ));
+            out.push(migrations_check(
+                report.applied,
+                report.pending,
+                report.users,
+            ));
         }
     }
 }

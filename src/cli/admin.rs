@@ -49,7 +49,7 @@ pub(super) async fn admin_command(args: AdminArgs, report: Report) -> anyhow::Re
         Some(p) => p,
         None => match file.admin_socket.as_deref() {
             Some(p) if p != "off" => PathBuf::from(p),
-            _ => crate::admin::default_socket_path(&file.db_path(args.db)),
+            _ => crate::admin::default_socket_for(&file.db(args.db)),
         },
     };
     let command = match args.command {

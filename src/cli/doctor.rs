@@ -23,7 +23,7 @@ pub(super) async fn doctor(args: DoctorArgs, report: Report) -> anyhow::Result<(
     let serve = args.serve;
     let file = FileConfig::load(serve.db.config.as_deref())?;
     let certs = CertPaths::resolve(serve.cert, serve.key, &file);
-    let db = file.db_path(serve.db.db);
+    let db = file.db(serve.db.db);
     let names = if args.names.is_empty() {
         vec!["localhost".to_owned()]
     } else {

@@ -82,8 +82,8 @@ pub(super) struct DbArgs {
     /// TOML config file (keys: listen, db, cert, key, [limits], [argon2])
     #[arg(long, env = "TLSCHAT_CONFIG", value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
-    /// SQLite database file, created if missing [default: tlschat.db]
-    #[arg(long, env = "TLSCHAT_DB", value_name = "PATH")]
+    /// SQLite database file, created if missing, or a postgres:// URL [default: tlschat.db]
+    #[arg(long, env = "TLSCHAT_DB", value_name = "PATH|URL")]
     pub(super) db: Option<PathBuf>,
 }
 

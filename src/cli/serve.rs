@@ -67,7 +67,7 @@ pub(super) struct ServeArgs {
 pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     let file = FileConfig::load(args.db.config.as_deref())?;
     let listen = resolve_listen(args.listen, &file)?;
-    let db_path = file.db_path(args.db.db);
+    let db = file.db(args.db.db);
     let certs = CertPaths::resolve(args.cert, args.key, &file);
     let limits = file.limits(&args.limits)?;
     let room_limits = file.room_limits(&args.rooms)?;
@@ -86,7 +86,7 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
         false => None,
     };
 
-    let store = Store::open(&db_path).await?;
+    let store = Store::open_db(&db).await?;
     let generated = ensure_default_cert(&certs)?;
     let loaded = tls::load(&certs.cert, &certs.key)?;
     warn_if_key_readable(&certs.key);
@@ -106,7 +106,7 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
     let admin_path = match args.admin_socket.or_else(|| file.admin_socket.clone()) {
         Some(p) if p == "off" => None,
         Some(p) => Some(PathBuf::from(p)),
-        None => Some(crate::admin::default_socket_path(&db_path)),
+        None => Some(crate::admin::default_socket_for(&db)),
     };
     let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);

@@ -289,7 +289,7 @@ pub(super) async fn open(
     let file = FileConfig::load(db.config.as_deref())?;
     let settings = file.hash_settings(argon2.unwrap_or(&Argon2Settings::default()))?;
     let hasher = Hasher::new(&settings)?;
-    let store = Store::open(&file.db_path(db.db.clone())).await?;
+    let store = Store::open_db(&file.db(db.db.clone())).await?;
     Ok((store, hasher))
 }
 

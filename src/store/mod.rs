@@ -1,16 +1,78 @@
 //! Accounts, certificates, rooms, memberships, read positions and stored messages: the only
 //! place with SQL. [`Store`] is the handle the rest of the server uses; each backend is a
-//! variant in its own module (`sqlite` now; PostgreSQL is a second variant beside it), with
-//! the domain types and [`StoreError`] shared.
+//! variant in its own module (`sqlite`, the default, and `postgres`), with the domain types
+//! and [`StoreError`] shared.
 
+pub mod postgres;
 pub mod sqlite;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::event::{Event, MessageBlock, RoomName, Seq};
 use crate::username::Username;
 
 pub use sqlite::{Inspection, PAGE_SIZE_BYTES, inspect};
+
+/// Where the store is, as `--db` names it: a SQLite file, or a PostgreSQL server by URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file (created if missing).
+    File(PathBuf),
+    /// A `postgres://` or `postgresql://` URL (its password is never shown).
+    Url(String),
+}
+
+impl Db {
+    /// Reads `--db`: a PostgreSQL URL, or else a file path.
+    pub fn parse(given: PathBuf) -> Db {
+        match given.to_str() {
+            Some(url) if postgres::is_url(url) => Db::Url(url.to_owned()),
+            _ => Db::File(given),
+        }
+    }
+
+    /// Where it is, as errors and logs may show it.
+    pub fn location(&self) -> Location {
+        match self {
+            Db::File(path) => Location::path(path),
+            Db::Url(url) => Location::url(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for Db {
+    /// Without the URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.location())
+    }
+}
+
+/// The result of a statement that changes the account `name`: it must have found it.
+fn changed_user(rows_affected: u64, name: &Username) -> Result<(), StoreError> {
+    if rows_affected == 0 {
+        return Err(StoreError::NoSuchUser(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Sequence numbers as SQL integers (signed; numbers stay far below 2^63).
+fn seq_to_sql(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn seq_from_sql(seq: i64) -> Seq {
+    Seq::try_from(seq).unwrap_or(0)
+}
+
+/// The messages of one stored block that fall in `range`; an unreadable block counts as none
+/// (and is logged).
+fn decode_in(room: &RoomName, data: &[u8], range: MessageRange) -> Vec<Event> {
+    let Some(events) = crate::event::decode_messages(room, data) else {
+        tracing::warn!(room = %room, "skipping an unreadable block of stored messages");
+        return Vec::new();
+    };
+    events.into_iter().filter(|e| range.holds(e)).collect()
+}
 
 /// Writes for [`HistoryConnection::write_history`], collected by the history writer.
 #[derive(Debug, Default)]
@@ -125,19 +187,21 @@ pub enum StoreError {
     LabelTaken(String),
 }
 
-/// A client certificate bound to an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A client certificate bound to an account. (Read from a row by either backend: the column
+/// names are the same in both schemas.)
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Certificate {
     /// The owner's label for it.
     pub label: String,
     /// SHA-256 of its DER, upper-case hex pairs with colons.
     pub fingerprint: String,
     /// UTC day it was added, `YYYY-MM-DD`.
+    #[sqlx(rename = "added_at")]
     pub added: String,
 }
 
 /// One account as listed for admins (never with its hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserSummary {
     /// Name as created.
     pub username: String,
@@ -148,7 +212,7 @@ pub struct UserSummary {
 }
 
 /// What login needs to check a password.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Credentials {
     /// Name as created (the display form).
     pub username: String,
@@ -159,6 +223,7 @@ pub struct Credentials {
     /// Client certificates that can log in to this account.
     pub certificates: i64,
     /// Identifies this account and its current state; see [`AccountStamp`].
+    #[sqlx(flatten)]
     pub stamp: AccountStamp,
 }
 
@@ -173,7 +238,7 @@ pub enum OnPasswordChange {
 
 /// An account's row id and change counter: if either differs later, the account was deleted,
 /// recreated, disabled or given a new password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::FromRow)]
 pub struct AccountStamp {
     /// Row id (a deleted and re-added user gets a new one).
     pub id: i64,
@@ -188,18 +253,29 @@ pub struct AccountStamp {
 pub enum Store {
     /// A SQLite file (the default).
     Sqlite(sqlite::SqliteStore),
+    /// A PostgreSQL server (`--db postgres://…`).
+    Postgres(postgres::PgStore),
 }
 
 impl Store {
-    /// Opens (creating with mode 0600 if missing) and migrates the database.
+    /// Opens (creating with mode 0600 if missing) and migrates a SQLite database.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
+    }
+
+    /// Opens and migrates the database `db` names, whatever its backend.
+    pub async fn open_db(db: &Db) -> Result<Self, StoreError> {
+        match db {
+            Db::File(path) => Self::open(path).await,
+            Db::Url(url) => Ok(Store::Postgres(postgres::PgStore::open(url).await?)),
+        }
     }
 
     /// Adds a user; the name must not exist in any letter case.
     pub async fn add_user(&self, name: &Username, password_hash: &str) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.add_user(name, password_hash).await,
+            Store::Postgres(s) => s.add_user(name, password_hash).await,
         }
     }
 
@@ -215,6 +291,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.set_password(name, password_hash, certificates).await,
+            Store::Postgres(s) => s.set_password(name, password_hash, certificates).await,
         }
     }
 
@@ -228,6 +305,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.rehash_password(stamp, password_hash).await,
+            Store::Postgres(s) => s.rehash_password(stamp, password_hash).await,
         }
     }
 
@@ -235,6 +313,7 @@ impl Store {
     pub async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.set_disabled(name, disabled).await,
+            Store::Postgres(s) => s.set_disabled(name, disabled).await,
         }
     }
 
@@ -247,6 +326,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.add_certificate(user, fingerprint, label).await,
+            Store::Postgres(s) => s.add_certificate(user, fingerprint, label).await,
         }
     }
 
@@ -254,6 +334,7 @@ impl Store {
     pub async fn certificates(&self, user: &Username) -> Result<Vec<Certificate>, StoreError> {
         match self {
             Store::Sqlite(s) => s.certificates(user).await,
+            Store::Postgres(s) => s.certificates(user).await,
         }
     }
 
@@ -266,6 +347,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         match self {
             Store::Sqlite(s) => s.delete_certificate(user, fingerprint_or_label).await,
+            Store::Postgres(s) => s.delete_certificate(user, fingerprint_or_label).await,
         }
     }
 
@@ -276,6 +358,7 @@ impl Store {
     ) -> Result<Option<Credentials>, StoreError> {
         match self {
             Store::Sqlite(s) => s.certificate_owner(fingerprint).await,
+            Store::Postgres(s) => s.certificate_owner(fingerprint).await,
         }
     }
 
@@ -283,6 +366,7 @@ impl Store {
     pub async fn certificate_bindings(&self) -> Result<Vec<(String, i64)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.certificate_bindings().await,
+            Store::Postgres(s) => s.certificate_bindings().await,
         }
     }
 
@@ -290,6 +374,7 @@ impl Store {
     pub async fn account_stamps(&self) -> Result<Vec<AccountStamp>, StoreError> {
         match self {
             Store::Sqlite(s) => s.account_stamps().await,
+            Store::Postgres(s) => s.account_stamps().await,
         }
     }
 
@@ -297,6 +382,7 @@ impl Store {
     pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.delete_user(name).await,
+            Store::Postgres(s) => s.delete_user(name).await,
         }
     }
 
@@ -304,6 +390,7 @@ impl Store {
     pub async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list_users().await,
+            Store::Postgres(s) => s.list_users().await,
         }
     }
 
@@ -311,6 +398,7 @@ impl Store {
     pub async fn credentials(&self, name: &Username) -> Result<Option<Credentials>, StoreError> {
         match self {
             Store::Sqlite(s) => s.credentials(name).await,
+            Store::Postgres(s) => s.credentials(name).await,
         }
     }
 
@@ -322,6 +410,7 @@ impl Store {
     pub async fn history_connection(&self) -> Result<HistoryConnection, StoreError> {
         match self {
             Store::Sqlite(s) => Ok(HistoryConnection::Sqlite(s.history_connection().await?)),
+            Store::Postgres(s) => Ok(HistoryConnection::Postgres(s.history_connection())),
         }
     }
 
@@ -329,6 +418,7 @@ impl Store {
     pub async fn trim_history_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.trim_history_before(cutoff_ms).await,
+            Store::Postgres(s) => s.trim_history_before(cutoff_ms).await,
         }
     }
 
@@ -336,6 +426,7 @@ impl Store {
     pub async fn room_last_seq(&self, room: &RoomName) -> Result<Seq, StoreError> {
         match self {
             Store::Sqlite(s) => s.room_last_seq(room).await,
+            Store::Postgres(s) => s.room_last_seq(room).await,
         }
     }
 
@@ -344,6 +435,7 @@ impl Store {
     pub async fn memberships(&self, user: i64) -> Result<Vec<RoomName>, StoreError> {
         match self {
             Store::Sqlite(s) => s.memberships(user).await,
+            Store::Postgres(s) => s.memberships(user).await,
         }
     }
 
@@ -351,6 +443,7 @@ impl Store {
     pub async fn read_positions(&self, user: i64) -> Result<Vec<(RoomName, Seq)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.read_positions(user).await,
+            Store::Postgres(s) => s.read_positions(user).await,
         }
     }
 
@@ -364,6 +457,7 @@ impl Store {
     ) -> Result<Vec<Event>, StoreError> {
         match self {
             Store::Sqlite(s) => s.messages(room, range, limit).await,
+            Store::Postgres(s) => s.messages(room, range, limit).await,
         }
     }
 
@@ -375,6 +469,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.count_messages(room, range).await,
+            Store::Postgres(s) => s.count_messages(room, range).await,
         }
     }
 
@@ -382,6 +477,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }
@@ -390,6 +486,8 @@ impl Store {
 pub enum HistoryConnection {
     /// On a SQLite file.
     Sqlite(sqlite::HistoryConnection),
+    /// On a PostgreSQL server.
+    Postgres(postgres::HistoryConnection),
 }
 
 impl HistoryConnection {
@@ -402,6 +500,7 @@ impl HistoryConnection {
     pub async fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {
         match self {
             HistoryConnection::Sqlite(s) => s.write_history(batch).await,
+            HistoryConnection::Postgres(s) => s.write_history(batch).await,
         }
     }
 }

@@ -60,9 +60,14 @@ pub fn serve(dir: &Path, args: &[&str]) -> Serve {
 
 /// Like [`serve`], with extra environment variables.
 pub fn serve_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
+    serve_on(dir, "users.db", args, env)
+}
+
+/// Like [`serve_with_env`], on the database `db` (a file in `dir`, or a URL).
+pub fn serve_on(dir: &Path, db: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let child = tlschat(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db", "users.db"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

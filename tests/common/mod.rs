@@ -5,6 +5,7 @@
 pub mod bin;
 pub mod chrome;
 pub mod db;
+pub mod pg;
 pub mod proxy;
 pub mod sclient;
 pub mod web;
@@ -69,6 +70,8 @@ pub struct Opts {
     pub web: Option<tlschat::web::Web>,
     /// The certificate and key (PEM) to serve; a fresh pair when `None`.
     pub cert: Option<(String, String)>,
+    /// A PostgreSQL URL to use instead of a SQLite file in `dir`.
+    pub db_url: Option<String>,
 }
 
 impl Default for Opts {
@@ -81,6 +84,7 @@ impl Default for Opts {
             dir: None,
             web: Some(tlschat::web::Web::default()),
             cert: None,
+            db_url: None,
         }
     }
 }
@@ -146,8 +150,17 @@ pub fn connector_offering_to(
 pub async fn spawn_server(opts: Opts) -> TestServer {
     let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     // Users are seeded into a new database only; a restart keeps the old one's.
-    let fresh = !dir.path().join("users.db").exists();
-    let store = Store::open(&dir.path().join("users.db")).await.unwrap();
+    let (fresh, store) = match &opts.db_url {
+        Some(url) => {
+            let db = tlschat::store::Db::Url(url.clone());
+            let store = Store::open_db(&db).await.unwrap();
+            (store.list_users().await.unwrap().is_empty(), store)
+        }
+        None => (
+            !dir.path().join("users.db").exists(),
+            Store::open(&dir.path().join("users.db")).await.unwrap(),
+        ),
+    };
     let hasher = Hasher::new(&opts.hash).unwrap();
     let users = if fresh {
         opts.users.clone()

@@ -15,9 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::{
     AccountStamp, Certificate, Credentials, HistoryBatch, Location, MessageRange, OnPasswordChange,
-    StoreError, UserSummary,
+    StoreError, UserSummary, changed_user, decode_in, seq_from_sql, seq_to_sql,
 };
-use crate::event::decode_messages;
 use crate::event::{Event, RoomName, Seq};
 use crate::username::Username;
 
@@ -30,18 +29,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Two processes opening a fresh file at once can race on the first migration; retry that.
 const MIGRATE_ATTEMPTS: u32 = 5;
 
-/// SQLite integers are signed; sequence numbers stay far below 2^63.
 /// Read positions written by one statement (three parameters each, far below SQLite's
 /// limit of 32,766).
 const POSITIONS_PER_STATEMENT: usize = 500;
-
-fn seq_to_sql(seq: Seq) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-fn seq_from_sql(seq: i64) -> Seq {
-    Seq::try_from(seq).unwrap_or(0)
-}
 
 /// A handle on a SQLite database; cheap to clone.
 #[derive(Clone, Debug)]
@@ -132,9 +122,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.error(e))?;
-        if changed.rows_affected() == 0 {
-            return Err(StoreError::NoSuchUser(name.to_string()));
-        }
+        changed_user(changed.rows_affected(), name)?;
         let removed = match certificates {
             OnPasswordChange::RemoveCertificates => sqlx::query(
                 "DELETE FROM certificates WHERE user_id = (SELECT id FROM users WHERE username = ?)",
@@ -190,10 +178,7 @@ impl SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchUser(name.to_string()));
-        }
-        Ok(())
+        changed_user(done.rows_affected(), name)
     }
 
     /// Binds the certificate with `fingerprint` to `user` under `label`.
@@ -260,24 +245,14 @@ impl SqliteStore {
         if !self.user_exists(&self.pool, user).await? {
             return Err(StoreError::NoSuchUser(user.to_string()));
         }
-        let rows = sqlx::query(
+        sqlx::query_as(
             "SELECT c.label, c.fingerprint, c.added_at FROM certificates c \
              JOIN users u ON u.id = c.user_id WHERE u.username = ? ORDER BY c.label",
         )
         .bind(user.as_str())
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| self.error(e))?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Certificate {
-                    label: r.try_get("label")?,
-                    fingerprint: r.try_get("fingerprint")?,
-                    added: r.try_get("added_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(|e| self.error(e))
+        .map_err(|e| self.error(e))
     }
 
     /// Unbinds the certificate of `user` with this fingerprint or label; returns its label,
@@ -337,19 +312,9 @@ impl SqliteStore {
 
     /// The current stamp of every account, for noticing changes made by other processes.
     pub async fn account_stamps(&self) -> Result<Vec<AccountStamp>, StoreError> {
-        let rows = sqlx::query("SELECT id, generation, disabled FROM users")
+        sqlx::query_as("SELECT id, generation, disabled FROM users")
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| self.error(e))?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AccountStamp {
-                    id: r.try_get("id")?,
-                    generation: r.try_get("generation")?,
-                    disabled: r.try_get("disabled")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.error(e))
     }
 
@@ -361,26 +326,15 @@ impl SqliteStore {
 
     /// All users, sorted case-insensitively.
     pub async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
-        let rows =
-            sqlx::query("SELECT username, created_at, disabled FROM users ORDER BY username")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.error(e))?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(UserSummary {
-                    username: r.try_get("username")?,
-                    created_at: r.try_get("created_at")?,
-                    disabled: r.try_get("disabled")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+        sqlx::query_as("SELECT username, created_at, disabled FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await
             .map_err(|e| self.error(e))
     }
 
     /// The stored credentials for a name, matched case-insensitively.
     pub async fn credentials(&self, name: &Username) -> Result<Option<Credentials>, StoreError> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT id, username, password_hash, disabled, generation, \
              (SELECT COUNT(*) FROM certificates c WHERE c.user_id = users.id) AS certificates \
              FROM users WHERE username = ?",
@@ -388,22 +342,7 @@ impl SqliteStore {
         .bind(name.as_str())
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| self.error(e))?;
-        // try_get: a row edited by hand with a wrong type is an error, not a panic.
-        let Some(r) = row else { return Ok(None) };
-        let get_err = |e| self.error(e);
-        let disabled: bool = r.try_get("disabled").map_err(get_err)?;
-        Ok(Some(Credentials {
-            username: r.try_get("username").map_err(get_err)?,
-            password_hash: r.try_get("password_hash").map_err(get_err)?,
-            disabled,
-            certificates: r.try_get("certificates").map_err(get_err)?,
-            stamp: AccountStamp {
-                id: r.try_get("id").map_err(get_err)?,
-                generation: r.try_get("generation").map_err(get_err)?,
-                disabled,
-            },
-        }))
+        .map_err(|e| self.error(e))
     }
 
     /// A connection of its own for the history writer: its page cache stays warm between
@@ -620,7 +559,7 @@ impl SqliteStore {
             let Some(data) = rows.try_next().await.map_err(|e| self.error(e))? else {
                 break;
             };
-            for event in self.decode_in(room, &data, range).into_iter().rev() {
+            for event in decode_in(room, &data, range).into_iter().rev() {
                 if newest_first.len() == limit {
                     break;
                 }
@@ -661,18 +600,8 @@ impl SqliteStore {
         };
         // The oldest block's share of `bounded`, replaced by what it really holds in range.
         let assumed = last.min(upto) - first.max(after.saturating_add(1)) + 1;
-        let actual = self.decode_in(room, &data, range).len() as i64;
+        let actual = decode_in(room, &data, range).len() as i64;
         Ok(u64::try_from(bounded - assumed + actual).unwrap_or(0))
-    }
-
-    /// The messages of one stored block that fall in `range`; an unreadable block counts as
-    /// none (and is logged).
-    fn decode_in(&self, room: &RoomName, data: &[u8], range: MessageRange) -> Vec<Event> {
-        let Some(events) = decode_messages(room, data) else {
-            tracing::warn!(room = %room, "skipping an unreadable block of stored messages");
-            return Vec::new();
-        };
-        events.into_iter().filter(|e| range.holds(e)).collect()
     }
 
     /// Closes the pool, checkpointing the WAL.
