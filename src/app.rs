@@ -35,6 +35,8 @@ pub struct Parts {
     pub limits: Limits,
     /// Rooms and history.
     pub rooms: RoomLimits,
+    /// Load balancers whose connections begin with a PROXY protocol header.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// The listeners a server serves: the chat port and, if configured, the admin socket and the
@@ -52,6 +54,7 @@ pub struct Listeners {
 pub struct App {
     ctx: Arc<SessionContext>,
     web: Option<Arc<Web>>,
+    trusted_proxies: Arc<[std::net::IpAddr]>,
     store: Store,
 }
 
@@ -66,6 +69,7 @@ impl App {
             web,
             limits,
             rooms,
+            trusted_proxies,
         } = parts;
         let metrics = Arc::new(Metrics::default());
         let history = History::start(rooms, store.clone()).await?;
@@ -83,7 +87,16 @@ impl App {
             metrics,
             limits,
         });
-        Ok(App { ctx, web, store })
+        let trusted_proxies = trusted_proxies
+            .into_iter()
+            .map(crate::throttle::canonical)
+            .collect();
+        Ok(App {
+            ctx,
+            web,
+            trusted_proxies,
+            store,
+        })
     }
 
     /// The context every session shares (rooms, history, metrics, limits).
@@ -112,7 +125,8 @@ impl App {
                 shutdown.clone(),
             ));
         }
-        let served = crate::server::run(listeners.chat, ctx, self.web, shutdown).await;
+        let front = (self.web, self.trusted_proxies);
+        let served = crate::server::run(listeners.chat, ctx, front, shutdown).await;
         self.store.close().await;
         served
     }

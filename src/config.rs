@@ -567,6 +567,8 @@ pub struct FileConfig {
     pub web: Option<bool>,
     /// `web_origins = ["https://chat.example.org"]`: pages elsewhere that may open a WebSocket.
     pub web_origins: Option<Vec<String>>,
+    /// `trusted_proxies = ["10.0.0.5"]`: load balancers that send a PROXY protocol header.
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
     /// The top-level rooms and history keys (`history = "sqlite"`, `max_rooms = 1000`, …).
     #[serde(skip)]
     pub rooms: RoomSettings,

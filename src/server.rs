@@ -29,10 +29,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` is cancelled, then lets sessions say goodbye.
+/// Connections from `trusted_proxies` begin with a PROXY protocol header naming the client.
 pub async fn run(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
-    web: Option<Arc<Web>>,
+    (web, trusted_proxies): (Option<Arc<Web>>, Arc<[IpAddr]>),
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let tracker = TaskTracker::new();
@@ -58,30 +59,21 @@ pub async fn run(
             }
         };
         crate::metrics::inc(&ctx.metrics.connections_accepted);
-        let slot = match caps.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(limit) => {
-                crate::metrics::inc(&ctx.metrics.connections_refused);
-                caps.log_refusal(peer, limit);
-                refuse(tcp);
-                continue;
-            }
+        let admission = Admission {
+            caps: Arc::clone(&caps),
+            ctx: Arc::clone(&ctx),
+            web: web.clone(),
+            shutdown: shutdown.clone(),
         };
-        set_keepalive(&tcp, ctx.limits.keepalive);
-        // Sessions coalesce their own writes; Nagle would only add delay to each batch.
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!(error = %e, "could not set TCP_NODELAY");
+        if trusted_proxies.contains(&canonical(peer.ip())) {
+            // The client's address, which the caps count, comes with the header: read it in
+            // the connection's own task, within the handshake timeout.
+            let span = tracing::info_span!("conn", proxy = %peer, user = tracing::field::Empty);
+            tracker.spawn(admission.after_proxy_header(tcp, peer).instrument(span));
+        } else if let Some(task) = admission.admit(tcp, peer) {
+            let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
+            tracker.spawn(task.instrument(span));
         }
-        let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
-        let task = serve_one(
-            tcp,
-            peer,
-            Arc::clone(&ctx),
-            web.clone(),
-            shutdown.clone(),
-            slot,
-        );
-        tracker.spawn(task.instrument(span));
     }
     drop(listener);
     info!("shutting down");
@@ -98,6 +90,74 @@ pub async fn run(
     ctx.history.close().await;
     info!("shutdown complete");
     Ok(())
+}
+
+/// What admitting a connection needs: the caps, and what its session will share.
+struct Admission {
+    caps: Arc<ConnectionCaps>,
+    ctx: Arc<SessionContext>,
+    web: Option<Arc<Web>>,
+    shutdown: CancellationToken,
+}
+
+impl Admission {
+    /// Counts the connection from `peer` against the caps and returns its task, or refuses it
+    /// (`None`) when a cap is reached.
+    fn admit(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let slot = match self.caps.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                inc(&self.ctx.metrics.connections_refused);
+                self.caps.log_refusal(peer, limit);
+                refuse(tcp);
+                return None;
+            }
+        };
+        set_keepalive(&tcp, self.ctx.limits.keepalive);
+        // Sessions coalesce their own writes; Nagle would only add delay to each batch.
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        Some(serve_one(
+            tcp,
+            peer,
+            self.ctx,
+            self.web,
+            self.shutdown,
+            slot,
+        ))
+    }
+
+    /// A connection from a trusted proxy: its PROXY header names the client, which is then
+    /// admitted and served as if it had connected itself. No valid header within the
+    /// handshake timeout: closed.
+    async fn after_proxy_header(self, mut tcp: TcpStream, proxy: SocketAddr) {
+        let deadline = self.ctx.limits.handshake_timeout;
+        let read = tokio::select! {
+            r = tokio::time::timeout(deadline, transport::proxy::read_source(&mut tcp)) => r,
+            _ = self.shutdown.cancelled() => return,
+        };
+        let peer = match read {
+            Ok(Ok(source)) => source.unwrap_or(proxy),
+            Ok(Err(e)) => {
+                warn!(error = %e, "connection from a trusted proxy closed");
+                return;
+            }
+            Err(_) => {
+                inc(&self.ctx.metrics.tls_handshake_failures);
+                warn!("connection from a trusted proxy closed: no PROXY header in time");
+                return;
+            }
+        };
+        if let Some(task) = self.admit(tcp, peer) {
+            let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
+            task.instrument(span).await;
+        }
+    }
 }
 
 /// Runs one connection to completion: the first byte, the TLS handshake, then a line session

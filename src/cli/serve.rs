@@ -56,6 +56,15 @@ pub(super) struct ServeArgs {
         value_delimiter = ','
     )]
     pub(super) web_origins: Vec<String>,
+    /// A load balancer whose connections begin with a PROXY protocol header (v2, or v1 text)
+    /// naming the client (repeatable) [default: none]
+    #[arg(
+        long = "trusted-proxy",
+        env = "TLSCHAT_TRUSTED_PROXIES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub(super) trusted_proxies: Vec<std::net::IpAddr>,
     #[command(flatten, next_help_heading = "Limits")]
     pub(super) limits: LimitSettings,
     #[command(flatten, next_help_heading = "Rooms and history")]
@@ -97,6 +106,11 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
         web,
         limits,
         rooms: room_limits,
+        trusted_proxies: if args.trusted_proxies.is_empty() {
+            file.trusted_proxies.clone().unwrap_or_default()
+        } else {
+            args.trusted_proxies.clone()
+        },
     })
     .await?;
     let listener = TcpListener::bind(listen)

@@ -2,6 +2,7 @@
 //! the web client, and a WebSocket is turned into the same byte stream of lines.
 
 pub mod ack;
+pub mod proxy;
 pub mod ws;
 
 use std::io;

@@ -72,6 +72,8 @@ pub struct Opts {
     pub cert: Option<(String, String)>,
     /// A PostgreSQL URL to use instead of a SQLite file in `dir`.
     pub db_url: Option<String>,
+    /// Sources whose connections begin with a PROXY protocol header.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Opts {
@@ -85,6 +87,7 @@ impl Default for Opts {
             web: Some(tlschat::web::Web::default()),
             cert: None,
             db_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -186,6 +189,7 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         web: opts.web.clone().map(Arc::new),
         limits: opts.limits,
         rooms: opts.rooms,
+        trusted_proxies: opts.trusted_proxies.clone(),
     })
     .await
     .unwrap();
