@@ -182,15 +182,36 @@ fn doctor_reads_postgresql_without_migrating_it() {
     let dir = tempfile::tempdir().unwrap();
     let before = run(dir.path(), &pg.url, &["doctor"], "");
     assert!(
-        text(&before).contains("database migrations: 1 pending"),
+        text(&before).contains("database migrations: 2 pending"),
         "{}",
         text(&before)
     );
     add_alice(dir.path(), &pg.url);
     let after = text(&run(dir.path(), &pg.url, &["doctor"], ""));
     assert!(
-        after.contains("database migrations: all 1 applied; 1 users"),
+        after.contains("database migrations: all 2 applied; 1 users"),
         "{after}"
     );
     assert!(!after.contains(PG_PASSWORD), "{after}");
+}
+
+#[tokio::test]
+async fn an_account_disabled_from_the_cli_is_closed_at_once_by_the_change_feed_not_by_polling() {
+    let Some(pg) = Postgres::start() else { return };
+    let server = spawn_server(Opts {
+        db_url: Some(pg.url.clone()),
+        limits: tlschat::config::Limits {
+            // Polling would take an hour: only the notification can close it in time.
+            account_check_interval: std::time::Duration::from_secs(3600),
+            ..common::test_limits()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut alice = server.login("alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    succeeded(&run(dir.path(), &pg.url, &["user", "disable", "alice"], ""));
+    alice
+        .expect_line("! Your account was changed by an administrator")
+        .await;
 }

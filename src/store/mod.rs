@@ -378,6 +378,15 @@ impl Store {
         }
     }
 
+    /// A feed of account changes, where the backend has one (PostgreSQL); `None` means the
+    /// stamps must be polled (SQLite, whose other writers cannot notify).
+    pub async fn account_feed(&self) -> Result<Option<postgres::AccountFeed>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => Ok(Some(s.account_feed().await?)),
+        }
+    }
+
     /// Deletes a user.
     pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
         match self {

@@ -443,6 +443,41 @@ impl PgStore {
     }
 }
 
+/// The channel the account triggers notify (see `migrations/postgres`).
+const ACCOUNT_CHANNEL: &str = "tlschat_accounts";
+
+/// Notifications that an account, its state or its certificates changed, on any node or from
+/// the admin CLI: the server re-reads the stamps when told instead of polling.
+pub struct AccountFeed {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl AccountFeed {
+    /// Waits until something may have changed: a notification, or a lost connection
+    /// (notifications sent meanwhile are lost, so the caller checks anyway; the next call
+    /// reconnects). While the server is unreachable it returns once a second.
+    pub async fn changed(&mut self) {
+        if let Err(e) = self.listener.try_recv().await {
+            tracing::warn!(error = %e, "account change feed interrupted");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+impl PgStore {
+    /// Listens for account changes on a connection of its own.
+    pub async fn account_feed(&self) -> Result<AccountFeed, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        listener
+            .listen(ACCOUNT_CHANNEL)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(AccountFeed { listener })
+    }
+}
+
 /// What `tlschat doctor` reports of a PostgreSQL database, read without changing it.
 #[derive(Debug)]
 pub struct PgInspection {
