@@ -30,10 +30,7 @@ pub fn chromium() -> Option<PathBuf> {
             })
         });
     if found.is_none() {
-        if std::env::var("TLSCHAT_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("chromium is not installed and TLSCHAT_REQUIRE_ALL=1");
-        }
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        super::missing_program("chromium is not installed (apt-get install chromium)");
     }
     found
 }

@@ -7,6 +7,7 @@ pub mod chrome;
 pub mod db;
 pub mod pg;
 pub mod proxy;
+pub mod redis;
 pub mod sclient;
 pub mod web;
 
@@ -103,6 +104,24 @@ pub struct TestServer {
     pub cert_pem: String,
     pub key_pem: String,
     pub dir: tempfile::TempDir,
+}
+
+/// An outside program a test needs is missing: the test skips, saying `why`, unless
+/// `TLSCHAT_REQUIRE_ALL=1` (set by `.ci/run` after installing them), where it fails.
+pub fn missing_program(why: &str) {
+    if std::env::var("TLSCHAT_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{why}, and TLSCHAT_REQUIRE_ALL=1");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// A loopback port that was free a moment ago, for a private server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until `cond` (something observable on the server) holds, failing after `limit`.

@@ -56,11 +56,7 @@ impl Postgres {
     /// Starts a private server, or `None` (after saying why) when PostgreSQL is missing.
     pub fn start() -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
-            let why = "PostgreSQL (initdb, postgres) is not installed";
-            if std::env::var("TLSCHAT_REQUIRE_ALL").as_deref() == Ok("1") {
-                panic!("{why}, and TLSCHAT_REQUIRE_ALL=1");
-            }
-            eprintln!("skipped: {why}");
+            super::missing_program("PostgreSQL (initdb, postgres) is not installed");
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -88,11 +84,7 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let child = as_server_user(&bin.join("postgres"))
             .arg("-D")
             .arg(&data)

@@ -9,6 +9,7 @@
 //! order, the sender's own line included.
 
 mod local;
+pub mod redis;
 
 use crate::event::{Event, EventKind, RoomName, Seq};
 use crate::history::{History, HistoryRequest, Purpose};

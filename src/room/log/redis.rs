@@ -1,0 +1,460 @@
+//! Rooms' logs on Redis Streams, shared by every node of a cluster: the storage side of the
+//! coming `Log::Redis` (issue "several nodes"). Each room is one stream plus a small hash:
+//!
+//! | key | type | holds | written by | trimmed |
+//! |---|---|---|---|---|
+//! | `tlschat:room:ROOM:log` | stream | every event of the room, in its one order | [`RedisLogs::append`] (one script) | `XADD … MAXLEN ~ keep` |
+//! | `tlschat:room:ROOM:meta` | hash | `seq` (the newest message number), `epoch` | the same script | never |
+//!
+//! A message takes the next number and the entry id `SEQ-0`; presence takes no number and the
+//! id `SEQ-N` after the last message (`XADD … SEQ-*`), so ids order the room's events and a
+//! message's id is its number. The epoch is made when the hash is: if Redis lost its data,
+//! numbering starts again under a new epoch, which the nodes notice.
+//!
+//! Not wired into [`super::Log`] yet: appending off the rooms' lock and delivering from the
+//! node's reader is the next step.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
+
+use crate::event::{ConnId, Event, EventKind, RoomName, Seq};
+use crate::store::Location;
+
+/// How long connecting may take before the server reports Redis unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Entries read per round trip by range reads.
+const RANGE_PAGE: usize = 512;
+
+/// One script per append: the epoch (made with the hash, from the caller's candidate), the
+/// number (a message takes the next; presence the current), and the entry. A hash lost while
+/// its stream survived restarts the count after the stream's last id, so ids still increase.
+const APPEND_SCRIPT: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  local seq = 0
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if last[1] then
+    seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+  end
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq)
+end
+local seq
+if ARGV[2] == '1' then
+  seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+else
+  seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-*', unpack(ARGV, 4))
+return {seq, id, epoch}
+";
+
+/// Why the shared log could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisLogError {
+    /// Redis failed or is unreachable.
+    #[error("redis at {at}: {source}")]
+    Redis {
+        /// Where (without a password).
+        at: Location,
+        /// The client's error.
+        source: redis::RedisError,
+    },
+    /// An entry that this version cannot read.
+    #[error("unreadable log entry {id} in {room}")]
+    Damaged {
+        /// The room.
+        room: RoomName,
+        /// The entry id.
+        id: String,
+    },
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's number (for presence, the number of the last message before it).
+    pub seq: Seq,
+    /// The stream entry id.
+    pub id: String,
+    /// The room's epoch: a change means Redis lost the room's log and numbering restarted.
+    pub epoch: String,
+}
+
+/// The end of a room's log as a node finds it when the room becomes active there: it reads
+/// the stream from `id` on, and the room's numbers continue after `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    /// The newest message number (0 for a new room).
+    pub seq: Seq,
+    /// The last entry's id (`0-0` for an empty stream).
+    pub id: String,
+    /// The room's epoch, if it has one yet.
+    pub epoch: Option<String>,
+}
+
+/// One entry read from a room's stream: the event, and the connection that appended it (the
+/// sender of a message), so that its node can treat its own line as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The stream entry id.
+    pub id: String,
+    /// The event.
+    pub event: Event,
+    /// Who appended it, if a member did.
+    pub origin: Option<ConnId>,
+}
+
+/// The rooms' logs of a cluster, on one Redis; cheap to clone.
+#[derive(Clone)]
+pub struct RedisLogs {
+    client: redis::Client,
+    conn: ConnectionManager,
+    at: Location,
+    append: redis::Script,
+    /// Entries kept per room (`history_messages`; `MAXLEN ~`, so a little more).
+    keep: u64,
+}
+
+impl RedisLogs {
+    /// Connects to `url` (`redis://`, `rediss://`, `redis+unix://`); `keep` entries are kept
+    /// per room.
+    pub async fn connect(url: &str, keep: u64) -> Result<Self, RedisLogError> {
+        let at = Location::url(url);
+        let error = |source| RedisLogError::Redis {
+            at: at.clone(),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(error)?;
+        // One plain attempt first: the manager retries for seconds before it gives up, and a
+        // server that cannot start should say why at once.
+        let probe = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(CONNECT_TIMEOUT));
+        let mut first = client
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await
+            .map_err(error)?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut first)
+            .await
+            .map_err(error)?;
+        let conn = client.get_connection_manager().await.map_err(error)?;
+        Ok(RedisLogs {
+            client,
+            conn,
+            at,
+            append: redis::Script::new(APPEND_SCRIPT),
+            keep,
+        })
+    }
+
+    fn error(&self, source: redis::RedisError) -> RedisLogError {
+        RedisLogError::Redis {
+            at: self.at.clone(),
+            source,
+        }
+    }
+
+    /// Appends an event to its room's log: a message takes the room's next number. `origin`
+    /// is the member that sent it; `epoch` is the epoch to give a log that has none yet.
+    pub async fn append(
+        &self,
+        event: &EventKind,
+        room: &RoomName,
+        (at_ms, origin): (i64, Option<ConnId>),
+        epoch: &str,
+    ) -> Result<Appended, RedisLogError> {
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(meta_key(room))
+            .key(log_key(room))
+            .arg(epoch)
+            .arg(if event.is_message() { "1" } else { "0" })
+            .arg(self.keep);
+        for (field, value) in fields(event, at_ms, origin) {
+            invocation.arg(field).arg(value);
+        }
+        let mut conn = self.conn.clone();
+        let (seq, id, epoch): (u64, String, String) = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(Appended { seq, id, epoch })
+    }
+
+    /// Where a room's log ends now.
+    pub async fn tail(&self, room: &RoomName) -> Result<Tail, RedisLogError> {
+        let mut conn = self.conn.clone();
+        let (seq, epoch): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(meta_key(room))
+            .arg("seq")
+            .arg("epoch")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        let last: StreamRangeReply = conn
+            .xrevrange_count(log_key(room), "+", "-", 1)
+            .await
+            .map_err(|e| self.error(e))?;
+        let id = last
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        Ok(Tail {
+            seq: seq.unwrap_or(0),
+            id,
+            epoch,
+        })
+    }
+
+    /// The newest `want` messages of `room` numbered in `after+1 ..= upto`, oldest first
+    /// (presence is skipped), and the first number still kept in the log (trimming removes
+    /// the oldest entries; `None` when nothing is).
+    pub async fn range(
+        &self,
+        room: &RoomName,
+        (after, upto): (Seq, Seq),
+        want: usize,
+    ) -> Result<(Vec<Event>, Option<Seq>), RedisLogError> {
+        let mut conn = self.conn.clone();
+        let mut newest_first = Vec::new();
+        let mut end = format!("{upto}-0");
+        let start = format!("{}-0", after + 1);
+        while newest_first.len() < want && after < upto {
+            let page: StreamRangeReply = conn
+                .xrevrange_count(log_key(room), &end, &start, RANGE_PAGE)
+                .await
+                .map_err(|e| self.error(e))?;
+            let Some(oldest) = page.ids.last() else { break };
+            end = format!("({}", oldest.id);
+            let full = page.ids.len() == RANGE_PAGE;
+            for entry in &page.ids {
+                let read = decode(room, entry)?;
+                if read.event.kind.is_message() && newest_first.len() < want {
+                    newest_first.push(read.event);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        newest_first.reverse();
+        let first: StreamRangeReply = conn
+            .xrange_count(log_key(room), "-", "+", 1)
+            .await
+            .map_err(|e| self.error(e))?;
+        let first_kept = first.ids.first().and_then(|e| {
+            let (seq, n) = split_id(&e.id)?;
+            // `S-0` is message S itself; `S-N` is presence after it, so S is gone.
+            Some(if n == 0 { seq } else { seq + 1 })
+        });
+        Ok((newest_first, first_kept))
+    }
+
+    /// A connection of its own for [`RedisLogs::read`]: a blocking read must not hold up (or
+    /// be timed out by) the shared connection.
+    pub async fn reader(&self) -> Result<LogReader, RedisLogError> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(LogReader {
+            conn,
+            at: self.at.clone(),
+        })
+    }
+}
+
+/// A node's reader of the rooms' streams (one connection, one blocking read at a time).
+pub struct LogReader {
+    conn: MultiplexedConnection,
+    at: Location,
+}
+
+impl LogReader {
+    /// The entries after each room's id (`from`, as [`Tail::id`] or the last entry read), in
+    /// each room's order, waiting up to `block` for the first; at most `count` per room.
+    pub async fn read(
+        &mut self,
+        from: &[(RoomName, String)],
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<(RoomName, Vec<Entry>)>, RedisLogError> {
+        if from.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = from.iter().map(|(room, _)| log_key(room)).collect();
+        let ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
+        let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
+        let options = StreamReadOptions::default().block(block_ms).count(count);
+        let reply: Option<StreamReadReply> = self
+            .conn
+            .xread_options(&keys, &ids, &options)
+            .await
+            .map_err(|source| RedisLogError::Redis {
+            at: self.at.clone(),
+            source,
+        })?;
+        let rooms: HashMap<String, &RoomName> = keys
+            .iter()
+            .cloned()
+            .zip(from.iter().map(|(room, _)| room))
+            .collect();
+        let mut out = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(room) = rooms.get(&stream.key) else {
+                continue;
+            };
+            let entries = stream
+                .ids
+                .iter()
+                .map(|e| decode(room, e))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(((*room).clone(), entries));
+        }
+        Ok(out)
+    }
+}
+
+fn log_key(room: &RoomName) -> String {
+    format!("tlschat:room:{room}:log")
+}
+
+fn meta_key(room: &RoomName) -> String {
+    format!("tlschat:room:{room}:meta")
+}
+
+/// `SEQ-N` as numbers.
+fn split_id(id: &str) -> Option<(Seq, u64)> {
+    let (seq, n) = id.split_once('-')?;
+    Some((seq.parse().ok()?, n.parse().ok()?))
+}
+
+/// The entry's fields: `k` kind, `t` time, `n` name, `x` text or reason, `c` connection
+/// (the new one of a takeover), `o` the replaced connection, `g` the origin.
+fn fields(kind: &EventKind, at_ms: i64, origin: Option<ConnId>) -> Vec<(&'static str, String)> {
+    let mut out = vec![("t", at_ms.to_string())];
+    let conn = |c: &ConnId| format!("{}:{}", c.node, c.local);
+    match kind {
+        EventKind::Chat { from, text } => {
+            out.extend([
+                ("k", "chat".into()),
+                ("n", from.to_string()),
+                ("x", text.clone()),
+            ]);
+        }
+        EventKind::Action { from, text } => {
+            out.extend([
+                ("k", "action".into()),
+                ("n", from.to_string()),
+                ("x", text.clone()),
+            ]);
+        }
+        EventKind::Notice { text } => out.extend([("k", "notice".into()), ("x", text.clone())]),
+        EventKind::Joined { name, conn: c } => {
+            out.extend([
+                ("k", "joined".into()),
+                ("n", name.to_string()),
+                ("c", conn(c)),
+            ]);
+        }
+        EventKind::Left {
+            name,
+            reason,
+            conn: c,
+        } => {
+            out.extend([
+                ("k", "left".into()),
+                ("n", name.to_string()),
+                ("c", conn(c)),
+            ]);
+            if let Some(reason) = reason {
+                out.push(("x", reason.clone()));
+            }
+        }
+        EventKind::Replaced { name, old, new } => out.extend([
+            ("k", "replaced".into()),
+            ("n", name.to_string()),
+            ("c", conn(new)),
+            ("o", conn(old)),
+        ]),
+        EventKind::Offline { conn: c } => out.extend([("k", "offline".into()), ("c", conn(c))]),
+    }
+    if let Some(origin) = origin {
+        out.push(("g", conn(&origin)));
+    }
+    out
+}
+
+/// An entry read back; `Damaged` for one this version cannot read.
+fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
+    let damaged = || RedisLogError::Damaged {
+        room: room.clone(),
+        id: entry.id.clone(),
+    };
+    let text = |field: &str| entry.get::<String>(field);
+    let conn = |field: &str| {
+        let (node, local) = text(field)?
+            .split_once(':')
+            .map(|(n, l)| (n.to_owned(), l.to_owned()))?;
+        Some(ConnId {
+            node: node.parse().ok()?,
+            local: local.parse().ok()?,
+        })
+    };
+    let (seq, _) = split_id(&entry.id).ok_or_else(damaged)?;
+    let at_ms: i64 = text("t").and_then(|t| t.parse().ok()).ok_or_else(damaged)?;
+    let name = || {
+        text("n")
+            .map(std::sync::Arc::<str>::from)
+            .ok_or_else(damaged)
+    };
+    let kind = match text("k").as_deref() {
+        Some("chat") => EventKind::Chat {
+            from: name()?,
+            text: text("x").ok_or_else(damaged)?,
+        },
+        Some("action") => EventKind::Action {
+            from: name()?,
+            text: text("x").ok_or_else(damaged)?,
+        },
+        Some("notice") => EventKind::Notice {
+            text: text("x").ok_or_else(damaged)?,
+        },
+        Some("joined") => EventKind::Joined {
+            name: name()?,
+            conn: conn("c").ok_or_else(damaged)?,
+        },
+        Some("left") => EventKind::Left {
+            name: name()?,
+            reason: text("x"),
+            conn: conn("c").ok_or_else(damaged)?,
+        },
+        Some("replaced") => EventKind::Replaced {
+            name: name()?,
+            old: conn("o").ok_or_else(damaged)?,
+            new: conn("c").ok_or_else(damaged)?,
+        },
+        Some("offline") => EventKind::Offline {
+            conn: conn("c").ok_or_else(damaged)?,
+        },
+        _ => return Err(damaged()),
+    };
+    Ok(Entry {
+        id: entry.id.clone(),
+        event: Event {
+            room: room.clone(),
+            seq,
+            at_ms,
+            kind,
+        },
+        origin: conn("g"),
+    })
+}

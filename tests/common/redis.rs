@@ -1,0 +1,94 @@
+//! A private Redis server for one test: no persistence, a free loopback port and a password,
+//! in a temporary directory, stopped when dropped; never the system's service. Missing
+//! `redis-server` skips the test (prints why), unless `TLSCHAT_REQUIRE_ALL=1`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The test server's password: tests check it never shows.
+pub const REDIS_PASSWORD: &str = "rd-s3cret-Kp2";
+
+pub struct Redis {
+    child: Child,
+    /// `redis://:PASSWORD@127.0.0.1:PORT/0`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts a private server, or `None` (after saying why) when redis-server is missing.
+    pub fn start() -> Option<Redis> {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            super::missing_program("redis-server is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--requirepass", REDIS_PASSWORD])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = Redis {
+            child,
+            url: format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"),
+            _dir: dir,
+        };
+        server.wait_ready(port);
+        Some(server)
+    }
+
+    /// Waits until the server answers an authenticated PING.
+    fn wait_ready(&self, port: u16) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ready = || {
+            let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+            let auth = format!("AUTH {REDIS_PASSWORD}\r\nPING\r\n");
+            if tcp.write_all(auth.as_bytes()).is_err() {
+                return false;
+            }
+            let mut answer = [0u8; 12];
+            tcp.read_exact(&mut answer).is_ok() && &answer == b"+OK\r\n+PONG\r\n"
+        };
+        while !ready() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs one command (for a test's own checks or faults, such as FLUSHALL).
+    pub async fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
