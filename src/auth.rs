@@ -108,7 +108,14 @@ impl Authenticator {
         source: IpAddr,
         answer_by: Option<tokio::time::Instant>,
     ) -> Result<LoggedIn, AuthError> {
-        if let Verdict::Throttled(delay) = self.throttle.attempt(name, source, Instant::now()) {
+        let verdict = match self.throttle.attempt(name, source, Instant::now()).await {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                tracing::warn!(error = %e, "failure counters unreachable; login refused as busy");
+                return Err(AuthError::Busy);
+            }
+        };
+        if let Verdict::Throttled(delay) = verdict {
             let mut until = tokio::time::Instant::now() + delay;
             if let Some(answer_by) = answer_by {
                 until = until.min(answer_by.checked_sub(ANSWER_MARGIN).unwrap_or(answer_by));
@@ -119,7 +126,7 @@ impl Authenticator {
         let result = self.check_password(name, password).await;
         if !matches!(result, Err(AuthError::LoginFailed)) {
             // A success, or a check that never ran (busy, store error): not a failed guess.
-            self.throttle.forgive(name, source);
+            self.throttle.forgive(name, source).await;
         }
         result
     }

@@ -9,18 +9,12 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::{Verdict, source_key};
+use super::{MAX_DELAY_DOUBLINGS, Rules, Verdict, delay_after, source_key, user_key};
 use crate::config::Limits;
 
-/// Longest stored username key; longer (invalid) names are truncated, which only merges them.
-const MAX_KEY_BYTES: usize = 64;
 /// Distinct names, and distinct sources, tracked at once; bounds memory under a flood of
 /// fresh names or addresses.
 pub const MAX_TRACKED_KEYS: usize = 100_000;
-/// Longest delay for a throttled attempt.
-const MAX_DELAY: Duration = Duration::from_secs(30);
-/// The delay doubles at most this often (1 s × 2^5 already passes 30 s).
-const MAX_DELAY_DOUBLINGS: usize = 16;
 /// Expired keys dropped from the least-recently-used end on each attempt.
 const PRUNE_PER_ATTEMPT: usize = 2;
 
@@ -28,12 +22,7 @@ const PRUNE_PER_ATTEMPT: usize = 2;
 /// checked.
 pub struct LocalCounter {
     state: Mutex<State>,
-    user_limit: usize,
-    user_ceiling: usize,
-    user_window: Duration,
-    ip_limit: usize,
-    ip_window: Duration,
-    base_delay: Duration,
+    rules: Rules,
     max_keys: usize,
 }
 
@@ -59,12 +48,7 @@ impl LocalCounter {
                 by_user: LruCache::unbounded(),
                 by_source: LruCache::unbounded(),
             }),
-            user_limit: limits.user_failures as usize,
-            user_ceiling: limits.user_failure_ceiling as usize,
-            user_window: limits.user_failure_window,
-            ip_limit: limits.ip_failures as usize,
-            ip_window: limits.ip_failure_window,
-            base_delay: limits.throttle_delay,
+            rules: Rules::of(limits),
             max_keys,
         }
     }
@@ -75,28 +59,30 @@ impl LocalCounter {
         let key = user_key(name);
         let source = source_key(ip);
         let mut state = self.lock();
-        state.prune_idle(now, self.user_window, self.ip_window);
+        state.prune_idle(now, self.rules.user_window, self.rules.ip_window);
         let mut excess = 0;
         let mut throttled = false;
         let mut earlier_throttled = 0;
         if let Some(attempts) = state.by_source.get_mut(&source) {
-            expire(attempts, now, self.ip_window);
-            if attempts.len() >= self.ip_limit {
+            expire(attempts, now, self.rules.ip_window);
+            if attempts.len() >= self.rules.ip_limit {
                 throttled = true;
-                excess = attempts.len() - self.ip_limit;
+                excess = attempts.len() - self.rules.ip_limit;
             }
             earlier_throttled = attempts.iter().filter(|(_, t)| *t).count();
         }
         if let Some(fails) = state.by_user.get_mut(&key) {
-            expire(fails, now, self.user_window);
+            expire(fails, now, self.rules.user_window);
             let took_part = || fails.iter().any(|(_, s)| *s == source);
             // The delay grows with this source's own attempts only: other sources' failures
             // on the name (up to the ceiling) must not start a newcomer at the longest delay.
-            if fails.len() >= self.user_ceiling || (fails.len() >= self.user_limit && took_part()) {
+            if fails.len() >= self.rules.user_ceiling
+                || (fails.len() >= self.rules.user_limit && took_part())
+            {
                 throttled = true;
             }
         }
-        let source_cap = self.ip_limit + MAX_DELAY_DOUBLINGS;
+        let source_cap = self.rules.ip_limit + MAX_DELAY_DOUBLINGS;
         let max_keys = self.max_keys;
         push_capped(
             entry(&mut state.by_source, source, max_keys),
@@ -104,14 +90,10 @@ impl LocalCounter {
             source_cap,
         );
         if throttled {
-            let doublings = (excess + earlier_throttled).min(MAX_DELAY_DOUBLINGS) as u32;
-            let delay = self
-                .base_delay
-                .saturating_mul(1 << doublings)
-                .min(MAX_DELAY);
+            let delay = delay_after(self.rules.base_delay, excess + earlier_throttled);
             return Verdict::Throttled(delay);
         }
-        let ceiling = self.user_ceiling;
+        let ceiling = self.rules.user_ceiling;
         push_capped(
             entry(&mut state.by_user, key, max_keys),
             (now, source),
@@ -205,14 +187,6 @@ fn push_capped<T>(q: &mut VecDeque<T>, item: T, cap: usize) {
         q.pop_front();
     }
     q.push_back(item);
-}
-
-fn user_key(name: &str) -> String {
-    let mut end = name.len().min(MAX_KEY_BYTES);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name[..end].to_lowercase()
 }
 
 #[cfg(test)]

@@ -23,12 +23,60 @@
 //! attempt, never by a scan of the whole table.
 
 mod local;
+pub mod redis;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
 pub use local::{LocalCounter, MAX_TRACKED_KEYS};
+
+/// Longest stored username key; longer (invalid) names are truncated, which only merges them.
+const MAX_KEY_BYTES: usize = 64;
+/// Longest delay for a throttled attempt.
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// The delay doubles at most this often (1 s × 2^5 already passes 30 s).
+const MAX_DELAY_DOUBLINGS: usize = 16;
+
+/// The thresholds and windows every counter applies (from `limits`).
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    user_limit: usize,
+    user_ceiling: usize,
+    user_window: Duration,
+    ip_limit: usize,
+    ip_window: Duration,
+    base_delay: Duration,
+}
+
+impl Rules {
+    fn of(limits: &Limits) -> Self {
+        Rules {
+            user_limit: limits.user_failures as usize,
+            user_ceiling: limits.user_failure_ceiling as usize,
+            user_window: limits.user_failure_window,
+            ip_limit: limits.ip_failures as usize,
+            ip_window: limits.ip_failure_window,
+            base_delay: limits.throttle_delay,
+        }
+    }
+}
+
+/// The delay of a throttled attempt: `base`, doubled `doublings` times (at most
+/// [`MAX_DELAY_DOUBLINGS`]), at most [`MAX_DELAY`].
+fn delay_after(base: Duration, doublings: usize) -> Duration {
+    let doublings = doublings.min(MAX_DELAY_DOUBLINGS) as u32;
+    base.saturating_mul(1 << doublings).min(MAX_DELAY)
+}
+
+/// The key a name's failures are counted under: lower case, at most [`MAX_KEY_BYTES`].
+fn user_key(name: &str) -> String {
+    let mut end = name.len().min(MAX_KEY_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_lowercase()
+}
 
 /// The verdict for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +93,8 @@ pub enum Verdict {
 pub enum FailureCounter {
     /// In this process.
     Local(LocalCounter),
+    /// In Redis, shared by the nodes of a cluster.
+    Redis(redis::RedisCounter),
 }
 
 impl FailureCounter {
@@ -53,17 +103,26 @@ impl FailureCounter {
         FailureCounter::Local(LocalCounter::new(limits))
     }
 
-    /// Counts an attempt at `name` from `ip` starting `now`; says whether to check it.
-    pub fn attempt(&self, name: &str, ip: IpAddr, now: Instant) -> Verdict {
+    /// Counts an attempt at `name` from `ip` starting `now` (shared counters use the wall
+    /// clock); says whether to check it. Shared counters that cannot be reached are an
+    /// error: the login is answered busy, never let through unthrottled.
+    pub async fn attempt(
+        &self,
+        name: &str,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Result<Verdict, redis::CounterUnavailable> {
         match self {
-            FailureCounter::Local(c) => c.attempt(name, ip, now),
+            FailureCounter::Local(c) => Ok(c.attempt(name, ip, now)),
+            FailureCounter::Redis(c) => c.attempt(name, ip).await,
         }
     }
 
     /// Takes back the attempt of `name` from `ip`: it succeeded, or was never checked.
-    pub fn forgive(&self, name: &str, ip: IpAddr) {
+    pub async fn forgive(&self, name: &str, ip: IpAddr) {
         match self {
             FailureCounter::Local(c) => c.forgive(name, ip),
+            FailureCounter::Redis(c) => c.forgive(name, ip).await,
         }
     }
 }
