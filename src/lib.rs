@@ -38,6 +38,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod client_cert;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod event;

@@ -12,6 +12,11 @@ use common::redis::{REDIS_PASSWORD, Redis};
 use tlschat::event::{ConnId, EventKind, RoomName};
 use tlschat::room::log::redis::{Entry, RedisLogs};
 
+/// The logs on `url`, keeping `keep` entries per room.
+async fn logs_at(url: &str, keep: u64) -> RedisLogs {
+    RedisLogs::new(tlschat::cluster::Redis::connect(url).await.unwrap(), keep)
+}
+
 fn room(name: &str) -> RoomName {
     RoomName::parse(name).unwrap()
 }
@@ -48,7 +53,7 @@ fn texts(events: &[tlschat::event::Event]) -> Vec<String> {
 #[tokio::test]
 async fn messages_are_numbered_from_1_and_presence_between_them_takes_no_number() {
     let Some(redis) = Redis::start() else { return };
-    let logs = RedisLogs::connect(&redis.url, 1000).await.unwrap();
+    let logs = logs_at(&redis.url, 1000).await;
     let dev = room("#dev");
     assert_eq!(append(&logs, &dev, chat("bob", "a"), conn(1, 1)).await, 1);
     let joined = EventKind::Joined {
@@ -65,7 +70,7 @@ async fn messages_are_numbered_from_1_and_presence_between_them_takes_no_number(
 #[tokio::test]
 async fn each_room_has_its_own_numbers() {
     let Some(redis) = Redis::start() else { return };
-    let logs = RedisLogs::connect(&redis.url, 1000).await.unwrap();
+    let logs = logs_at(&redis.url, 1000).await;
     assert_eq!(
         append(&logs, &room("#a"), chat("bob", "x"), conn(1, 1)).await,
         1
@@ -83,7 +88,7 @@ async fn each_room_has_its_own_numbers() {
 #[tokio::test]
 async fn a_range_gives_the_newest_messages_oldest_first_without_presence() {
     let Some(redis) = Redis::start() else { return };
-    let logs = RedisLogs::connect(&redis.url, 1000).await.unwrap();
+    let logs = logs_at(&redis.url, 1000).await;
     let dev = room("#dev");
     for i in 1..=5 {
         append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
@@ -100,8 +105,8 @@ async fn a_range_gives_the_newest_messages_oldest_first_without_presence() {
 #[tokio::test]
 async fn a_nodes_reader_gets_every_rooms_entries_in_order_from_every_node() {
     let Some(redis) = Redis::start() else { return };
-    let node_a = RedisLogs::connect(&redis.url, 1000).await.unwrap();
-    let node_b = RedisLogs::connect(&redis.url, 1000).await.unwrap();
+    let node_a = logs_at(&redis.url, 1000).await;
+    let node_b = logs_at(&redis.url, 1000).await;
     let (dev, ops) = (room("#dev"), room("#ops"));
     let from = vec![
         (dev.clone(), node_a.tail(&dev).await.unwrap().id),
@@ -139,7 +144,7 @@ async fn a_nodes_reader_gets_every_rooms_entries_in_order_from_every_node() {
 #[tokio::test]
 async fn a_read_with_nothing_new_waits_its_block_time_and_returns_nothing() {
     let Some(redis) = Redis::start() else { return };
-    let logs = RedisLogs::connect(&redis.url, 1000).await.unwrap();
+    let logs = logs_at(&redis.url, 1000).await;
     let dev = room("#dev");
     append(&logs, &dev, chat("bob", "old"), conn(1, 1)).await;
     let from = vec![(dev.clone(), logs.tail(&dev).await.unwrap().id)];
@@ -155,7 +160,7 @@ async fn a_read_with_nothing_new_waits_its_block_time_and_returns_nothing() {
 async fn a_trimmed_log_says_which_numbers_it_still_keeps() {
     let Some(redis) = Redis::start() else { return };
     // MAXLEN ~ trims whole nodes of the stream (100 entries by default): keep 10 of 300.
-    let logs = RedisLogs::connect(&redis.url, 10).await.unwrap();
+    let logs = logs_at(&redis.url, 10).await;
     let dev = room("#dev");
     for i in 1..=300 {
         append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
@@ -177,7 +182,7 @@ async fn a_trimmed_log_says_which_numbers_it_still_keeps() {
 #[tokio::test]
 async fn a_log_redis_lost_starts_again_under_a_new_epoch() {
     let Some(redis) = Redis::start() else { return };
-    let logs = RedisLogs::connect(&redis.url, 1000).await.unwrap();
+    let logs = logs_at(&redis.url, 1000).await;
     let dev = room("#dev");
     append(&logs, &dev, chat("bob", "a"), conn(1, 1)).await;
     append(&logs, &dev, chat("bob", "b"), conn(1, 1)).await;
@@ -194,7 +199,7 @@ async fn an_unreachable_redis_is_an_error_that_does_not_show_its_password() {
     let Some(redis) = Redis::start() else { return };
     let url = redis.url.clone();
     drop(redis);
-    let error = match RedisLogs::connect(&url, 10).await {
+    let error = match tlschat::cluster::Redis::connect(&url).await {
         Ok(_) => panic!("connected to a stopped server"),
         Err(e) => e.to_string(),
     };

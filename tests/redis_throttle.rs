@@ -31,7 +31,8 @@ fn ip(s: &str) -> IpAddr {
 
 /// A node's counters on the shared Redis.
 async fn node(redis: &Redis) -> FailureCounter {
-    FailureCounter::Redis(RedisCounter::connect(&redis.url, &limits()).await.unwrap())
+    let shared = tlschat::cluster::Redis::connect(&redis.url).await.unwrap();
+    FailureCounter::Redis(RedisCounter::new(shared, &limits()))
 }
 
 async fn verdict(counter: &FailureCounter, name: &str, from: &str) -> Verdict {

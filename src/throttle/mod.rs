@@ -111,7 +111,7 @@ impl FailureCounter {
         name: &str,
         ip: IpAddr,
         now: Instant,
-    ) -> Result<Verdict, redis::CounterUnavailable> {
+    ) -> Result<Verdict, crate::cluster::RedisUnavailable> {
         match self {
             FailureCounter::Local(c) => Ok(c.attempt(name, ip, now)),
             FailureCounter::Redis(c) => c.attempt(name, ip).await,

@@ -12,11 +12,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
 use super::{MAX_DELAY, MAX_DELAY_DOUBLINGS, Rules, Verdict, delay_after, source_key, user_key};
+use crate::cluster::{Redis, RedisUnavailable};
 use crate::config::Limits;
-use crate::store::Location;
 
 /// Decides and counts one attempt; returns `{throttled, doublings}`.
 const ATTEMPT_SCRIPT: &str = r"
@@ -80,47 +78,29 @@ end
 return 0
 ";
 
-/// The counters could not be reached: the login is answered busy, never let through.
-#[derive(Debug, thiserror::Error)]
-#[error("failure counters at {at}: {source}")]
-pub struct CounterUnavailable {
-    at: Location,
-    source: redis::RedisError,
-}
-
 /// Failure counters in Redis.
 pub struct RedisCounter {
-    conn: ConnectionManager,
-    at: Location,
+    redis: Redis,
     attempt: redis::Script,
     forgive: redis::Script,
     rules: Rules,
 }
 
 impl RedisCounter {
-    /// Counters on the Redis at `url` (already reached by the caller, or reached by the
-    /// manager's retries) with the thresholds and windows of `limits`.
-    pub async fn connect(url: &str, limits: &Limits) -> Result<Self, CounterUnavailable> {
-        let at = Location::url(url);
-        let error = |source| CounterUnavailable {
-            at: at.clone(),
-            source,
-        };
-        let client = redis::Client::open(url).map_err(error)?;
-        let conn = client.get_connection_manager().await.map_err(error)?;
-        Ok(RedisCounter {
-            conn,
-            at,
+    /// Counters on `redis` with the thresholds and windows of `limits`.
+    pub fn new(redis: Redis, limits: &Limits) -> Self {
+        RedisCounter {
+            redis,
             attempt: redis::Script::new(ATTEMPT_SCRIPT),
             forgive: redis::Script::new(FORGIVE_SCRIPT),
             rules: Rules::of(limits),
-        })
+        }
     }
 
     /// Decides on an attempt for `name` from `ip` and counts it, as the local counter does.
-    pub async fn attempt(&self, name: &str, ip: IpAddr) -> Result<Verdict, CounterUnavailable> {
+    pub async fn attempt(&self, name: &str, ip: IpAddr) -> Result<Verdict, RedisUnavailable> {
         let source = source_key(ip).to_string();
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let (throttled, doublings): (u8, usize) = self
             .attempt
@@ -137,10 +117,7 @@ impl RedisCounter {
             .arg(&source)
             .invoke_async(&mut conn)
             .await
-            .map_err(|source| CounterUnavailable {
-                at: self.at.clone(),
-                source,
-            })?;
+            .map_err(|e| self.redis.error(e))?;
         if throttled == 1 {
             return Ok(Verdict::Throttled(
                 delay_after(self.rules.base_delay, doublings).min(MAX_DELAY),
@@ -153,7 +130,7 @@ impl RedisCounter {
     /// failure to reach Redis only leaves the attempt counted (logged).
     pub async fn forgive(&self, name: &str, ip: IpAddr) {
         let source = source_key(ip).to_string();
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let done: Result<(), _> = self
             .forgive
             .key(user_counter_key(name))

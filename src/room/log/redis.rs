@@ -18,14 +18,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 
+use crate::cluster::{Redis, RedisUnavailable};
 use crate::event::{ConnId, Event, EventKind, RoomName, Seq};
-use crate::store::Location;
 
-/// How long connecting may take before the server reports Redis unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries read per round trip by range reads.
 const RANGE_PAGE: usize = 512;
 
@@ -57,13 +55,8 @@ return {seq, id, epoch}
 #[derive(Debug, thiserror::Error)]
 pub enum RedisLogError {
     /// Redis failed or is unreachable.
-    #[error("redis at {at}: {source}")]
-    Redis {
-        /// Where (without a password).
-        at: Location,
-        /// The client's error.
-        source: redis::RedisError,
-    },
+    #[error(transparent)]
+    Redis(#[from] RedisUnavailable),
     /// An entry that this version cannot read.
     #[error("unreadable log entry {id} in {room}")]
     Damaged {
@@ -112,52 +105,24 @@ pub struct Entry {
 /// The rooms' logs of a cluster, on one Redis; cheap to clone.
 #[derive(Clone)]
 pub struct RedisLogs {
-    client: redis::Client,
-    conn: ConnectionManager,
-    at: Location,
+    redis: Redis,
     append: redis::Script,
     /// Entries kept per room (`history_messages`; `MAXLEN ~`, so a little more).
     keep: u64,
 }
 
 impl RedisLogs {
-    /// Connects to `url` (`redis://`, `rediss://`, `redis+unix://`); `keep` entries are kept
-    /// per room.
-    pub async fn connect(url: &str, keep: u64) -> Result<Self, RedisLogError> {
-        let at = Location::url(url);
-        let error = |source| RedisLogError::Redis {
-            at: at.clone(),
-            source,
-        };
-        let client = redis::Client::open(url).map_err(error)?;
-        // One plain attempt first: the manager retries for seconds before it gives up, and a
-        // server that cannot start should say why at once.
-        let probe = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CONNECT_TIMEOUT));
-        let mut first = client
-            .get_multiplexed_async_connection_with_config(&probe)
-            .await
-            .map_err(error)?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut first)
-            .await
-            .map_err(error)?;
-        let conn = client.get_connection_manager().await.map_err(error)?;
-        Ok(RedisLogs {
-            client,
-            conn,
-            at,
+    /// The logs on `redis`; `keep` entries are kept per room.
+    pub fn new(redis: Redis, keep: u64) -> Self {
+        RedisLogs {
+            redis,
             append: redis::Script::new(APPEND_SCRIPT),
             keep,
-        })
+        }
     }
 
     fn error(&self, source: redis::RedisError) -> RedisLogError {
-        RedisLogError::Redis {
-            at: self.at.clone(),
-            source,
-        }
+        self.redis.error(source).into()
     }
 
     /// Appends an event to its room's log: a message takes the room's next number. `origin`
@@ -179,7 +144,7 @@ impl RedisLogs {
         for (field, value) in fields(event, at_ms, origin) {
             invocation.arg(field).arg(value);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let (seq, id, epoch): (u64, String, String) = invocation
             .invoke_async(&mut conn)
             .await
@@ -189,7 +154,7 @@ impl RedisLogs {
 
     /// Where a room's log ends now.
     pub async fn tail(&self, room: &RoomName) -> Result<Tail, RedisLogError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let (seq, epoch): (Option<u64>, Option<String>) = redis::cmd("HMGET")
             .arg(meta_key(room))
             .arg("seq")
@@ -221,7 +186,7 @@ impl RedisLogs {
         (after, upto): (Seq, Seq),
         want: usize,
     ) -> Result<(Vec<Event>, Option<Seq>), RedisLogError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.redis.conn();
         let mut newest_first = Vec::new();
         let mut end = format!("{upto}-0");
         let start = format!("{}-0", after + 1);
@@ -256,18 +221,12 @@ impl RedisLogs {
         Ok((newest_first, first_kept))
     }
 
-    /// A connection of its own for [`RedisLogs::read`]: a blocking read must not hold up (or
+    /// A connection of its own for [`LogReader::read`]: a blocking read must not hold up (or
     /// be timed out by) the shared connection.
     pub async fn reader(&self) -> Result<LogReader, RedisLogError> {
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| self.error(e))?;
         Ok(LogReader {
-            conn,
-            at: self.at.clone(),
+            conn: self.redis.dedicated().await?,
+            redis: self.redis.clone(),
         })
     }
 }
@@ -275,7 +234,7 @@ impl RedisLogs {
 /// A node's reader of the rooms' streams (one connection, one blocking read at a time).
 pub struct LogReader {
     conn: MultiplexedConnection,
-    at: Location,
+    redis: Redis,
 }
 
 impl LogReader {
@@ -294,14 +253,11 @@ impl LogReader {
         let ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
         let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
         let options = StreamReadOptions::default().block(block_ms).count(count);
-        let reply: Option<StreamReadReply> = self
-            .conn
-            .xread_options(&keys, &ids, &options)
-            .await
-            .map_err(|source| RedisLogError::Redis {
-            at: self.at.clone(),
-            source,
-        })?;
+        let reply: Option<StreamReadReply> =
+            self.conn
+                .xread_options(&keys, &ids, &options)
+                .await
+                .map_err(|e| RedisLogError::from(self.redis.error(e)))?;
         let rooms: HashMap<String, &RoomName> = keys
             .iter()
             .cloned()

@@ -4,6 +4,8 @@
 //! (sessions of every node in Redis, with node heartbeats) is a second variant in its own
 //! file, providing the same methods.
 
+pub mod nodes;
+
 use super::MemberId;
 use super::directory::{Directory, OnlineSession, SessionSummary};
 use crate::store::AccountStamp;
