@@ -9,21 +9,22 @@
 //! | `config` | every tunable number, declared once in the `knobs!` table; config file, flag/env/file merging |
 //! | `tls` | PEM loading, self-signed certificates, fingerprints, the client-certificate verifier |
 //! | `client_cert` | client certificates as credentials: fingerprint forms, labels |
-//! | `store` | accounts, rooms, memberships, messages, read positions behind `enum Store` (SQL per backend in `store::sqlite`, migrations in `migrations/sqlite`) |
+//! | `store` | accounts, rooms, memberships, messages, read positions behind `enum Store` (SQL per backend in `store::sqlite` and `store::postgres`, migrations in `migrations/{sqlite,postgres}`) |
+//! | `cluster` | reaching the Redis a cluster's nodes share (`cluster::Redis`, `RedisUnavailable`) |
 //! | `metrics` | Prometheus counters and the `/metrics` responder |
 //! | `notify` | systemd readiness notifications |
 //! | `report` | the process's own output lines, human or JSON |
 //! | `password` | argon2id on the blocking pool, password rules |
 //! | `username` | the username rule |
-//! | `accounts` | closing sessions whose account an admin changed (polls the store) |
+//! | `accounts` | closing sessions whose account an admin changed (polls SQLite; PostgreSQL notifies) |
 //! | `admin` | the admin control socket: who, kick, say |
 //! | `auth` | `authenticate(name, password, source)` |
-//! | `throttle` | failed-login counting per username and per source (`enum FailureCounter`) |
-//! | `server` | accept loop, connection caps, what runs on a connection (line session or web), shutdown |
-//! | `transport` | line framing, the first-byte sniff and ClientHello dispatch, WebSocket frames as lines |
+//! | `throttle` | failed-login counting per username and per source (`enum FailureCounter`: local, or shared in Redis) |
+//! | `server` | accept loop, connection caps, PROXY headers of trusted balancers, what runs on a connection (line session or web), shutdown |
+//! | `transport` | line framing, the first-byte sniff and ClientHello dispatch, WebSocket frames as lines, PROXY protocol headers |
 //! | `web` | the embedded web client and its HTTP/1.1 server, the WebSocket upgrade |
 //! | `session` | one logged-in connection over a line transport: login, member loop, commands, rate |
-//! | `room` | rooms and rosters, per-room logs (`enum Log`), append then per-node delivery; `room::hub`: members here, queues, fan-out; `room::presence` (`enum Presence`): who is online |
+//! | `room` | rooms and rosters, per-room logs (`enum Log`), append then per-node delivery; `room::hub`: members here, queues, fan-out; `room::presence` (`enum Presence`): who is online, `room::presence::nodes`: a cluster's nodes; `room::log::redis`: rooms' logs on Redis Streams |
 //! | `event` | room names, sequence numbers, connection ids, events (what happened, not how it looks); `event::codec`: messages' stored form |
 //! | `history` | the batched history writer, the reads behind `/history` and catch-up; `history::Memberships`: rooms and read positions |
 //! | `protocol` | `decode`, `command`, `clean`, `render`: lines, commands, every wire string (no async) |
