@@ -215,3 +215,21 @@ async fn an_account_disabled_from_the_cli_is_closed_at_once_by_the_change_feed_n
         .expect_line("! Your account was changed by an administrator")
         .await;
 }
+
+#[tokio::test]
+async fn a_login_while_postgresql_is_down_is_answered_busy_and_closed() {
+    let Some(pg) = Postgres::start() else { return };
+    let server = spawn_server(Opts {
+        db_url: Some(pg.url.clone()),
+        ..Opts::default()
+    })
+    .await;
+    drop(pg);
+    let mut c = server.connect().await;
+    c.expect_greeting().await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send(PASSWORD).await;
+    c.expect_line("! Server busy, try again later").await;
+    c.expect_closed().await;
+}

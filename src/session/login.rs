@@ -122,6 +122,12 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 warn!(limit = "hash_queue", "password checks saturated");
                 return Ok(LoginOutcome::Ended(End::Busy, Some(protocol::SERVER_BUSY)));
             }
+            Err(AuthError::Store(e)) => {
+                // The database is down or failing: not the client's fault, and not a failed
+                // login; it may come back, so say so.
+                warn!(error = %e, "reading the account failed; login answered busy");
+                return Ok(LoginOutcome::Ended(End::Busy, Some(protocol::SERVER_BUSY)));
+            }
             Err(e) => return Err(io::Error::other(e)),
         }
     }

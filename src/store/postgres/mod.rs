@@ -19,7 +19,7 @@ use crate::username::Username;
 const MAX_CONNECTIONS: u32 = 8;
 /// How long an operation waits for a connection (a database that is down answers within
 /// this, so logins get `Server busy` instead of hanging).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// True when `db` names a PostgreSQL server rather than a SQLite file.
 pub fn is_url(db: &str) -> bool {
