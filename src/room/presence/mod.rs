@@ -5,6 +5,7 @@
 //! file, providing the same methods.
 
 pub mod nodes;
+pub mod redis;
 
 use super::MemberId;
 use super::directory::{Directory, OnlineSession, SessionSummary};
