@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 pub const PG_PASSWORD: &str = "pg-s3cret-Xq7";
 
 pub struct Postgres {
-    child: Child,
+    /// `None` while stopped (see [`Postgres::stop`]).
+    child: Option<Child>,
     /// `postgres://tlschat:PASSWORD@127.0.0.1:PORT/postgres`.
     pub url: String,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
 }
 
 /// Where `initdb` and `postgres` are: on PATH, or Debian's versioned directory.
@@ -85,25 +88,56 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = super::free_port();
-        let child = as_server_user(&bin.join("postgres"))
+        let mut server = Postgres {
+            child: None,
+            url: format!("postgres://tlschat:{PG_PASSWORD}@127.0.0.1:{port}/postgres"),
+            bin,
+            port,
+            dir,
+        };
+        server.run();
+        Some(server)
+    }
+
+    /// Starts the server on its data directory and port, and waits until it is ready.
+    fn run(&mut self) {
+        let child = as_server_user(&self.bin.join("postgres"))
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg(self.dir.path().join("data"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting postgres");
-        let server = Postgres {
-            child,
-            url: format!("postgres://tlschat:{PG_PASSWORD}@127.0.0.1:{port}/postgres"),
-            _dir: dir,
-        };
-        server.wait_ready(port);
-        Some(server)
+        self.child = Some(child);
+        self.wait_ready(self.port);
+    }
+
+    /// Stops the server (as a crash would), keeping its data for [`Postgres::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the stopped server again on the same data and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        // The killed server's lock file names a dead process; PostgreSQL checks that itself.
+        self.run();
     }
 
     /// Waits until the server accepts connections (its port answers and startup is over).
@@ -143,7 +177,6 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
