@@ -67,6 +67,28 @@ impl Connect {
         }
     }
 
+    /// Appends output lines to `shown` up to the first that ends with `suffix`, each within
+    /// `limit`.
+    async fn read_until_ending(
+        &mut self,
+        suffix: &str,
+        shown: &mut Vec<String>,
+        limit: std::time::Duration,
+    ) {
+        loop {
+            let line = tokio::time::timeout(limit, self.stdout.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("timed out before {suffix:?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("connect ended before {suffix:?}"));
+            let done = line.ends_with(suffix);
+            shown.push(line);
+            if done {
+                return;
+            }
+        }
+    }
+
     /// Closes standard input and waits for the exit; returns (code, stdout rest, stderr).
     async fn finish(mut self) -> (Option<i32>, String) {
         drop(self.stdin.take());
@@ -284,8 +306,9 @@ async fn a_wrong_password_exits_1_without_retrying() {
     assert!(err.contains("login failed"), "{err}");
 }
 
-#[tokio::test]
-async fn after_the_server_restarts_it_logs_in_again_and_shows_the_catch_up() {
+/// A server, a proxy in front of it, and alice connected through the proxy with the server's
+/// fingerprint pinned, past her welcome (the directory holds her configuration).
+async fn alice_through_a_proxy() -> (TestServer, Proxy, tempfile::TempDir, Connect) {
     let server = spawn_server(Opts::default()).await;
     let proxy = Proxy::start(server.addr).await;
     let dir = tempfile::tempdir().unwrap();
@@ -297,6 +320,12 @@ async fn after_the_server_restarts_it_logs_in_again_and_shows_the_catch_up() {
     );
     c.send(PASSWORD).await;
     c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    (server, proxy, dir, c)
+}
+
+#[tokio::test]
+async fn after_the_server_restarts_it_logs_in_again_and_shows_the_catch_up() {
+    let (server, proxy, _dir, mut c) = alice_through_a_proxy().await;
     // Until bob has spoken, the client's attempts to come back find nobody.
     proxy.block();
     let server = server.restart(Opts::default()).await;
@@ -326,17 +355,7 @@ fn bobs_numbers(lines: &[String]) -> Vec<u32> {
 
 #[tokio::test]
 async fn after_a_reset_while_300_lines_flow_each_line_is_shown_once_in_order() {
-    let server = spawn_server(Opts::default()).await;
-    let proxy = Proxy::start(server.addr).await;
-    let dir = tempfile::tempdir().unwrap();
-    let pin = fingerprint(&server);
-    let mut c = Connect::start(
-        dir.path(),
-        proxy.addr,
-        &[&LOGIN[..], &["--fingerprint", &pin]].concat(),
-    );
-    c.send(PASSWORD).await;
-    c.wait_for("*** Welcome, alice! 1 online: alice").await;
+    let (server, proxy, _dir, mut c) = alice_through_a_proxy().await;
     let mut bob = server.login("bob").await;
     c.wait_for("*** bob joined").await;
     for i in 1..=150 {
@@ -344,34 +363,13 @@ async fn after_a_reset_while_300_lines_flow_each_line_is_shown_once_in_order() {
     }
     let mut shown = Vec::new();
     // Reset once the client has shown line 50: up to a hundred lines are in flight then.
-    loop {
-        let line = tokio::time::timeout(STEP, c.stdout.next_line())
-            .await
-            .expect("timed out before line 50")
-            .unwrap()
-            .expect("connect ended");
-        let done = line.ends_with("<bob> n50");
-        shown.push(line);
-        if done {
-            break;
-        }
-    }
+    c.read_until_ending("<bob> n50", &mut shown, STEP).await;
     proxy.reset_all();
     for i in 151..=300 {
         bob.send(&format!("n{i}")).await;
     }
-    loop {
-        let line = tokio::time::timeout(STEP * 2, c.stdout.next_line())
-            .await
-            .expect("timed out before line 300")
-            .unwrap()
-            .expect("connect ended");
-        let done = line.ends_with("<bob> n300");
-        shown.push(line);
-        if done {
-            break;
-        }
-    }
+    c.read_until_ending("<bob> n300", &mut shown, STEP * 2)
+        .await;
     assert!(
         shown.iter().any(|l| l.starts_with("*** You missed ")),
         "no catch-up after the reset: {shown:?}"

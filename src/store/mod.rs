@@ -74,6 +74,59 @@ fn decode_in(room: &RoomName, data: &[u8], range: MessageRange) -> Vec<Event> {
     events.into_iter().filter(|e| range.holds(e)).collect()
 }
 
+/// The newest `limit` messages in `range` from blocks read newest first, oldest first: the
+/// blocks are pulled one at a time, so a page costs about what it shows.
+async fn newest_messages<E>(
+    mut blocks: impl futures_util::Stream<Item = Result<Vec<u8>, E>> + Unpin,
+    room: &RoomName,
+    range: MessageRange,
+    limit: usize,
+) -> Result<Vec<Event>, E> {
+    use futures_util::TryStreamExt as _;
+    let mut newest_first = Vec::new();
+    while newest_first.len() < limit {
+        let Some(data) = blocks.try_next().await? else {
+            break;
+        };
+        for event in decode_in(room, &data, range).into_iter().rev() {
+            if newest_first.len() == limit {
+                break;
+            }
+            newest_first.push(event);
+        }
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// How many messages of `range` the blocks hold, from the one statement both backends run:
+/// the oldest block in range (first, last, data) and the sum of every block's bounds. The
+/// oldest block's share of the sum is replaced by what it really holds (retention by age may
+/// have left it partly out of range).
+fn kept_messages(
+    room: &RoomName,
+    range: MessageRange,
+    oldest: Option<(i64, i64, Vec<u8>, i64)>,
+) -> u64 {
+    let Some((first, last, data, bounded)) = oldest else {
+        return 0;
+    };
+    let (after, upto) = (seq_to_sql(range.after), seq_to_sql(range.upto));
+    let assumed = last.min(upto) - first.max(after.saturating_add(1)) + 1;
+    let actual = decode_in(room, &data, range).len() as i64;
+    u64::try_from(bounded - assumed + actual).unwrap_or(0)
+}
+
+/// The refusal of a certificate already bound: to another account, or to `user` under
+/// `label`.
+fn already_bound(owner: &str, label: String, user: &Username) -> StoreError {
+    if owner.eq_ignore_ascii_case(user.as_str()) {
+        StoreError::CertificateEnrolled(label)
+    } else {
+        StoreError::CertificateTaken
+    }
+}
+
 /// Writes for [`HistoryConnection::write_history`], collected by the history writer.
 #[derive(Debug, Default)]
 pub struct HistoryBatch {

@@ -10,7 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
     AccountStamp, Certificate, Credentials, HistoryBatch, Location, MessageRange, OnPasswordChange,
-    StoreError, UserSummary, changed_user, decode_in, seq_from_sql, seq_to_sql,
+    StoreError, UserSummary, already_bound, changed_user, kept_messages, newest_messages,
+    seq_from_sql, seq_to_sql,
 };
 use crate::event::{Event, RoomName, Seq};
 use crate::username::Username;
@@ -36,17 +37,7 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and migrates.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let at = Location::url(url);
-        let options: PgConnectOptions = url.parse().map_err(|source| StoreError::Database {
-            at: at.clone(),
-            source: Box::new(source),
-        })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|source| database(&at, source))?;
+        let (pool, at) = connect(url, MAX_CONNECTIONS).await?;
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
@@ -156,11 +147,8 @@ impl PgStore {
         .map_err(|e| self.error(e))?;
         if let Some(row) = owner {
             let username: String = row.try_get("username").map_err(|e| self.error(e))?;
-            if !username.eq_ignore_ascii_case(user.as_str()) {
-                return Err(StoreError::CertificateTaken);
-            }
             let label: String = row.try_get("label").map_err(|e| self.error(e))?;
-            return Err(StoreError::CertificateEnrolled(label));
+            return Err(already_bound(&username, label, user));
         }
         let added = sqlx::query(
             "INSERT INTO certificates (user_id, fingerprint, label) \
@@ -375,9 +363,8 @@ impl PgStore {
         range: MessageRange,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        use futures_util::TryStreamExt as _;
-        let mut newest_first = Vec::new();
-        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+        // Newest block first, read one row at a time.
+        let rows = sqlx::query_scalar::<_, Vec<u8>>(
             "SELECT data FROM message_blocks WHERE room = $1 AND last_seq > $2 \
              AND first_seq <= $3 AND last_at_ms >= $4 ORDER BY last_seq DESC",
         )
@@ -386,19 +373,9 @@ impl PgStore {
         .bind(seq_to_sql(range.upto))
         .bind(range.min_at_ms)
         .fetch(&self.pool);
-        while newest_first.len() < limit {
-            let Some(data) = rows.try_next().await.map_err(|e| self.error(e))? else {
-                break;
-            };
-            for event in decode_in(room, &data, range).into_iter().rev() {
-                if newest_first.len() == limit {
-                    break;
-                }
-                newest_first.push(event);
-            }
-        }
-        newest_first.reverse();
-        Ok(newest_first)
+        newest_messages(rows, room, range, limit)
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// How many messages of `room` in `range` are stored: from the blocks' bounds, decoding
@@ -425,12 +402,7 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.error(e))?;
-        let Some((first, last, data, bounded)) = oldest else {
-            return Ok(0);
-        };
-        let assumed = last.min(upto) - first.max(after.saturating_add(1)) + 1;
-        let actual = decode_in(room, &data, range).len() as i64;
-        Ok(u64::try_from(bounded - assumed + actual).unwrap_or(0))
+        Ok(kept_messages(room, range, oldest))
     }
 
     /// Closes the pool.
@@ -493,17 +465,7 @@ pub struct PgInspection {
 
 /// Connects to `url` and reads its version, migrations and account count; migrates nothing.
 pub async fn inspect(url: &str) -> Result<PgInspection, StoreError> {
-    let at = Location::url(url);
-    let options: PgConnectOptions = url.parse().map_err(|source| StoreError::Database {
-        at: at.clone(),
-        source: Box::new(source),
-    })?;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await
-        .map_err(|e| database(&at, e))?;
+    let (pool, at) = connect(url, 1).await?;
     let result = async {
         let version: String = sqlx::query_scalar("SELECT version()")
             .fetch_one(&pool)
@@ -636,6 +598,19 @@ impl HistoryConnection {
         }
         tx.commit().await.map_err(error)
     }
+}
+
+/// A pool of at most `connections` on `url`, and where it is (without the password).
+async fn connect(url: &str, connections: u32) -> Result<(PgPool, Location), StoreError> {
+    let at = Location::url(url);
+    let options: PgConnectOptions = url.parse().map_err(|e| database(&at, e))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| database(&at, e))?;
+    Ok((pool, at))
 }
 
 fn database(at: &Location, source: sqlx::Error) -> StoreError {

@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::{
     AccountStamp, Certificate, Credentials, HistoryBatch, Location, MessageRange, OnPasswordChange,
-    StoreError, UserSummary, changed_user, decode_in, seq_from_sql, seq_to_sql,
+    StoreError, UserSummary, already_bound, changed_user, kept_messages, newest_messages,
+    seq_from_sql, seq_to_sql,
 };
 use crate::event::{Event, RoomName, Seq};
 use crate::username::Username;
@@ -199,11 +200,8 @@ impl SqliteStore {
         .map_err(|e| self.error(e))?;
         if let Some(row) = owner {
             let username: String = row.try_get("username").map_err(|e| self.error(e))?;
-            if !username.eq_ignore_ascii_case(user.as_str()) {
-                return Err(StoreError::CertificateTaken);
-            }
             let label: String = row.try_get("label").map_err(|e| self.error(e))?;
-            return Err(StoreError::CertificateEnrolled(label));
+            return Err(already_bound(&username, label, user));
         }
         let added = sqlx::query(
             "INSERT INTO certificates (user_id, fingerprint, label) \
@@ -542,11 +540,8 @@ impl SqliteStore {
         range: MessageRange,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        use futures_util::TryStreamExt as _;
-        let mut newest_first = Vec::new();
-        // Newest block first, read one row at a time: a page of N costs about N messages'
-        // blocks, whatever the retention keeps.
-        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+        // Newest block first, read one row at a time.
+        let rows = sqlx::query_scalar::<_, Vec<u8>>(
             "SELECT data FROM message_blocks WHERE room = ? AND last_seq > ? AND first_seq <= ? \
              AND last_at_ms >= ? ORDER BY last_seq DESC",
         )
@@ -555,19 +550,9 @@ impl SqliteStore {
         .bind(seq_to_sql(range.upto))
         .bind(range.min_at_ms)
         .fetch(&self.pool);
-        while newest_first.len() < limit {
-            let Some(data) = rows.try_next().await.map_err(|e| self.error(e))? else {
-                break;
-            };
-            for event in decode_in(room, &data, range).into_iter().rev() {
-                if newest_first.len() == limit {
-                    break;
-                }
-                newest_first.push(event);
-            }
-        }
-        newest_first.reverse();
-        Ok(newest_first)
+        newest_messages(rows, room, range, limit)
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// How many messages of `room` in `range` are stored: from the blocks' bounds (a block
@@ -595,13 +580,7 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.error(e))?;
-        let Some((first, last, data, bounded)) = oldest else {
-            return Ok(0);
-        };
-        // The oldest block's share of `bounded`, replaced by what it really holds in range.
-        let assumed = last.min(upto) - first.max(after.saturating_add(1)) + 1;
-        let actual = decode_in(room, &data, range).len() as i64;
-        Ok(u64::try_from(bounded - assumed + actual).unwrap_or(0))
+        Ok(kept_messages(room, range, oldest))
     }
 
     /// Closes the pool, checkpointing the WAL.
