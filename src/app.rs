@@ -10,14 +10,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminSocket;
 use crate::auth::Authenticator;
+use crate::cluster::Redis;
 use crate::config::{Limits, RoomLimits};
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::password::Hasher;
 use crate::room::Rooms;
+use crate::room::shared::Link;
 use crate::session::SessionContext;
 use crate::store::{Store, StoreError};
 use crate::throttle::FailureCounter;
+use crate::throttle::redis::RedisCounter;
 use crate::tls::ServerConfigs;
 use crate::web::Web;
 
@@ -37,6 +40,33 @@ pub struct Parts {
     pub rooms: RoomLimits,
     /// Load balancers whose connections begin with a PROXY protocol header.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Cluster mode: the shared Redis and this node's name; `None` for a single node.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Where a cluster node finds the others.
+pub struct ClusterSettings {
+    /// `redis://…`, `rediss://…` or `redis+unix://…` (never printed: it may hold a password).
+    pub url: String,
+    /// This node's name, unique in the cluster.
+    pub node_name: String,
+}
+
+/// Why a server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cluster's Redis could not be reached or refused this node.
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// Entries a room's shared stream keeps: presence entries sit between the messages, so
+/// twice `history_messages` keeps that many messages in all but the busiest rooms.
+fn keep_entries(rooms: &RoomLimits) -> u64 {
+    rooms.history_messages.saturating_mul(2)
 }
 
 /// The listeners a server serves: the chat port and, if configured, the admin socket and the
@@ -56,12 +86,14 @@ pub struct App {
     web: Option<Arc<Web>>,
     trusted_proxies: Arc<[std::net::IpAddr]>,
     store: Store,
+    /// The cluster link's tasks, started by [`App::run`].
+    cluster: Option<crate::room::shared::Started>,
 }
 
 impl App {
     /// Starts the history writer and builds the rooms, the authenticator and the context
     /// every session shares.
-    pub async fn build(parts: Parts) -> Result<App, StoreError> {
+    pub async fn build(parts: Parts) -> Result<App, BuildError> {
         let Parts {
             store,
             hasher,
@@ -70,17 +102,45 @@ impl App {
             limits,
             rooms,
             trusted_proxies,
+            cluster,
         } = parts;
         let metrics = Arc::new(Metrics::default());
         let history = History::start(rooms, store.clone()).await?;
-        let room = Arc::new(Rooms::with_history(
-            limits.outbound_queue_bytes,
-            Arc::clone(&metrics),
-            Arc::clone(&history),
-        ));
+        let (room, failures, cluster) = match cluster {
+            None => {
+                let room = Rooms::with_history(
+                    limits.outbound_queue_bytes,
+                    Arc::clone(&metrics),
+                    Arc::clone(&history),
+                );
+                (room, FailureCounter::new(&limits), None)
+            }
+            Some(settings) => {
+                let cluster_error = |e: &dyn std::fmt::Display| BuildError::Cluster(e.to_string());
+                let redis = Redis::connect(&settings.url)
+                    .await
+                    .map_err(|e| cluster_error(&e))?;
+                let started =
+                    Link::connect(redis.clone(), &settings.node_name, keep_entries(&rooms))
+                        .await
+                        .map_err(|e| cluster_error(&e))?;
+                history.read_from(Arc::new(started.link.logs.clone()));
+                let room = Rooms::clustered(
+                    limits.outbound_queue_bytes,
+                    Arc::clone(&metrics),
+                    Arc::clone(&history),
+                    Arc::clone(&started.link),
+                )
+                .await
+                .map_err(|e| cluster_error(&e))?;
+                let failures = FailureCounter::Redis(RedisCounter::new(redis, &limits));
+                (room, failures, Some(started))
+            }
+        };
+        let room = Arc::new(room);
         let ctx = Arc::new(SessionContext {
             tls,
-            auth: Authenticator::new(store.clone(), hasher, FailureCounter::new(&limits)),
+            auth: Authenticator::new(store.clone(), hasher, failures),
             room,
             memberships: history.memberships(),
             history,
@@ -96,6 +156,7 @@ impl App {
             web,
             trusted_proxies,
             store,
+            cluster,
         })
     }
 
@@ -108,6 +169,9 @@ impl App {
     /// history and closes the store.
     pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) -> io::Result<()> {
         let ctx = self.ctx;
+        let cluster = self
+            .cluster
+            .map(|cluster| cluster.run(&ctx.room, shutdown.clone()));
         if let Some(socket) = listeners.admin {
             tokio::spawn(crate::admin::serve(
                 socket,
@@ -127,6 +191,9 @@ impl App {
         }
         let front = (self.web, self.trusted_proxies);
         let served = crate::server::run(listeners.chat, ctx, front, shutdown).await;
+        if let Some(cluster) = cluster {
+            cluster.finish().await;
+        }
         self.store.close().await;
         served
     }

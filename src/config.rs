@@ -274,6 +274,8 @@ pub enum HistoryMode {
     Memory,
     /// Not kept: no `/history`, no catch-up.
     Off,
+    /// In the cluster's Redis streams (cluster mode only, where it is the default).
+    Redis,
 }
 
 knobs! {
@@ -420,7 +422,7 @@ knobs! {
     /// Validated rooms and history settings.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     values RoomLimits {
-        /// Where history is kept: sqlite, memory or off
+        /// Where history is kept: sqlite, memory or off; redis (the default) or off with --cluster
         history: HistoryMode [HistoryMode] = HistoryMode::Sqlite,
             name "history", flag "history", env "TLSCHAT_HISTORY", value "MODE";
         /// Messages kept per room
@@ -569,6 +571,10 @@ pub struct FileConfig {
     pub web_origins: Option<Vec<String>>,
     /// `trusted_proxies = ["10.0.0.5"]`: load balancers that send a PROXY protocol header.
     pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    /// `cluster = "redis://…"`: cluster mode, on this Redis.
+    pub cluster: Option<String>,
+    /// `node_name = "chat-1"`: this node's name in the cluster.
+    pub node_name: Option<String>,
     /// The top-level rooms and history keys (`history = "sqlite"`, `max_rooms = 1000`, …).
     #[serde(skip)]
     pub rooms: RoomSettings,

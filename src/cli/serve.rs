@@ -11,7 +11,7 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    Argon2Settings, CertPaths, FileConfig, LimitSettings, RoomSettings, resolve_listen,
+    Argon2Settings, CertPaths, FileConfig, HistoryMode, LimitSettings, RoomSettings, resolve_listen,
 };
 use crate::password::Hasher;
 use crate::report::Report;
@@ -65,6 +65,18 @@ pub(super) struct ServeArgs {
         value_delimiter = ','
     )]
     pub(super) trusted_proxies: Vec<std::net::IpAddr>,
+    /// Cluster mode: the Redis the nodes share (redis://[:PASSWORD@]HOST:PORT[/DB],
+    /// rediss://…, redis+unix:///path); needs a postgres:// --db [default: off]
+    #[arg(
+        long,
+        env = "TLSCHAT_CLUSTER",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub(super) cluster: Option<String>,
+    /// This node's name in the cluster, unique among live nodes [default: host name and port]
+    #[arg(long, env = "TLSCHAT_NODE_NAME", value_name = "NAME")]
+    pub(super) node_name: Option<String>,
     #[command(flatten, next_help_heading = "Limits")]
     pub(super) limits: LimitSettings,
     #[command(flatten, next_help_heading = "Rooms and history")]
@@ -79,7 +91,38 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
     let db = file.db(args.db.db);
     let certs = CertPaths::resolve(args.cert, args.key, &file);
     let limits = file.limits(&args.limits)?;
-    let room_limits = file.room_limits(&args.rooms)?;
+    let mut room_limits = file.room_limits(&args.rooms)?;
+    let history_given = args.rooms.history.or(file.rooms.history);
+    let cluster = match args.cluster.clone().or_else(|| file.cluster.clone()) {
+        Some(url) => {
+            if !matches!(db, crate::store::Db::Url(_)) {
+                bail!(
+                    "cluster mode needs PostgreSQL: --db must be a postgres:// URL (a SQLite file \
+                     belongs to one node)"
+                );
+            }
+            match history_given {
+                None => room_limits.history = HistoryMode::Redis,
+                Some(HistoryMode::Redis | HistoryMode::Off) => {}
+                Some(other) => bail!(
+                    "with --cluster, history is kept in Redis: history must be \"redis\" or \
+                     \"off\", not \"{}\"",
+                    crate::config::KnobValue::show(&other)
+                ),
+            }
+            let node_name = match args.node_name.clone().or_else(|| file.node_name.clone()) {
+                Some(name) => name,
+                None => default_node_name(listen.port()),
+            };
+            Some(crate::app::ClusterSettings { url, node_name })
+        }
+        None => {
+            if room_limits.history == HistoryMode::Redis {
+                bail!("history = \"redis\" needs cluster mode (--cluster URL)");
+            }
+            None
+        }
+    };
     let hasher = Hasher::new(&file.hash_settings(&args.argon2)?)?;
     let web = match args.web.or(file.web).unwrap_or(true) {
         true => {
@@ -111,6 +154,7 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
         } else {
             args.trusted_proxies.clone()
         },
+        cluster,
     })
     .await?;
     let listener = TcpListener::bind(listen)
@@ -225,6 +269,17 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
     };
     app.run(listeners, shutdown).await?;
     Ok(())
+}
+
+/// The host's name and the chat port: a node name that differs between machines and between
+/// nodes of one machine.
+fn default_node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{port}")
 }
 
 /// A private key others can read is a key others may have copied.

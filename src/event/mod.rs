@@ -111,6 +111,19 @@ impl fmt::Display for ConnId {
     }
 }
 
+impl std::str::FromStr for ConnId {
+    type Err = ();
+
+    /// `NODE:LOCAL`, as [`ConnId`]'s `Display` writes it.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (node, local) = text.split_once(':').ok_or(())?;
+        Ok(ConnId {
+            node: node.parse().map_err(|_| ())?,
+            local: local.parse().map_err(|_| ())?,
+        })
+    }
+}
+
 /// What happened.
 ///
 /// Presence names the connection it is about, so a room's roster (who is in it, on every

@@ -109,7 +109,8 @@ impl Memberships {
             return;
         }
         match self.mode {
-            HistoryMode::Sqlite => {
+            // Read positions into the shared logs are kept in the store too.
+            HistoryMode::Sqlite | HistoryMode::Redis => {
                 let Some(tx) = &self.writes else { return };
                 let mut pending = self.lock_pending();
                 pending.next_id += 1;
@@ -172,12 +173,13 @@ impl Memberships {
         for room in names {
             let seq = match self.mode {
                 HistoryMode::Sqlite => store.room_last_seq(&room).await?,
-                HistoryMode::Memory | HistoryMode::Off => 0,
+                // A shared room's number comes from its stream, read by the rooms.
+                HistoryMode::Memory | HistoryMode::Off | HistoryMode::Redis => 0,
             };
             rooms.push((room, seq));
         }
         let positions = match self.mode {
-            HistoryMode::Sqlite => {
+            HistoryMode::Sqlite | HistoryMode::Redis => {
                 let mut map: HashMap<RoomName, Seq> =
                     store.read_positions(user).await?.into_iter().collect();
                 for (room, seq) in queued_positions {

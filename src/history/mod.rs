@@ -182,9 +182,38 @@ pub struct History {
     /// Messages not yet taken by the writer.
     unsaved: Arc<Unsaved>,
     lobby_last_seq: Seq,
+    /// The rooms' shared logs, which hold the messages with `history = "redis"`.
+    shared: std::sync::OnceLock<Arc<dyn SharedHistory>>,
+}
+
+/// Why a history read failed.
+pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A read of a shared log's messages, boxed (the logs sit above this module).
+pub type SharedRead<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(Vec<Event>, Option<Seq>), ReadError>> + Send + 'a>,
+>;
+
+/// Where messages live with `history = "redis"`: the rooms' shared logs, which this module
+/// reads through this interface so that it does not depend on the rooms.
+pub trait SharedHistory: Send + Sync {
+    /// The newest `want` messages numbered in `after+1 ..= upto`, oldest first, and the
+    /// first number the log still keeps.
+    fn messages<'a>(
+        &'a self,
+        room: &'a RoomName,
+        after: Seq,
+        upto: Seq,
+        want: usize,
+    ) -> SharedRead<'a>;
 }
 
 impl History {
+    /// Reads messages from the cluster's shared logs (`history = "redis"`).
+    pub fn read_from(&self, logs: Arc<dyn SharedHistory>) {
+        let _ = self.shared.set(logs);
+    }
+
     /// Starts the writer on `store` (memberships are always kept there; messages and read
     /// positions only with `history = "sqlite"`).
     pub async fn start(limits: RoomLimits, store: Store) -> Result<Arc<Self>, StoreError> {
@@ -215,6 +244,7 @@ impl History {
             memberships,
             unsaved,
             lobby_last_seq,
+            shared: std::sync::OnceLock::new(),
         }))
     }
 
@@ -228,6 +258,7 @@ impl History {
             memberships: Arc::new(Memberships::new(limits.history, None, None, Arc::default())),
             unsaved: Arc::default(),
             lobby_last_seq: 0,
+            shared: std::sync::OnceLock::new(),
         })
     }
 
@@ -358,8 +389,34 @@ impl History {
         }
     }
 
+    /// The messages to show from a room's shared stream, and how many of the range it keeps.
+    async fn complete_shared(
+        &self,
+        req: &HistoryRequest,
+    ) -> Result<(Vec<Arc<Event>>, u64), ReadError> {
+        let Some(logs) = self.shared.get() else {
+            return Ok((Vec::new(), 0));
+        };
+        let range = req.range;
+        let (events, first_kept) = logs
+            .messages(&req.room, range.after, range.upto, req.want)
+            .await?;
+        let shown = events
+            .into_iter()
+            .filter(|e| e.at_ms >= range.min_at_ms)
+            .map(Arc::new)
+            .collect();
+        let kept = first_kept.map_or(0, |first| {
+            (range.upto + 1).saturating_sub(first.max(range.after + 1))
+        });
+        Ok((shown, kept))
+    }
+
     /// The messages to show and how many of the range are kept.
-    async fn complete(&self, req: &HistoryRequest) -> Result<(Vec<Arc<Event>>, u64), StoreError> {
+    async fn complete(&self, req: &HistoryRequest) -> Result<(Vec<Arc<Event>>, u64), ReadError> {
+        if self.limits.history == HistoryMode::Redis {
+            return self.complete_shared(req).await;
+        }
         let (mut shown, mut kept) = req.from_window();
         let (Some(before), Some(store)) = (req.before_window, &self.store) else {
             return Ok((shown, kept));

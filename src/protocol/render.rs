@@ -32,6 +32,8 @@ pub const ACCOUNT_CHANGED: &str = "! Your account was changed by an administrato
 pub const SEND_QUEUE_EXCEEDED: &str = "! Send queue exceeded\n";
 /// Reason shown to others when a slow member is evicted.
 pub const REASON_SEND_QUEUE: &str = "send queue exceeded";
+/// Why the members of a cluster node that stopped answering left.
+pub const REASON_CONNECTION_LOST: &str = "connection lost";
 /// Sent when the line is not valid UTF-8.
 pub const INVALID_UTF8: &str = "! Invalid UTF-8\n";
 /// Sent before disconnecting a client that streams bytes without any newline.

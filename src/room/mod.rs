@@ -31,6 +31,7 @@ mod hub;
 pub mod log;
 pub mod presence;
 mod queue;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,8 +46,12 @@ use crate::username::Username;
 use directory::{Login, OnlineSession};
 use hub::{Audience, Hub, Undeliverable};
 pub use hub::{Delivery, Handoff, Line, Mark, Outbox, Removal, Replaced, TakeoverCatchUp};
-use log::{Log, LogError};
+use log::redis::{Read, RedisLogError, Tail};
+use log::{Log, LogError, SharedLog};
 use presence::Presence;
+use presence::inbox::Note;
+use presence::redis::SessionRecord;
+use shared::Link;
 
 /// A member is known by its connection.
 pub type MemberId = ConnId;
@@ -71,6 +76,46 @@ pub enum JoinError {
     /// Rooms kept being forgotten between the read and the join (never in practice).
     #[error("the rooms changed while they were read")]
     Changed,
+    /// The cluster's Redis could not register the session or read a room.
+    #[error("the cluster is unavailable: {0}")]
+    Cluster(String),
+}
+
+/// What a cluster login brings to the join: its registered id, the session it took over on
+/// another node, and the tails of its rooms.
+#[derive(Default)]
+struct Joining {
+    id: Option<ConnId>,
+    remote: Option<ConnId>,
+    tails: HashMap<RoomName, Tail>,
+}
+
+/// The connection a presence event is about (the new one of a takeover).
+fn presence_subject(kind: &EventKind) -> Option<ConnId> {
+    match kind {
+        EventKind::Joined { conn, .. }
+        | EventKind::Left { conn, .. }
+        | EventKind::Offline { conn } => Some(*conn),
+        EventKind::Replaced { new, .. } => Some(*new),
+        EventKind::Chat { .. } | EventKind::Action { .. } | EventKind::Notice { .. } => None,
+    }
+}
+
+/// The connection a presence event takes out of the room.
+fn removed_conn(kind: &EventKind) -> Option<ConnId> {
+    match kind {
+        EventKind::Left { conn, .. } | EventKind::Offline { conn } => Some(*conn),
+        EventKind::Replaced { old, .. } => Some(*old),
+        _ => None,
+    }
+}
+
+/// Where a room's numbers continue when it becomes active on this node.
+pub enum Start {
+    /// After this number, read from the durable store (a local log).
+    Stored(Seq),
+    /// At the end of the room's shared stream, with its roster there.
+    Shared(Tail),
 }
 
 /// Tries of a join whose rooms were forgotten between reading their state and joining.
@@ -121,6 +166,9 @@ struct State {
     node: NodeId,
     /// The last connection number given out on this node.
     next_id: u64,
+    /// The connection numbers of this node's incarnation are above this one (in a cluster, a
+    /// node that restarts under its name sees its previous incarnation's entries as others').
+    first_id: u64,
     closed: bool,
     history: Arc<History>,
     memberships: Arc<Memberships>,
@@ -128,6 +176,8 @@ struct State {
     /// Rooms forgotten so far: a room's stored state read before a change of this count may
     /// be stale (the room may have been active and forgotten meanwhile), so it is read again.
     forgets: u64,
+    /// The cluster (shared logs, presence on every node); `None` on a single node.
+    link: Option<Arc<Link>>,
 }
 
 /// A room: its log and, besides #lobby (whose audience is everyone), its roster.
@@ -170,16 +220,52 @@ impl Rooms {
                 lobby,
                 node: 0,
                 next_id: 0,
+                first_id: 0,
                 closed: false,
                 history: Arc::clone(&history),
                 memberships: Arc::clone(&memberships),
                 presence: Arc::clone(&presence),
                 forgets: 0,
+                link: None,
             }),
             presence,
             history,
             memberships,
         }
+    }
+
+    /// Rooms of a cluster node: every room's log is its shared stream, read and written
+    /// through `link`; #lobby's roster (everyone online, on every node) is read at once.
+    pub async fn clustered(
+        queue_limit_bytes: usize,
+        metrics: Arc<Metrics>,
+        history: Arc<History>,
+        link: Arc<Link>,
+    ) -> Result<Self, RedisLogError> {
+        let lobby = RoomName::lobby();
+        let tail = link.tail(&lobby).await?;
+        let rooms = Self::with_history(queue_limit_bytes, metrics, history);
+        {
+            let mut state = rooms.lock();
+            state.node = link.node;
+            // Connection numbers that a restart under the same node id does not repeat.
+            state.next_id = u64::try_from(crate::event::now_ms()).unwrap_or(0) << 10;
+            state.first_id = state.next_id;
+            state.rooms.insert(
+                lobby.clone(),
+                Channel {
+                    roster: tail.roster.clone(),
+                    log: Log::Redis(SharedLog::new(lobby, &tail)),
+                },
+            );
+            state.link = Some(link);
+        }
+        Ok(rooms)
+    }
+
+    /// The cluster link, in cluster mode.
+    pub fn link(&self) -> Option<Arc<Link>> {
+        self.lock().link.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -189,19 +275,101 @@ impl Rooms {
     }
 
     /// Appends a message from `id` to its current room and relays it to the others there;
-    /// refused with an error line to the sender when the log cannot take it.
-    fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
-        let mut state = self.lock();
-        let member = state.hub.get(id)?;
-        let (room, from) = (member.current.clone(), Arc::clone(&member.name));
-        // A session with numbered lines gets its own line back, in room order, numbered.
-        let except = (!member.numbered).then_some(id);
-        match state.publish(&room, kind(from), except) {
-            Ok(seq) => Some((room, seq)),
-            Err(LogError::Unavailable) => {
-                state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+    /// refused with an error line to the sender when the log cannot take it. A shared log's
+    /// append is awaited off the lock; the node's reader delivers the line.
+    async fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
+        let (room, appended) = {
+            let mut state = self.lock();
+            let member = state.hub.get(id)?;
+            let (room, from) = (member.current.clone(), Arc::clone(&member.name));
+            let Some(link) = state.link.clone() else {
+                // A session with numbered lines gets its own line back, in room order, numbered.
+                let except = (!member.numbered).then_some(id);
+                return match state.publish(&room, kind(from), except) {
+                    Ok(seq) => Some((room, seq)),
+                    Err(LogError::Unavailable) => {
+                        state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+                        None
+                    }
+                };
+            };
+            let event = Event {
+                room: room.clone(),
+                seq: 0,
+                at_ms: crate::event::now_ms(),
+                kind: kind(from),
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            link.append(event, Some(id), Some(tx));
+            (room, rx)
+        };
+        match tokio::time::timeout(shared::APPEND_WAIT, appended).await {
+            Ok(Ok(Ok(seq))) => Some((room, seq)),
+            _ => {
+                self.lock().reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
                 None
             }
+        }
+    }
+
+    /// The shared rooms the cluster reader reads, each from the last entry delivered.
+    fn reading(&self) -> Vec<(RoomName, String)> {
+        let state = self.lock();
+        state
+            .rooms
+            .iter()
+            .filter_map(|(name, channel)| match &channel.log {
+                Log::Redis(log) => Some((name.clone(), log.read_from())),
+                Log::Local(_) => None,
+            })
+            .collect()
+    }
+
+    /// Delivers what the cluster reader read: each room's entries in order, then the notes
+    /// other nodes left for this one.
+    fn deliver_read(&self, read: Read) {
+        let mut state = self.lock();
+        for (room, entries) in read.rooms {
+            for entry in entries {
+                state.deliver_entry(&room, entry);
+            }
+        }
+        for raw in &read.inbox {
+            match presence::inbox::decode(raw) {
+                Some(Note::Line { to, line }) => {
+                    if let Err(why) = state.hub.reply(to, &Line::new(line)) {
+                        state.announce_dropped(vec![(to, why)]);
+                    }
+                }
+                Some(Note::Replaced { conn }) => state.replaced_elsewhere(conn),
+                Some(Note::Wake) | None => {}
+            }
+        }
+    }
+
+    /// Where a room not in memory continues: its shared stream's tail in a cluster, else the
+    /// durable store's newest number.
+    async fn start_of(&self, room: &RoomName) -> Result<Start, String> {
+        match self.link() {
+            Some(link) => link
+                .tail(room)
+                .await
+                .map(Start::Shared)
+                .map_err(|e| e.to_string()),
+            None => self
+                .history
+                .last_seq(room)
+                .await
+                .map(Start::Stored)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// In a cluster, shares the read positions of a session that ends with the other nodes,
+    /// ahead of its left line; nothing on a single node.
+    pub fn share_positions(&self, account: i64, positions: &[(RoomName, Seq)]) {
+        if let Some(link) = &self.lock().link {
+            link.share_positions(account, positions.to_vec());
         }
     }
 
@@ -220,6 +388,9 @@ impl State {
         kind: EventKind,
         except: Option<MemberId>,
     ) -> Result<Seq, LogError> {
+        if let Some(link) = self.link.clone() {
+            return Ok(self.publish_shared(&link, room, kind));
+        }
         let history = Arc::clone(&self.history);
         let Some(channel) = self.rooms.get_mut(room) else {
             return Ok(0);
@@ -229,11 +400,35 @@ impl State {
         Ok(event.seq)
     }
 
+    /// Queues an event for a room's shared stream. Presence is applied to the roster here at
+    /// once (the replies that follow, such as `You joined`, list the member) and not again
+    /// when the reader returns it; its line, like every message, is delivered by the reader.
+    fn publish_shared(&mut self, link: &Link, room: &RoomName, kind: EventKind) -> Seq {
+        let Some(channel) = self.rooms.get(room) else {
+            return 0;
+        };
+        let event = Event {
+            room: room.clone(),
+            seq: channel.log.last_seq(),
+            at_ms: crate::event::now_ms(),
+            kind,
+        };
+        self.apply(&event);
+        let origin = presence_subject(&event.kind);
+        let seq = event.seq;
+        link.append(event, origin, None);
+        seq
+    }
+
     /// Per-node delivery of one logged event, in log order: applies it to the room's roster
-    /// and queues its line (if it has one) for the room's members here but `except`. A shared
-    /// log's reader calls this for every event it reads, the node's own included.
+    /// and queues its line (if it has one) for the room's members here but `except`.
     fn deliver(&mut self, event: &Event, except: Option<MemberId>) {
         self.apply(event);
+        self.show(event, except);
+    }
+
+    /// Queues an event's line (if it has one) for the room's members here but `except`.
+    fn show(&mut self, event: &Event, except: Option<MemberId>) {
         if event.kind.is_shown() {
             // The log's own name: one allocation shared by every line of the room, so the
             // read-position bookkeeping compares pointers, not text.
@@ -254,9 +449,10 @@ impl State {
     }
 
     /// The one place a roster changes: by a presence event, in log order. #lobby's audience
-    /// is the hub (everyone connected here), so its roster stays empty on a single node.
+    /// is the hub (everyone connected here), so its roster stays empty on a single node; in a
+    /// cluster it lists everyone online on every node.
     fn apply(&mut self, event: &Event) {
-        if event.room.is_lobby() {
+        if event.room.is_lobby() && self.link.is_none() {
             return;
         }
         let Some(channel) = self.rooms.get_mut(&event.room) else {
@@ -270,9 +466,8 @@ impl State {
                 channel.roster.remove(conn);
             }
             EventKind::Replaced { name, old, new } => {
-                if channel.roster.remove(old).is_some() {
-                    channel.roster.insert(*new, Arc::clone(name));
-                }
+                channel.roster.remove(old);
+                channel.roster.insert(*new, Arc::clone(name));
             }
             EventKind::Chat { .. } | EventKind::Action { .. } | EventKind::Notice { .. } => {}
         }
@@ -376,6 +571,9 @@ impl State {
     fn remove(&mut self, id: MemberId) -> Option<hub::Member> {
         let member = self.hub.remove(id)?;
         self.presence.unregister(id);
+        if let Some(link) = &self.link {
+            link.forget_session(&member.name, id);
+        }
         for room in &member.rooms {
             self.publish_presence(room, EventKind::Offline { conn: id }, None);
             self.forget_if_idle(room);
@@ -388,8 +586,12 @@ impl State {
         if room.is_lobby() {
             return;
         }
+        let node = self.node;
+        let clustered = self.link.is_some();
         if let Some(channel) = self.rooms.get(room)
-            && channel.roster.is_empty()
+            // A shared room is read here while a member here is in it.
+            && (channel.roster.is_empty()
+                || clustered && channel.roster.keys().all(|c| c.node != node))
             && channel.log.is_settled(&self.history)
         {
             self.rooms.remove(room);
@@ -399,7 +601,7 @@ impl State {
 
     /// Names in a room, sorted case-insensitively.
     fn sorted_names(&self, room: &RoomName) -> Vec<Arc<str>> {
-        if room.is_lobby() {
+        if room.is_lobby() && self.link.is_none() {
             return self.hub.sorted_names();
         }
         let Some(channel) = self.rooms.get(room) else {
@@ -415,7 +617,7 @@ impl State {
 
     /// Members of a room, #lobby's being everyone here.
     fn headcount(&self, name: &RoomName, channel: &Channel) -> usize {
-        if name.is_lobby() {
+        if name.is_lobby() && self.link.is_none() {
             self.hub.len()
         } else {
             channel.roster.len()
@@ -431,26 +633,133 @@ impl State {
             .count()
     }
 
-    /// Makes sure a room is in memory, continuing its numbers after `stored_last_seq`.
-    fn activate(&mut self, room: &RoomName, stored_last_seq: Seq) {
-        let history = Arc::clone(&self.history);
-        self.rooms.entry(room.clone()).or_insert_with(|| Channel {
-            roster: Roster::new(),
-            log: Log::local(room.clone(), stored_last_seq, &history),
-        });
+    /// Makes sure a room is in memory, continuing its numbers from `start`.
+    fn activate(&mut self, room: &RoomName, start: Start) {
+        if self.rooms.contains_key(room) {
+            return;
+        }
+        let channel = match start {
+            Start::Stored(seq) => Channel {
+                roster: Roster::new(),
+                log: Log::local(room.clone(), seq, &self.history),
+            },
+            Start::Shared(tail) => {
+                if let Some(link) = &self.link {
+                    link.activated(room);
+                }
+                Channel {
+                    log: Log::Redis(SharedLog::new(room.clone(), &tail)),
+                    roster: tail.roster,
+                }
+            }
+        };
+        self.rooms.insert(room.clone(), channel);
     }
 
-    /// Adds `id` to a room it is not in: the others there see it join.
-    fn enter(&mut self, id: MemberId, room: &RoomName) {
+    /// Adds `id` to a room it is not in: the others there see it join (or, for a session
+    /// taken over from `replacing` on another node, nothing).
+    fn enter(&mut self, id: MemberId, room: &RoomName, replacing: Option<ConnId>) {
         let Some(name) = self.hub.get(id).map(|m| Arc::clone(&m.name)) else {
             return;
         };
-        self.publish_presence(room, EventKind::Joined { name, conn: id }, Some(id));
+        let kind = match replacing {
+            Some(old) => EventKind::Replaced { name, old, new: id },
+            None => EventKind::Joined { name, conn: id },
+        };
+        self.publish_presence(room, kind, Some(id));
         if let Some(member) = self.hub.get_mut(id)
             && let Err(at) = member.rooms.binary_search(room)
         {
             member.rooms.insert(at, room.clone());
         }
+    }
+
+    /// True for a connection of this node's incarnation.
+    fn is_mine(&self, conn: ConnId) -> bool {
+        conn.node == self.node && conn.local > self.first_id
+    }
+
+    /// A new connection id of this node.
+    fn next_conn(&mut self) -> ConnId {
+        self.next_id += 1;
+        ConnId {
+            node: self.node,
+            local: self.next_id,
+        }
+    }
+
+    /// The cluster reader's entries of one room, in stream order: each is applied to the
+    /// roster (unless this node made it, and applied it then) and shown here.
+    fn deliver_entry(&mut self, room: &RoomName, entry: log::redis::Entry) {
+        let Some(channel) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Log::Redis(log) = &mut channel.log else {
+            return;
+        };
+        let event = entry.event;
+        if !log.advance(&entry.id, event.seq, event.kind.is_message()) {
+            return;
+        }
+        let subject = presence_subject(&event.kind);
+        let except = match subject {
+            Some(conn) => Some(conn),
+            // A sender with numbered lines gets its own line back, in room order.
+            None => entry
+                .origin
+                .filter(|o| self.hub.get(*o).is_some_and(|m| !m.numbered)),
+        };
+        if subject.is_none_or(|c| !self.is_mine(c)) {
+            self.apply(&event);
+            if removed_conn(&event.kind).is_some_and(|c| self.is_mine(c)) {
+                self.forget_if_idle(room);
+            }
+        }
+        self.show(&event, except);
+    }
+
+    /// Another node took over a session of this node: it ends with the usual last line and
+    /// no left line (the rooms see the other node's `Replaced` entries).
+    fn replaced_elsewhere(&mut self, conn: ConnId) {
+        let Some(member) = self.hub.remove(conn) else {
+            return;
+        };
+        self.presence.unregister(conn);
+        member.close(protocol::SIGNED_IN_ELSEWHERE);
+    }
+
+    /// A private message to `target` (found here, or nobody), and the sender's echo.
+    fn whisper_here(
+        &mut self,
+        id: MemberId,
+        from: &str,
+        target: Option<MemberId>,
+        to: &str,
+        text: &str,
+    ) -> Result<Arc<str>, NotOnline> {
+        let result = match target {
+            Some(target_id) => {
+                let line = Line::new(protocol::private_message(from, text));
+                match self.hub.reply(target_id, &line) {
+                    Ok(()) => self
+                        .hub
+                        .get(target_id)
+                        .map(|t| Arc::clone(&t.name))
+                        .ok_or_else(|| NotOnline(to.to_owned())),
+                    Err(why) => {
+                        self.announce_dropped(vec![(target_id, why)]);
+                        Err(NotOnline(to.to_owned()))
+                    }
+                }
+            }
+            None => Err(NotOnline(to.to_owned())),
+        };
+        let reply = match &result {
+            Ok(target_name) => protocol::private_echo(target_name, text),
+            Err(_) => protocol::not_online(to),
+        };
+        self.reply(id, reply);
+        result
     }
 
     fn last_seq(&self, room: &RoomName) -> Seq {
@@ -463,7 +772,7 @@ impl State {
         &mut self,
         id: MemberId,
         room: &RoomName,
-        stored: Option<(Seq, u64)>,
+        stored: &mut Option<(Start, u64)>,
     ) -> Result<(), u64> {
         let Some(member) = self.hub.get(id) else {
             return Ok(());
@@ -487,12 +796,12 @@ impl State {
             return Ok(());
         }
         if !self.rooms.contains_key(room) {
-            match stored {
-                Some((seq, epoch)) if epoch == self.forgets => self.activate(room, seq),
+            match stored.take() {
+                Some((start, epoch)) if epoch == self.forgets => self.activate(room, start),
                 _ => return Err(self.forgets),
             }
         }
-        self.enter(id, room);
+        self.enter(id, room, None);
         self.memberships.set(user, room, true);
         if let Some(member) = self.hub.get_mut(id) {
             member.current = room.clone();
@@ -527,6 +836,46 @@ impl Rooms {
         login: Login,
         resume: Option<ResumeFrom>,
     ) -> Result<Joined, JoinError> {
+        let link = self.link();
+        let id = self.lock().next_conn();
+        // In a cluster the session is registered first: a session of the name on another
+        // node is taken over there (closed without a left line) and replaced in the rooms.
+        let mut remote = None;
+        if let Some(link) = &link {
+            let record = SessionRecord {
+                node: id.node,
+                local: id.local,
+                name: name.as_str().to_owned(),
+                peer: login.peer,
+                since_ms: crate::event::now_ms(),
+                account: login.stamp.id,
+            };
+            let replaced = link
+                .sessions
+                .register(&record)
+                .await
+                .map_err(|e| JoinError::Cluster(e.to_string()))?;
+            remote = replaced.map(|r| r.conn()).filter(|c| c.node != link.node);
+        }
+        let joined = self.log_in_as(name, login, resume, (id, remote)).await;
+        if let Some(link) = &link {
+            match (&joined, remote) {
+                (Ok(_), Some(old)) => link.send(old.node, Note::Replaced { conn: old }),
+                (Err(_), _) => link.forget_session(name.as_str(), id),
+                _ => {}
+            }
+        }
+        joined
+    }
+
+    async fn log_in_as(
+        &self,
+        name: &Username,
+        login: Login,
+        resume: Option<ResumeFrom>,
+        (id, remote): (ConnId, Option<ConnId>),
+    ) -> Result<Joined, JoinError> {
+        let link = self.link();
         for _ in 0..JOIN_TRIES {
             let epoch = self.lock().forgets;
             let read = Box::pin(self.memberships.restore(login.stamp.id)).await;
@@ -537,7 +886,32 @@ impl Rooms {
             });
             restore.epoch = epoch;
             restore.resume.clone_from(&resume);
-            match self.join(name, login.clone(), restore) {
+            let mut tails = HashMap::new();
+            if let Some(link) = &link {
+                // Positions a session on another node saved that its store may not have yet.
+                let shared = link
+                    .sessions
+                    .positions(login.stamp.id)
+                    .await
+                    .map_err(|e| JoinError::Cluster(e.to_string()))?;
+                for (room, seq) in shared {
+                    let at = restore.positions.entry(room).or_default();
+                    *at = (*at).max(seq);
+                }
+                for (room, _) in &restore.rooms {
+                    let tail = link
+                        .tail(room)
+                        .await
+                        .map_err(|e| JoinError::Cluster(e.to_string()))?;
+                    tails.insert(room.clone(), tail);
+                }
+            }
+            let joining = Joining {
+                id: Some(id),
+                remote,
+                tails,
+            };
+            match self.join_with(name, login.clone(), restore, joining) {
                 Err(JoinError::Changed) => continue,
                 Ok(mut joined) => {
                     if unavailable {
@@ -563,6 +937,16 @@ impl Rooms {
         login: Login,
         restore: Restore,
     ) -> Result<Joined, JoinError> {
+        self.join_with(name, login, restore, Joining::default())
+    }
+
+    fn join_with(
+        &self,
+        name: &Username,
+        login: Login,
+        restore: Restore,
+        mut joining: Joining,
+    ) -> Result<Joined, JoinError> {
         let mut state = self.lock();
         if state.closed {
             return Err(RoomClosed.into());
@@ -577,11 +961,7 @@ impl Rooms {
         }
         let user = login.stamp.id;
         let shown: Arc<str> = name.as_str().into();
-        state.next_id += 1;
-        let id = ConnId {
-            node: state.node,
-            local: state.next_id,
-        };
+        let id = joining.id.unwrap_or_else(|| state.next_conn());
         // A takeover keeps the rooms and shows no flap; the old session is only closed.
         let replaced = state
             .hub
@@ -607,9 +987,17 @@ impl Rooms {
             }
             None => {
                 let lobby = state.lobby.clone();
-                let kind = EventKind::Joined {
-                    name: Arc::clone(&shown),
-                    conn: id,
+                let kind = match joining.remote {
+                    // Taken over from another node: no flap there either.
+                    Some(old) => EventKind::Replaced {
+                        name: Arc::clone(&shown),
+                        old,
+                        new: id,
+                    },
+                    None => EventKind::Joined {
+                        name: Arc::clone(&shown),
+                        conn: id,
+                    },
                 };
                 state.publish_presence(&lobby, kind, None);
                 Vec::new()
@@ -640,8 +1028,14 @@ impl Rooms {
                 if !state.rooms.contains_key(room) && state.active_rooms() >= max_rooms {
                     continue;
                 }
-                state.activate(room, *stored);
-                state.enter(id, room);
+                let start = match joining.tails.remove(room) {
+                    Some(tail) => Start::Shared(tail),
+                    // A shared room is only activated from its stream's tail.
+                    None if state.link.is_some() && !state.rooms.contains_key(room) => continue,
+                    None => Start::Stored(*stored),
+                };
+                state.activate(room, start);
+                state.enter(id, room, joining.remote);
             }
             let mut rooms = vec![lobby.clone()];
             rooms.extend(
@@ -736,6 +1130,7 @@ impl Rooms {
             from,
             text: text.to_owned(),
         })
+        .await
     }
 
     /// Relays an action (`/me`) to the other members of the current room.
@@ -744,38 +1139,46 @@ impl Rooms {
             from,
             text: text.to_owned(),
         })
+        .await
     }
 
     /// Sends a private message and queues the sender's echo (or `! NAME is not online`) in
-    /// the sender's own queue, in room order; returns the target's name as created.
-    pub fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
+    /// the sender's own queue, in room order; returns the target's name as created. In a
+    /// cluster a target on another node gets it through that node's inbox.
+    pub async fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
+        let (from, link) = {
+            let mut state = self.lock();
+            let Some(from) = state.hub.get(id).map(|m| Arc::clone(&m.name)) else {
+                return Err(NotOnline(to.to_owned()));
+            };
+            match (state.hub.find(to), state.link.clone()) {
+                (None, Some(link)) => (from, link),
+                (found, _) => return state.whisper_here(id, &from, found, to, text),
+            }
+        };
+        let target = match link.sessions.find(to).await {
+            Ok(Some(session)) if session.node != link.node => Some(session),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "finding a private message's target failed");
+                None
+            }
+        };
         let mut state = self.lock();
-        let Some(from) = state.hub.get(id).map(|m| Arc::clone(&m.name)) else {
+        let Some(target) = target else {
+            state.reply(id, protocol::not_online(to));
             return Err(NotOnline(to.to_owned()));
         };
-        let result = match state.hub.find(to) {
-            Some(target_id) => {
-                let line = Line::new(protocol::private_message(&from, text));
-                match state.hub.reply(target_id, &line) {
-                    Ok(()) => state
-                        .hub
-                        .get(target_id)
-                        .map(|t| Arc::clone(&t.name))
-                        .ok_or_else(|| NotOnline(to.to_owned())),
-                    Err(why) => {
-                        state.announce_dropped(vec![(target_id, why)]);
-                        Err(NotOnline(to.to_owned()))
-                    }
-                }
-            }
-            None => Err(NotOnline(to.to_owned())),
-        };
-        let reply = match &result {
-            Ok(target_name) => protocol::private_echo(target_name, text),
-            Err(_) => protocol::not_online(to),
-        };
-        state.reply(id, reply);
-        result
+        let line = protocol::private_message(&from, text);
+        link.send(
+            target.node,
+            Note::Line {
+                to: target.conn(),
+                line,
+            },
+        );
+        state.reply(id, protocol::private_echo(&target.name, text));
+        Ok(target.name.as_str().into())
     }
 
     /// Queues the `/who` reply (the current room, or `room`) in the member's own queue, so it
@@ -819,12 +1222,12 @@ impl Rooms {
     pub async fn join_room(&self, id: MemberId, room: RoomName) {
         let mut stored = None;
         for _ in 0..JOIN_TRIES {
-            let epoch = match self.lock().join_room(id, &room, stored) {
+            let epoch = match self.lock().join_room(id, &room, &mut stored) {
                 Ok(()) => return,
                 Err(epoch) => epoch,
             };
-            match Box::pin(self.history.last_seq(&room)).await {
-                Ok(seq) => stored = Some((seq, epoch)),
+            match Box::pin(self.start_of(&room)).await {
+                Ok(start) => stored = Some((start, epoch)),
                 Err(e) => {
                     tracing::warn!(error = %e, room = %room, "reading a room's state failed");
                     break;
@@ -921,7 +1324,26 @@ impl Rooms {
     pub fn shutdown(&self) {
         let mut state = self.lock();
         state.closed = true;
-        for member in state.hub.drain() {
+        let members: Vec<(MemberId, hub::Member)> = state.hub.drain().collect();
+        if let Some(link) = state.link.clone() {
+            // The other nodes' members see this node's members leave.
+            let lobby = state.lobby.clone();
+            for (id, member) in &members {
+                let id = *id;
+                state.presence.unregister(id);
+                link.forget_session(&member.name, id);
+                for room in &member.rooms {
+                    state.publish_presence(room, EventKind::Offline { conn: id }, None);
+                }
+                let kind = EventKind::Left {
+                    name: Arc::clone(&member.name),
+                    reason: None,
+                    conn: id,
+                };
+                state.publish_presence(&lobby, kind, None);
+            }
+        }
+        for (_, member) in members {
             member.close(protocol::SHUTTING_DOWN);
         }
         for channel in state.rooms.values_mut() {
@@ -1143,17 +1565,17 @@ mod tests {
         assert_eq!(room.who().len(), 2);
     }
 
-    #[test]
-    fn whisper_goes_to_one_member_only() {
+    #[tokio::test]
+    async fn whisper_goes_to_one_member_only() {
         let room = Rooms::new(1 << 20);
         let mut a = room.join_as(&user("a")).unwrap();
         let mut b = room.join_as(&user("Bob")).unwrap();
         let mut c = room.join_as(&user("c")).unwrap();
         drain(&mut b.outbox);
-        assert_eq!(&*room.whisper(a.id, "bob", "psst").unwrap(), "Bob");
+        assert_eq!(&*room.whisper(a.id, "bob", "psst").await.unwrap(), "Bob");
         assert_eq!(drain(&mut b.outbox), vec!["*a* psst"]);
         assert!(drain(&mut c.outbox).is_empty());
-        assert!(room.whisper(a.id, "zed", "x").is_err());
+        assert!(room.whisper(a.id, "zed", "x").await.is_err());
         assert_eq!(
             drain(&mut a.outbox)[..],
             [
@@ -1253,7 +1675,8 @@ mod tests {
         rooms.part_room(a.id, None);
         assert!(!rooms.is_active(&dev), "settled and empty: forgotten");
         // The stale number is refused, not used: it would hand out 1 again.
-        assert_eq!(rooms.lock().join_room(a.id, &dev, Some(stale)), Err(1));
+        let mut stored = Some((Start::Stored(stale.0), stale.1));
+        assert_eq!(rooms.lock().join_room(a.id, &dev, &mut stored), Err(1));
         assert!(!rooms.is_active(&dev));
         rooms.join_room(a.id, dev.clone()).await;
         assert_eq!(rooms.say(a.id, "y").await, Some((dev.clone(), 2)));

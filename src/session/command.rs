@@ -66,7 +66,7 @@ pub(super) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
         // Replies from here on are queued by the room in room order (see `Room::send_who`).
         Command::Whisper { to, text } => {
-            let _ = room.whisper(member.id, to, text);
+            let _ = room.whisper(member.id, to, text).await;
         }
         Command::Who(None) => room.send_who(member.id, None),
         Command::Who(Some(name)) => match RoomName::parse(name) {

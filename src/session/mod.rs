@@ -297,6 +297,11 @@ impl MemberGuard {
 
 impl Drop for MemberGuard {
     fn drop(&mut self) {
+        if let Some((_, user)) = &self.memberships {
+            // In a cluster, ahead of the left line: a login on another node that follows it
+            // finds them.
+            self.room.share_positions(*user, &self.positions);
+        }
         self.room.leave(self.id, self.reason.as_deref());
         if let Some(handoff) = self.handoff.take() {
             let _ = handoff.send(self.positions.clone());

@@ -75,6 +75,8 @@ pub struct Opts {
     pub db_url: Option<String>,
     /// Sources whose connections begin with a PROXY protocol header.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Cluster mode: the Redis URL and the node's name.
+    pub cluster: Option<(String, String)>,
 }
 
 impl Default for Opts {
@@ -89,6 +91,7 @@ impl Default for Opts {
             cert: None,
             db_url: None,
             trusted_proxies: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -209,6 +212,10 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         limits: opts.limits,
         rooms: opts.rooms,
         trusted_proxies: opts.trusted_proxies.clone(),
+        cluster: opts
+            .cluster
+            .clone()
+            .map(|(url, node_name)| tlschat::app::ClusterSettings { url, node_name }),
     })
     .await
     .unwrap();
@@ -387,8 +394,13 @@ impl TestClient {
 
     /// The next line without its LF; panics on EOF or timeout.
     pub async fn next_line(&mut self) -> String {
+        self.next_line_within(STEP).await
+    }
+
+    /// The next line, waiting up to `limit` for it.
+    pub async fn next_line_within(&mut self, limit: Duration) -> String {
         let mut buf = Vec::new();
-        let n = tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut buf))
+        let n = tokio::time::timeout(limit, self.reader.read_until(b'\n', &mut buf))
             .await
             .expect("timed out waiting for a line")
             .expect("read failed");

@@ -124,7 +124,7 @@ impl LocalLog {
     /// be forgotten and later continue from the database's number.
     pub fn is_settled(&self, history: &History) -> bool {
         match history.limits().history {
-            crate::config::HistoryMode::Off => true,
+            crate::config::HistoryMode::Off | crate::config::HistoryMode::Redis => true,
             // Memory history has no copy elsewhere: a room is only forgotten if it never had a
             // message, so its numbers (and the read positions into them) are never reused.
             crate::config::HistoryMode::Memory => self.last_seq == 0,

@@ -13,7 +13,9 @@ pub mod redis;
 
 use crate::event::{Event, EventKind, RoomName, Seq};
 use crate::history::{History, HistoryRequest, Purpose};
+use crate::store::MessageRange;
 pub use local::{LocalLog, RECENT_WINDOW_MESSAGES};
+use redis::{Tail, split_id};
 
 /// Why an append was refused; nothing was relayed or stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +30,49 @@ pub enum LogError {
 pub enum Log {
     /// Kept by this node.
     Local(LocalLog),
+    /// A room stream in the cluster's Redis, as far as this node has read it.
+    Redis(SharedLog),
+}
+
+/// Where this node is in a room's shared log: the entries it has delivered.
+pub struct SharedLog {
+    room: RoomName,
+    /// The newest message number delivered here.
+    last_seq: Seq,
+    /// The last entry delivered here (`SEQ-N`); the reader continues after it.
+    read: (Seq, u64),
+}
+
+impl SharedLog {
+    /// The log as found at `tail` (the room's end when it became active here).
+    pub fn new(room: RoomName, tail: &Tail) -> Self {
+        SharedLog {
+            room,
+            last_seq: tail.seq,
+            read: split_id(&tail.id).unwrap_or((tail.seq, 0)),
+        }
+    }
+
+    /// The entry id the reader continues after.
+    pub fn read_from(&self) -> String {
+        format!("{}-{}", self.read.0, self.read.1)
+    }
+
+    /// Takes the entry `id` as delivered; false if it was already (a read that raced a
+    /// reactivation), so it is not delivered twice.
+    pub fn advance(&mut self, id: &str, seq: Seq, message: bool) -> bool {
+        let Some(at) = split_id(id) else {
+            return false;
+        };
+        if at <= self.read {
+            return false;
+        }
+        self.read = at;
+        if message {
+            self.last_seq = self.last_seq.max(seq);
+        }
+        true
+    }
 }
 
 impl Log {
@@ -37,17 +82,20 @@ impl Log {
         Log::Local(LocalLog::new(room, last_seq, history))
     }
 
-    /// Appends an event; a message gets the room's next number.
+    /// Appends an event to a local log; a message gets the room's next number. (A shared
+    /// log is appended to by the node's link, off the rooms' lock.)
     pub fn append(&mut self, kind: EventKind, history: &History) -> Result<Event, LogError> {
         match self {
             Log::Local(log) => log.append(kind, history),
+            Log::Redis(_) => Err(LogError::Unavailable),
         }
     }
 
-    /// The newest number used.
+    /// The newest number used (for a shared log, the newest delivered here).
     pub fn last_seq(&self) -> Seq {
         match self {
             Log::Local(log) => log.last_seq(),
+            Log::Redis(log) => log.last_seq,
         }
     }
 
@@ -55,6 +103,7 @@ impl Log {
     pub fn is_settled(&self, history: &History) -> bool {
         match self {
             Log::Local(log) => log.is_settled(history),
+            Log::Redis(_) => true,
         }
     }
 
@@ -69,6 +118,24 @@ impl Log {
     ) -> HistoryRequest {
         match self {
             Log::Local(log) => log.request(purpose, after, want, history),
+            Log::Redis(log) => {
+                let floor = log
+                    .last_seq
+                    .saturating_sub(history.limits().history_messages);
+                let range = MessageRange {
+                    after: after.max(floor),
+                    upto: log.last_seq,
+                    min_at_ms: history.min_at_ms(crate::event::now_ms()),
+                };
+                HistoryRequest {
+                    room: log.room.clone(),
+                    purpose,
+                    range,
+                    want,
+                    window: Vec::new(),
+                    before_window: Some(range.upto + 1),
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! |---|---|---|---|---|
 //! | `tlschat:room:ROOM:log` | stream | every event of the room, in its one order | [`RedisLogs::append`] (one script) | `XADD … MAXLEN ~ keep` |
 //! | `tlschat:room:ROOM:meta` | hash | `seq` (the newest message number), `epoch` | the same script | never |
+//! | `tlschat:room:ROOM:roster` | hash | `NODE:LOCAL` → name of every connection in the room | the same script (presence entries) | by presence |
 //!
 //! A message takes the next number and the entry id `SEQ-0`; presence takes no number and the
 //! id `SEQ-N` after the last message (`XADD … SEQ-*`), so ids order the room's events and a
@@ -15,6 +16,7 @@
 //! node's reader is the next step.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -28,8 +30,10 @@ use crate::event::{ConnId, Event, EventKind, RoomName, Seq};
 const RANGE_PAGE: usize = 512;
 
 /// One script per append: the epoch (made with the hash, from the caller's candidate), the
-/// number (a message takes the next; presence the current), and the entry. A hash lost while
-/// its stream survived restarts the count after the stream's last id, so ids still increase.
+/// number (a message takes the next; presence the current), the roster (presence changes it
+/// in the same step, so a node that reads roster and stream end together sees one state), and
+/// the entry. A hash lost while its stream survived restarts the count after the stream's last
+/// id, so ids still increase.
 const APPEND_SCRIPT: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -47,9 +51,25 @@ if ARGV[2] == '1' then
 else
   seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-*', unpack(ARGV, 4))
+local op = ARGV[4]
+if op == 'j' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+elseif op == 'l' then
+  redis.call('HDEL', KEYS[3], ARGV[5])
+elseif op == 'r' then
+  redis.call('HDEL', KEYS[3], ARGV[6])
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-*', unpack(ARGV, 8))
 return {seq, id, epoch}
 ";
+
+/// The reply of the tail's transaction: `seq` and `epoch`, the last entry, the roster.
+type TailReply = (
+    (Option<u64>, Option<String>),
+    StreamRangeReply,
+    HashMap<String, String>,
+);
 
 /// Why the shared log could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +108,8 @@ pub struct Tail {
     pub id: String,
     /// The room's epoch, if it has one yet.
     pub epoch: Option<String>,
+    /// Who is in the room, on every node, as of [`Tail::id`].
+    pub roster: HashMap<ConnId, Arc<str>>,
 }
 
 /// One entry read from a room's stream: the event, and the connection that appended it (the
@@ -133,14 +155,17 @@ impl RedisLogs {
         room: &RoomName,
         (at_ms, origin): (i64, Option<ConnId>),
         epoch: &str,
-    ) -> Result<Appended, RedisLogError> {
+    ) -> Result<Appended, RedisUnavailable> {
         let mut invocation = self.append.prepare_invoke();
         invocation
             .key(meta_key(room))
             .key(log_key(room))
+            .key(roster_key(room))
             .arg(epoch)
             .arg(if event.is_message() { "1" } else { "0" })
             .arg(self.keep);
+        let (op, a, b, name) = roster_change(event);
+        invocation.arg(op).arg(a).arg(b).arg(name);
         for (field, value) in fields(event, at_ms, origin) {
             invocation.arg(field).arg(value);
         }
@@ -148,32 +173,38 @@ impl RedisLogs {
         let (seq, id, epoch): (u64, String, String) = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.redis.error(e))?;
         Ok(Appended { seq, id, epoch })
     }
 
-    /// Where a room's log ends now.
-    pub async fn tail(&self, room: &RoomName) -> Result<Tail, RedisLogError> {
+    /// Where a room's log ends now, with its roster at that point (read in one transaction,
+    /// so reading the stream after [`Tail::id`] applies every later change exactly once).
+    pub async fn tail(&self, room: &RoomName) -> Result<Tail, RedisUnavailable> {
         let mut conn = self.redis.conn();
-        let (seq, epoch): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+        let ((seq, epoch), last, roster): TailReply = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
             .arg(meta_key(room))
             .arg("seq")
             .arg("epoch")
+            .xrevrange_count(log_key(room), "+", "-", 1)
+            .hgetall(roster_key(room))
             .query_async(&mut conn)
             .await
-            .map_err(|e| self.error(e))?;
-        let last: StreamRangeReply = conn
-            .xrevrange_count(log_key(room), "+", "-", 1)
-            .await
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.redis.error(e))?;
         let id = last
             .ids
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        let roster = roster
+            .into_iter()
+            .filter_map(|(conn, name)| Some((parse_conn(&conn)?, Arc::from(name))))
+            .collect();
         Ok(Tail {
             seq: seq.unwrap_or(0),
             id,
             epoch,
+            roster,
         })
     }
 
@@ -239,18 +270,24 @@ pub struct LogReader {
 
 impl LogReader {
     /// The entries after each room's id (`from`, as [`Tail::id`] or the last entry read), in
-    /// each room's order, waiting up to `block` for the first; at most `count` per room.
+    /// each room's order, and those of `inbox` (a node's inbox key and the last id read),
+    /// waiting up to `block` for the first; at most `count` per stream.
     pub async fn read(
         &mut self,
         from: &[(RoomName, String)],
+        inbox: Option<(&str, &str)>,
         block: Duration,
         count: usize,
-    ) -> Result<Vec<(RoomName, Vec<Entry>)>, RedisLogError> {
-        if from.is_empty() {
-            return Ok(Vec::new());
+    ) -> Result<Read, RedisLogError> {
+        let mut keys: Vec<String> = from.iter().map(|(room, _)| log_key(room)).collect();
+        let mut ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
+        if let Some((key, id)) = inbox {
+            keys.push(key.to_owned());
+            ids.push(id);
         }
-        let keys: Vec<String> = from.iter().map(|(room, _)| log_key(room)).collect();
-        let ids: Vec<&str> = from.iter().map(|(_, id)| id.as_str()).collect();
+        if keys.is_empty() {
+            return Ok(Read::default());
+        }
         let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
         let options = StreamReadOptions::default().block(block_ms).count(count);
         let reply: Option<StreamReadReply> =
@@ -263,9 +300,10 @@ impl LogReader {
             .cloned()
             .zip(from.iter().map(|(room, _)| room))
             .collect();
-        let mut out = Vec::new();
+        let mut out = Read::default();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(room) = rooms.get(&stream.key) else {
+                out.inbox = stream.ids;
                 continue;
             };
             let entries = stream
@@ -273,9 +311,34 @@ impl LogReader {
                 .iter()
                 .map(|e| decode(room, e))
                 .collect::<Result<Vec<_>, _>>()?;
-            out.push(((*room).clone(), entries));
+            out.rooms.push(((*room).clone(), entries));
         }
         Ok(out)
+    }
+}
+
+/// What one read returned.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Each room's new entries, in its order.
+    pub rooms: Vec<(RoomName, Vec<Entry>)>,
+    /// The inbox's new entries, raw.
+    pub inbox: Vec<StreamId>,
+}
+
+impl crate::history::SharedHistory for RedisLogs {
+    fn messages<'a>(
+        &'a self,
+        room: &'a RoomName,
+        after: Seq,
+        upto: Seq,
+        want: usize,
+    ) -> crate::history::SharedRead<'a> {
+        Box::pin(async move {
+            self.range(room, (after, upto), want)
+                .await
+                .map_err(|e| Box::new(e) as crate::history::ReadError)
+        })
     }
 }
 
@@ -287,8 +350,39 @@ fn meta_key(room: &RoomName) -> String {
     format!("tlschat:room:{room}:meta")
 }
 
+fn roster_key(room: &RoomName) -> String {
+    format!("tlschat:room:{room}:roster")
+}
+
+/// `NODE:LOCAL`, as connections are written in entries and rosters.
+fn conn_text(conn: &ConnId) -> String {
+    conn.to_string()
+}
+
+fn parse_conn(text: &str) -> Option<ConnId> {
+    text.parse().ok()
+}
+
+/// What a presence event does to the roster hash: the script's operation (`j` set, `l`
+/// delete, `r` move from the second connection to the first), its connections
+/// and the name.
+fn roster_change(event: &EventKind) -> (&'static str, String, String, String) {
+    match event {
+        EventKind::Joined { name, conn } => ("j", conn_text(conn), String::new(), name.to_string()),
+        EventKind::Left { conn, .. } | EventKind::Offline { conn } => {
+            ("l", conn_text(conn), String::new(), String::new())
+        }
+        EventKind::Replaced { name, old, new } => {
+            ("r", conn_text(new), conn_text(old), name.to_string())
+        }
+        EventKind::Chat { .. } | EventKind::Action { .. } | EventKind::Notice { .. } => {
+            ("-", String::new(), String::new(), String::new())
+        }
+    }
+}
+
 /// `SEQ-N` as numbers.
-fn split_id(id: &str) -> Option<(Seq, u64)> {
+pub(super) fn split_id(id: &str) -> Option<(Seq, u64)> {
     let (seq, n) = id.split_once('-')?;
     Some((seq.parse().ok()?, n.parse().ok()?))
 }
@@ -297,7 +391,7 @@ fn split_id(id: &str) -> Option<(Seq, u64)> {
 /// (the new one of a takeover), `o` the replaced connection, `g` the origin.
 fn fields(kind: &EventKind, at_ms: i64, origin: Option<ConnId>) -> Vec<(&'static str, String)> {
     let mut out = vec![("t", at_ms.to_string())];
-    let conn = |c: &ConnId| format!("{}:{}", c.node, c.local);
+    let conn = conn_text;
     match kind {
         EventKind::Chat { from, text } => {
             out.extend([
@@ -356,15 +450,7 @@ fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
         id: entry.id.clone(),
     };
     let text = |field: &str| entry.get::<String>(field);
-    let conn = |field: &str| {
-        let (node, local) = text(field)?
-            .split_once(':')
-            .map(|(n, l)| (n.to_owned(), l.to_owned()))?;
-        Some(ConnId {
-            node: node.parse().ok()?,
-            local: local.parse().ok()?,
-        })
-    };
+    let conn = |field: &str| parse_conn(&text(field)?);
     let (seq, _) = split_id(&entry.id).ok_or_else(damaged)?;
     let at_ms: i64 = text("t").and_then(|t| t.parse().ok()).ok_or_else(damaged)?;
     let name = || {

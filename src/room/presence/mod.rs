@@ -4,6 +4,7 @@
 //! (sessions of every node in Redis, with node heartbeats) is a second variant in its own
 //! file, providing the same methods.
 
+pub mod inbox;
 pub mod nodes;
 pub mod redis;
 

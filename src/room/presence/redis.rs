@@ -8,13 +8,14 @@
 //! |---|---|---|---|
 //! | `tlschat:online` | hash | lower-case name → the session (JSON: connection, name, source, since, account) | register, unregister, sweep |
 //! | `tlschat:online:node:ID` | set | lower-case names of node ID's sessions | the same |
+//! | `tlschat:positions:ACCOUNT` | hash | room → the read position a session that ended reached (expires after 5 min) | the session's node, before its left line |
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Redis, RedisUnavailable};
-use crate::event::{ConnId, NodeId};
+use crate::event::{ConnId, NodeId, RoomName, Seq};
 
 const ONLINE: &str = "tlschat:online";
 
@@ -170,6 +171,67 @@ impl RedisSessions {
             .map_err(|e| self.redis.error(e))?;
         Ok(gone.iter().filter_map(|j| parse(j)).collect())
     }
+}
+
+/// Raises a user's shared read positions (pairs of room and number in ARGV); kept for
+/// ARGV[1] seconds after the last change.
+const POSITIONS_SCRIPT: &str = r"
+for i = 2, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > cur then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+";
+
+/// How long a session's last read positions stay in Redis: long enough for the store's writer
+/// on the node that saved them to commit them too.
+const POSITIONS_TTL_SECS: u64 = 300;
+
+impl RedisSessions {
+    /// Records where a session that ends had read (they only move forward), so that a login
+    /// on another node finds them before the store has them.
+    pub async fn save_positions(
+        &self,
+        account: i64,
+        positions: &[(RoomName, Seq)],
+    ) -> Result<(), RedisUnavailable> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let script = redis::Script::new(POSITIONS_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(positions_key(account))
+            .arg(POSITIONS_TTL_SECS);
+        for (room, seq) in positions {
+            invocation.arg(room.as_str()).arg(*seq);
+        }
+        let _: u8 = invocation
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        Ok(())
+    }
+
+    /// The read positions recently saved by sessions of `account`, on any node.
+    pub async fn positions(&self, account: i64) -> Result<Vec<(RoomName, Seq)>, RedisUnavailable> {
+        let all: Vec<(String, Seq)> = redis::cmd("HGETALL")
+            .arg(positions_key(account))
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(room, seq)| Some((RoomName::parse(&room).ok()?, seq)))
+            .collect())
+    }
+}
+
+fn positions_key(account: i64) -> String {
+    format!("tlschat:positions:{account}")
 }
 
 fn node_key(node: NodeId) -> String {

@@ -1,0 +1,455 @@
+//! A node's link to the cluster's shared logs (cluster mode): the appender, which appends
+//! this node's events to the rooms' streams in the order the rooms made them, off the rooms'
+//! lock; the reader, which reads every active room's stream and the node's inbox in one
+//! blocking read (a connection of its own) and hands what it reads to the rooms, in stream
+//! order, the node's own events included; and the node's lease, renewed every heartbeat.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Rooms;
+use super::log::LogError;
+use super::log::redis::{RedisLogs, Tail};
+use super::presence::inbox::{Inboxes, Note};
+use super::presence::nodes::{ClaimError, DeadNode, HEARTBEAT, LEASE, Node, Nodes};
+use super::presence::redis::RedisSessions;
+use crate::cluster::{Redis, RedisUnavailable};
+use crate::event::{ConnId, Event, EventKind, NodeId, RoomName, Seq};
+
+/// How long an append may wait for Redis before its sender is told the line was not sent;
+/// the appender then drops it rather than append it late.
+pub const APPEND_WAIT: Duration = Duration::from_secs(5);
+/// How long the reader's read blocks when nothing happens.
+const READ_BLOCK: Duration = Duration::from_secs(5);
+/// Entries per stream and read: a busy room cannot starve the others for long.
+const READ_COUNT: usize = 512;
+/// The first wait after a failed read; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A write of this node's to the shared Redis, in the order the rooms made them.
+enum Write {
+    /// An event for its room's stream.
+    Event(Append),
+    /// The read positions of a session that ends (before its left line).
+    Positions(i64, Vec<(RoomName, Seq)>),
+    /// Says when everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// An event on its way to its room's stream.
+struct Append {
+    event: Event,
+    /// The member that sent it (a message) or that it is about (presence).
+    origin: Option<ConnId>,
+    /// Where the number goes, for a sender that waits for it.
+    reply: Option<oneshot::Sender<Result<Seq, LogError>>>,
+    /// Appended no later than this, or not at all.
+    deadline: Instant,
+}
+
+/// What the rooms use to reach the cluster; shared by the rooms and the link's tasks.
+pub struct Link {
+    /// This node's id in every connection id made here.
+    pub node: NodeId,
+    appends: mpsc::UnboundedSender<Write>,
+    /// The rooms' streams.
+    pub logs: RedisLogs,
+    /// Who is online on every node.
+    pub sessions: RedisSessions,
+    inboxes: Inboxes,
+    redis: Redis,
+}
+
+/// What the link's tasks run on, handed to [`Link::start`].
+pub struct Started {
+    /// The link.
+    pub link: Arc<Link>,
+    appends: mpsc::UnboundedReceiver<Write>,
+    node: Node,
+    nodes: Nodes,
+}
+
+impl Link {
+    /// Claims `node_name` (refused while a live node holds it) and makes the link; its tasks
+    /// start with [`Started::run`].
+    pub async fn connect(redis: Redis, node_name: &str, keep: u64) -> Result<Started, ClaimError> {
+        let nodes = Nodes::new(redis.clone());
+        let node = nodes.claim(node_name, LEASE).await?;
+        let inboxes = Inboxes::new(redis.clone());
+        // A previous incarnation's notes are not for this one.
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(Inboxes::key(node.id))
+            .query_async(&mut redis.conn())
+            .await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link {
+            node: node.id,
+            appends: tx,
+            logs: RedisLogs::new(redis.clone(), keep),
+            sessions: RedisSessions::new(redis.clone()),
+            inboxes,
+            redis,
+        });
+        if node.unswept {
+            // This name's previous incarnation died: its members leave before this one serves.
+            let gone = sweep(&link, node.id).await.map_err(ClaimError::Redis)?;
+            tracing::info!(node = %node.name, members = gone, "announced the previous incarnation's members as left");
+        }
+        Ok(Started {
+            link,
+            appends: rx,
+            node,
+            nodes,
+        })
+    }
+
+    /// Queues `event` for its room's stream, behind everything this node queued before.
+    pub(super) fn append(
+        &self,
+        event: Event,
+        origin: Option<ConnId>,
+        reply: Option<oneshot::Sender<Result<Seq, LogError>>>,
+    ) {
+        let append = Append {
+            event,
+            origin,
+            reply,
+            deadline: Instant::now() + APPEND_WAIT,
+        };
+        // Fails only once the appender is gone (shutdown): the sender times out.
+        let _ = self.appends.send(Write::Event(append));
+    }
+
+    /// Queues the read positions of a session that ends, behind this node's earlier writes.
+    pub(super) fn share_positions(&self, account: i64, positions: Vec<(RoomName, Seq)>) {
+        let _ = self.appends.send(Write::Positions(account, positions));
+    }
+
+    /// Leaves `note` in `node`'s inbox without waiting.
+    pub(super) fn send(&self, node: NodeId, note: Note) {
+        let inboxes = self.inboxes.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inboxes.send(node, &note).await {
+                tracing::warn!(error = %e, node, "leaving a note for another node failed");
+            }
+        });
+    }
+
+    /// Removes a session that ended from the cluster's list, without waiting (nothing if
+    /// another login took it over meanwhile).
+    pub(super) fn forget_session(&self, name: &str, conn: ConnId) {
+        let (sessions, name) = (self.sessions.clone(), name.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = sessions.unregister(&name, conn).await {
+                tracing::warn!(error = %e, "removing a session from the cluster's list failed");
+            }
+        });
+    }
+
+    /// A room became active here: notes it among the rooms this node's members may be in
+    /// (where a sweep looks after the node dies), then makes the reader read again, now with
+    /// the room.
+    pub(super) fn activated(&self, room: &RoomName) {
+        let (redis, node, room) = (self.redis.clone(), self.node, room.to_string());
+        let inboxes = self.inboxes.clone();
+        tokio::spawn(async move {
+            let noted: Result<(), _> = redis::cmd("SADD")
+                .arg(rooms_key(node))
+                .arg(&room)
+                .query_async(&mut redis.conn())
+                .await;
+            if let Err(e) = noted {
+                tracing::warn!(error = %redis.error(e), "noting an active room failed");
+            }
+            if let Err(e) = inboxes.send(node, &Note::Wake).await {
+                tracing::warn!(error = %e, "waking the log reader failed");
+            }
+        });
+    }
+
+    /// Waits (up to [`APPEND_WAIT`]) until every write queued so far is done.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.appends.send(Write::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(APPEND_WAIT, wait).await;
+        }
+    }
+
+    /// Where a room's stream ends now, with its roster.
+    pub async fn tail(&self, room: &RoomName) -> Result<Tail, RedisUnavailable> {
+        self.logs.tail(room).await
+    }
+}
+
+impl Started {
+    /// Runs the appender, the reader (delivering to `rooms`), the heartbeat and the sweeper
+    /// of dead nodes until `shutdown`; [`Running::finish`] ends the node's part.
+    pub fn run(self, rooms: &Arc<Rooms>, shutdown: CancellationToken) -> Running {
+        let Started {
+            link,
+            appends,
+            node,
+            nodes,
+        } = self;
+        tokio::spawn(run_appender(
+            (link.logs.clone(), link.sessions.clone()),
+            appends,
+            epoch(),
+        ));
+        tokio::spawn(run_reader(
+            Arc::downgrade(rooms),
+            Arc::clone(&link),
+            shutdown.clone(),
+        ));
+        tokio::spawn(run_heartbeat(nodes.clone(), node.clone(), shutdown.clone()));
+        tokio::spawn(run_sweeper(nodes.clone(), Arc::clone(&link), shutdown));
+        Running { link, nodes, node }
+    }
+}
+
+/// A node serving in the cluster.
+pub struct Running {
+    link: Arc<Link>,
+    nodes: Nodes,
+    node: Node,
+}
+
+impl Running {
+    /// After the sessions ended: writes what they queued (their left lines), removes any
+    /// session still listed for this node and gives the name up, so it is free at once.
+    pub async fn finish(self) {
+        self.link.flush().await;
+        if let Err(e) = self.link.sessions.sweep(self.node.id).await {
+            tracing::warn!(error = %e, "removing this node's sessions failed");
+        }
+        if let Err(e) = self.nodes.release(&self.node).await {
+            tracing::warn!(error = %e, "giving up the node's name failed");
+        }
+    }
+}
+
+/// A candidate epoch for logs that have none yet: unique enough per start.
+fn epoch() -> String {
+    crate::event::now_ms().to_string()
+}
+
+/// The set of rooms where `node` had members (for its sweep).
+fn rooms_key(node: NodeId) -> String {
+    format!("tlschat:node:{node}:rooms")
+}
+
+/// Who sweeps a dead node: one node at a time (`SET NX`, lapsing after this long).
+const SWEEP_LOCK_MS: u64 = 30_000;
+
+/// Announces a dead node's members as left: `*** NAME left (connection lost)` in #lobby for
+/// each of its sessions, and silently out of every other room it had members in. Returns how
+/// many sessions it announced.
+async fn sweep(link: &Link, dead: NodeId) -> Result<usize, RedisUnavailable> {
+    let gone = link.sessions.sweep(dead).await?;
+    let epoch = epoch();
+    let append = |room: RoomName, kind: EventKind, conn: ConnId| {
+        let logs = link.logs.clone();
+        let epoch = epoch.clone();
+        async move {
+            let at = (crate::event::now_ms(), Some(conn));
+            logs.append(&kind, &room, at, &epoch).await.map(|_| ())
+        }
+    };
+    let rooms: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(rooms_key(dead))
+        .query_async(&mut link.redis.conn())
+        .await
+        .map_err(|e| link.redis.error(e))?;
+    for room in rooms.iter().filter_map(|r| RoomName::parse(r).ok()) {
+        let tail = link.logs.tail(&room).await?;
+        if room.is_lobby() {
+            continue;
+        }
+        for conn in tail.roster.keys().filter(|c| c.node == dead) {
+            append(room.clone(), EventKind::Offline { conn: *conn }, *conn).await?;
+        }
+    }
+    let lobby = RoomName::lobby();
+    for session in &gone {
+        let kind = EventKind::Left {
+            name: session.name.as_str().into(),
+            reason: Some(crate::protocol::REASON_CONNECTION_LOST.to_owned()),
+            conn: session.conn(),
+        };
+        append(lobby.clone(), kind, session.conn()).await?;
+    }
+    // Anyone of the node still listed in #lobby without a session (its login was cut short).
+    let tail = link.logs.tail(&lobby).await?;
+    for conn in tail.roster.keys().filter(|c| c.node == dead) {
+        append(lobby.clone(), EventKind::Offline { conn: *conn }, *conn).await?;
+    }
+    let _: Result<(), _> = redis::cmd("DEL")
+        .arg(rooms_key(dead))
+        .query_async(&mut link.redis.conn())
+        .await;
+    Ok(gone.len())
+}
+
+/// Every heartbeat, sweeps the nodes whose lease lapsed (one node sweeps each).
+async fn run_sweeper(nodes: Nodes, link: Arc<Link>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let dead = match nodes.dead().await {
+            Ok(dead) => dead,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing dead nodes failed");
+                continue;
+            }
+        };
+        for node in dead {
+            if let Err(e) = sweep_once(&nodes, &link, &node).await {
+                tracing::warn!(error = %e, node = %node.name, "sweeping a dead node failed");
+            }
+        }
+    }
+}
+
+/// Sweeps `dead` unless another node is at it.
+async fn sweep_once(nodes: &Nodes, link: &Link, dead: &DeadNode) -> Result<(), RedisUnavailable> {
+    let mine: Option<String> = redis::cmd("SET")
+        .arg(format!("tlschat:node:{}:sweeping", dead.id))
+        .arg(link.node)
+        .arg("NX")
+        .arg("PX")
+        .arg(SWEEP_LOCK_MS)
+        .query_async(&mut link.redis.conn())
+        .await
+        .map_err(|e| link.redis.error(e))?;
+    if mine.is_none() {
+        return Ok(());
+    }
+    let gone = sweep(link, dead.id).await?;
+    if nodes.swept(dead).await? {
+        tracing::warn!(node = %dead.name, members = gone, "a node stopped answering; its members were announced as left");
+    }
+    Ok(())
+}
+
+/// Appends queued events one after another, so each room's stream holds this node's events
+/// in the order the rooms made them.
+async fn run_appender(
+    (logs, sessions): (RedisLogs, RedisSessions),
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    epoch: String,
+) {
+    while let Some(write) = rx.recv().await {
+        let append = match write {
+            Write::Event(append) => append,
+            Write::Positions(account, positions) => {
+                if let Err(e) = sessions.save_positions(account, &positions).await {
+                    tracing::warn!(error = %e, "sharing read positions failed");
+                }
+                continue;
+            }
+            Write::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let left = append.deadline.saturating_duration_since(Instant::now());
+        let appended = if left.is_zero() {
+            Err(LogError::Unavailable)
+        } else {
+            let at = (append.event.at_ms, append.origin);
+            let event = &append.event;
+            match tokio::time::timeout(left, logs.append(&event.kind, &event.room, at, &epoch))
+                .await
+            {
+                Ok(Ok(appended)) => Ok(appended.seq),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, room = %event.room, "appending to a room's log failed");
+                    Err(LogError::Unavailable)
+                }
+                Err(_) => {
+                    tracing::warn!(room = %event.room, "appending to a room's log timed out");
+                    Err(LogError::Unavailable)
+                }
+            }
+        };
+        if let Some(reply) = append.reply {
+            let _ = reply.send(appended);
+        }
+    }
+}
+
+/// Reads the active rooms' streams and the node's inbox, and delivers what it reads, until
+/// `shutdown` or the rooms are gone; reconnects with backoff after a failure.
+async fn run_reader(rooms: Weak<Rooms>, link: Arc<Link>, shutdown: CancellationToken) {
+    let inbox = Inboxes::key(link.node);
+    let mut inbox_read = "0-0".to_owned();
+    let mut backoff = FIRST_BACKOFF;
+    let mut reader = None;
+    while !shutdown.is_cancelled() {
+        let Some(from) = rooms.upgrade().map(|r| r.reading()) else {
+            return;
+        };
+        if reader.is_none() {
+            match link.logs.reader().await {
+                Ok(r) => reader = Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "connecting the log reader failed; retrying");
+                    wait(&shutdown, &mut backoff).await;
+                    continue;
+                }
+            }
+        }
+        let Some(r) = reader.as_mut() else { continue };
+        let read = tokio::select! {
+            read = r.read(&from, Some((&inbox, &inbox_read)), READ_BLOCK, READ_COUNT) => read,
+            () = shutdown.cancelled() => return,
+        };
+        match read {
+            Ok(read) => {
+                backoff = FIRST_BACKOFF;
+                if let Some(last) = read.inbox.last() {
+                    inbox_read.clone_from(&last.id);
+                }
+                let Some(rooms) = rooms.upgrade() else { return };
+                rooms.deliver_read(read);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the rooms' logs failed; retrying");
+                reader = None;
+                wait(&shutdown, &mut backoff).await;
+            }
+        }
+    }
+}
+
+async fn wait(shutdown: &CancellationToken, backoff: &mut Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(*backoff) => {}
+        () = shutdown.cancelled() => {}
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+/// Renews the node's lease every heartbeat until shutdown.
+async fn run_heartbeat(nodes: Nodes, node: Node, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = shutdown.cancelled() => break,
+        }
+        match nodes.renew(&node, LEASE).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(node = %node.name, "this node's lease lapsed and its name was taken");
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing this node's lease failed"),
+        }
+    }
+}

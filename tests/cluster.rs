@@ -1,0 +1,401 @@
+//! Several nodes, one chat: three servers sharing a private redis-server (rooms' streams,
+//! presence) and a private PostgreSQL (accounts, memberships, read positions), each client on
+//! its own node over real TLS. Skips when either program is missing (unless
+//! `TLSCHAT_REQUIRE_ALL=1`).
+
+mod common;
+
+use common::pg::Postgres;
+use common::redis::Redis;
+use common::{Opts, TestClient, TestServer, spawn_server};
+
+/// Redis, PostgreSQL and `n` nodes named n1, n2, …
+struct Cluster {
+    nodes: Vec<TestServer>,
+    _redis: Redis,
+    _pg: Postgres,
+}
+
+async fn cluster(n: usize) -> Option<Cluster> {
+    let redis = Redis::start()?;
+    let pg = Postgres::start()?;
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(
+            spawn_server(Opts {
+                db_url: Some(pg.url.clone()),
+                cluster: Some((redis.url.clone(), format!("n{i}"))),
+                rooms: tlschat::config::RoomLimits {
+                    history: tlschat::config::HistoryMode::Redis,
+                    ..Default::default()
+                },
+                ..Opts::default()
+            })
+            .await,
+        );
+    }
+    Some(Cluster {
+        nodes,
+        _redis: redis,
+        _pg: pg,
+    })
+}
+
+impl Cluster {
+    async fn login(&self, node: usize, name: &str) -> TestClient {
+        self.nodes[node - 1].login(name).await
+    }
+}
+
+/// bob on node 2 and then alice on node 1 in #dev, every presence line read.
+async fn two_in_dev(cluster: &Cluster) -> (TestClient, TestClient) {
+    let mut bob = cluster.login(2, "bob").await;
+    join(&mut bob, "#dev", "*** You joined #dev; 1 here: bob").await;
+    let mut alice = cluster.login(1, "alice").await;
+    bob.expect_line("*** alice joined").await;
+    join(
+        &mut alice,
+        "#dev",
+        "*** You joined #dev; 2 here: alice, bob",
+    )
+    .await;
+    bob.expect_line("[#dev] *** alice joined").await;
+    (alice, bob)
+}
+
+/// `name` joins `room` and reads its reply (which must start as given).
+async fn join(c: &mut TestClient, room: &str, reply_start: &str) {
+    c.send(&format!("/join {room}")).await;
+    let line = c.wait_for_start("*** You joined").await;
+    assert!(line.starts_with(reply_start), "{line}");
+}
+
+#[tokio::test]
+async fn the_welcome_and_who_list_the_members_of_every_node() {
+    let Some(cluster) = cluster(3).await else {
+        return;
+    };
+    let mut alice = cluster.login(1, "alice").await;
+    let mut bob = cluster.login(2, "bob").await;
+    alice.expect_line("*** bob joined").await;
+    let carol = cluster.login(3, "carol").await;
+    assert_eq!(
+        carol.welcome,
+        "*** Welcome, carol! 3 online: alice, bob, carol"
+    );
+    alice.expect_line("*** carol joined").await;
+    bob.expect_line("*** carol joined").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 3 online: alice, bob, carol").await;
+}
+
+#[tokio::test]
+async fn lines_from_three_nodes_reach_every_member_in_one_order_per_room() {
+    let Some(cluster) = cluster(3).await else {
+        return;
+    };
+    let mut senders = Vec::new();
+    let mut readers = Vec::new();
+    for (node, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+        let mut c = cluster.login(node, name).await;
+        join(&mut c, "#dev", "*** You joined #dev").await;
+        senders.push(c);
+    }
+    // dave reads on node 1, in #dev; nobody else's lines are his.
+    let mut dave = cluster.login(1, "dave").await;
+    join(
+        &mut dave,
+        "#dev",
+        "*** You joined #dev; 4 here: alice, bob, carol, dave",
+    )
+    .await;
+    readers.push(dave);
+    for round in 0..10 {
+        for (i, s) in senders.iter_mut().enumerate() {
+            s.send(&format!("line {round} from {i}")).await;
+        }
+    }
+    let dave_saw = read_chat(&mut readers[0], 30).await;
+    // Each sender sees the others' 20 lines in the same relative order as dave.
+    for (i, s) in senders.iter_mut().enumerate() {
+        let saw = read_chat(s, 20).await;
+        let expected: Vec<String> = dave_saw
+            .iter()
+            .filter(|l| !l.ends_with(&format!("from {i}")))
+            .cloned()
+            .collect();
+        assert_eq!(saw, expected, "sender {i}");
+    }
+    // Each sender's own lines in the order sent.
+    for i in 0..3 {
+        let own: Vec<&String> = dave_saw
+            .iter()
+            .filter(|l| l.ends_with(&format!("from {i}")))
+            .collect();
+        let rounds: Vec<String> = own
+            .iter()
+            .map(|l| l.split(' ').nth(2).unwrap().to_owned())
+            .collect();
+        let sorted: Vec<String> = (0..10).map(|r| r.to_string()).collect();
+        assert_eq!(rounds, sorted);
+    }
+}
+
+/// The next `n` chat lines of #dev (presence lines skipped).
+async fn read_chat(c: &mut TestClient, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let line = c.next_line().await;
+        if let Some(rest) = line.strip_prefix("[#dev] <") {
+            out.push(rest.to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_private_message_reaches_another_node() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let mut bob = cluster.login(2, "bob").await;
+    let mut alice = cluster.login(1, "alice").await;
+    bob.expect_line("*** alice joined").await;
+    alice.send("/msg BOB psst").await;
+    alice.expect_line("-> *bob* psst").await;
+    bob.expect_line("*alice* psst").await;
+    alice.send("/msg zed hello").await;
+    alice.expect_line("! zed is not online").await;
+}
+
+#[tokio::test]
+async fn join_history_and_history_come_from_the_shared_log_on_every_node() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let mut alice = cluster.login(1, "alice").await;
+    join(&mut alice, "#dev", "*** You joined #dev; 1 here: alice").await;
+    for i in 1..=3 {
+        alice.send(&format!("m{i}")).await;
+    }
+    alice.send("/history 2").await;
+    alice.expect_line("*** History of #dev: 2 messages").await;
+    alice.wait_for("*** End of history").await;
+    let mut bob = cluster.login(2, "bob").await;
+    alice.expect_line("*** bob joined").await;
+    join(&mut bob, "#dev", "*** You joined #dev; 2 here: alice, bob").await;
+    bob.expect_line("*** History of #dev: 3 messages").await;
+    for i in 1..=3 {
+        let line = bob.next_line().await;
+        assert_eq!(common::untimed(&line), format!("<alice> m{i}"));
+    }
+    bob.expect_line("*** End of history").await;
+    alice.expect_line("[#dev] *** bob joined").await;
+    bob.send("m4").await;
+    alice.expect_line("[#dev] <bob> m4").await;
+    bob.send("/part").await;
+    bob.expect_line("*** You left #dev").await;
+    alice.expect_line("[#dev] *** bob left").await;
+    alice.send("/who").await;
+    alice.expect_line("*** 1 in #dev: alice").await;
+}
+
+#[tokio::test]
+async fn rooms_and_catch_up_follow_the_user_to_another_node() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    bob.send("seen").await;
+    alice.expect_line("[#dev] <bob> seen").await;
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    bob.wait_for("*** alice left").await;
+    bob.send("missed 1").await;
+    bob.send("missed 2").await;
+    // bob's lines are in the log once his own next reply arrives.
+    bob.send("/history 1").await;
+    bob.wait_for("*** End of history").await;
+    let mut again = cluster.login(2, "alice").await;
+    again
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    again
+        .expect_line("*** You missed 2 messages in #dev:")
+        .await;
+    let lines = [again.next_line().await, again.next_line().await];
+    assert_eq!(
+        lines.iter().map(|l| common::untimed(l)).collect::<Vec<_>>(),
+        ["<bob> missed 1", "<bob> missed 2"]
+    );
+}
+
+#[tokio::test]
+async fn a_login_on_another_node_takes_the_session_over_without_a_flap() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    let again = cluster.login(2, "ALICE").await;
+    assert_eq!(again.welcome, "*** Welcome, alice! 2 online: alice, bob");
+    alice
+        .expect_line("! You signed in elsewhere; closing this session")
+        .await;
+    alice.expect_closed().await;
+    // Neither a left nor a joined line reached bob, and alice is listed once.
+    bob.send("/who").await;
+    bob.expect_line("*** 2 in #dev: alice, bob").await;
+    bob.send("/join #lobby").await;
+    bob.expect_line("*** Now talking in #lobby").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 2 online: alice, bob").await;
+}
+
+/// The real binary as a cluster node named `name`, in `dir`, on `pg` and `redis`.
+fn node(dir: &std::path::Path, pg: &Postgres, redis: &Redis, name: &str) -> common::bin::Serve {
+    common::bin::serve_on(
+        dir,
+        &pg.url,
+        &[
+            "--cluster",
+            &redis.url,
+            "--node-name",
+            name,
+            "--admin-socket",
+            "off",
+        ],
+        &[],
+    )
+}
+
+/// `tlschat serve ARGS` that must fail; its output.
+fn refused(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = common::bin::tlschat(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn cluster_mode_refuses_a_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = refused(dir.path(), &["--cluster", "redis://127.0.0.1:1"]);
+    assert!(
+        said.contains("error: cluster mode needs PostgreSQL: --db must be a postgres:// URL"),
+        "{said}"
+    );
+    let said = refused(
+        dir.path(),
+        &["--cluster", "redis://127.0.0.1:1", "--db", "chat.db"],
+    );
+    assert!(said.contains("cluster mode needs PostgreSQL"), "{said}");
+}
+
+#[test]
+fn history_in_redis_needs_cluster_mode_and_cluster_mode_keeps_history_nowhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = refused(dir.path(), &["--history", "redis"]);
+    assert!(
+        said.contains("error: history = \"redis\" needs cluster mode (--cluster URL)"),
+        "{said}"
+    );
+    let said = refused(
+        dir.path(),
+        &[
+            "--cluster",
+            "redis://127.0.0.1:1",
+            "--db",
+            "postgres://u@127.0.0.1:1/db",
+            "--history",
+            "sqlite",
+        ],
+    );
+    assert!(
+        said.contains("with --cluster, history is kept in Redis: history must be \"redis\" or \"off\", not \"sqlite\""),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_node_under_the_name_of_a_live_node_is_refused() {
+    let (Some(redis), Some(pg)) = (Redis::start(), Postgres::start()) else {
+        return;
+    };
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _n1 = node(one.path(), &pg, &redis, "chat-1");
+    let said = refused(
+        two.path(),
+        &[
+            "--db",
+            &pg.url,
+            "--cluster",
+            &redis.url,
+            "--node-name",
+            "chat-1",
+        ],
+    );
+    assert!(said.contains("error: node name chat-1 is in use"), "{said}");
+    assert!(!said.contains(common::redis::REDIS_PASSWORD), "{said}");
+}
+
+#[tokio::test]
+async fn the_members_of_a_killed_node_are_announced_as_left_and_its_name_is_free_again() {
+    let (Some(redis), Some(pg)) = (Redis::start(), Postgres::start()) else {
+        return;
+    };
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for name in ["alice", "bob"] {
+        let add = common::bin::run_with_stdin(
+            {
+                let mut cmd = common::bin::tlschat(one.path());
+                cmd.args(["user", "add", name, "--password-stdin", "--db", &pg.url]);
+                cmd
+            },
+            &format!("{}\n", common::PASSWORD),
+        );
+        common::bin::succeeded(&add);
+    }
+    let n1 = node(one.path(), &pg, &redis, "n1");
+    let n2 = node(two.path(), &pg, &redis, "n2");
+    let mut bob = TestClient::connect(n2.addr, &common::bin::connector_for_dir(two.path())).await;
+    bob.login("bob", common::PASSWORD).await;
+    join(&mut bob, "#dev", "*** You joined #dev; 1 here: bob").await;
+    let mut alice = TestClient::connect(n1.addr, &common::bin::connector_for_dir(one.path())).await;
+    alice.login("alice", common::PASSWORD).await;
+    bob.expect_line("*** alice joined").await;
+    join(
+        &mut alice,
+        "#dev",
+        "*** You joined #dev; 2 here: alice, bob",
+    )
+    .await;
+    bob.expect_line("[#dev] *** alice joined").await;
+    let killed = std::time::Instant::now();
+    drop(n1); // SIGKILL
+    let line = bob
+        .next_line_within(std::time::Duration::from_secs(15))
+        .await;
+    assert_eq!(line, "*** alice left (connection lost)");
+    eprintln!("announced after {:?}", killed.elapsed());
+    bob.send("/who").await;
+    bob.expect_line("*** 1 in #dev: bob").await;
+    bob.send("/join #lobby").await;
+    bob.expect_line("*** Now talking in #lobby").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 1 online: bob").await;
+    // The name is free, and the node starts clean.
+    let n1 = node(one.path(), &pg, &redis, "n1");
+    let mut again = TestClient::connect(n1.addr, &common::bin::connector_for_dir(one.path())).await;
+    again.login("alice", common::PASSWORD).await;
+    assert_eq!(again.welcome, "*** Welcome, alice! 2 online: alice, bob");
+    let log = std::fs::read_to_string(one.path().join("serve.log")).unwrap();
+    assert!(!log.contains(common::redis::REDIS_PASSWORD));
+    assert!(
+        !n1.printed
+            .join("\n")
+            .contains(common::redis::REDIS_PASSWORD)
+    );
+}
