@@ -173,7 +173,7 @@ async fn answer(
     }
     let command = line.trim_end_matches(['\r', '\n']);
     log_command(peer_uid, command);
-    let reply = execute(command, room, metrics);
+    let reply = execute(command, room, metrics).await;
     write.write_all(reply.as_bytes()).await?;
     write.shutdown().await
 }
@@ -204,10 +204,11 @@ fn log_command(peer_uid: u32, command: &str) {
 }
 
 /// Runs one command and renders the reply.
-pub fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
+pub async fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
     let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
     let rest = rest.trim();
     match word {
+        "who" if room.link().is_some() => who_in_cluster(room).await,
         "who" => {
             let mut out = String::new();
             for s in room.presence().sessions() {
@@ -232,8 +233,10 @@ pub fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
             let kicked = room
                 .presence()
                 .find(name)
-                .filter(|id| room.kick(*id, &protocol::kicked(reason), reason));
-            if kicked.is_some() {
+                .filter(|id| room.kick(*id, &protocol::kicked(reason), reason))
+                .is_some()
+                || kick_elsewhere(room, name, reason).await;
+            if kicked {
                 crate::metrics::inc(&metrics.evictions_admin);
                 tracing::info!(user = ?name, "kicked by an administrator");
                 "ok\n".to_owned()
@@ -251,6 +254,63 @@ pub fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
             }
         }
         _ => "error: commands are: who | kick NAME [REASON] | say TEXT\n".to_owned(),
+    }
+}
+
+/// `who` on a cluster node: every node's sessions, the node's name in a fifth column (bytes
+/// queued are known for this node's sessions only: `-` for the others').
+async fn who_in_cluster(room: &Rooms) -> String {
+    let Some(link) = room.link() else {
+        return "ok\n".to_owned();
+    };
+    let (sessions, names) = match (link.sessions.sessions().await, link.nodes.names().await) {
+        (Ok(sessions), Ok(names)) => (sessions, names),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "listing the cluster's sessions failed");
+            return "error: the cluster is unavailable right now\n".to_owned();
+        }
+    };
+    let here: std::collections::HashMap<_, _> = room
+        .presence()
+        .sessions()
+        .into_iter()
+        .map(|s| (s.id, s.queued_bytes))
+        .collect();
+    let mut out = String::new();
+    for s in sessions {
+        let since = crate::report::utc(u64::try_from(s.since_ms / 1000).unwrap_or(0));
+        let queued = here
+            .get(&s.conn())
+            .map_or_else(|| "-".to_owned(), ToString::to_string);
+        let node = names.get(&s.node).map_or("?", String::as_str);
+        out.push_str(&format!(
+            "{}\t{}\t{since}\t{queued}\t{node}\n",
+            s.name, s.peer
+        ));
+    }
+    out.push_str("ok\n");
+    out
+}
+
+/// `kick` of a session on another node of the cluster: its node closes it.
+async fn kick_elsewhere(room: &Rooms, name: &str, reason: Option<&str>) -> bool {
+    let Some(link) = room.link() else {
+        return false;
+    };
+    match link.sessions.find(name).await {
+        Ok(Some(session)) if session.node != link.node => {
+            let note = crate::room::presence::inbox::Note::Kick {
+                conn: session.conn(),
+                reason: reason.map(str::to_owned),
+            };
+            link.send(session.node, note);
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "finding a session to kick failed");
+            false
+        }
     }
 }
 
@@ -298,17 +358,17 @@ pub fn default_socket_for(db: &crate::store::Db) -> PathBuf {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_commands_and_offline_targets_are_errors() {
+    #[tokio::test]
+    async fn unknown_commands_and_offline_targets_are_errors() {
         let room = Rooms::new(1 << 20);
         let m = Metrics::default();
-        assert!(execute("frob", &room, &m).starts_with("error: "));
-        assert!(execute("kick", &room, &m).starts_with("error: "));
+        assert!(execute("frob", &room, &m).await.starts_with("error: "));
+        assert!(execute("kick", &room, &m).await.starts_with("error: "));
         assert_eq!(
-            execute("kick zed spam", &room, &m),
+            execute("kick zed spam", &room, &m).await,
             "error: zed is not online\n"
         );
-        assert_eq!(execute("who", &room, &m), "ok\n");
+        assert_eq!(execute("who", &room, &m).await, "ok\n");
     }
 
     #[test]

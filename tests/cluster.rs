@@ -347,24 +347,12 @@ async fn the_members_of_a_killed_node_are_announced_as_left_and_its_name_is_free
         return;
     };
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for name in ["alice", "bob"] {
-        let add = common::bin::run_with_stdin(
-            {
-                let mut cmd = common::bin::tlschat(one.path());
-                cmd.args(["user", "add", name, "--password-stdin", "--db", &pg.url]);
-                cmd
-            },
-            &format!("{}\n", common::PASSWORD),
-        );
-        common::bin::succeeded(&add);
-    }
+    add_users(one.path(), &pg, &["alice", "bob"]);
     let n1 = node(one.path(), &pg, &redis, "n1");
     let n2 = node(two.path(), &pg, &redis, "n2");
-    let mut bob = TestClient::connect(n2.addr, &common::bin::connector_for_dir(two.path())).await;
-    bob.login("bob", common::PASSWORD).await;
+    let mut bob = login_on(&n2, two.path(), "bob").await;
     join(&mut bob, "#dev", "*** You joined #dev; 1 here: bob").await;
-    let mut alice = TestClient::connect(n1.addr, &common::bin::connector_for_dir(one.path())).await;
-    alice.login("alice", common::PASSWORD).await;
+    let mut alice = login_on(&n1, one.path(), "alice").await;
     bob.expect_line("*** alice joined").await;
     join(
         &mut alice,
@@ -398,4 +386,92 @@ async fn the_members_of_a_killed_node_are_announced_as_left_and_its_name_is_free
             .join("\n")
             .contains(common::redis::REDIS_PASSWORD)
     );
+}
+
+/// Adds `names` (password [`common::PASSWORD`]) with `tlschat user add` on `pg`.
+fn add_users(dir: &std::path::Path, pg: &Postgres, names: &[&str]) {
+    for name in names {
+        let mut cmd = common::bin::tlschat(dir);
+        cmd.args(["user", "add", name, "--password-stdin", "--db", &pg.url]);
+        common::bin::succeeded(&common::bin::run_with_stdin(
+            cmd,
+            &format!("{}\n", common::PASSWORD),
+        ));
+    }
+}
+
+/// `tlschat admin ARGS` through the admin socket in `dir`; its stdout.
+fn admin(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = common::bin::tlschat(dir)
+        .arg("admin")
+        .args(args)
+        .args(["--admin-socket", "tlschat.sock"])
+        .output()
+        .unwrap();
+    common::bin::succeeded(&out)
+}
+
+/// A client logged in as `name` on the binary node `serve` run in `dir`.
+async fn login_on(serve: &common::bin::Serve, dir: &std::path::Path, name: &str) -> TestClient {
+    let mut c = TestClient::connect(serve.addr, &common::bin::connector_for_dir(dir)).await;
+    c.login(name, common::PASSWORD).await;
+    c
+}
+
+#[tokio::test]
+async fn admin_who_kick_and_say_on_one_node_reach_every_node() {
+    let (Some(redis), Some(pg)) = (Redis::start(), Postgres::start()) else {
+        return;
+    };
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    add_users(one.path(), &pg, &["alice", "bob"]);
+    let n1 = common::bin::serve_on(
+        one.path(),
+        &pg.url,
+        &["--cluster", &redis.url, "--node-name", "n1"],
+        &[],
+    );
+    let n2 = node(two.path(), &pg, &redis, "n2");
+    let mut bob = login_on(&n1, one.path(), "bob").await;
+    let mut alice = login_on(&n2, two.path(), "alice").await;
+    bob.expect_line("*** alice joined").await;
+    let who = admin(one.path(), &["who"]);
+    let rows: Vec<Vec<&str>> = who.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{who}");
+    assert_eq!((rows[0][0], rows[0][4]), ("alice", "n2"), "{who}");
+    assert_eq!(
+        rows[0][3], "-",
+        "bytes queued on another node are not known here"
+    );
+    assert_eq!((rows[1][0], rows[1][4]), ("bob", "n1"), "{who}");
+    assert!(rows[1][3].parse::<u64>().is_ok(), "{who}");
+    admin(one.path(), &["say", "maintenance at 5"]);
+    alice.expect_line("*** [admin] maintenance at 5").await;
+    bob.expect_line("*** [admin] maintenance at 5").await;
+    admin(one.path(), &["kick", "alice", "spam"]);
+    alice
+        .expect_line("! You were removed by an administrator (spam)")
+        .await;
+    alice.expect_closed().await;
+    bob.expect_line("*** alice left (spam)").await;
+    drop(n2);
+}
+
+#[tokio::test]
+async fn disabling_a_user_closes_its_session_on_another_node_within_5_s() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let mut alice = cluster.login(2, "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster._pg.url.clone();
+    let disabled = std::time::Instant::now();
+    let mut cmd = common::bin::tlschat(dir.path());
+    cmd.args(["user", "disable", "alice", "--db", &url]);
+    common::bin::succeeded(&cmd.output().unwrap());
+    alice
+        .expect_line("! Your account was changed by an administrator")
+        .await;
+    alice.expect_closed().await;
+    assert!(disabled.elapsed() < std::time::Duration::from_secs(5));
 }

@@ -70,6 +70,13 @@ pub(super) async fn admin_command(args: AdminArgs, report: Report) -> anyhow::Re
                         ("since", json!(since)),
                         ("queued_bytes", json!(queued.parse::<u64>().ok())),
                     ],
+                    [user, peer, since, queued, node] => vec![
+                        ("user", json!(user)),
+                        ("peer", json!(peer)),
+                        ("since", json!(since)),
+                        ("queued_bytes", json!(queued.parse::<u64>().ok())),
+                        ("node", json!(node)),
+                    ],
                     _ => vec![("text", json!(line))],
                 };
                 report.line(line, "session", &fields)?;

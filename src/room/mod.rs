@@ -342,6 +342,10 @@ impl Rooms {
                     }
                 }
                 Some(Note::Replaced { conn }) => state.replaced_elsewhere(conn),
+                Some(Note::Kick { conn, reason }) => {
+                    let line = protocol::kicked(reason.as_deref());
+                    state.kick(conn, &line, reason.as_deref());
+                }
                 Some(Note::Wake) | None => {}
             }
         }
@@ -672,6 +676,22 @@ impl State {
         {
             member.rooms.insert(at, room.clone());
         }
+    }
+
+    /// Removes a member with a last line to it and `*** name left` (with the reason) to all.
+    fn kick(&mut self, id: MemberId, line: &str, reason: Option<&str>) -> bool {
+        let Some(member) = self.remove(id) else {
+            return false;
+        };
+        member.close(line);
+        let lobby = self.lobby.clone();
+        let kind = EventKind::Left {
+            name: member.name,
+            reason: reason.map(str::to_owned),
+            conn: id,
+        };
+        self.publish_presence(&lobby, kind, None);
+        true
     }
 
     /// True for a connection of this node's incarnation.
@@ -1294,19 +1314,7 @@ impl Rooms {
     /// Removes a member with a last line to it and `*** name left` (with the reason, if any)
     /// to the others; false if the member is no longer there.
     pub fn kick(&self, id: MemberId, line: &str, reason: Option<&str>) -> bool {
-        let mut state = self.lock();
-        let Some(member) = state.remove(id) else {
-            return false;
-        };
-        member.close(line);
-        let lobby = state.lobby.clone();
-        let kind = EventKind::Left {
-            name: member.name,
-            reason: reason.map(str::to_owned),
-            conn: id,
-        };
-        state.publish_presence(&lobby, kind, None);
-        true
+        self.lock().kick(id, line, reason)
     }
 
     /// Sends `*** [admin] TEXT` to every member, as a #lobby message; false (nothing sent)

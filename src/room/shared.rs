@@ -61,6 +61,8 @@ pub struct Link {
     pub logs: RedisLogs,
     /// Who is online on every node.
     pub sessions: RedisSessions,
+    /// The node registry (names for listings).
+    pub nodes: Nodes,
     inboxes: Inboxes,
     redis: Redis,
 }
@@ -92,6 +94,7 @@ impl Link {
             appends: tx,
             logs: RedisLogs::new(redis.clone(), keep),
             sessions: RedisSessions::new(redis.clone()),
+            nodes: nodes.clone(),
             inboxes,
             redis,
         });
@@ -131,7 +134,7 @@ impl Link {
     }
 
     /// Leaves `note` in `node`'s inbox without waiting.
-    pub(super) fn send(&self, node: NodeId, note: Note) {
+    pub fn send(&self, node: NodeId, note: Note) {
         let inboxes = self.inboxes.clone();
         tokio::spawn(async move {
             if let Err(e) = inboxes.send(node, &note).await {

@@ -31,6 +31,13 @@ pub enum Note {
         /// The replaced connection.
         conn: ConnId,
     },
+    /// An administrator kicked the session of this connection.
+    Kick {
+        /// The connection.
+        conn: ConnId,
+        /// The reason given, if any.
+        reason: Option<String>,
+    },
 }
 
 /// The inboxes of every node on one Redis; cheap to clone.
@@ -68,6 +75,13 @@ impl Inboxes {
                 .arg("x")
                 .arg(line),
             Note::Replaced { conn } => cmd.arg("k").arg("replaced").arg("c").arg(conn.to_string()),
+            Note::Kick { conn, reason } => {
+                cmd.arg("k").arg("kick").arg("c").arg(conn.to_string());
+                if let Some(reason) = reason {
+                    cmd.arg("x").arg(reason);
+                }
+                &mut cmd
+            }
         };
         cmd.query_async::<()>(&mut self.redis.conn())
             .await
@@ -86,6 +100,10 @@ pub fn decode(entry: &StreamId) -> Option<Note> {
             line: text("x")?,
         }),
         "replaced" => Some(Note::Replaced { conn: conn()? }),
+        "kick" => Some(Note::Kick {
+            conn: conn()?,
+            reason: text("x"),
+        }),
         _ => None,
     }
 }

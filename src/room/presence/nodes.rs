@@ -182,6 +182,17 @@ impl Nodes {
         Ok(())
     }
 
+    /// Every registered node's name, by id (for listings).
+    pub async fn names(
+        &self,
+    ) -> Result<std::collections::HashMap<NodeId, String>, RedisUnavailable> {
+        redis::cmd("HGETALL")
+            .arg(NODES)
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.error(e))
+    }
+
     /// The nodes whose lease lapsed and that are not swept yet.
     pub async fn dead(&self) -> Result<Vec<DeadNode>, RedisUnavailable> {
         let mut conn = self.redis.conn();
