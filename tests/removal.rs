@@ -28,8 +28,8 @@ async fn server() -> TestServer {
     .await
 }
 
-fn admin(server: &TestServer, command: &str) -> String {
-    execute(command, &server.ctx.room, &server.ctx.metrics)
+async fn admin(server: &TestServer, command: &str) -> String {
+    execute(command, &server.ctx.room, &server.ctx.metrics).await
 }
 
 fn open_connections(server: &TestServer) -> u64 {
@@ -76,14 +76,14 @@ async fn blocked_alice(server: &TestServer) -> (TestClient, TestClient) {
 async fn kicked_member_blocked_in_a_write_is_gone_at_once_and_its_next_session_can_be_kicked() {
     let server = server().await;
     let (_alice, _bob) = blocked_alice(&server).await;
-    assert_eq!(admin(&server, "kick alice"), "ok\n");
+    assert_eq!(admin(&server, "kick alice").await, "ok\n");
     assert!(queued_for(&server, "alice").is_none(), "still listed");
     wait_until("the kicked session ends", GONE_WITHIN, || {
         open_connections(&server) == 1
     })
     .await;
     let mut again = server.login("alice").await;
-    assert_eq!(admin(&server, "kick alice"), "ok\n");
+    assert_eq!(admin(&server, "kick alice").await, "ok\n");
     // The new session first gets the catch-up of what the blocked one never wrote.
     again
         .wait_for("! You were removed by an administrator")
@@ -100,9 +100,9 @@ async fn taken_over_session_blocked_in_a_write_ends_and_is_listed_once() {
         open_connections(&server) == 2
     })
     .await;
-    let who = admin(&server, "who");
+    let who = admin(&server, "who").await;
     assert_eq!(who.matches("alice\t").count(), 1, "{who}");
-    assert_eq!(admin(&server, "kick alice"), "ok\n");
+    assert_eq!(admin(&server, "kick alice").await, "ok\n");
     // The new session first gets the catch-up of what the blocked one's peer never
     // acknowledged.
     again
