@@ -34,8 +34,8 @@ async fn log_in(server: &TestServer) -> (TestClient, SocketAddr, bool) {
 }
 
 /// `admin who`'s rows for alice: (peer address).
-fn listed(server: &TestServer) -> Vec<String> {
-    let reply = execute("who", &server.ctx.room, &server.ctx.metrics);
+async fn listed(server: &TestServer) -> Vec<String> {
+    let reply = execute("who", &server.ctx.room, &server.ctx.metrics).await;
     reply
         .lines()
         .filter(|l| l.starts_with("alice\t"))
@@ -50,7 +50,7 @@ async fn concurrent_logins_of_one_account_leave_the_survivor_listed_and_closable
     for round in 0..ROUNDS {
         let ((a, a_addr, a_gone), (b, b_addr, b_gone)) =
             tokio::join!(log_in(&server), log_in(&server));
-        let rows = listed(&server);
+        let rows = listed(&server).await;
         assert_eq!(rows.len(), 1, "round {round}: admin who lists one alice");
         let ((mut survivor, survivor_gone), (mut replaced, replaced_gone)) =
             if rows[0] == a_addr.to_string() {
