@@ -171,7 +171,7 @@ impl App {
         let ctx = self.ctx;
         let cluster = self
             .cluster
-            .map(|cluster| cluster.run(&ctx.room, shutdown.clone()));
+            .map(|cluster| cluster.run(&ctx.room, &ctx.metrics, shutdown.clone()));
         if let Some(socket) = listeners.admin {
             tokio::spawn(crate::admin::serve(
                 socket,

@@ -68,6 +68,8 @@ pub struct Target<'a> {
     pub names: &'a [String],
     /// Hashing parameters.
     pub hash: Result<HashSettings, String>,
+    /// Cluster mode's Redis URL, if cluster mode is on.
+    pub cluster: Option<&'a str>,
 }
 
 /// Runs every check.
@@ -79,9 +81,61 @@ pub async fn run(target: &Target<'_>) -> Vec<Check> {
         store::Db::File(path) => database_checks(path, &mut out).await,
         store::Db::Url(url) => postgres_checks(url, &mut out).await,
     }
+    if let Some(url) = target.cluster {
+        if matches!(target.db, store::Db::File(_)) {
+            out.push(check(
+                Level::Fail,
+                "cluster",
+                "cluster mode needs PostgreSQL: --db must be a postgres:// URL",
+            ));
+        }
+        out.push(redis_check(url).await);
+    }
     hash_check(&target.hash, &mut out).await;
     out.push(listen_check(&target.listen).await);
     out
+}
+
+/// The cluster's Redis answers; its append-only file should be on, or a Redis restart loses
+/// the rooms' history and who is online.
+async fn redis_check(url: &str) -> Check {
+    let at = store::Location::url(url);
+    let redis = match crate::cluster::Redis::connect(url).await {
+        Ok(redis) => redis,
+        Err(e) => return check(Level::Fail, "redis", e.to_string()),
+    };
+    let info: Result<String, _> = redis::cmd("INFO")
+        .arg("server")
+        .arg("persistence")
+        .query_async(&mut redis.conn())
+        .await;
+    let info = match info {
+        Ok(info) => info,
+        Err(e) => return check(Level::Fail, "redis", redis.error(e).to_string()),
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let version = field("redis_version").unwrap_or("?");
+    if field("aof_enabled") == Some("1") {
+        check(
+            Level::Ok,
+            "redis",
+            format!("Redis {version} at {at}, append-only file on"),
+        )
+    } else {
+        check(
+            Level::Warn,
+            "redis",
+            format!(
+                "Redis {version} at {at} has its append-only file off: a Redis restart loses \
+                 the rooms' history; set appendonly yes (appendfsync everysec loses at most \
+                 about 1 s)"
+            ),
+        )
+    }
 }
 
 fn certificate_checks(target: &Target<'_>, out: &mut Vec<Check>) {

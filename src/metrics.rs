@@ -103,6 +103,15 @@ pub struct Metrics {
     /// Time from a line entering a member's queue to its write completing (oldest line of
     /// each write).
     pub delivery_latency_seconds: Histogram,
+    /// Cluster mode: round trip of one append to a room's stream in Redis.
+    pub redis_seconds: Histogram,
+    /// Cluster mode: entries the node's log reader got in its last read (0 or a few when it
+    /// keeps up; up to 512 per room when it falls behind).
+    pub log_lag_entries: AtomicU64,
+    /// Cluster mode: times the log reader connected again after Redis failed.
+    pub redis_reconnects: AtomicU64,
+    /// Cluster mode: sessions of dead nodes this node announced as left.
+    pub orphan_cleanups: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -114,7 +123,7 @@ impl Metrics {
     /// The Prometheus text exposition; the gauges the caller samples are passed in.
     pub fn render(&self, members_online: usize, password_queue_depth: usize) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 8] = [
             (
                 "tlschat_connections_accepted_total",
                 "Connections accepted.",
@@ -144,6 +153,16 @@ impl Metrics {
                 "tlschat_bytes_sent_total",
                 "Plaintext bytes written to clients.",
                 &self.bytes_sent,
+            ),
+            (
+                "tlschat_redis_reconnects_total",
+                "Cluster mode: log reader reconnections after Redis failed.",
+                &self.redis_reconnects,
+            ),
+            (
+                "tlschat_orphan_cleanups_total",
+                "Cluster mode: sessions of dead nodes announced as left by this node.",
+                &self.orphan_cleanups,
             ),
         ];
         for (name, help, value) in counters {
@@ -187,7 +206,7 @@ impl Metrics {
                 ("admin", &self.evictions_admin),
             ],
         );
-        let gauges: [(&str, &str, u64); 3] = [
+        let gauges: [(&str, &str, u64); 4] = [
             (
                 "tlschat_connections_open",
                 "Connections open.",
@@ -202,6 +221,11 @@ impl Metrics {
                 "tlschat_password_check_queue_depth",
                 "Password checks running or waiting.",
                 password_queue_depth as u64,
+            ),
+            (
+                "tlschat_log_lag_entries",
+                "Cluster mode: entries the log reader got in its last read.",
+                self.log_lag_entries.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in gauges {
@@ -219,6 +243,11 @@ impl Metrics {
             &mut out,
             "tlschat_delivery_latency_seconds",
             "Queue-to-socket latency of the oldest line in each write.",
+        );
+        self.redis_seconds.render(
+            &mut out,
+            "tlschat_redis_seconds",
+            "Cluster mode: round trip of one append to a room's stream in Redis.",
         );
         out
     }

@@ -12,12 +12,15 @@ use common::{Opts, TestClient, TestServer, spawn_server};
 /// Redis, PostgreSQL and `n` nodes named n1, n2, …
 struct Cluster {
     nodes: Vec<TestServer>,
-    _redis: Redis,
-    _pg: Postgres,
+    redis: Redis,
+    pg: Postgres,
 }
 
 async fn cluster(n: usize) -> Option<Cluster> {
-    let redis = Redis::start()?;
+    cluster_on(n, Redis::start()?).await
+}
+
+async fn cluster_on(n: usize, redis: Redis) -> Option<Cluster> {
     let pg = Postgres::start()?;
     let mut nodes = Vec::new();
     for i in 1..=n {
@@ -34,11 +37,7 @@ async fn cluster(n: usize) -> Option<Cluster> {
             .await,
         );
     }
-    Some(Cluster {
-        nodes,
-        _redis: redis,
-        _pg: pg,
-    })
+    Some(Cluster { nodes, redis, pg })
 }
 
 impl Cluster {
@@ -464,7 +463,7 @@ async fn disabling_a_user_closes_its_session_on_another_node_within_5_s() {
     };
     let mut alice = cluster.login(2, "alice").await;
     let dir = tempfile::tempdir().unwrap();
-    let url = cluster._pg.url.clone();
+    let url = cluster.pg.url.clone();
     let disabled = std::time::Instant::now();
     let mut cmd = common::bin::tlschat(dir.path());
     cmd.args(["user", "disable", "alice", "--db", &url]);
@@ -474,4 +473,140 @@ async fn disabling_a_user_closes_its_session_on_another_node_within_5_s() {
         .await;
     alice.expect_closed().await;
     assert!(disabled.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// Waits (up to 20 s) for `line`, skipping others; returns the skipped ones.
+async fn within_20_s(c: &mut TestClient, line: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut skipped = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let got = c.next_line_within(left).await;
+        if got == line {
+            return skipped;
+        }
+        skipped.push(got);
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_down_changes_are_refused_and_afterwards_chat_goes_on_with_history_intact() {
+    let Some(redis) = Redis::start_persistent() else {
+        return;
+    };
+    let Some(mut cluster) = cluster_on(2, redis).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    alice.send("before").await;
+    bob.expect_line("[#dev] <alice> before").await;
+    cluster.redis.stop();
+    let stopped = std::time::Instant::now();
+    alice.send("during").await;
+    let refused = alice
+        .next_line_within(std::time::Duration::from_secs(6))
+        .await;
+    assert_eq!(
+        refused,
+        "! Chat is unavailable right now; your message was not sent"
+    );
+    assert!(stopped.elapsed() < std::time::Duration::from_secs(6));
+    alice.send("/part").await;
+    alice
+        .expect_line("! Chat is unavailable right now; your message was not sent")
+        .await;
+    let mut carol = cluster.nodes[1].connect().await;
+    carol.expect_greeting().await;
+    carol.send("carol").await;
+    carol.expect_line("Password:").await;
+    carol.send(common::PASSWORD).await;
+    carol.expect_line("! Server busy, try again later").await;
+    carol.expect_closed().await;
+    cluster.redis.restart();
+    let restarted = std::time::Instant::now();
+    assert_eq!(
+        within_20_s(&mut alice, "*** Chat is available again").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        within_20_s(&mut bob, "*** Chat is available again").await,
+        Vec::<String>::new()
+    );
+    eprintln!("available again after {:?}", restarted.elapsed());
+    alice.send("after").await;
+    bob.expect_line("[#dev] <alice> after").await;
+    bob.send("/history").await;
+    bob.expect_line("*** History of #dev: 2 messages").await;
+    let lines = [bob.next_line().await, bob.next_line().await];
+    assert_eq!(
+        lines.iter().map(|l| common::untimed(l)).collect::<Vec<_>>(),
+        ["<alice> before", "<alice> after"],
+        "the refused line never took effect, and nothing came twice"
+    );
+    bob.expect_line("*** End of history").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 2 in #dev: alice, bob").await;
+}
+
+#[tokio::test]
+async fn when_redis_comes_back_empty_members_are_told_once_and_chat_starts_a_new_history() {
+    let Some(mut cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    alice.send("old").await;
+    bob.expect_line("[#dev] <alice> old").await;
+    cluster.redis.stop();
+    cluster.redis.restart();
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(
+            within_20_s(c, "*** Chat is available again").await,
+            Vec::<String>::new()
+        );
+        c.expect_line("*** Server history was reset").await;
+    }
+    alice.send("new").await;
+    bob.expect_line("[#dev] <alice> new").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 2 in #dev: alice, bob").await;
+    bob.send("/history").await;
+    bob.expect_line("*** History of #dev: 1 message").await;
+    let line = bob.next_line().await;
+    assert_eq!(common::untimed(&line), "<alice> new");
+    bob.expect_line("*** End of history").await;
+    bob.send("/msg alice still here?").await;
+    bob.expect_line("-> *alice* still here?").await;
+    alice.expect_line("*bob* still here?").await;
+}
+
+#[test]
+fn doctor_checks_the_clusters_redis_and_warns_when_its_append_only_file_is_off() {
+    let (Some(plain), Some(durable), Some(pg)) =
+        (Redis::start(), Redis::start_persistent(), Postgres::start())
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = |redis: &Redis| {
+        let out = common::bin::tlschat(dir.path())
+            .args(["doctor", "--db", &pg.url, "--cluster", &redis.url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = doctor(&plain);
+    let line = said
+        .lines()
+        .find(|l| l.contains("redis:"))
+        .unwrap_or_default();
+    assert!(line.starts_with("warn redis: Redis "), "{said}");
+    assert!(line.contains("append-only file off"), "{said}");
+    let said = doctor(&durable);
+    let line = said
+        .lines()
+        .find(|l| l.contains("redis:"))
+        .unwrap_or_default();
+    assert!(line.starts_with("ok   redis: Redis "), "{said}");
+    assert!(line.ends_with("append-only file on"), "{said}");
+    assert!(!said.contains(common::redis::REDIS_PASSWORD), "{said}");
 }

@@ -35,6 +35,7 @@ pub(super) async fn doctor(args: DoctorArgs, report: Report) -> anyhow::Result<(
         listen: resolve_listen(serve.listen, &file).map_err(|e| e.to_string()),
         names: &names,
         hash: file.hash_settings(&serve.argon2).map_err(|e| e.to_string()),
+        cluster: serve.cluster.as_deref().or(file.cluster.as_deref()),
     };
     let checks = crate::doctor::run(&target).await;
     let mut failed = 0;

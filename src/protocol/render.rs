@@ -20,6 +20,11 @@ pub const SERVER_BUSY: &str = "! Server busy, try again later\n";
 /// A chat line or action refused while too much history waits for the database: it is
 /// neither relayed nor stored.
 pub const CHAT_UNAVAILABLE: &str = "! Chat is unavailable right now; your message was not sent\n";
+/// To every member of a cluster node once the shared Redis answers again after an outage.
+pub const CHAT_AVAILABLE_AGAIN: &str = "*** Chat is available again\n";
+/// To every member of a cluster node when Redis came back without its data: room numbers
+/// start again.
+pub const HISTORY_RESET: &str = "*** Server history was reset\n";
 /// Sent to everyone on SIGTERM/SIGINT.
 pub const SHUTTING_DOWN: &str = "*** Server shutting down\n";
 /// Reply to `/quit`.

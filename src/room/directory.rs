@@ -72,6 +72,8 @@ pub struct SessionSummary {
     pub since: SystemTime,
     /// Bytes queued for the member.
     pub queued_bytes: usize,
+    /// The account's row id.
+    pub account: i64,
 }
 
 /// Every logged-in session with the account stamp it logged in with: one per name, since a
@@ -124,6 +126,7 @@ impl Directory {
                 peer: s.peer,
                 since: s.since,
                 queued_bytes: s.queued.load(Ordering::Relaxed),
+                account: s.stamp.id,
             })
             .collect();
         out.sort_by_key(|s| (s.name.to_ascii_lowercase(), s.id));

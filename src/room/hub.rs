@@ -299,6 +299,11 @@ impl Hub {
         self.members.drain()
     }
 
+    /// Every member here, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (&MemberId, &Member)> {
+        self.members.iter()
+    }
+
     pub fn get(&self, id: MemberId) -> Option<&Member> {
         self.members.get(&id)
     }

@@ -258,6 +258,7 @@ impl Rooms {
                     log: Log::Redis(SharedLog::new(lobby, &tail)),
                 },
             );
+            link.saw_lobby_epoch(tail.epoch.as_deref());
             state.link = Some(link);
         }
         Ok(rooms)
@@ -349,6 +350,61 @@ impl Rooms {
                 Some(Note::Wake) | None => {}
             }
         }
+    }
+
+    /// The shared Redis answers again after an outage: every member here is told, and if
+    /// Redis lost its data (`reset`), history restarts: the rooms are read from their new
+    /// beginning, and this node's sessions and room memberships are written to Redis again
+    /// (as silent takeovers of themselves, so no room shows a line).
+    fn recovered(&self, reset: bool) {
+        let mut state = self.lock();
+        let Some(link) = state.link.clone() else {
+            return;
+        };
+        let mut text = protocol::CHAT_AVAILABLE_AGAIN.to_owned();
+        if reset {
+            text.push_str(protocol::HISTORY_RESET);
+            for channel in state.rooms.values_mut() {
+                if let Log::Redis(log) = &mut channel.log {
+                    log.restart();
+                }
+            }
+            let records = state
+                .presence
+                .sessions()
+                .into_iter()
+                .map(|s| SessionRecord {
+                    node: s.id.node,
+                    local: s.id.local,
+                    name: s.name,
+                    peer: s.peer,
+                    since_ms: s
+                        .since
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    account: s.account,
+                })
+                .collect();
+            link.register_again(records);
+            let lobby = state.lobby.clone();
+            let members: Vec<(ConnId, Arc<str>, Vec<RoomName>)> = state
+                .hub
+                .iter()
+                .map(|(id, m)| (*id, Arc::clone(&m.name), m.rooms.clone()))
+                .collect();
+            for (id, name, rooms) in members {
+                for room in std::iter::once(&lobby).chain(&rooms) {
+                    let kind = EventKind::Replaced {
+                        name: Arc::clone(&name),
+                        old: id,
+                        new: id,
+                    };
+                    state.publish_presence(room, kind, None);
+                }
+            }
+        }
+        let dropped = state.hub.deliver_presence(&Line::new(text));
+        state.announce_dropped(dropped);
     }
 
     /// Where a room not in memory continues: its shared stream's tail in a cluster, else the
@@ -1181,7 +1237,8 @@ impl Rooms {
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "finding a private message's target failed");
-                None
+                self.lock().reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+                return Err(NotOnline(to.to_owned()));
             }
         };
         let mut state = self.lock();
@@ -1240,6 +1297,9 @@ impl Rooms {
     /// continues its numbers from the store's; when that cannot be read the member gets
     /// `! Server busy, try again later` and nothing changes.
     pub async fn join_room(&self, id: MemberId, room: RoomName) {
+        if self.refused_while_down(id) {
+            return;
+        }
         let mut stored = None;
         for _ in 0..JOIN_TRIES {
             let epoch = match self.lock().join_room(id, &room, &mut stored) {
@@ -1254,11 +1314,30 @@ impl Rooms {
                 }
             }
         }
-        self.lock().reply(id, protocol::SERVER_BUSY.to_owned());
+        let mut state = self.lock();
+        let busy = match state.link {
+            Some(_) => protocol::CHAT_UNAVAILABLE,
+            None => protocol::SERVER_BUSY,
+        };
+        state.reply(id, busy.to_owned());
+    }
+
+    /// In a cluster whose Redis is failing, answers a command that would change the rooms
+    /// with `! Chat is unavailable right now; your message was not sent` (true: refused).
+    fn refused_while_down(&self, id: MemberId) -> bool {
+        let mut state = self.lock();
+        if state.link.as_ref().is_some_and(|l| l.is_down()) {
+            state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+            return true;
+        }
+        false
     }
 
     /// `/part [#room]`.
     pub fn part_room(&self, id: MemberId, room: Option<RoomName>) {
+        if self.refused_while_down(id) {
+            return;
+        }
         let mut state = self.lock();
         let Some(member) = state.hub.get(id) else {
             return;

@@ -4,7 +4,8 @@
 //! blocking read (a connection of its own) and hands what it reads to the rooms, in stream
 //! order, the node's own events included; and the node's lease, renewed every heartbeat.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -16,9 +17,10 @@ use super::log::LogError;
 use super::log::redis::{RedisLogs, Tail};
 use super::presence::inbox::{Inboxes, Note};
 use super::presence::nodes::{ClaimError, DeadNode, HEARTBEAT, LEASE, Node, Nodes};
-use super::presence::redis::RedisSessions;
+use super::presence::redis::{RedisSessions, SessionRecord};
 use crate::cluster::{Redis, RedisUnavailable};
 use crate::event::{ConnId, Event, EventKind, NodeId, RoomName, Seq};
+use crate::metrics::Metrics;
 
 /// How long an append may wait for Redis before its sender is told the line was not sent;
 /// the appender then drops it rather than append it late.
@@ -65,6 +67,12 @@ pub struct Link {
     pub nodes: Nodes,
     inboxes: Inboxes,
     redis: Redis,
+    /// Set when a write or read failed; the reader's next good read clears it and tells the
+    /// members that chat is available again.
+    down: AtomicBool,
+    /// #lobby's epoch as this node knows it: a different one after an outage means Redis
+    /// lost its data.
+    lobby_epoch: Mutex<Option<String>>,
 }
 
 /// What the link's tasks run on, handed to [`Link::start`].
@@ -97,6 +105,8 @@ impl Link {
             nodes: nodes.clone(),
             inboxes,
             redis,
+            down: AtomicBool::new(false),
+            lobby_epoch: Mutex::new(None),
         });
         if node.unswept {
             // This name's previous incarnation died: its members leave before this one serves.
@@ -183,6 +193,36 @@ impl Link {
         }
     }
 
+    /// True while the shared Redis is known to be failing: commands that change the rooms are
+    /// refused rather than left to fail later.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    fn lobby_epoch(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.lobby_epoch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers #lobby's epoch (from the tail read at start or an append).
+    pub(super) fn saw_lobby_epoch(&self, epoch: Option<&str>) {
+        let mut known = self.lobby_epoch();
+        if known.is_none() {
+            *known = epoch.map(str::to_owned);
+        }
+    }
+
+    /// Registers sessions again (after Redis lost its data), without waiting.
+    pub(super) fn register_again(&self, sessions: Vec<SessionRecord>) {
+        let registry = self.sessions.clone();
+        tokio::spawn(async move {
+            for session in sessions {
+                if let Err(e) = registry.register(&session).await {
+                    tracing::warn!(error = %e, "registering a session again failed");
+                }
+            }
+        });
+    }
+
     /// Where a room's stream ends now, with its roster.
     pub async fn tail(&self, room: &RoomName) -> Result<Tail, RedisUnavailable> {
         self.logs.tail(room).await
@@ -192,27 +232,39 @@ impl Link {
 impl Started {
     /// Runs the appender, the reader (delivering to `rooms`), the heartbeat and the sweeper
     /// of dead nodes until `shutdown`; [`Running::finish`] ends the node's part.
-    pub fn run(self, rooms: &Arc<Rooms>, shutdown: CancellationToken) -> Running {
+    pub fn run(
+        self,
+        rooms: &Arc<Rooms>,
+        metrics: &Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Running {
         let Started {
             link,
             appends,
             node,
             nodes,
         } = self;
-        tokio::spawn(run_appender(
-            (link.logs.clone(), link.sessions.clone()),
-            appends,
-            epoch(),
-        ));
+        let tasks = Tasks {
+            link: Arc::clone(&link),
+            metrics: Arc::clone(metrics),
+        };
+        tokio::spawn(run_appender(tasks.clone(), appends, epoch()));
         tokio::spawn(run_reader(
+            tasks.clone(),
             Arc::downgrade(rooms),
-            Arc::clone(&link),
             shutdown.clone(),
         ));
         tokio::spawn(run_heartbeat(nodes.clone(), node.clone(), shutdown.clone()));
-        tokio::spawn(run_sweeper(nodes.clone(), Arc::clone(&link), shutdown));
+        tokio::spawn(run_sweeper(nodes.clone(), tasks, shutdown));
         Running { link, nodes, node }
     }
+}
+
+/// What the link's tasks share.
+#[derive(Clone)]
+struct Tasks {
+    link: Arc<Link>,
+    metrics: Arc<Metrics>,
 }
 
 /// A node serving in the cluster.
@@ -299,7 +351,7 @@ async fn sweep(link: &Link, dead: NodeId) -> Result<usize, RedisUnavailable> {
 }
 
 /// Every heartbeat, sweeps the nodes whose lease lapsed (one node sweeps each).
-async fn run_sweeper(nodes: Nodes, link: Arc<Link>, shutdown: CancellationToken) {
+async fn run_sweeper(nodes: Nodes, tasks: Tasks, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(HEARTBEAT) => {}
@@ -313,7 +365,7 @@ async fn run_sweeper(nodes: Nodes, link: Arc<Link>, shutdown: CancellationToken)
             }
         };
         for node in dead {
-            if let Err(e) = sweep_once(&nodes, &link, &node).await {
+            if let Err(e) = sweep_once(&nodes, &tasks, &node).await {
                 tracing::warn!(error = %e, node = %node.name, "sweeping a dead node failed");
             }
         }
@@ -321,7 +373,8 @@ async fn run_sweeper(nodes: Nodes, link: Arc<Link>, shutdown: CancellationToken)
 }
 
 /// Sweeps `dead` unless another node is at it.
-async fn sweep_once(nodes: &Nodes, link: &Link, dead: &DeadNode) -> Result<(), RedisUnavailable> {
+async fn sweep_once(nodes: &Nodes, tasks: &Tasks, dead: &DeadNode) -> Result<(), RedisUnavailable> {
+    let link = &tasks.link;
     let mine: Option<String> = redis::cmd("SET")
         .arg(format!("tlschat:node:{}:sweeping", dead.id))
         .arg(link.node)
@@ -335,6 +388,10 @@ async fn sweep_once(nodes: &Nodes, link: &Link, dead: &DeadNode) -> Result<(), R
         return Ok(());
     }
     let gone = sweep(link, dead.id).await?;
+    tasks
+        .metrics
+        .orphan_cleanups
+        .fetch_add(gone as u64, Ordering::Relaxed);
     if nodes.swept(dead).await? {
         tracing::warn!(node = %dead.name, members = gone, "a node stopped answering; its members were announced as left");
     }
@@ -343,16 +400,15 @@ async fn sweep_once(nodes: &Nodes, link: &Link, dead: &DeadNode) -> Result<(), R
 
 /// Appends queued events one after another, so each room's stream holds this node's events
 /// in the order the rooms made them.
-async fn run_appender(
-    (logs, sessions): (RedisLogs, RedisSessions),
-    mut rx: mpsc::UnboundedReceiver<Write>,
-    epoch: String,
-) {
+async fn run_appender(tasks: Tasks, mut rx: mpsc::UnboundedReceiver<Write>, epoch: String) {
+    let link = &tasks.link;
+    let (logs, sessions) = (&link.logs, &link.sessions);
     while let Some(write) = rx.recv().await {
         let append = match write {
             Write::Event(append) => append,
             Write::Positions(account, positions) => {
                 if let Err(e) = sessions.save_positions(account, &positions).await {
+                    link.down.store(true, Ordering::Relaxed);
                     tracing::warn!(error = %e, "sharing read positions failed");
                 }
                 continue;
@@ -368,15 +424,24 @@ async fn run_appender(
         } else {
             let at = (append.event.at_ms, append.origin);
             let event = &append.event;
+            let started = std::time::Instant::now();
             match tokio::time::timeout(left, logs.append(&event.kind, &event.room, at, &epoch))
                 .await
             {
-                Ok(Ok(appended)) => Ok(appended.seq),
+                Ok(Ok(appended)) => {
+                    tasks.metrics.redis_seconds.observe(started.elapsed());
+                    if event.room.is_lobby() {
+                        link.saw_lobby_epoch(Some(&appended.epoch));
+                    }
+                    Ok(appended.seq)
+                }
                 Ok(Err(e)) => {
+                    link.down.store(true, Ordering::Relaxed);
                     tracing::warn!(error = %e, room = %event.room, "appending to a room's log failed");
                     Err(LogError::Unavailable)
                 }
                 Err(_) => {
+                    link.down.store(true, Ordering::Relaxed);
                     tracing::warn!(room = %event.room, "appending to a room's log timed out");
                     Err(LogError::Unavailable)
                 }
@@ -390,7 +455,8 @@ async fn run_appender(
 
 /// Reads the active rooms' streams and the node's inbox, and delivers what it reads, until
 /// `shutdown` or the rooms are gone; reconnects with backoff after a failure.
-async fn run_reader(rooms: Weak<Rooms>, link: Arc<Link>, shutdown: CancellationToken) {
+async fn run_reader(tasks: Tasks, rooms: Weak<Rooms>, shutdown: CancellationToken) {
+    let link = &tasks.link;
     let inbox = Inboxes::key(link.node);
     let mut inbox_read = "0-0".to_owned();
     let mut backoff = FIRST_BACKOFF;
@@ -401,7 +467,18 @@ async fn run_reader(rooms: Weak<Rooms>, link: Arc<Link>, shutdown: CancellationT
         };
         if reader.is_none() {
             match link.logs.reader().await {
-                Ok(r) => reader = Some(r),
+                Ok(r) => {
+                    reader = Some(r);
+                    if link.down.swap(false, Ordering::Relaxed) {
+                        crate::metrics::inc(&tasks.metrics.redis_reconnects);
+                        let Some(rooms) = rooms.upgrade() else { return };
+                        if !recover(link, &rooms, &mut inbox_read).await {
+                            reader = None;
+                            wait(&shutdown, &mut backoff).await;
+                        }
+                        continue;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "connecting the log reader failed; retrying");
                     wait(&shutdown, &mut backoff).await;
@@ -420,16 +497,63 @@ async fn run_reader(rooms: Weak<Rooms>, link: Arc<Link>, shutdown: CancellationT
                 if let Some(last) = read.inbox.last() {
                     inbox_read.clone_from(&last.id);
                 }
+                let entries: usize = read.rooms.iter().map(|(_, e)| e.len()).sum();
+                tasks
+                    .metrics
+                    .log_lag_entries
+                    .store(entries as u64, Ordering::Relaxed);
                 let Some(rooms) = rooms.upgrade() else { return };
                 rooms.deliver_read(read);
+                if link.down.swap(false, Ordering::Relaxed)
+                    && !recover(link, &rooms, &mut inbox_read).await
+                {
+                    reader = None;
+                    wait(&shutdown, &mut backoff).await;
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reading the rooms' logs failed; retrying");
+                if !link.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "reading the rooms' logs failed; retrying");
+                }
                 reader = None;
                 wait(&shutdown, &mut backoff).await;
             }
         }
     }
+}
+
+/// After an outage: tells every member here that chat works again and, if Redis lost its data
+/// meanwhile (#lobby's epoch changed), that history was reset, then rebuilds this node's part
+/// of the shared state (sessions, rosters) and reads every room from its new start. False
+/// (still down) when Redis does not answer yet.
+async fn recover(link: &Link, rooms: &Rooms, inbox_read: &mut String) -> bool {
+    let lobby = RoomName::lobby();
+    let now = match link.tail(&lobby).await {
+        Ok(tail) => tail.epoch,
+        Err(e) => {
+            link.down.store(true, Ordering::Relaxed);
+            tracing::debug!(error = %e, "reading #lobby after an outage failed");
+            return false;
+        }
+    };
+    let reset = {
+        let mut known = link.lobby_epoch();
+        let reset = known.is_some() && *known != now;
+        if reset {
+            *known = now;
+        }
+        reset
+    };
+    if reset {
+        tracing::warn!(
+            "Redis lost the cluster's data: history restarts and this node's sessions are registered again"
+        );
+        "0-0".clone_into(inbox_read);
+    } else {
+        tracing::info!("Redis answers again");
+    }
+    rooms.recovered(reset);
+    true
 }
 
 async fn wait(shutdown: &CancellationToken, backoff: &mut Duration) {

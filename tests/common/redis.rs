@@ -1,5 +1,5 @@
-//! A private Redis server for one test: no persistence, a free loopback port and a password,
-//! in a temporary directory, stopped when dropped; never the system's service. Missing
+//! A private Redis server for one test: a free loopback port and a password, no persistence unless
+//! asked for, in a temporary directory, stopped when dropped; never the system's service. Missing
 //! `redis-server` skips the test (prints why), unless `TLSCHAT_REQUIRE_ALL=1`.
 
 use std::process::{Child, Command, Stdio};
@@ -12,12 +12,24 @@ pub struct Redis {
     child: Child,
     /// `redis://:PASSWORD@127.0.0.1:PORT/0`.
     pub url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    /// Append-only file on (`appendfsync always`): data survives a restart.
+    persistent: bool,
+    dir: tempfile::TempDir,
 }
 
 impl Redis {
     /// Starts a private server, or `None` (after saying why) when redis-server is missing.
     pub fn start() -> Option<Redis> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Redis::start`], with the append-only file on, so that a restart keeps the data.
+    pub fn start_persistent() -> Option<Redis> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Option<Redis> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -29,24 +41,28 @@ impl Redis {
         }
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--requirepass", REDIS_PASSWORD])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server");
+        let child = spawn(port, persistent, dir.path());
         let server = Redis {
             child,
             url: format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"),
-            _dir: dir,
+            port,
+            persistent,
+            dir,
         };
         server.wait_ready(port);
         Some(server)
+    }
+
+    /// Stops the server (SIGKILL: as a crash).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and directory (with its data if persistent).
+    pub fn restart(&mut self) {
+        self.child = spawn(self.port, self.persistent, self.dir.path());
+        self.wait_ready(self.port);
     }
 
     /// Waits until the server answers an authenticated PING.
@@ -84,6 +100,25 @@ impl Redis {
         }
         cmd.query_async(&mut conn).await.unwrap()
     }
+}
+
+fn spawn(port: u16, persistent: bool, dir: &std::path::Path) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", ""])
+        .args(["--requirepass", REDIS_PASSWORD])
+        .arg("--dir")
+        .arg(dir);
+    if persistent {
+        cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        cmd.args(["--appendonly", "no"]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting redis-server")
 }
 
 impl Drop for Redis {

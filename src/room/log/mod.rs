@@ -58,6 +58,12 @@ impl SharedLog {
         format!("{}-{}", self.read.0, self.read.1)
     }
 
+    /// Starts again from the stream's beginning: Redis lost the room and numbering restarts.
+    pub fn restart(&mut self) {
+        self.last_seq = 0;
+        self.read = (0, 0);
+    }
+
     /// Takes the entry `id` as delivered; false if it was already (a read that raced a
     /// reactivation), so it is not delivered twice.
     pub fn advance(&mut self, id: &str, seq: Seq, message: bool) -> bool {

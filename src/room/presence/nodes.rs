@@ -44,13 +44,27 @@ redis.call('SET', KEYS[1], id .. ' ' .. ARGV[2], 'PX', ARGV[3])
 return {tonumber(id), unswept}
 ";
 
-/// Renews the lease if this node still holds it (1), else 0.
+/// Renews the lease if this node still holds it (1), else 0. A lease that is gone together
+/// with the name's id (Redis lost its data) is taken again under the same id.
 const RENEW_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-return 0
+if held then return 0 end
+local id = redis.call('HGET', KEYS[3], ARGV[4])
+if id and id ~= ARGV[3] then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 and redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[4] then
+  return 0
+end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[4], ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 ";
 
 /// Releases the name and the node's entry if this node still holds it.
@@ -159,8 +173,13 @@ impl Nodes {
         let mut conn = self.redis.conn();
         let renewed: u8 = redis::Script::new(RENEW_SCRIPT)
             .key(name_key(&node.name))
+            .key(NODES)
+            .key(IDS)
+            .key(NEXT)
             .arg(format!("{} {}", node.id, node.token))
             .arg(millis(lease))
+            .arg(node.id)
+            .arg(&node.name)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.error(e))?;
