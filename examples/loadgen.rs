@@ -58,6 +58,40 @@ pub struct Common {
     /// Give up after this many seconds
     #[arg(long, default_value_t = 300)]
     pub max_time: u64,
+    /// Other nodes of a cluster (ports on 127.0.0.1): fan-out receivers are spread over
+    /// --port and these, senders stay on --port
+    #[arg(long, value_delimiter = ',')]
+    pub also_ports: Vec<u16>,
+    /// The other nodes' PIDs, in --also-ports order, for their CPU time
+    #[arg(long, value_delimiter = ',')]
+    pub also_pids: Vec<u32>,
+}
+
+impl Common {
+    /// The node (0: --port) member `i` connects to: senders (`i < senders`) to the first,
+    /// the others round-robin over all.
+    fn node_of(&self, i: usize, senders: usize) -> usize {
+        if i < senders {
+            0
+        } else {
+            i % (1 + self.also_ports.len())
+        }
+    }
+
+    fn port_of(&self, node: usize) -> u16 {
+        if node == 0 {
+            self.port
+        } else {
+            self.also_ports[node - 1]
+        }
+    }
+
+    /// Every node's PID (for CPU time), in node order.
+    fn pids(&self) -> Vec<Option<u32>> {
+        std::iter::once(self.server_pid)
+            .chain(self.also_pids.iter().copied().map(Some))
+            .collect()
+    }
 }
 
 #[derive(Subcommand)]
@@ -193,7 +227,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Creates users u0..u{n-1} that do not exist yet.
 async fn ensure_users(common: &Common, n: usize) -> anyhow::Result<()> {
-    let store = Store::open(&common.db).await?;
+    let store = Store::open_db(&tlschat::store::Db::parse(common.db.clone())).await?;
     let hasher = Hasher::new(&HashSettings::default())?;
     let password = Password::parse(SecretString::from(common.password.clone()))?;
     let mut hash = None;
@@ -300,14 +334,15 @@ async fn login(port: u16, tls: &TlsConnector, name: &str, password: &str) -> any
     Ok(conn)
 }
 
-/// Logs in u0..u{n-1}, `conc` at a time.
-async fn login_all(common: &Common, n: usize) -> anyhow::Result<Vec<Conn>> {
+/// Logs in u0..u{n-1}, `conc` at a time, each on its node (see [`Common::node_of`]).
+async fn login_all(common: &Common, n: usize, senders: usize) -> anyhow::Result<Vec<Conn>> {
     let tls = connector();
     let permits = Arc::new(Semaphore::new(common.conc));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let permit = Arc::clone(&permits).acquire_owned().await?;
-        let (tls, port, pw) = (tls.clone(), common.port, common.password.clone());
+        let port = common.port_of(common.node_of(i, senders));
+        let (tls, pw) = (tls.clone(), common.password.clone());
         tasks.push(tokio::spawn(async move {
             let c = login(port, &tls, &format!("u{i}"), &pw).await;
             drop(permit);
@@ -374,8 +409,11 @@ pub async fn fanout(
         bail!("need 2 <= n and senders <= n");
     }
     ensure_users(common, n).await?;
-    let conns = login_all(common, n).await?;
+    let conns = login_all(common, n, senders).await?;
     let expected = senders * lines * (n - 1);
+    let nodes = 1 + common.also_ports.len();
+    let received_by_node: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..nodes).map(|_| AtomicUsize::new(0)).collect());
     let tally = Arc::new(Tally::default());
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
         expected.min(50_000_000),
@@ -388,6 +426,7 @@ pub async fn fanout(
             writers.push(w);
         }
         let (tally, latencies) = (Arc::clone(&tally), Arc::clone(&latencies));
+        let (by_node, node) = (Arc::clone(&received_by_node), common.node_of(i, senders));
         let want = senders * lines - if i < senders { lines } else { 0 };
         readers.push(tokio::spawn(async move {
             let mut r = BufReader::with_capacity(64 * 1024, r);
@@ -429,12 +468,14 @@ pub async fn fanout(
                 *last = seq;
                 got += 1;
                 tally.received.fetch_add(1, Ordering::Relaxed);
+                by_node[node].fetch_add(1, Ordering::Relaxed);
                 tally.last_ns.fetch_max(now, Ordering::Relaxed);
             }
             latencies.lock().expect("not poisoned").extend(mine);
         }));
     }
     let cpu_before = cpu_seconds(common.server_pid);
+    let nodes_before: Vec<Option<f64>> = common.pids().into_iter().map(cpu_seconds).collect();
     let started = Instant::now();
     let start_ns = now_ns();
     let per_sender_interval = (rate > 0.0).then(|| Duration::from_secs_f64(senders as f64 / rate));
@@ -479,6 +520,22 @@ pub async fn fanout(
         .await
         .is_err();
     let cpu_after = cpu_seconds(common.server_pid);
+    // Per node: its CPU over the deliveries to its members.
+    let per_node: Vec<String> = common
+        .pids()
+        .into_iter()
+        .zip(&nodes_before)
+        .zip(received_by_node.iter())
+        .map(|((pid, before), got)| {
+            let cpu = before.zip(cpu_seconds(pid)).map(|(a, b)| b - a);
+            let got = got.load(Ordering::Relaxed);
+            format!(
+                "{{\"cpu_s\":{},\"deliveries\":{got},\"us_per_delivery\":{}}}",
+                json_opt(cpu.map(|c| format!("{c:.3}"))),
+                json_opt(cpu.map(|c| format!("{:.3}", c * 1e6 / got.max(1) as f64)))
+            )
+        })
+        .collect();
     let received = tally.received.load(Ordering::Relaxed);
     let last_ns = tally.last_ns.load(Ordering::Relaxed).max(start_ns + 1);
     let secs = (last_ns - start_ns) as f64 / 1e9;
@@ -496,7 +553,7 @@ pub async fn fanout(
         "{{\"scenario\":\"fanout\",\"n\":{n},\"senders\":{senders},\"lines\":{lines},\"rate\":{rate},\"payload\":{payload},\
 \"expected\":{expected},\"received\":{received},\"lost\":{},\"order_violations\":{},\"seconds\":{secs:.3},\
 \"send_seconds\":{:.3},\"deliveries_per_s\":{:.0},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\
-\"server_cpu_s\":{},\"us_per_delivery\":{},\"timed_out\":{timed_out}}}",
+\"server_cpu_s\":{},\"us_per_delivery\":{},\"nodes\":[{}],\"timed_out\":{timed_out}}}",
         expected - received.min(expected),
         order_violations,
         sent_at.duration_since(started).as_secs_f64(),
@@ -507,6 +564,7 @@ pub async fn fanout(
         pct(1.0),
         json_opt(server_cpu.map(|c| format!("{c:.3}"))),
         json_opt(server_cpu.map(|c| format!("{:.3}", c * 1e6 / received.max(1) as f64))),
+        per_node.join(","),
     );
     drop(writers);
     Ok(FanoutReport {
@@ -536,7 +594,7 @@ async fn history(
     let mut conn = login(common.port, &tls, "u0", &common.password).await?;
     send(&mut conn, &format!("/join {HISTORY_ROOM}")).await?;
     read_until(&mut conn, |l| l.starts_with("*** You joined ")).await?;
-    let store = Store::open(&common.db).await?;
+    let store = Store::open_db(&tlschat::store::Db::parse(common.db.clone())).await?;
     let room = tlschat::event::RoomName::parse(HISTORY_ROOM)?;
     let have = store.room_last_seq(&room).await?;
     if have < stored {
@@ -594,7 +652,7 @@ async fn send(conn: &mut Conn, line: &str) -> anyhow::Result<()> {
 async fn idle(common: &Common, n: usize, hold: u64) -> anyhow::Result<()> {
     ensure_users(common, n).await?;
     let before = rss_kib(common.server_pid);
-    let conns = login_all(common, n).await?;
+    let conns = login_all(common, n, n).await?;
     tokio::time::sleep(Duration::from_secs(hold)).await;
     let after = rss_kib(common.server_pid);
     let per = before

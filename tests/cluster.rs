@@ -610,3 +610,100 @@ fn doctor_checks_the_clusters_redis_and_warns_when_its_append_only_file_is_off()
     assert!(line.ends_with("append-only file on"), "{said}");
     assert!(!said.contains(common::redis::REDIS_PASSWORD), "{said}");
 }
+
+#[tokio::test]
+async fn a_web_client_and_a_line_client_on_different_nodes_chat_both_ways() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let mut bob = cluster.login(2, "bob").await;
+    let mut alice = common::web::ws_login(&cluster.nodes[0], "alice").await;
+    bob.expect_line("*** alice joined").await;
+    alice.send("hi from the browser").await;
+    bob.expect_line("<alice> hi from the browser").await;
+    bob.send("hi from s_client").await;
+    alice.expect_line("<bob> hi from s_client").await;
+}
+
+#[tokio::test]
+async fn a_node_that_shuts_down_announces_its_members_as_left() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let mut bob = cluster.login(2, "bob").await;
+    let _alice = cluster.login(1, "alice").await;
+    bob.expect_line("*** alice joined").await;
+    cluster.nodes[0].shutdown.cancel();
+    bob.expect_line("*** alice left").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 1 online: bob").await;
+}
+
+#[tokio::test]
+async fn while_postgresql_is_down_members_chat_on_and_logins_are_busy_until_it_is_back() {
+    let Some(mut cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    cluster.pg.stop();
+    alice.send("still here").await;
+    bob.expect_line("[#dev] <alice> still here").await;
+    bob.send("/join #ops").await;
+    bob.expect_line("*** You joined #ops; 1 here: bob").await;
+    let mut carol = cluster.nodes[1].connect().await;
+    carol.expect_greeting().await;
+    carol.send("carol").await;
+    carol.expect_line("Password:").await;
+    carol.send(common::PASSWORD).await;
+    carol.expect_line("! Server busy, try again later").await;
+    cluster.pg.restart();
+    let back = std::time::Instant::now();
+    loop {
+        let mut carol = cluster.nodes[1].connect().await;
+        carol.expect_greeting().await;
+        carol.send("carol").await;
+        carol.expect_line("Password:").await;
+        carol.send(common::PASSWORD).await;
+        let line = carol.next_line().await;
+        if line.starts_with("*** Welcome, carol!") {
+            break;
+        }
+        assert_eq!(line, "! Server busy, try again later");
+        assert!(
+            back.elapsed() < std::time::Duration::from_secs(30),
+            "logins still busy 30 s after PostgreSQL came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_enrolled_on_one_node_logs_in_on_another_until_it_is_deleted() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let pair = common::cert::ClientPair::new();
+    let mut first = pair.enroll(&cluster.nodes[0], "alice", "laptop").await;
+    first.send("/quit").await;
+    first.expect_closed().await;
+    let mut c = pair.connect(&cluster.nodes[1]).await;
+    c.expect_greeting().await;
+    c.send("alice").await;
+    c.expect_line("*** Authenticated by client certificate")
+        .await;
+    c.wait_for_start("*** Welcome, alice! ").await;
+    let dir = tempfile::tempdir().unwrap();
+    let deleted = std::time::Instant::now();
+    let out = common::bin::tlschat(dir.path())
+        .args(["user", "cert", "del", "alice", &pair.fingerprint()])
+        .args(["--db", &cluster.pg.url])
+        .output()
+        .unwrap();
+    common::bin::succeeded(&out);
+    let lines = c.expect_closed().await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("! Your account was changed by an administrator")
+    );
+    assert!(deleted.elapsed() < std::time::Duration::from_secs(5));
+}

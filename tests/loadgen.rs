@@ -28,6 +28,8 @@ async fn fanout_scenario_delivers_everything_in_order() {
         server_pid: Some(std::process::id()),
         conc: 8,
         max_time: 30,
+        also_ports: Vec::new(),
+        also_pids: Vec::new(),
     };
     let report = loadgen::fanout(&common, 6, 3, 200, 0.0, 64, 10)
         .await

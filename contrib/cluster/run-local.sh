@@ -16,6 +16,7 @@ REDIS_PORT=${REDIS_PORT:-16379}
 PG_PORT=${PG_PORT:-15432}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 PASSWORD="change me now 1"
+[ "$(id -u)" != 0 ] || { echo "run this as a normal user: PostgreSQL refuses to run as root" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "build tlschat first: cargo build --release" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is missing" >&2; exit 1; }
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL's initdb is missing (set PG_BIN)" >&2; exit 1; }
@@ -27,6 +28,7 @@ cleanup() {
     echo "stopped; files are in $DIR"
 }
 trap cleanup EXIT INT TERM
+mkdir -p "$DIR"
 echo "files in $DIR"
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DIR" --appendonly yes \

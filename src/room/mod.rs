@@ -90,6 +90,60 @@ struct Joining {
     tails: HashMap<RoomName, Tail>,
 }
 
+/// What a login read: its rooms and read positions (or why they could not be read), and in a
+/// cluster each restored room's tail.
+type Restored = (
+    Result<Restore, crate::store::StoreError>,
+    HashMap<RoomName, Tail>,
+);
+
+/// Registers a cluster login's session; returns the session it took over on another node.
+async fn register(
+    link: &Link,
+    name: &Username,
+    login: &Login,
+    id: ConnId,
+) -> Result<Option<ConnId>, JoinError> {
+    let record = SessionRecord {
+        node: id.node,
+        local: id.local,
+        name: name.as_str().to_owned(),
+        peer: login.peer,
+        since_ms: crate::event::now_ms(),
+        account: login.stamp.id,
+    };
+    let replaced = link
+        .sessions
+        .register(&record)
+        .await
+        .map_err(|e| JoinError::Cluster(e.to_string()))?;
+    Ok(replaced.map(|r| r.conn()).filter(|c| c.node != link.node))
+}
+
+/// What a cluster login adds to the restored rooms and positions: the read positions a
+/// session on another node saved that the store may not have yet, and each room's tail.
+async fn shared_restore(
+    link: &Link,
+    account: i64,
+    restore: &mut Restore,
+) -> Result<HashMap<RoomName, Tail>, JoinError> {
+    let unavailable = |e: crate::cluster::RedisUnavailable| JoinError::Cluster(e.to_string());
+    for (room, seq) in link
+        .sessions
+        .positions(account)
+        .await
+        .map_err(unavailable)?
+    {
+        let at = restore.positions.entry(room).or_default();
+        *at = (*at).max(seq);
+    }
+    let mut tails = HashMap::new();
+    for (room, _) in &restore.rooms {
+        tails.insert(room.clone(), link.tail(room).await.map_err(unavailable)?);
+    }
+    Ok(tails)
+}
+
 /// The connection a presence event is about (the new one of a takeover).
 fn presence_subject(kind: &EventKind) -> Option<ConnId> {
     match kind {
@@ -108,6 +162,17 @@ fn removed_conn(kind: &EventKind) -> Option<ConnId> {
         EventKind::Replaced { old, .. } => Some(*old),
         _ => None,
     }
+}
+
+/// Where a relayed message stands after the step under the lock.
+enum Relayed {
+    /// Appended and delivered here (a local log), with its number if it was taken.
+    Here(Option<Mark>),
+    /// Queued for the shared log; the number comes back on the receiver.
+    Appending(
+        RoomName,
+        tokio::sync::oneshot::Receiver<Result<Seq, LogError>>,
+    ),
 }
 
 /// Where a room's numbers continue when it becomes active on this node.
@@ -277,33 +342,59 @@ impl Rooms {
 
     /// Appends a message from `id` to its current room and relays it to the others there;
     /// refused with an error line to the sender when the log cannot take it. A shared log's
-    /// append is awaited off the lock; the node's reader delivers the line.
+    /// append is awaited off the lock (boxed: the session's own future stays small); the
+    /// node's reader delivers the line.
     async fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
-        let (room, appended) = {
-            let mut state = self.lock();
-            let member = state.hub.get(id)?;
-            let (room, from) = (member.current.clone(), Arc::clone(&member.name));
-            let Some(link) = state.link.clone() else {
-                // A session with numbered lines gets its own line back, in room order, numbered.
-                let except = (!member.numbered).then_some(id);
-                return match state.publish(&room, kind(from), except) {
+        match self.relay_here(id, kind)? {
+            Relayed::Here(mark) => mark,
+            Relayed::Appending(room, appended) => {
+                Box::pin(self.numbered_when_appended(id, room, appended)).await
+            }
+        }
+    }
+
+    /// The relay's step under the lock: done on a single node, queued for the shared log in a
+    /// cluster.
+    fn relay_here(
+        &self,
+        id: MemberId,
+        kind: impl FnOnce(Arc<str>) -> EventKind,
+    ) -> Option<Relayed> {
+        let mut state = self.lock();
+        let member = state.hub.get(id)?;
+        let (room, from) = (member.current.clone(), Arc::clone(&member.name));
+        let Some(link) = state.link.clone() else {
+            // A session with numbered lines gets its own line back, in room order, numbered.
+            let except = (!member.numbered).then_some(id);
+            return Some(Relayed::Here(
+                match state.publish(&room, kind(from), except) {
                     Ok(seq) => Some((room, seq)),
                     Err(LogError::Unavailable) => {
                         state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
                         None
                     }
-                };
-            };
-            let event = Event {
-                room: room.clone(),
-                seq: 0,
-                at_ms: crate::event::now_ms(),
-                kind: kind(from),
-            };
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            link.append(event, Some(id), Some(tx));
-            (room, rx)
+                },
+            ));
         };
+        let event = Event {
+            room: room.clone(),
+            seq: 0,
+            at_ms: crate::event::now_ms(),
+            kind: kind(from),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        link.append(event, Some(id), Some(tx));
+        Some(Relayed::Appending(room, rx))
+    }
+
+    /// The number a shared log gave the sender's line, or `! Chat is unavailable right now;
+    /// your message was not sent` when it was not appended in time.
+    async fn numbered_when_appended(
+        &self,
+        id: MemberId,
+        room: RoomName,
+        appended: tokio::sync::oneshot::Receiver<Result<Seq, LogError>>,
+    ) -> Option<Mark> {
         match tokio::time::timeout(shared::APPEND_WAIT, appended).await {
             Ok(Ok(Ok(seq))) => Some((room, seq)),
             _ => {
@@ -916,45 +1007,23 @@ impl Rooms {
         let id = self.lock().next_conn();
         // In a cluster the session is registered first: a session of the name on another
         // node is taken over there (closed without a left line) and replaced in the rooms.
-        let mut remote = None;
-        if let Some(link) = &link {
-            let record = SessionRecord {
-                node: id.node,
-                local: id.local,
-                name: name.as_str().to_owned(),
-                peer: login.peer,
-                since_ms: crate::event::now_ms(),
-                account: login.stamp.id,
-            };
-            let replaced = link
-                .sessions
-                .register(&record)
-                .await
-                .map_err(|e| JoinError::Cluster(e.to_string()))?;
-            remote = replaced.map(|r| r.conn()).filter(|c| c.node != link.node);
-        }
-        let joined = self.log_in_as(name, login, resume, (id, remote)).await;
-        if let Some(link) = &link {
-            match (&joined, remote) {
-                (Ok(_), Some(old)) => link.send(old.node, Note::Replaced { conn: old }),
-                (Err(_), _) => link.forget_session(name.as_str(), id),
-                _ => {}
+        // (Each cluster step is boxed, so a single node's login future stays small.)
+        let remote = match &link {
+            Some(link) => Box::pin(register(link, name, &login, id)).await?,
+            None => None,
+        };
+        let mut tries = 0;
+        let joined = loop {
+            tries += 1;
+            if tries > JOIN_TRIES {
+                break Err(JoinError::Changed);
             }
-        }
-        joined
-    }
-
-    async fn log_in_as(
-        &self,
-        name: &Username,
-        login: Login,
-        resume: Option<ResumeFrom>,
-        (id, remote): (ConnId, Option<ConnId>),
-    ) -> Result<Joined, JoinError> {
-        let link = self.link();
-        for _ in 0..JOIN_TRIES {
             let epoch = self.lock().forgets;
-            let read = Box::pin(self.memberships.restore(login.stamp.id)).await;
+            let restoring = Box::pin(self.read_restore(login.stamp.id, link.as_deref()));
+            let (read, tails) = match restoring.await {
+                Ok(read) => read,
+                Err(e) => break Err(e),
+            };
             let unavailable = read.is_err();
             let mut restore = read.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "reading rooms and read positions failed; no catch-up");
@@ -962,26 +1031,6 @@ impl Rooms {
             });
             restore.epoch = epoch;
             restore.resume.clone_from(&resume);
-            let mut tails = HashMap::new();
-            if let Some(link) = &link {
-                // Positions a session on another node saved that its store may not have yet.
-                let shared = link
-                    .sessions
-                    .positions(login.stamp.id)
-                    .await
-                    .map_err(|e| JoinError::Cluster(e.to_string()))?;
-                for (room, seq) in shared {
-                    let at = restore.positions.entry(room).or_default();
-                    *at = (*at).max(seq);
-                }
-                for (room, _) in &restore.rooms {
-                    let tail = link
-                        .tail(room)
-                        .await
-                        .map_err(|e| JoinError::Cluster(e.to_string()))?;
-                    tails.insert(room.clone(), tail);
-                }
-            }
             let joining = Joining {
                 id: Some(id),
                 remote,
@@ -994,12 +1043,30 @@ impl Rooms {
                         joined.positions.clear();
                         joined.catch_up_unavailable = true;
                     }
-                    return Ok(joined);
+                    break Ok(joined);
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(link) = &link {
+            match (&joined, remote) {
+                (Ok(_), Some(old)) => link.send(old.node, Note::Replaced { conn: old }),
+                (Err(_), _) => link.forget_session(name.as_str(), id),
+                _ => {}
             }
         }
-        Err(JoinError::Changed)
+        joined
+    }
+
+    /// A member's rooms and read positions from the store and, in a cluster, what a session
+    /// on another node shared and each room's tail.
+    async fn read_restore(&self, account: i64, link: Option<&Link>) -> Result<Restored, JoinError> {
+        let mut read = self.memberships.restore(account).await;
+        let tails = match (link, &mut read) {
+            (Some(link), Ok(restore)) => shared_restore(link, account, restore).await?,
+            _ => HashMap::new(),
+        };
+        Ok((read, tails))
     }
 
     /// Adds a member to #lobby and to its restored rooms, queueing its `You are in` lines and

@@ -65,8 +65,9 @@ pub(super) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         // Replies from here on are queued by the room in room order (see `Room::send_who`).
+        // Boxed: in a cluster the target may be looked up in Redis.
         Command::Whisper { to, text } => {
-            let _ = room.whisper(member.id, to, text).await;
+            let _ = Box::pin(room.whisper(member.id, to, text)).await;
         }
         Command::Who(None) => room.send_who(member.id, None),
         Command::Who(Some(name)) => match RoomName::parse(name) {

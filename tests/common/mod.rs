@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod cert;
 pub mod chrome;
 pub mod db;
 pub mod pg;
