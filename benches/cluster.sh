@@ -26,8 +26,8 @@ command -v redis-server >/dev/null || { echo "redis-server is missing" >&2; exit
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL's initdb is missing (set PG_BIN)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --quiet --bin tlschat --example loadgen
-BIN=$ROOT/target/release/tlschat
-LOADGEN=$ROOT/target/release/examples/loadgen
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tlschat
+LOADGEN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/loadgen
 
 rm -rf "$DIR"
 mkdir -p "$DIR/redis" "$DIR/pg"
@@ -59,7 +59,7 @@ REDIS="redis://127.0.0.1:$REDIS_PORT/0"
 serve() { # cpu port log args...
     local cpu=$1 port=$2 log=$3
     shift 3
-    taskset -c "$cpu" "$BIN" serve --listen "127.0.0.1:$port" --cert "$DIR/certs/server.crt" \
+    taskset -c "$cpu" ${PROFILE:+perf record -F 999 -g -o "$DIR/$log.perf" --} "$BIN" serve --listen "127.0.0.1:$port" --cert "$DIR/certs/server.crt" \
         --key "$DIR/certs/server.key" --config "$ROOT/benches/bench.toml" --admin-socket off \
         "$@" >"$DIR/$log.out" 2>"$DIR/$log.log" &
     pids+=($!)

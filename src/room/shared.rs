@@ -398,57 +398,96 @@ async fn sweep_once(nodes: &Nodes, tasks: &Tasks, dead: &DeadNode) -> Result<(),
     Ok(())
 }
 
-/// Appends queued events one after another, so each room's stream holds this node's events
-/// in the order the rooms made them.
+/// Most events sent in one round trip.
+const APPEND_BATCH: usize = 256;
+
+/// Appends queued events in the order the rooms made them: whatever queued up while the
+/// previous round trip was out goes in the next one, as one pipeline (so a busy node sends
+/// few round trips and its reader gets lines in bursts, which its members' writes coalesce).
 async fn run_appender(tasks: Tasks, mut rx: mpsc::UnboundedReceiver<Write>, epoch: String) {
     let link = &tasks.link;
-    let (logs, sessions) = (&link.logs, &link.sessions);
-    while let Some(write) = rx.recv().await {
-        let append = match write {
-            Write::Event(append) => append,
-            Write::Positions(account, positions) => {
-                if let Err(e) = sessions.save_positions(account, &positions).await {
-                    link.down.store(true, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "sharing read positions failed");
-                }
-                continue;
-            }
-            Write::Flush(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        let left = append.deadline.saturating_duration_since(Instant::now());
-        let appended = if left.is_zero() {
-            Err(LogError::Unavailable)
-        } else {
-            let at = (append.event.at_ms, append.origin);
-            let event = &append.event;
-            let started = std::time::Instant::now();
-            match tokio::time::timeout(left, logs.append(&event.kind, &event.room, at, &epoch))
-                .await
-            {
-                Ok(Ok(appended)) => {
-                    tasks.metrics.redis_seconds.observe(started.elapsed());
-                    if event.room.is_lobby() {
-                        link.saw_lobby_epoch(Some(&appended.epoch));
+    let mut batch: Vec<Append> = Vec::with_capacity(APPEND_BATCH);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(write) = next.take() {
+            match write {
+                Write::Event(append) => {
+                    batch.push(append);
+                    if batch.len() < APPEND_BATCH {
+                        next = rx.try_recv().ok();
                     }
-                    Ok(appended.seq)
                 }
-                Ok(Err(e)) => {
-                    link.down.store(true, Ordering::Relaxed);
-                    tracing::warn!(error = %e, room = %event.room, "appending to a room's log failed");
-                    Err(LogError::Unavailable)
+                Write::Positions(account, positions) => {
+                    append_batch(&tasks, &mut batch, &epoch).await;
+                    if let Err(e) = link.sessions.save_positions(account, &positions).await {
+                        link.down.store(true, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "sharing read positions failed");
+                    }
+                    next = rx.try_recv().ok();
                 }
-                Err(_) => {
-                    link.down.store(true, Ordering::Relaxed);
-                    tracing::warn!(room = %event.room, "appending to a room's log timed out");
-                    Err(LogError::Unavailable)
+                Write::Flush(done) => {
+                    append_batch(&tasks, &mut batch, &epoch).await;
+                    let _ = done.send(());
+                    next = rx.try_recv().ok();
                 }
             }
+        }
+        append_batch(&tasks, &mut batch, &epoch).await;
+    }
+}
+
+/// Sends `batch` (emptied) in one round trip and tells each waiting sender its number;
+/// events past their deadline are dropped (their senders were told already).
+async fn append_batch(tasks: &Tasks, batch: &mut Vec<Append>, epoch: &str) {
+    let now = Instant::now();
+    let mut waiting = Vec::with_capacity(batch.len());
+    for append in batch.drain(..) {
+        if append.deadline <= now {
+            if let Some(reply) = append.reply {
+                let _ = reply.send(Err(LogError::Unavailable));
+            }
+        } else {
+            waiting.push(append);
+        }
+    }
+    let Some(deadline) = waiting.iter().map(|a| a.deadline).min() else {
+        return;
+    };
+    let link = &tasks.link;
+    let events: Vec<_> = waiting
+        .iter()
+        .map(|a| (&a.event.kind, &a.event.room, (a.event.at_ms, a.origin)))
+        .collect();
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout_at(deadline, link.logs.append_many(&events, epoch)).await;
+    let appended = match sent {
+        Ok(Ok(appended)) => {
+            tasks.metrics.redis_seconds.observe(started.elapsed());
+            Some(appended)
+        }
+        Ok(Err(e)) => {
+            link.down.store(true, Ordering::Relaxed);
+            tracing::warn!(error = %e, events = waiting.len(), "appending to the rooms' logs failed");
+            None
+        }
+        Err(_) => {
+            link.down.store(true, Ordering::Relaxed);
+            tracing::warn!(events = waiting.len(), "appending to the rooms' logs timed out");
+            None
+        }
+    };
+    for (i, append) in waiting.into_iter().enumerate() {
+        let result = match appended.as_ref().and_then(|a| a.get(i)) {
+            Some(done) => {
+                if append.event.room.is_lobby() {
+                    link.saw_lobby_epoch(Some(&done.epoch));
+                }
+                Ok(done.seq)
+            }
+            None => Err(LogError::Unavailable),
         };
         if let Some(reply) = append.reply {
-            let _ = reply.send(appended);
+            let _ = reply.send(result);
         }
     }
 }

@@ -153,9 +153,62 @@ impl RedisLogs {
         &self,
         event: &EventKind,
         room: &RoomName,
-        (at_ms, origin): (i64, Option<ConnId>),
+        at: (i64, Option<ConnId>),
         epoch: &str,
     ) -> Result<Appended, RedisUnavailable> {
+        let invocation = self.invocation(event, room, at, epoch);
+        let mut conn = self.redis.conn();
+        let (seq, id, epoch): (u64, String, String) = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        Ok(Appended { seq, id, epoch })
+    }
+
+    /// Appends several events in one round trip (a pipeline of the append script), in order:
+    /// each room's events land in the order given. Fails as a whole; after Redis lost its
+    /// scripts (a restart) the script is loaded and the batch sent once more.
+    pub async fn append_many(
+        &self,
+        events: &[(&EventKind, &RoomName, (i64, Option<ConnId>))],
+        epoch: &str,
+    ) -> Result<Vec<Appended>, RedisUnavailable> {
+        let invocations: Vec<redis::ScriptInvocation<'_>> = events
+            .iter()
+            .map(|(kind, room, at)| self.invocation(kind, room, *at, epoch))
+            .collect();
+        let mut pipe = redis::pipe();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let mut conn = self.redis.conn();
+        let sent: Result<Vec<(u64, String, String)>, _> = pipe.query_async(&mut conn).await;
+        let replies = match sent {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.append
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|e| self.redis.error(e))?;
+                pipe.query_async(&mut conn).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.redis.error(e))?;
+        Ok(replies
+            .into_iter()
+            .map(|(seq, id, epoch)| Appended { seq, id, epoch })
+            .collect())
+    }
+
+    /// One append script call.
+    fn invocation(
+        &self,
+        event: &EventKind,
+        room: &RoomName,
+        (at_ms, origin): (i64, Option<ConnId>),
+        epoch: &str,
+    ) -> redis::ScriptInvocation<'_> {
         let mut invocation = self.append.prepare_invoke();
         invocation
             .key(meta_key(room))
@@ -169,12 +222,7 @@ impl RedisLogs {
         for (field, value) in fields(event, at_ms, origin) {
             invocation.arg(field).arg(value);
         }
-        let mut conn = self.redis.conn();
-        let (seq, id, epoch): (u64, String, String) = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.redis.error(e))?;
-        Ok(Appended { seq, id, epoch })
+        invocation
     }
 
     /// Where a room's log ends now, with its roster at that point (read in one transaction,
