@@ -219,6 +219,9 @@ pub struct Rooms {
     history: Arc<History>,
     /// Members' rooms and read positions, read (off the lock) at login.
     memberships: Arc<Memberships>,
+    /// Woken after each delivery of the cluster reader: a sender waits for its own line to
+    /// be delivered here, so that what it does next (`/history`, `/join` elsewhere) sees it.
+    delivered: tokio::sync::Notify,
 }
 
 struct State {
@@ -296,6 +299,7 @@ impl Rooms {
             presence,
             history,
             memberships,
+            delivered: tokio::sync::Notify::new(),
         }
     }
 
@@ -395,13 +399,23 @@ impl Rooms {
         room: RoomName,
         appended: tokio::sync::oneshot::Receiver<Result<Seq, LogError>>,
     ) -> Option<Mark> {
-        match tokio::time::timeout(shared::APPEND_WAIT, appended).await {
-            Ok(Ok(Ok(seq))) => Some((room, seq)),
-            _ => {
-                self.lock().reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
-                None
+        let deadline = tokio::time::Instant::now() + shared::APPEND_WAIT;
+        let Ok(Ok(Ok(seq))) = tokio::time::timeout_at(deadline, appended).await else {
+            self.lock().reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+            return None;
+        };
+        // Appended: its delivery here follows at once (the reader got it as it was added).
+        loop {
+            let delivered = self.delivered.notified();
+            let here = self.lock().rooms.get(&room).map(|c| c.log.last_seq());
+            if here.is_none_or(|newest| newest >= seq) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, delivered).await.is_err() {
+                break;
             }
         }
+        Some((room, seq))
     }
 
     /// The shared rooms the cluster reader reads, each from the last entry delivered.
@@ -441,6 +455,8 @@ impl Rooms {
                 Some(Note::Wake) | None => {}
             }
         }
+        drop(state);
+        self.delivered.notify_waiters();
     }
 
     /// The shared Redis answers again after an outage: every member here is told, and if

@@ -472,7 +472,10 @@ async fn append_batch(tasks: &Tasks, batch: &mut Vec<Append>, epoch: &str) {
         }
         Err(_) => {
             link.down.store(true, Ordering::Relaxed);
-            tracing::warn!(events = waiting.len(), "appending to the rooms' logs timed out");
+            tracing::warn!(
+                events = waiting.len(),
+                "appending to the rooms' logs timed out"
+            );
             None
         }
     };

@@ -64,6 +64,9 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-*', unpa
 return {seq, id, epoch}
 ";
 
+/// One event for [`RedisLogs::append_many`]: what, where, when and from whom.
+pub type ToAppend<'a> = (&'a EventKind, &'a RoomName, (i64, Option<ConnId>));
+
 /// The reply of the tail's transaction: `seq` and `epoch`, the last entry, the roster.
 type TailReply = (
     (Option<u64>, Option<String>),
@@ -170,7 +173,7 @@ impl RedisLogs {
     /// scripts (a restart) the script is loaded and the batch sent once more.
     pub async fn append_many(
         &self,
-        events: &[(&EventKind, &RoomName, (i64, Option<ConnId>))],
+        events: &[ToAppend<'_>],
         epoch: &str,
     ) -> Result<Vec<Appended>, RedisUnavailable> {
         let invocations: Vec<redis::ScriptInvocation<'_>> = events
