@@ -3,6 +3,7 @@
 #
 #   bash benches/run.sh            # all scenarios, prints JSON lines and a table
 #   SCENARIOS="fanout100" bash benches/run.sh
+#   SCENARIOS="cluster" bash benches/run.sh   # two nodes on Redis and PostgreSQL (benches/cluster.sh)
 #
 # Scratch files (database, certificate, logs) go to $BENCH_DIR (default /tmp/tlschat-bench-own).
 # The server uses benches/bench.toml, which raises the per-IP caps, the line rate and the queue
@@ -53,6 +54,7 @@ for s in $SCENARIOS; do
     handshakes) run "$s" connect --concurrency 32 --total 3000 ;;
     logins) run "$s" connect --concurrency 32 --total 500 --login ;;
     history) run "$s" history --stored 10000 --payload 4000 --requests 50 --wants 20,500 ;;
+    cluster) bash "$ROOT/benches/cluster.sh" ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
     esac
 done
