@@ -46,6 +46,25 @@ impl Cluster {
     }
 }
 
+/// bob on node 2, then alice on node 1, in #lobby only; bob has read alice's joined line.
+async fn lobby_pair(cluster: &Cluster) -> (TestClient, TestClient) {
+    let mut bob = cluster.login(2, "bob").await;
+    let alice = cluster.login(1, "alice").await;
+    bob.expect_line("*** alice joined").await;
+    (alice, bob)
+}
+
+/// carol tries to log in on `node` and must get `! Server busy, try again later`.
+async fn login_is_busy(node: &TestServer) {
+    let mut carol = node.connect().await;
+    carol.expect_greeting().await;
+    carol.send("carol").await;
+    carol.expect_line("Password:").await;
+    carol.send(common::PASSWORD).await;
+    carol.expect_line("! Server busy, try again later").await;
+    carol.expect_closed().await;
+}
+
 /// bob on node 2 and then alice on node 1 in #dev, every presence line read.
 async fn two_in_dev(cluster: &Cluster) -> (TestClient, TestClient) {
     let mut bob = cluster.login(2, "bob").await;
@@ -157,9 +176,7 @@ async fn a_private_message_reaches_another_node() {
     let Some(cluster) = cluster(2).await else {
         return;
     };
-    let mut bob = cluster.login(2, "bob").await;
-    let mut alice = cluster.login(1, "alice").await;
-    bob.expect_line("*** alice joined").await;
+    let (mut alice, mut bob) = lobby_pair(&cluster).await;
     alice.send("/msg BOB psst").await;
     alice.expect_line("-> *bob* psst").await;
     bob.expect_line("*alice* psst").await;
@@ -515,13 +532,7 @@ async fn while_redis_is_down_changes_are_refused_and_afterwards_chat_goes_on_wit
     alice
         .expect_line("! Chat is unavailable right now; your message was not sent")
         .await;
-    let mut carol = cluster.nodes[1].connect().await;
-    carol.expect_greeting().await;
-    carol.send("carol").await;
-    carol.expect_line("Password:").await;
-    carol.send(common::PASSWORD).await;
-    carol.expect_line("! Server busy, try again later").await;
-    carol.expect_closed().await;
+    login_is_busy(&cluster.nodes[1]).await;
     cluster.redis.restart();
     let restarted = std::time::Instant::now();
     assert_eq!(
@@ -630,9 +641,7 @@ async fn a_node_that_shuts_down_announces_its_members_as_left() {
     let Some(cluster) = cluster(2).await else {
         return;
     };
-    let mut bob = cluster.login(2, "bob").await;
-    let _alice = cluster.login(1, "alice").await;
-    bob.expect_line("*** alice joined").await;
+    let (_alice, mut bob) = lobby_pair(&cluster).await;
     cluster.nodes[0].shutdown.cancel();
     bob.expect_line("*** alice left").await;
     bob.send("/who").await;
@@ -650,12 +659,7 @@ async fn while_postgresql_is_down_members_chat_on_and_logins_are_busy_until_it_i
     bob.expect_line("[#dev] <alice> still here").await;
     bob.send("/join #ops").await;
     bob.expect_line("*** You joined #ops; 1 here: bob").await;
-    let mut carol = cluster.nodes[1].connect().await;
-    carol.expect_greeting().await;
-    carol.send("carol").await;
-    carol.expect_line("Password:").await;
-    carol.send(common::PASSWORD).await;
-    carol.expect_line("! Server busy, try again later").await;
+    login_is_busy(&cluster.nodes[1]).await;
     cluster.pg.restart();
     let back = std::time::Instant::now();
     loop {

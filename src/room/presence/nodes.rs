@@ -44,8 +44,9 @@ redis.call('SET', KEYS[1], id .. ' ' .. ARGV[2], 'PX', ARGV[3])
 return {tonumber(id), unswept}
 ";
 
-/// Renews the lease if this node still holds it (1), else 0. A lease that is gone together
-/// with the name's id (Redis lost its data) is taken again under the same id.
+/// Renews the lease if this node still holds it (1), else 0: a lapsed lease means the node
+/// counts as dead. Only when the registry itself is gone (Redis lost its data) is the lease
+/// taken again, under the same id.
 const RENEW_SCRIPT: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then
@@ -53,11 +54,8 @@ if held == ARGV[1] then
   return 1
 end
 if held then return 0 end
-local id = redis.call('HGET', KEYS[3], ARGV[4])
-if id and id ~= ARGV[3] then return 0 end
-if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 and redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[4] then
-  return 0
-end
+if redis.call('HEXISTS', KEYS[3], ARGV[4]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return 0 end
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[3]) then
