@@ -529,9 +529,13 @@ async fn while_redis_is_down_changes_are_refused_and_afterwards_chat_goes_on_wit
     );
     assert!(stopped.elapsed() < std::time::Duration::from_secs(6));
     alice.send("/part").await;
-    alice
-        .expect_line("! Chat is unavailable right now; your message was not sent")
+    let refused = alice
+        .next_line_within(std::time::Duration::from_secs(6))
         .await;
+    assert_eq!(
+        refused,
+        "! Chat is unavailable right now; your message was not sent"
+    );
     login_is_busy(&cluster.nodes[1]).await;
     cluster.redis.restart();
     let restarted = std::time::Instant::now();
@@ -710,4 +714,30 @@ async fn a_certificate_enrolled_on_one_node_logs_in_on_another_until_it_is_delet
         Some("! Your account was changed by an administrator")
     );
     assert!(deleted.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_member_who_left_while_redis_was_down_is_announced_once_it_is_back() {
+    let Some(redis) = Redis::start_persistent() else {
+        return;
+    };
+    let Some(mut cluster) = cluster_on(2, redis).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    cluster.redis.stop();
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    cluster.redis.restart();
+    within_20_s(&mut bob, "*** Chat is available again").await;
+    assert_eq!(
+        within_20_s(&mut bob, "*** alice left").await,
+        Vec::<String>::new()
+    );
+    bob.send("/who").await;
+    bob.expect_line("*** 1 in #dev: bob").await;
+    bob.send("/join #lobby").await;
+    bob.expect_line("*** Now talking in #lobby").await;
+    bob.send("/who").await;
+    bob.expect_line("*** 1 online: bob").await;
 }

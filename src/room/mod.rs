@@ -401,7 +401,12 @@ impl Rooms {
     ) -> Option<Mark> {
         let deadline = tokio::time::Instant::now() + shared::APPEND_WAIT;
         let Ok(Ok(Ok(seq))) = tokio::time::timeout_at(deadline, appended).await else {
-            self.lock().reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+            let mut state = self.lock();
+            // Not confirmed in time: what follows is refused until Redis answers again.
+            if let Some(link) = &state.link {
+                link.mark_down();
+            }
+            state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
             return None;
         };
         // Appended: its delivery here follows at once (the reader got it as it was added).
@@ -457,6 +462,20 @@ impl Rooms {
         }
         drop(state);
         self.delivered.notify_waiters();
+    }
+
+    /// This node's members and the shared rooms it reads (for writing what an outage kept
+    /// from being written).
+    fn local_presence(&self) -> (std::collections::HashSet<ConnId>, Vec<RoomName>) {
+        let state = self.lock();
+        let here = state.hub.iter().map(|(id, _)| *id).collect();
+        let active = state
+            .rooms
+            .iter()
+            .filter(|(_, c)| matches!(c.log, Log::Redis(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        (here, active)
     }
 
     /// The shared Redis answers again after an outage: every member here is told, and if

@@ -199,6 +199,11 @@ impl Link {
         self.down.load(Ordering::Relaxed)
     }
 
+    /// Marks Redis as failing (an append was not confirmed in time).
+    pub(super) fn mark_down(&self) {
+        self.down.store(true, Ordering::Relaxed);
+    }
+
     fn lobby_epoch(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.lobby_epoch.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -595,7 +600,60 @@ async fn recover(link: &Link, rooms: &Rooms, inbox_read: &mut String) -> bool {
         tracing::info!("Redis answers again");
     }
     rooms.recovered(reset);
+    write_missed_departures(link, rooms).await;
     true
+}
+
+/// After an outage: the departures this node could not write meanwhile are written now.
+/// Every connection of this node that Redis still lists in a room, or as online, but that is
+/// no longer here leaves (`*** NAME left` in #lobby, silently elsewhere).
+async fn write_missed_departures(link: &Link, rooms: &Rooms) {
+    // A login registers before it joins: one registered since shortly before now may still
+    // be joining, so it is left alone.
+    let settled_before = crate::event::now_ms() - 1000;
+    // What was queued during the outage is written (or given up) first, so the rosters read
+    // below already show it and nothing leaves twice.
+    link.flush().await;
+    let (here, active) = rooms.local_presence();
+    let gone = |conn: &ConnId| conn.node == link.node && !here.contains(conn);
+    for room in active {
+        let tail = match link.tail(&room).await {
+            Ok(tail) => tail,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a room after an outage failed");
+                return;
+            }
+        };
+        for (conn, name) in tail.roster.iter().filter(|(c, _)| gone(c)) {
+            let kind = if room.is_lobby() {
+                EventKind::Left {
+                    name: Arc::clone(name),
+                    reason: None,
+                    conn: *conn,
+                }
+            } else {
+                EventKind::Offline { conn: *conn }
+            };
+            let event = Event {
+                room: room.clone(),
+                seq: tail.seq,
+                at_ms: crate::event::now_ms(),
+                kind,
+            };
+            link.append(event, Some(*conn), None);
+        }
+    }
+    match link.sessions.sessions().await {
+        Ok(sessions) => {
+            let left = sessions
+                .iter()
+                .filter(|s| gone(&s.conn()) && s.since_ms < settled_before);
+            for session in left {
+                link.forget_session(&session.name, session.conn());
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing sessions after an outage failed"),
+    }
 }
 
 async fn wait(shutdown: &CancellationToken, backoff: &mut Duration) {
