@@ -21,6 +21,10 @@ async fn cluster(n: usize) -> Option<Cluster> {
 }
 
 async fn cluster_on(n: usize, redis: Redis) -> Option<Cluster> {
+    cluster_with(n, redis, common::test_limits()).await
+}
+
+async fn cluster_with(n: usize, redis: Redis, limits: tlschat::config::Limits) -> Option<Cluster> {
     let pg = Postgres::start()?;
     let mut nodes = Vec::new();
     for i in 1..=n {
@@ -28,6 +32,7 @@ async fn cluster_on(n: usize, redis: Redis) -> Option<Cluster> {
             spawn_server(Opts {
                 db_url: Some(pg.url.clone()),
                 cluster: Some((redis.url.clone(), format!("n{i}"))),
+                limits: limits.clone(),
                 rooms: tlschat::config::RoomLimits {
                     history: tlschat::config::HistoryMode::Redis,
                     ..Default::default()
@@ -740,4 +745,33 @@ async fn a_member_who_left_while_redis_was_down_is_announced_once_it_is_back() {
     bob.expect_line("*** Now talking in #lobby").await;
     bob.send("/who").await;
     bob.expect_line("*** 1 online: bob").await;
+}
+
+#[tokio::test]
+async fn a_failed_login_on_one_node_counts_on_another() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let limits = tlschat::config::Limits {
+        throttle_delay: std::time::Duration::from_millis(100),
+        user_failures: 1,
+        user_failure_ceiling: 1,
+        ..common::test_limits()
+    };
+    let Some(cluster) = cluster_with(2, redis, limits).await else {
+        return;
+    };
+    let mut guesser = cluster.nodes[0].connect().await;
+    guesser.expect_greeting().await;
+    guesser.send("alice").await;
+    guesser.expect_line("Password:").await;
+    guesser.send("not alice's password").await;
+    guesser.expect_line("! Login failed").await;
+    // The right password on the other node is not even checked: the name is throttled.
+    let mut c = cluster.nodes[1].connect().await;
+    c.expect_greeting().await;
+    c.send("alice").await;
+    c.expect_line("Password:").await;
+    c.send(common::PASSWORD).await;
+    c.expect_line("! Login failed").await;
 }
