@@ -41,6 +41,33 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// Tries of opening a database another process holds locked: switching a new file to WAL
+/// answers "database is locked" at once (SQLite's busy timeout does not cover it), as when
+/// two `tlschat user add` run together on a new database.
+const CONNECT_TRIES: u32 = 40;
+/// The wait between those tries.
+const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The pool, retrying while another process holds the file locked.
+async fn connect(options: SqliteConnectOptions, path: &Path) -> Result<SqlitePool, StoreError> {
+    let mut tries = 1;
+    loop {
+        let connected = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await;
+        match connected {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("5") && tries < CONNECT_TRIES =>
+            {
+                tries += 1;
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            other => return other.map_err(|source| database(path, source)),
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating with mode 0600 if missing) and migrates the database.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -61,11 +88,7 @@ impl SqliteStore {
             // connection of the pool keeps its own, filled by log-ins and history reads that
             // the OS page cache serves almost as fast; the history writer's is larger.
             .pragma("cache_size", "-256");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| database(path, source))?;
+        let pool = connect(options, path).await?;
         let store = SqliteStore {
             pool,
             path: path.to_owned(),
