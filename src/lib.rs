@@ -24,9 +24,9 @@
 //! | `transport` | line framing, the first-byte sniff and ClientHello dispatch, WebSocket frames as lines, PROXY protocol headers |
 //! | `web` | the embedded web client and its HTTP/1.1 server, the WebSocket upgrade |
 //! | `session` | one logged-in connection over a line transport: login, member loop, commands, rate |
-//! | `room` | rooms and rosters, per-room logs (`enum Log`), append then per-node delivery; `room::hub`: members here, queues, fan-out; `room::presence` (`enum Presence`): who is online, `room::presence::nodes`: a cluster's nodes; `room::log::redis`: rooms' logs on Redis Streams |
+//! | `room` | rooms and rosters, per-room logs (`enum Log`), append then per-node delivery; `room::hub`: members here, queues, fan-out; `room::presence` (`enum Presence`): who is online here, `room::presence::redis`: who is online on every node, `room::presence::nodes`: a cluster's nodes and leases, `room::presence::inbox`: each node's inbox; `room::log::redis`: rooms' logs on Redis Streams; `room::shared`: a cluster node's link (appender, reader, heartbeat, sweeper) |
 //! | `event` | room names, sequence numbers, connection ids, events (what happened, not how it looks); `event::codec`: messages' stored form |
-//! | `history` | the batched history writer, the reads behind `/history` and catch-up; `history::Memberships`: rooms and read positions |
+//! | `history` | the batched history writer, the reads behind `/history` and catch-up (from a shared log through `history::SharedHistory` with `history = "redis"`); `history::Memberships`: rooms and read positions |
 //! | `protocol` | `decode`, `command`, `clean`, `render`: lines, commands, every wire string (no async) |
 // One reviewed exception: `transport::ack` asks a socket for its send queue (an ioctl no kept
 // crate offers safely). Nothing else may use `unsafe`.
