@@ -294,9 +294,9 @@ impl Hub {
     }
 
     /// Everyone, for shutdown.
-    pub fn drain(&mut self) -> impl Iterator<Item = (MemberId, Member)> + '_ {
+    pub fn drain(&mut self) -> impl Iterator<Item = Member> + '_ {
         self.by_key.clear();
-        self.members.drain()
+        self.members.drain().map(|(_, member)| member)
     }
 
     /// Every member here, by id.

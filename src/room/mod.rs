@@ -866,14 +866,19 @@ impl State {
             return false;
         };
         member.close(line);
+        self.publish_left(member.name, reason, id);
+        true
+    }
+
+    /// `*** name left` (with the reason, if any) in #lobby, where everyone is.
+    fn publish_left(&mut self, name: Arc<str>, reason: Option<&str>, conn: ConnId) {
         let lobby = self.lobby.clone();
         let kind = EventKind::Left {
-            name: member.name,
+            name,
             reason: reason.map(str::to_owned),
-            conn: id,
+            conn,
         };
         self.publish_presence(&lobby, kind, None);
-        true
     }
 
     /// True for a connection of this node's incarnation.
@@ -1038,8 +1043,10 @@ impl Rooms {
         login: Login,
         resume: Option<ResumeFrom>,
     ) -> Result<Joined, JoinError> {
-        let link = self.link();
-        let id = self.lock().next_conn();
+        let (link, id) = {
+            let mut state = self.lock();
+            (state.link.clone(), state.next_conn())
+        };
         // In a cluster the session is registered first: a session of the name on another
         // node is taken over there (closed without a left line) and replaced in the rooms.
         // (Each cluster step is boxed, so a single node's login future stays small.)
@@ -1291,13 +1298,7 @@ impl Rooms {
             return;
         };
         if !state.closed {
-            let lobby = state.lobby.clone();
-            let kind = EventKind::Left {
-                name: member.name,
-                reason: reason.map(str::to_owned),
-                conn: id,
-            };
-            state.publish_presence(&lobby, kind, None);
+            state.publish_left(member.name, reason, id);
         }
     }
 
@@ -1513,26 +1514,17 @@ impl Rooms {
     pub fn shutdown(&self) {
         let mut state = self.lock();
         state.closed = true;
-        let members: Vec<(MemberId, hub::Member)> = state.hub.drain().collect();
-        if let Some(link) = state.link.clone() {
+        if state.link.is_some() {
             // The other nodes' members see this node's members leave.
-            let lobby = state.lobby.clone();
-            for (id, member) in &members {
-                let id = *id;
-                state.presence.unregister(id);
-                link.forget_session(&member.name, id);
-                for room in &member.rooms {
-                    state.publish_presence(room, EventKind::Offline { conn: id }, None);
+            let here: Vec<MemberId> = state.hub.iter().map(|(id, _)| *id).collect();
+            for id in here {
+                if let Some(member) = state.remove(id) {
+                    state.publish_left(Arc::clone(&member.name), None, id);
+                    member.close(protocol::SHUTTING_DOWN);
                 }
-                let kind = EventKind::Left {
-                    name: Arc::clone(&member.name),
-                    reason: None,
-                    conn: id,
-                };
-                state.publish_presence(&lobby, kind, None);
             }
         }
-        for (_, member) in members {
+        for member in state.hub.drain() {
             member.close(protocol::SHUTTING_DOWN);
         }
         for channel in state.rooms.values_mut() {

@@ -69,9 +69,14 @@ impl ClientPair {
         let mut first = self.enroll(server, name, "laptop").await;
         first.send("/quit").await;
         first.expect_closed().await;
+        self.log_in_by_it(server, &name.to_ascii_uppercase()).await
+    }
+
+    /// Logs in as `name` by this certificate (past `*** Authenticated by client certificate`).
+    pub async fn log_in_by_it(&self, server: &TestServer, name: &str) -> super::TestClient {
         let mut c = self.connect(server).await;
         c.expect_greeting().await;
-        c.send(&name.to_ascii_uppercase()).await;
+        c.send(name).await;
         c.expect_line("*** Authenticated by client certificate")
             .await;
         c

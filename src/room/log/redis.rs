@@ -249,7 +249,7 @@ impl RedisLogs {
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
         let roster = roster
             .into_iter()
-            .filter_map(|(conn, name)| Some((parse_conn(&conn)?, Arc::from(name))))
+            .filter_map(|(conn, name)| Some((conn.parse().ok()?, Arc::from(name))))
             .collect();
         Ok(Tail {
             seq: seq.unwrap_or(0),
@@ -405,26 +405,19 @@ fn roster_key(room: &RoomName) -> String {
     format!("tlschat:room:{room}:roster")
 }
 
-/// `NODE:LOCAL`, as connections are written in entries and rosters.
-fn conn_text(conn: &ConnId) -> String {
-    conn.to_string()
-}
-
-fn parse_conn(text: &str) -> Option<ConnId> {
-    text.parse().ok()
-}
-
 /// What a presence event does to the roster hash: the script's operation (`j` set, `l`
 /// delete, `r` move from the second connection to the first), its connections
 /// and the name.
 fn roster_change(event: &EventKind) -> (&'static str, String, String, String) {
     match event {
-        EventKind::Joined { name, conn } => ("j", conn_text(conn), String::new(), name.to_string()),
+        EventKind::Joined { name, conn } => {
+            ("j", conn.to_string(), String::new(), name.to_string())
+        }
         EventKind::Left { conn, .. } | EventKind::Offline { conn } => {
-            ("l", conn_text(conn), String::new(), String::new())
+            ("l", conn.to_string(), String::new(), String::new())
         }
         EventKind::Replaced { name, old, new } => {
-            ("r", conn_text(new), conn_text(old), name.to_string())
+            ("r", new.to_string(), old.to_string(), name.to_string())
         }
         EventKind::Chat { .. } | EventKind::Action { .. } | EventKind::Notice { .. } => {
             ("-", String::new(), String::new(), String::new())
@@ -442,7 +435,7 @@ pub(super) fn split_id(id: &str) -> Option<(Seq, u64)> {
 /// (the new one of a takeover), `o` the replaced connection, `g` the origin.
 fn fields(kind: &EventKind, at_ms: i64, origin: Option<ConnId>) -> Vec<(&'static str, String)> {
     let mut out = vec![("t", at_ms.to_string())];
-    let conn = conn_text;
+    let conn = ConnId::to_string;
     match kind {
         EventKind::Chat { from, text } => {
             out.extend([
@@ -501,7 +494,7 @@ fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
         id: entry.id.clone(),
     };
     let text = |field: &str| entry.get::<String>(field);
-    let conn = |field: &str| parse_conn(&text(field)?);
+    let conn = |field: &str| text(field)?.parse::<ConnId>().ok();
     let (seq, _) = split_id(&entry.id).ok_or_else(damaged)?;
     let at_ms: i64 = text("t").and_then(|t| t.parse().ok()).ok_or_else(damaged)?;
     let name = || {
