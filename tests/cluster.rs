@@ -176,6 +176,30 @@ async fn read_chat(c: &mut TestClient, n: usize) -> Vec<String> {
     out
 }
 
+/// A sender does not wait for each line's append: a burst longer than the lines a member may
+/// have in flight arrives whole and in order, and the sender's own lines count as read.
+#[tokio::test]
+async fn a_burst_of_lines_arrives_in_order_and_counts_as_read_by_its_sender() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    let burst: String = (1..=200).map(|i| format!("b{i}\n")).collect();
+    alice.send_raw(burst.as_bytes()).await;
+    let got = read_chat(&mut bob, 200).await;
+    let want: Vec<String> = (1..=200).map(|i| format!("alice> b{i}")).collect();
+    assert_eq!(got, want);
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    bob.wait_for("*** alice left").await;
+    let mut again = cluster.login(2, "alice").await;
+    again
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    bob.send("after").await;
+    again.expect_line("[#dev] <bob> after").await;
+}
+
 #[tokio::test]
 async fn a_private_message_reaches_another_node() {
     let Some(cluster) = cluster(2).await else {

@@ -163,6 +163,11 @@ pub(super) struct Member {
     pub current: RoomName,
     /// The session asked for numbered lines: its own chat lines come back to it, numbered.
     pub numbered: bool,
+    /// In a cluster: this member's lines handed to the appender whose append is not
+    /// confirmed yet (a sender does not wait for each; see `Rooms::relay`).
+    pub unconfirmed: u32,
+    /// In a cluster: the room and number of the member's newest appended line.
+    pub last_appended: Option<Mark>,
     tx: queue::Sender<Delivery>,
     queued: Arc<AtomicUsize>,
 }
@@ -279,6 +284,8 @@ impl Hub {
                 rooms,
                 current: self.lobby.clone(),
                 numbered,
+                unconfirmed: 0,
+                last_appended: None,
                 tx,
                 queued: Arc::clone(&queued),
             },
@@ -302,6 +309,10 @@ impl Hub {
     /// Every member here, by id.
     pub fn iter(&self) -> impl Iterator<Item = (&MemberId, &Member)> {
         self.members.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&MemberId, &mut Member)> {
+        self.members.iter_mut()
     }
 
     pub fn get(&self, id: MemberId) -> Option<&Member> {

@@ -168,12 +168,14 @@ fn removed_conn(kind: &EventKind) -> Option<ConnId> {
 enum Relayed {
     /// Appended and delivered here (a local log), with its number if it was taken.
     Here(Option<Mark>),
-    /// Queued for the shared log; the number comes back on the receiver.
-    Appending(
-        RoomName,
-        tokio::sync::oneshot::Receiver<Result<Seq, LogError>>,
-    ),
+    /// Queued for the shared log, with this many of the sender's lines unconfirmed.
+    Appending(u32),
 }
+
+/// Lines a member may have queued for the shared log before its session waits for their
+/// appends: enough for the appender's round trips to carry many lines under load, few enough
+/// that the appender's queue stays small (at most this many lines per member).
+const MAX_UNCONFIRMED: u32 = 32;
 
 /// Where a room's numbers continue when it becomes active on this node.
 pub enum Start {
@@ -345,14 +347,20 @@ impl Rooms {
     }
 
     /// Appends a message from `id` to its current room and relays it to the others there;
-    /// refused with an error line to the sender when the log cannot take it. A shared log's
-    /// append is awaited off the lock (boxed: the session's own future stays small); the
-    /// node's reader delivers the line.
+    /// refused with an error line to the sender when the log cannot take it. On a single
+    /// node returns the line's number. In a cluster the line is queued for the shared log
+    /// and the sender goes on: the node's reader delivers it, with its number for the sender
+    /// in room order, and [`Rooms::appends_done`] tells a sender whose line was not sent. A
+    /// sender with [`MAX_UNCONFIRMED`] lines unconfirmed waits here (boxed: the session's
+    /// own future stays small).
     async fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
         match self.relay_here(id, kind)? {
             Relayed::Here(mark) => mark,
-            Relayed::Appending(room, appended) => {
-                Box::pin(self.numbered_when_appended(id, room, appended)).await
+            Relayed::Appending(unconfirmed) => {
+                if unconfirmed >= MAX_UNCONFIRMED {
+                    Box::pin(self.wait_for_appends(id, MAX_UNCONFIRMED / 2, false)).await;
+                }
+                None
             }
         }
     }
@@ -365,9 +373,10 @@ impl Rooms {
         kind: impl FnOnce(Arc<str>) -> EventKind,
     ) -> Option<Relayed> {
         let mut state = self.lock();
-        let member = state.hub.get(id)?;
+        let link = state.link.clone();
+        let member = state.hub.get_mut(id)?;
         let (room, from) = (member.current.clone(), Arc::clone(&member.name));
-        let Some(link) = state.link.clone() else {
+        let Some(link) = link else {
             // A session with numbered lines gets its own line back, in room order, numbered.
             let except = (!member.numbered).then_some(id);
             return Some(Relayed::Here(
@@ -380,47 +389,72 @@ impl Rooms {
                 },
             ));
         };
+        member.unconfirmed += 1;
+        let unconfirmed = member.unconfirmed;
         let event = Event {
-            room: room.clone(),
+            room,
             seq: 0,
             at_ms: crate::event::now_ms(),
             kind: kind(from),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        link.append(event, Some(id), Some(tx));
-        Some(Relayed::Appending(room, rx))
+        link.append(event, Some(id), true);
+        Some(Relayed::Appending(unconfirmed))
     }
 
-    /// The number a shared log gave the sender's line, or `! Chat is unavailable right now;
-    /// your message was not sent` when it was not appended in time.
-    async fn numbered_when_appended(
-        &self,
-        id: MemberId,
-        room: RoomName,
-        appended: tokio::sync::oneshot::Receiver<Result<Seq, LogError>>,
-    ) -> Option<Mark> {
-        let deadline = tokio::time::Instant::now() + shared::APPEND_WAIT;
-        let Ok(Ok(Ok(seq))) = tokio::time::timeout_at(deadline, appended).await else {
-            let mut state = self.lock();
-            // Not confirmed in time: what follows is refused until Redis answers again.
-            if let Some(link) = &state.link {
-                link.mark_down();
-            }
-            state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
-            return None;
-        };
-        // Appended: its delivery here follows at once (the reader got it as it was added).
-        loop {
-            let delivered = self.delivered.notified();
-            let here = self.lock().rooms.get(&room).map(|c| c.log.last_seq());
-            if here.is_none_or(|newest| newest >= seq) {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, delivered).await.is_err() {
-                break;
+    /// The appender's word on members' lines: each appended one's number (its delivery here
+    /// follows from the reader), or `None` for one not appended in time, whose sender is told
+    /// `! Chat is unavailable right now; your message was not sent`.
+    fn appends_done(&self, outcomes: &[(ConnId, Option<Seq>)]) {
+        let mut state = self.lock();
+        for &(id, seq) in outcomes {
+            let Some(member) = state.hub.get_mut(id) else {
+                continue;
+            };
+            member.unconfirmed = member.unconfirmed.saturating_sub(1);
+            match seq {
+                // Lines of one member are appended in order, and it changes rooms only once
+                // its lines are delivered (see `Rooms::wait_for_lines`).
+                Some(seq) => member.last_appended = Some((member.current.clone(), seq)),
+                None => state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned()),
             }
         }
-        Some((room, seq))
+        drop(state);
+        self.delivered.notify_waiters();
+    }
+
+    /// True when some of the member's lines are still on their way through the shared log.
+    pub fn has_lines_in_flight(&self, id: MemberId) -> bool {
+        let state = self.lock();
+        state.hub.get(id).is_some_and(|m| state.in_flight(m, 0))
+    }
+
+    /// Waits (up to [`shared::APPEND_WAIT`]) until the member's lines are appended and
+    /// delivered here, so that what it does next (`/history`, `/join`, `/part`) follows them.
+    pub async fn wait_for_lines(&self, id: MemberId) {
+        self.wait_for_appends(id, 0, true).await;
+    }
+
+    /// Waits until at most `unconfirmed` of the member's lines are unconfirmed and, with
+    /// `delivered`, the appended ones are delivered here; gives up after
+    /// [`shared::APPEND_WAIT`] (the appender answers for every line within it).
+    async fn wait_for_appends(&self, id: MemberId, unconfirmed: u32, delivered: bool) {
+        let deadline = tokio::time::Instant::now() + shared::APPEND_WAIT;
+        loop {
+            let woken = self.delivered.notified();
+            let done = {
+                let state = self.lock();
+                state.hub.get(id).is_none_or(|m| {
+                    if delivered {
+                        !state.in_flight(m, unconfirmed)
+                    } else {
+                        m.unconfirmed <= unconfirmed
+                    }
+                })
+            };
+            if done || tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The shared rooms the cluster reader reads, each from the last entry delivered.
@@ -490,6 +524,10 @@ impl Rooms {
         let mut text = protocol::CHAT_AVAILABLE_AGAIN.to_owned();
         if reset {
             text.push_str(protocol::HISTORY_RESET);
+            // Numbers restart: lines appended before would never seem delivered.
+            for (_, member) in state.hub.iter_mut() {
+                member.last_appended = None;
+            }
             for channel in state.rooms.values_mut() {
                 if let Log::Redis(log) = &mut channel.log {
                     log.restart();
@@ -602,7 +640,7 @@ impl State {
         self.apply(&event);
         let origin = presence_subject(&event.kind);
         let seq = event.seq;
-        link.append(event, origin, None);
+        link.append(event, origin, false);
         seq
     }
 
@@ -909,9 +947,10 @@ impl State {
             return;
         }
         let subject = presence_subject(&event.kind);
-        let except = match subject {
-            Some(conn) => Some(conn),
-            // A sender with numbered lines gets its own line back, in room order.
+        // A sender here gets its own line's number in room order (its read position moves
+        // past it), or, with numbered lines, its own line back.
+        let sender = match subject {
+            Some(_) => None,
             None => entry
                 .origin
                 .filter(|o| self.hub.get(*o).is_some_and(|m| !m.numbered)),
@@ -922,7 +961,12 @@ impl State {
                 self.forget_if_idle(room);
             }
         }
-        self.show(&event, except);
+        self.show(&event, subject.or(sender));
+        if let Some(sender) = sender
+            && event.kind.is_message()
+        {
+            self.reply_marked(sender, String::new(), Some((event.room, event.seq)));
+        }
     }
 
     /// Another node took over a session of this node: it ends with the usual last line and
@@ -967,6 +1011,17 @@ impl State {
         };
         self.reply(id, reply);
         result
+    }
+
+    /// More than `unconfirmed` of the member's lines are unconfirmed, or its newest appended
+    /// line is not delivered here yet.
+    fn in_flight(&self, member: &hub::Member, unconfirmed: u32) -> bool {
+        member.unconfirmed > unconfirmed
+            || member.last_appended.as_ref().is_some_and(|(room, seq)| {
+                self.rooms
+                    .get(room)
+                    .is_some_and(|c| c.log.last_seq() < *seq)
+            })
     }
 
     fn last_seq(&self, room: &RoomName) -> Seq {

@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Rooms;
-use super::log::LogError;
 use super::log::redis::{RedisLogs, Tail};
 use super::presence::inbox::{Inboxes, Note};
 use super::presence::nodes::{ClaimError, DeadNode, HEARTBEAT, LEASE, Node, Nodes};
@@ -48,8 +47,8 @@ struct Append {
     event: Event,
     /// The member that sent it (a message) or that it is about (presence).
     origin: Option<ConnId>,
-    /// Where the number goes, for a sender that waits for it.
-    reply: Option<oneshot::Sender<Result<Seq, LogError>>>,
+    /// A member's line: the rooms hear how its append went (see [`Rooms::appends_done`]).
+    said: bool,
     /// Appended no later than this, or not at all.
     deadline: Instant,
 }
@@ -121,17 +120,13 @@ impl Link {
         })
     }
 
-    /// Queues `event` for its room's stream, behind everything this node queued before.
-    pub(super) fn append(
-        &self,
-        event: Event,
-        origin: Option<ConnId>,
-        reply: Option<oneshot::Sender<Result<Seq, LogError>>>,
-    ) {
+    /// Queues `event` for its room's stream, behind everything this node queued before;
+    /// `said`: it is `origin`'s line, whose outcome the rooms hear.
+    pub(super) fn append(&self, event: Event, origin: Option<ConnId>, said: bool) {
         let append = Append {
             event,
             origin,
-            reply,
+            said,
             deadline: Instant::now() + APPEND_WAIT,
         };
         // Fails only once the appender is gone (shutdown): the sender times out.
@@ -199,11 +194,6 @@ impl Link {
         self.down.load(Ordering::Relaxed)
     }
 
-    /// Marks Redis as failing (an append was not confirmed in time).
-    pub(super) fn mark_down(&self) {
-        self.down.store(true, Ordering::Relaxed);
-    }
-
     fn lobby_epoch(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.lobby_epoch.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -253,7 +243,12 @@ impl Started {
             link: Arc::clone(&link),
             metrics: Arc::clone(metrics),
         };
-        tokio::spawn(run_appender(tasks.clone(), appends, epoch()));
+        tokio::spawn(run_appender(
+            tasks.clone(),
+            Arc::downgrade(rooms),
+            appends,
+            epoch(),
+        ));
         tokio::spawn(run_reader(
             tasks.clone(),
             Arc::downgrade(rooms),
@@ -409,8 +404,18 @@ const APPEND_BATCH: usize = 256;
 /// Appends queued events in the order the rooms made them: whatever queued up while the
 /// previous round trip was out goes in the next one, as one pipeline (so a busy node sends
 /// few round trips and its reader gets lines in bursts, which its members' writes coalesce).
-async fn run_appender(tasks: Tasks, mut rx: mpsc::UnboundedReceiver<Write>, epoch: String) {
+async fn run_appender(
+    tasks: Tasks,
+    rooms: Weak<Rooms>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    epoch: String,
+) {
     let link = &tasks.link;
+    let appender = Appender {
+        tasks: &tasks,
+        rooms: &rooms,
+        epoch: &epoch,
+    };
     let mut batch: Vec<Append> = Vec::with_capacity(APPEND_BATCH);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -423,7 +428,7 @@ async fn run_appender(tasks: Tasks, mut rx: mpsc::UnboundedReceiver<Write>, epoc
                     }
                 }
                 Write::Positions(account, positions) => {
-                    append_batch(&tasks, &mut batch, &epoch).await;
+                    appender.send(&mut batch).await;
                     if let Err(e) = link.sessions.save_positions(account, &positions).await {
                         link.down.store(true, Ordering::Relaxed);
                         tracing::warn!(error = %e, "sharing read positions failed");
@@ -431,71 +436,93 @@ async fn run_appender(tasks: Tasks, mut rx: mpsc::UnboundedReceiver<Write>, epoc
                     next = rx.try_recv().ok();
                 }
                 Write::Flush(done) => {
-                    append_batch(&tasks, &mut batch, &epoch).await;
+                    appender.send(&mut batch).await;
                     let _ = done.send(());
                     next = rx.try_recv().ok();
                 }
             }
         }
-        append_batch(&tasks, &mut batch, &epoch).await;
+        appender.send(&mut batch).await;
     }
 }
 
-/// Sends `batch` (emptied) in one round trip and tells each waiting sender its number;
-/// events past their deadline are dropped (their senders were told already).
-async fn append_batch(tasks: &Tasks, batch: &mut Vec<Append>, epoch: &str) {
-    let now = Instant::now();
-    let mut waiting = Vec::with_capacity(batch.len());
-    for append in batch.drain(..) {
-        if append.deadline <= now {
-            if let Some(reply) = append.reply {
-                let _ = reply.send(Err(LogError::Unavailable));
-            }
-        } else {
-            waiting.push(append);
+/// What the appender's round trips need.
+struct Appender<'a> {
+    tasks: &'a Tasks,
+    rooms: &'a Weak<Rooms>,
+    epoch: &'a str,
+}
+
+impl Appender<'_> {
+    /// Sends `batch` (emptied) in one round trip and tells the rooms how the members' lines
+    /// went; events past their deadline are dropped (their senders are told they were not
+    /// sent).
+    async fn send(&self, batch: &mut Vec<Append>) {
+        let mut outcomes = Vec::new();
+        self.append(batch, &mut outcomes).await;
+        if !outcomes.is_empty()
+            && let Some(rooms) = self.rooms.upgrade()
+        {
+            rooms.appends_done(&outcomes);
         }
     }
-    let Some(deadline) = waiting.iter().map(|a| a.deadline).min() else {
-        return;
-    };
-    let link = &tasks.link;
-    let events: Vec<_> = waiting
-        .iter()
-        .map(|a| (&a.event.kind, &a.event.room, (a.event.at_ms, a.origin)))
-        .collect();
-    let started = std::time::Instant::now();
-    let sent = tokio::time::timeout_at(deadline, link.logs.append_many(&events, epoch)).await;
-    let appended = match sent {
-        Ok(Ok(appended)) => {
-            tasks.metrics.redis_seconds.observe(started.elapsed());
-            Some(appended)
-        }
-        Ok(Err(e)) => {
-            link.down.store(true, Ordering::Relaxed);
-            tracing::warn!(error = %e, events = waiting.len(), "appending to the rooms' logs failed");
-            None
-        }
-        Err(_) => {
-            link.down.store(true, Ordering::Relaxed);
-            tracing::warn!(
-                events = waiting.len(),
-                "appending to the rooms' logs timed out"
-            );
-            None
-        }
-    };
-    for (i, append) in waiting.into_iter().enumerate() {
-        let result = match appended.as_ref().and_then(|a| a.get(i)) {
-            Some(done) => {
-                if append.event.room.is_lobby() {
-                    link.saw_lobby_epoch(Some(&done.epoch));
-                }
-                Ok(done.seq)
+
+    /// The round trip of [`Appender::send`]: each member's line's outcome goes to `outcomes`
+    /// (its number, or `None` when it was not appended).
+    async fn append(&self, batch: &mut Vec<Append>, outcomes: &mut Vec<(ConnId, Option<Seq>)>) {
+        let now = Instant::now();
+        let mut waiting = Vec::with_capacity(batch.len());
+        for append in batch.drain(..) {
+            if append.deadline > now {
+                waiting.push(append);
+            } else if append.said
+                && let Some(origin) = append.origin
+            {
+                outcomes.push((origin, None));
             }
-            None => Err(LogError::Unavailable),
+        }
+        let Some(deadline) = waiting.iter().map(|a| a.deadline).min() else {
+            return;
         };
-        if let Some(reply) = append.reply {
-            let _ = reply.send(result);
+        let (tasks, link) = (self.tasks, &self.tasks.link);
+        let events: Vec<_> = waiting
+            .iter()
+            .map(|a| (&a.event.kind, &a.event.room, (a.event.at_ms, a.origin)))
+            .collect();
+        let started = std::time::Instant::now();
+        let sent =
+            tokio::time::timeout_at(deadline, link.logs.append_many(&events, self.epoch)).await;
+        let appended = match sent {
+            Ok(Ok(appended)) => {
+                tasks.metrics.redis_seconds.observe(started.elapsed());
+                appended
+            }
+            Ok(Err(e)) => {
+                link.down.store(true, Ordering::Relaxed);
+                tracing::warn!(error = %e, events = waiting.len(), "appending to the rooms' logs failed");
+                Vec::new()
+            }
+            Err(_) => {
+                link.down.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    events = waiting.len(),
+                    "appending to the rooms' logs timed out"
+                );
+                Vec::new()
+            }
+        };
+        for (i, append) in waiting.iter().enumerate() {
+            let done = appended.get(i);
+            if let Some(done) = done
+                && append.event.room.is_lobby()
+            {
+                link.saw_lobby_epoch(Some(&done.epoch));
+            }
+            if append.said
+                && let Some(origin) = append.origin
+            {
+                outcomes.push((origin, done.map(|d| d.seq)));
+            }
         }
     }
 }
@@ -640,7 +667,7 @@ async fn write_missed_departures(link: &Link, rooms: &Rooms) {
                 at_ms: crate::event::now_ms(),
                 kind,
             };
-            link.append(event, Some(*conn), None);
+            link.append(event, Some(*conn), false);
         }
     }
     match link.sessions.sessions().await {

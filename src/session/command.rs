@@ -49,7 +49,20 @@ pub(super) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let room = &ctx.room;
-    match protocol::parse_command(&line) {
+    let command = protocol::parse_command(&line);
+    // In a cluster a member's lines may still be on their way through the shared log: what it
+    // does next follows them (boxed: rare, and only in a cluster).
+    if !matches!(
+        command,
+        Command::Say(_) | Command::Emote(_) | Command::Nothing
+    ) && room.has_lines_in_flight(member.id)
+        && unless_removed(outbox, Box::pin(room.wait_for_lines(member.id)))
+            .await
+            .is_none()
+    {
+        return Some(conn.removed_end(outbox));
+    }
+    match command {
         Command::Nothing => {}
         // A member's own line moves its read position once everything queued before it is
         // written (see `Conn::marks`).
