@@ -180,7 +180,10 @@ impl RedisLogs {
             .iter()
             .map(|(kind, room, at)| self.invocation(kind, room, *at, epoch))
             .collect();
+        // One transaction: Redis serves a blocked reader once it ends, so the nodes' readers
+        // get the whole batch in one read, not a read per entry.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for invocation in &invocations {
             pipe.invoke_script(invocation);
         }
