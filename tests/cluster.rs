@@ -25,6 +25,19 @@ async fn cluster_on(n: usize, redis: Redis) -> Option<Cluster> {
 }
 
 async fn cluster_with(n: usize, redis: Redis, limits: tlschat::config::Limits) -> Option<Cluster> {
+    let rooms = tlschat::config::RoomLimits {
+        history: tlschat::config::HistoryMode::Redis,
+        ..Default::default()
+    };
+    cluster_of(n, redis, limits, rooms).await
+}
+
+async fn cluster_of(
+    n: usize,
+    redis: Redis,
+    limits: tlschat::config::Limits,
+    rooms: tlschat::config::RoomLimits,
+) -> Option<Cluster> {
     let pg = Postgres::start()?;
     let mut nodes = Vec::new();
     for i in 1..=n {
@@ -33,10 +46,7 @@ async fn cluster_with(n: usize, redis: Redis, limits: tlschat::config::Limits) -
                 db_url: Some(pg.url.clone()),
                 cluster: Some((redis.url.clone(), format!("n{i}"))),
                 limits: limits.clone(),
-                rooms: tlschat::config::RoomLimits {
-                    history: tlschat::config::HistoryMode::Redis,
-                    ..Default::default()
-                },
+                rooms,
                 ..Opts::default()
             })
             .await,
@@ -198,6 +208,44 @@ async fn a_burst_of_lines_arrives_in_order_and_counts_as_read_by_its_sender() {
         .await;
     bob.send("after").await;
     again.expect_line("[#dev] <bob> after").await;
+}
+
+#[tokio::test]
+async fn rooms_lists_the_rooms_of_every_node() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = lobby_pair(&cluster).await;
+    join(&mut alice, "#a", "*** You joined #a; 1 here: alice").await;
+    join(&mut bob, "#b", "*** You joined #b; 1 here: bob").await;
+    bob.send("/rooms").await;
+    bob.expect_line("*** 3 rooms: #a (1), #b (1), #lobby (2)")
+        .await;
+    alice.send("/part #a").await;
+    alice.expect_line("*** You left #a").await;
+    bob.send("/rooms").await;
+    bob.expect_line("*** 2 rooms: #b (1), #lobby (2)").await;
+}
+
+#[tokio::test]
+async fn max_rooms_counts_the_rooms_of_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let rooms = tlschat::config::RoomLimits {
+        history: tlschat::config::HistoryMode::Redis,
+        max_rooms: 2,
+        ..Default::default()
+    };
+    let Some(cluster) = cluster_of(2, redis, common::test_limits(), rooms).await else {
+        return;
+    };
+    let (mut alice, mut bob) = lobby_pair(&cluster).await;
+    join(&mut alice, "#a", "*** You joined #a; 1 here: alice").await;
+    bob.send("/join #b").await;
+    bob.expect_line("! Too many rooms on this server").await;
+    // A room in use elsewhere is no new room.
+    join(&mut bob, "#a", "*** You joined #a; 2 here: alice, bob").await;
 }
 
 #[tokio::test]

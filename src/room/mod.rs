@@ -1434,16 +1434,58 @@ impl Rooms {
     }
 
     /// Queues the `/rooms` reply.
-    pub fn send_rooms(&self, id: MemberId) {
+    pub async fn send_rooms(&self, id: MemberId) {
+        let link = self.lock().link.clone();
+        // In a cluster, the rooms of every node, read off the lock.
+        let shared = match link {
+            Some(link) => match link.logs.rooms_in_use().await {
+                Ok(list) => Some(list),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing the cluster's rooms failed");
+                    self.lock().reply(id, protocol::SERVER_BUSY.to_owned());
+                    return;
+                }
+            },
+            None => None,
+        };
         let mut state = self.lock();
-        let mut list: Vec<(RoomName, usize)> = state
-            .rooms
-            .iter()
-            .map(|(name, c)| (name.clone(), state.headcount(name, c)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        list.sort_unstable();
+        let list = shared.unwrap_or_else(|| {
+            let mut list: Vec<(RoomName, usize)> = state
+                .rooms
+                .iter()
+                .map(|(name, c)| (name.clone(), state.headcount(name, c)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            list.sort_unstable();
+            list
+        });
         state.reply(id, protocol::rooms(&list));
+    }
+
+    /// In a cluster, `/join` of a room nobody is in, anywhere, when `max_rooms` rooms are in
+    /// use on all nodes together: refused (`true`) with `! Too many rooms on this server`.
+    /// Two nodes opening the last free room at the same moment may both succeed.
+    async fn too_many_rooms_in_cluster(&self, id: MemberId, room: &RoomName) -> bool {
+        let (link, max_rooms) = {
+            let state = self.lock();
+            (state.link.clone(), state.history.limits().max_rooms)
+        };
+        let Some(link) = link else {
+            return false;
+        };
+        match link.logs.in_use(room).await {
+            Ok((in_use, listed)) if !listed && in_use >= max_rooms => {
+                self.lock()
+                    .reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "counting the cluster's rooms failed");
+                self.lock().reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+                true
+            }
+        }
     }
 
     /// True when the room is in memory.
@@ -1455,7 +1497,7 @@ impl Rooms {
     /// continues its numbers from the store's; when that cannot be read the member gets
     /// `! Server busy, try again later` and nothing changes.
     pub async fn join_room(&self, id: MemberId, room: RoomName) {
-        if self.refused_while_down(id) {
+        if self.refused_while_down(id) || self.too_many_rooms_in_cluster(id, &room).await {
             return;
         }
         let mut stored = None;

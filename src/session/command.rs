@@ -102,7 +102,8 @@ pub(super) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(name) => room.part_room(member.id, Some(name)),
             Err(_) => conn.queue(protocol::INVALID_ROOM_NAME),
         },
-        Command::Rooms => room.send_rooms(member.id),
+        // Boxed: in a cluster the list is read from Redis.
+        Command::Rooms => Box::pin(room.send_rooms(member.id)).await,
         Command::History(want) => room.send_history(member.id, want),
         Command::Help => conn.queue(protocol::HELP),
         // Replies from the database, boxed like every database wait here.

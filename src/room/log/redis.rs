@@ -6,6 +6,7 @@
 //! | `tlschat:room:ROOM:log` | stream | every event of the room, in its one order | [`RedisLogs::append`] (one script) | `XADD … MAXLEN ~ keep` |
 //! | `tlschat:room:ROOM:meta` | hash | `seq` (the newest message number), `epoch` | the same script | never |
 //! | `tlschat:room:ROOM:roster` | hash | `NODE:LOCAL` → name of every connection in the room | the same script (presence entries) | by presence |
+//! | `tlschat:rooms` | set | the rooms with anyone in them (for `/rooms` and `max_rooms`) | the same script | by presence |
 //!
 //! A message takes the next number and the entry id `SEQ-0`; presence takes no number and the
 //! id `SEQ-N` after the last message (`XADD … SEQ-*`), so ids order the room's events and a
@@ -54,13 +55,18 @@ end
 local op = ARGV[4]
 if op == 'j' then
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+  redis.call('SADD', KEYS[4], ARGV[8])
 elseif op == 'l' then
   redis.call('HDEL', KEYS[3], ARGV[5])
+  if redis.call('HLEN', KEYS[3]) == 0 then
+    redis.call('SREM', KEYS[4], ARGV[8])
+  end
 elseif op == 'r' then
   redis.call('HDEL', KEYS[3], ARGV[6])
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+  redis.call('SADD', KEYS[4], ARGV[8])
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-*', unpack(ARGV, 8))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-*', unpack(ARGV, 9))
 return {seq, id, epoch}
 ";
 
@@ -207,6 +213,52 @@ impl RedisLogs {
             .collect())
     }
 
+    /// The rooms anyone is in on any node, with how many are in each (#lobby included),
+    /// sorted by name.
+    pub async fn rooms_in_use(&self) -> Result<Vec<(RoomName, usize)>, RedisUnavailable> {
+        let mut conn = self.redis.conn();
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(ROOMS_IN_USE)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        let rooms: Vec<RoomName> = names
+            .iter()
+            .filter_map(|name| RoomName::parse(name).ok())
+            .collect();
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for room in &rooms {
+            pipe.cmd("HLEN").arg(roster_key(room));
+        }
+        let counts: Vec<usize> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        let mut list: Vec<(RoomName, usize)> = rooms
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        list.sort_unstable();
+        Ok(list)
+    }
+
+    /// How many rooms anyone is in on any node (#lobby included), and whether `room` is one.
+    pub async fn in_use(&self, room: &RoomName) -> Result<(usize, bool), RedisUnavailable> {
+        redis::pipe()
+            .cmd("SCARD")
+            .arg(ROOMS_IN_USE)
+            .cmd("SISMEMBER")
+            .arg(ROOMS_IN_USE)
+            .arg(room.as_str())
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))
+    }
+
     /// One append script call.
     fn invocation(
         &self,
@@ -220,11 +272,17 @@ impl RedisLogs {
             .key(meta_key(room))
             .key(log_key(room))
             .key(roster_key(room))
+            .key(ROOMS_IN_USE)
             .arg(epoch)
             .arg(if event.is_message() { "1" } else { "0" })
             .arg(self.keep);
         let (op, a, b, name) = roster_change(event);
-        invocation.arg(op).arg(a).arg(b).arg(name);
+        invocation
+            .arg(op)
+            .arg(a)
+            .arg(b)
+            .arg(name)
+            .arg(room.as_str());
         for (field, value) in fields(event, at_ms, origin) {
             invocation.arg(field).arg(value);
         }
@@ -395,6 +453,9 @@ impl crate::history::SharedHistory for RedisLogs {
         })
     }
 }
+
+/// The set of rooms with anyone in them on any node, #lobby included (the script keeps it).
+const ROOMS_IN_USE: &str = "tlschat:rooms";
 
 fn log_key(room: &RoomName) -> String {
     format!("tlschat:room:{room}:log")
