@@ -283,9 +283,7 @@ impl RedisLogs {
             .arg(b)
             .arg(name)
             .arg(room.as_str());
-        for (field, value) in fields(event, at_ms, origin) {
-            invocation.arg(field).arg(value);
-        }
+        invocation.arg("e").arg(record(event, at_ms, origin));
         invocation
     }
 
@@ -495,58 +493,34 @@ pub(super) fn split_id(id: &str) -> Option<(Seq, u64)> {
     Some((seq.parse().ok()?, n.parse().ok()?))
 }
 
-/// The entry's fields: `k` kind, `t` time, `n` name, `x` text or reason, `c` connection
-/// (the new one of a takeover), `o` the replaced connection, `g` the origin.
-fn fields(kind: &EventKind, at_ms: i64, origin: Option<ConnId>) -> Vec<(&'static str, String)> {
-    let mut out = vec![("t", at_ms.to_string())];
+/// An entry's one field, `e`: `KIND TIME ORIGIN NAME CONN OLD [TEXT]`, tab-separated, where
+/// NAME is the sender or member, CONN the connection (the new one of a takeover), OLD the
+/// replaced connection, ORIGIN the member that appended it (each empty when it has none) and
+/// TEXT the message or the reason a member left (last, so it may hold tabs; absent when
+/// there is none). One field rather than one per part: a node reads every entry of its rooms,
+/// and each field costs a parse.
+fn record(kind: &EventKind, at_ms: i64, origin: Option<ConnId>) -> String {
+    use std::fmt::Write as _;
+    let none = String::new;
     let conn = ConnId::to_string;
-    match kind {
-        EventKind::Chat { from, text } => {
-            out.extend([
-                ("k", "chat".into()),
-                ("n", from.to_string()),
-                ("x", text.clone()),
-            ]);
-        }
-        EventKind::Action { from, text } => {
-            out.extend([
-                ("k", "action".into()),
-                ("n", from.to_string()),
-                ("x", text.clone()),
-            ]);
-        }
-        EventKind::Notice { text } => out.extend([("k", "notice".into()), ("x", text.clone())]),
-        EventKind::Joined { name, conn: c } => {
-            out.extend([
-                ("k", "joined".into()),
-                ("n", name.to_string()),
-                ("c", conn(c)),
-            ]);
-        }
+    let (word, name, new, old, text): (&str, &str, String, String, Option<&str>) = match kind {
+        EventKind::Chat { from, text } => ("chat", from, none(), none(), Some(text)),
+        EventKind::Action { from, text } => ("action", from, none(), none(), Some(text)),
+        EventKind::Notice { text } => ("notice", "", none(), none(), Some(text)),
+        EventKind::Joined { name, conn: c } => ("joined", name, conn(c), none(), None),
         EventKind::Left {
             name,
             reason,
             conn: c,
-        } => {
-            out.extend([
-                ("k", "left".into()),
-                ("n", name.to_string()),
-                ("c", conn(c)),
-            ]);
-            if let Some(reason) = reason {
-                out.push(("x", reason.clone()));
-            }
-        }
-        EventKind::Replaced { name, old, new } => out.extend([
-            ("k", "replaced".into()),
-            ("n", name.to_string()),
-            ("c", conn(new)),
-            ("o", conn(old)),
-        ]),
-        EventKind::Offline { conn: c } => out.extend([("k", "offline".into()), ("c", conn(c))]),
-    }
-    if let Some(origin) = origin {
-        out.push(("g", conn(&origin)));
+        } => ("left", name, conn(c), none(), reason.as_deref()),
+        EventKind::Replaced { name, old, new } => ("replaced", name, conn(new), conn(old), None),
+        EventKind::Offline { conn: c } => ("offline", "", conn(c), none(), None),
+    };
+    let origin = origin.as_ref().map_or_else(none, conn);
+    let mut out = format!("{word}\t{at_ms}\t{origin}\t{name}\t{new}\t{old}");
+    if let Some(text) = text {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "\t{text}");
     }
     out
 }
@@ -557,44 +531,48 @@ fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
         room: room.clone(),
         id: entry.id.clone(),
     };
-    let text = |field: &str| entry.get::<String>(field);
-    let conn = |field: &str| text(field)?.parse::<ConnId>().ok();
     let (seq, _) = split_id(&entry.id).ok_or_else(damaged)?;
-    let at_ms: i64 = text("t").and_then(|t| t.parse().ok()).ok_or_else(damaged)?;
-    let name = || {
-        text("n")
-            .map(std::sync::Arc::<str>::from)
-            .ok_or_else(damaged)
-    };
-    let kind = match text("k").as_deref() {
-        Some("chat") => EventKind::Chat {
-            from: name()?,
-            text: text("x").ok_or_else(damaged)?,
+    let record = match entry.map.get("e") {
+        Some(redis::Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    }
+    .ok_or_else(damaged)?;
+    let mut parts = record.splitn(7, '\t');
+    let mut part = || parts.next().ok_or_else(damaged);
+    let (word, at_ms, origin) = (part()?, part()?, part()?);
+    let (name, conn, old) = (part()?, part()?, part()?);
+    let text = parts.next();
+    let at_ms: i64 = at_ms.parse().map_err(|_| damaged())?;
+    let conn_id = |c: &str| (!c.is_empty()).then(|| c.parse::<ConnId>().ok()).flatten();
+    let origin = conn_id(origin);
+    let name = || std::sync::Arc::<str>::from(name);
+    let text = || text.map(str::to_owned).ok_or_else(damaged);
+    let conn = || conn_id(conn).ok_or_else(damaged);
+    let kind = match word {
+        "chat" => EventKind::Chat {
+            from: name(),
+            text: text()?,
         },
-        Some("action") => EventKind::Action {
-            from: name()?,
-            text: text("x").ok_or_else(damaged)?,
+        "action" => EventKind::Action {
+            from: name(),
+            text: text()?,
         },
-        Some("notice") => EventKind::Notice {
-            text: text("x").ok_or_else(damaged)?,
+        "notice" => EventKind::Notice { text: text()? },
+        "joined" => EventKind::Joined {
+            name: name(),
+            conn: conn()?,
         },
-        Some("joined") => EventKind::Joined {
-            name: name()?,
-            conn: conn("c").ok_or_else(damaged)?,
+        "left" => EventKind::Left {
+            name: name(),
+            reason: text().ok(),
+            conn: conn()?,
         },
-        Some("left") => EventKind::Left {
-            name: name()?,
-            reason: text("x"),
-            conn: conn("c").ok_or_else(damaged)?,
+        "replaced" => EventKind::Replaced {
+            name: name(),
+            old: conn_id(old).ok_or_else(damaged)?,
+            new: conn()?,
         },
-        Some("replaced") => EventKind::Replaced {
-            name: name()?,
-            old: conn("o").ok_or_else(damaged)?,
-            new: conn("c").ok_or_else(damaged)?,
-        },
-        Some("offline") => EventKind::Offline {
-            conn: conn("c").ok_or_else(damaged)?,
-        },
+        "offline" => EventKind::Offline { conn: conn()? },
         _ => return Err(damaged()),
     };
     Ok(Entry {
@@ -605,6 +583,96 @@ fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
             at_ms,
             kind,
         },
-        origin: conn("g"),
+        origin,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_event_survives_its_record() {
+        let c = |local| ConnId { node: 2, local };
+        let kinds = [
+            EventKind::Chat {
+                from: "alice".into(),
+                text: "tab\there, and\ttwo".into(),
+            },
+            EventKind::Action {
+                from: "bob".into(),
+                text: "waves".into(),
+            },
+            EventKind::Notice {
+                text: "maintenance".into(),
+            },
+            EventKind::Joined {
+                name: "carol".into(),
+                conn: c(7),
+            },
+            EventKind::Left {
+                name: "carol".into(),
+                reason: None,
+                conn: c(7),
+            },
+            EventKind::Left {
+                name: "carol".into(),
+                reason: Some(String::new()),
+                conn: c(7),
+            },
+            EventKind::Left {
+                name: "carol".into(),
+                reason: Some("connection lost".into()),
+                conn: c(7),
+            },
+            EventKind::Replaced {
+                name: "dave".into(),
+                old: c(8),
+                new: c(9),
+            },
+            EventKind::Offline { conn: c(10) },
+        ];
+        let room = RoomName::parse("#dev").unwrap();
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let origin = (i % 2 == 0).then(|| c(1));
+            let entry = StreamId {
+                id: "5-0".into(),
+                map: [(
+                    "e".to_owned(),
+                    redis::Value::BulkString(record(&kind, 1234, origin).into_bytes()),
+                )]
+                .into(),
+                ..StreamId::default()
+            };
+            let read = decode(&room, &entry).unwrap();
+            assert_eq!(read.event.kind, kind);
+            assert_eq!((read.event.seq, read.event.at_ms), (5, 1234));
+            assert_eq!(read.origin, origin);
+        }
+    }
+
+    #[test]
+    fn a_record_this_version_cannot_read_is_damaged_not_a_panic() {
+        let room = RoomName::parse("#dev").unwrap();
+        for bad in [
+            "",
+            "chat",
+            "chat\tnot-a-time\t\talice\t\t",
+            "shout\t1\t\ta\t\t\tx",
+        ] {
+            let entry = StreamId {
+                id: "5-0".into(),
+                map: [(
+                    "e".to_owned(),
+                    redis::Value::BulkString(bad.as_bytes().to_vec()),
+                )]
+                .into(),
+                ..StreamId::default()
+            };
+            assert!(matches!(
+                decode(&room, &entry),
+                Err(RedisLogError::Damaged { .. })
+            ));
+        }
+    }
 }
