@@ -165,13 +165,13 @@ impl RedisLogs {
         at: (i64, Option<ConnId>),
         epoch: &str,
     ) -> Result<Appended, RedisUnavailable> {
-        let invocation = self.invocation(event, room, at, epoch);
-        let mut conn = self.redis.conn();
-        let (seq, id, epoch): (u64, String, String) = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.redis.error(e))?;
-        Ok(Appended { seq, id, epoch })
+        let mut appended = self.append_many(&[(event, room, at)], epoch).await?;
+        appended.pop().ok_or_else(|| {
+            self.redis.error(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "no reply to an append",
+            )))
+        })
     }
 
     /// Appends several events in one round trip (a pipeline of the append script), in order:
@@ -182,16 +182,12 @@ impl RedisLogs {
         events: &[ToAppend<'_>],
         epoch: &str,
     ) -> Result<Vec<Appended>, RedisUnavailable> {
-        let invocations: Vec<redis::ScriptInvocation<'_>> = events
-            .iter()
-            .map(|(kind, room, at)| self.invocation(kind, room, *at, epoch))
-            .collect();
         // One transaction: Redis serves a blocked reader once it ends, so the nodes' readers
         // get the whole batch in one read, not a read per entry.
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for invocation in &invocations {
-            pipe.invoke_script(invocation);
+        for (kind, room, at) in events {
+            self.add_append(&mut pipe, kind, room, *at, epoch);
         }
         let mut conn = self.redis.conn();
         let sent: Result<Vec<(u64, String, String)>, _> = pipe.query_async(&mut conn).await;
@@ -259,32 +255,33 @@ impl RedisLogs {
             .map_err(|e| self.redis.error(e))
     }
 
-    /// One append script call.
-    fn invocation(
+    /// One append script call (`EVALSHA`, written straight into the pipeline).
+    fn add_append(
         &self,
+        pipe: &mut redis::Pipeline,
         event: &EventKind,
         room: &RoomName,
         (at_ms, origin): (i64, Option<ConnId>),
         epoch: &str,
-    ) -> redis::ScriptInvocation<'_> {
-        let mut invocation = self.append.prepare_invoke();
-        invocation
-            .key(meta_key(room))
-            .key(log_key(room))
-            .key(roster_key(room))
-            .key(ROOMS_IN_USE)
+    ) {
+        let (op, a, b, name) = roster_change(event);
+        pipe.cmd("EVALSHA")
+            .arg(self.append.get_hash())
+            .arg(4)
+            .arg(meta_key(room))
+            .arg(log_key(room))
+            .arg(roster_key(room))
+            .arg(ROOMS_IN_USE)
             .arg(epoch)
             .arg(if event.is_message() { "1" } else { "0" })
-            .arg(self.keep);
-        let (op, a, b, name) = roster_change(event);
-        invocation
+            .arg(self.keep)
             .arg(op)
             .arg(a)
             .arg(b)
             .arg(name)
-            .arg(room.as_str());
-        invocation.arg("e").arg(record(event, at_ms, origin));
-        invocation
+            .arg(room.as_str())
+            .arg("e")
+            .arg(record(event, at_ms, origin));
     }
 
     /// Where a room's log ends now, with its roster at that point (read in one transaction,
