@@ -50,6 +50,9 @@ pub struct ClusterSettings {
     pub url: String,
     /// This node's name, unique in the cluster.
     pub node_name: String,
+    /// PEM certificates a `rediss://` server's certificate must chain to (`None`: the
+    /// system's roots).
+    pub ca: Option<Vec<u8>>,
 }
 
 /// Why a server could not be built.
@@ -117,7 +120,7 @@ impl App {
             }
             Some(settings) => {
                 let cluster_error = |e: &dyn std::fmt::Display| BuildError::Cluster(e.to_string());
-                let redis = Redis::connect(&settings.url)
+                let redis = Redis::connect(&settings.url, settings.ca.as_deref())
                     .await
                     .map_err(|e| cluster_error(&e))?;
                 let started =

@@ -33,14 +33,25 @@ pub struct Redis {
 impl Redis {
     /// Connects to `url` (`redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://`,
     /// `redis+unix:///path`), failing within a few seconds if it does not answer (the
-    /// managed connection alone would retry for longer before giving up).
-    pub async fn connect(url: &str) -> Result<Self, RedisUnavailable> {
+    /// managed connection alone would retry for longer before giving up). A `rediss://`
+    /// server's certificate must chain to `ca` (PEM) when given, else to the system's roots.
+    pub async fn connect(url: &str, ca: Option<&[u8]>) -> Result<Self, RedisUnavailable> {
         let at = Location::url(url);
         let error = |source| RedisUnavailable {
             at: at.clone(),
             source,
         };
-        let client = redis::Client::open(url).map_err(error)?;
+        let client = match ca {
+            None => redis::Client::open(url),
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+        }
+        .map_err(error)?;
         let probe = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(CONNECT_TIMEOUT));

@@ -575,6 +575,9 @@ pub struct FileConfig {
     pub cluster: Option<String>,
     /// `node_name = "chat-1"`: this node's name in the cluster.
     pub node_name: Option<String>,
+    /// `cluster_ca = "/etc/tlschat/redis-ca.pem"`: what a `rediss://` server's certificate
+    /// must chain to.
+    pub cluster_ca: Option<PathBuf>,
     /// The top-level rooms and history keys (`history = "sqlite"`, `max_rooms = 1000`, …).
     #[serde(skip)]
     pub rooms: RoomSettings,

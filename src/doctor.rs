@@ -70,6 +70,9 @@ pub struct Target<'a> {
     pub hash: Result<HashSettings, String>,
     /// Cluster mode's Redis URL, if cluster mode is on.
     pub cluster: Option<&'a str>,
+    /// The certificates a `rediss://` server's must chain to (`--cluster-ca`), or why they
+    /// could not be read.
+    pub cluster_ca: Result<Option<Vec<u8>>, String>,
 }
 
 /// Runs every check.
@@ -89,7 +92,10 @@ pub async fn run(target: &Target<'_>) -> Vec<Check> {
                 "cluster mode needs PostgreSQL: --db must be a postgres:// URL",
             ));
         }
-        out.push(redis_check(url).await);
+        out.push(match &target.cluster_ca {
+            Ok(ca) => redis_check(url, ca.as_deref()).await,
+            Err(e) => check(Level::Fail, "redis", e.clone()),
+        });
     }
     hash_check(&target.hash, &mut out).await;
     out.push(listen_check(&target.listen).await);
@@ -98,9 +104,9 @@ pub async fn run(target: &Target<'_>) -> Vec<Check> {
 
 /// The cluster's Redis answers; its append-only file should be on, or a Redis restart loses
 /// the rooms' history and who is online.
-async fn redis_check(url: &str) -> Check {
+async fn redis_check(url: &str, ca: Option<&[u8]>) -> Check {
     let at = store::Location::url(url);
-    let redis = match crate::cluster::Redis::connect(url).await {
+    let redis = match crate::cluster::Redis::connect(url, ca).await {
         Ok(redis) => redis,
         Err(e) => return check(Level::Fail, "redis", e.to_string()),
     };

@@ -433,6 +433,58 @@ fn a_node_under_the_name_of_a_live_node_is_refused() {
 }
 
 #[tokio::test]
+async fn a_node_reaches_redis_over_tls_when_its_certificate_chains_to_cluster_ca() {
+    let (Some(redis), Some(pg)) = (Redis::start_tls(), Postgres::start()) else {
+        return;
+    };
+    let (url, ca) = redis.tls.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), &pg, &["alice"]);
+    let ca = ca.to_str().unwrap();
+    let args = [
+        "--cluster",
+        &url,
+        "--node-name",
+        "n1",
+        "--admin-socket",
+        "off",
+    ];
+    let n1 = common::bin::serve_on(
+        dir.path(),
+        &pg.url,
+        &[&args[..], &["--cluster-ca", ca]].concat(),
+        &[],
+    );
+    let mut alice = login_on(&n1, dir.path(), "alice").await;
+    alice.send("/rooms").await;
+    alice.expect_line("*** 1 room: #lobby (1)").await;
+    // Without it the system's roots do not vouch for the self-signed certificate.
+    let said = refused(dir.path(), &[&["--db", &pg.url][..], &args].concat());
+    assert!(said.contains("certificate"), "{said}");
+    assert!(!said.contains(common::redis::REDIS_PASSWORD), "{said}");
+}
+
+#[test]
+fn cluster_ca_is_refused_for_a_redis_url_without_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = refused(
+        dir.path(),
+        &[
+            "--cluster",
+            "redis://127.0.0.1:1",
+            "--db",
+            "postgres://u@127.0.0.1:1/db",
+            "--cluster-ca",
+            "ca.pem",
+        ],
+    );
+    assert!(
+        said.contains("error: --cluster-ca applies to a rediss:// cluster URL only"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
 async fn the_members_of_a_killed_node_are_announced_as_left_and_its_name_is_free_again() {
     let (Some(redis), Some(pg)) = (Redis::start(), Postgres::start()) else {
         return;

@@ -14,7 +14,7 @@ use tlschat::room::log::redis::{Entry, RedisLogs};
 
 /// The logs on `url`, keeping `keep` entries per room.
 async fn logs_at(url: &str, keep: u64) -> RedisLogs {
-    RedisLogs::new(tlschat::cluster::Redis::connect(url).await.unwrap(), keep)
+    RedisLogs::new(tlschat::cluster::Redis::connect(url, None).await.unwrap(), keep)
 }
 
 fn room(name: &str) -> RoomName {
@@ -199,7 +199,7 @@ async fn an_unreachable_redis_is_an_error_that_does_not_show_its_password() {
     let Some(redis) = Redis::start() else { return };
     let url = redis.url.clone();
     drop(redis);
-    let error = match tlschat::cluster::Redis::connect(&url).await {
+    let error = match tlschat::cluster::Redis::connect(&url, None).await {
         Ok(_) => panic!("connected to a stopped server"),
         Err(e) => e.to_string(),
     };

@@ -29,13 +29,21 @@ pub(super) async fn doctor(args: DoctorArgs, report: Report) -> anyhow::Result<(
     } else {
         args.names
     };
+    let cluster = serve.cluster.as_deref().or(file.cluster.as_deref());
+    let cluster_ca = match cluster {
+        Some(url) => {
+            serve::cluster_ca(url, serve.cluster_ca.as_deref(), &file).map_err(|e| format!("{e:#}"))
+        }
+        None => Ok(None),
+    };
     let target = crate::doctor::Target {
         certs: &certs,
         db: &db,
         listen: resolve_listen(serve.listen, &file).map_err(|e| e.to_string()),
         names: &names,
         hash: file.hash_settings(&serve.argon2).map_err(|e| e.to_string()),
-        cluster: serve.cluster.as_deref().or(file.cluster.as_deref()),
+        cluster,
+        cluster_ca,
     };
     let checks = crate::doctor::run(&target).await;
     let mut failed = 0;

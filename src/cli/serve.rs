@@ -74,6 +74,10 @@ pub(super) struct ServeArgs {
         hide_env_values = true
     )]
     pub(super) cluster: Option<String>,
+    /// PEM certificates that a rediss:// server's certificate must chain to [default: the
+    /// system's roots]
+    #[arg(long, env = "TLSCHAT_CLUSTER_CA", value_name = "FILE")]
+    pub(super) cluster_ca: Option<PathBuf>,
     /// This node's name in the cluster, unique among live nodes [default: host name and port]
     #[arg(long, env = "TLSCHAT_NODE_NAME", value_name = "NAME")]
     pub(super) node_name: Option<String>,
@@ -114,7 +118,8 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
                 Some(name) => name,
                 None => default_node_name(listen.port()),
             };
-            Some(crate::app::ClusterSettings { url, node_name })
+            let ca = cluster_ca(&url, args.cluster_ca.as_deref(), &file)?;
+            Some(crate::app::ClusterSettings { url, node_name, ca })
         }
         None => {
             if room_limits.history == HistoryMode::Redis {
@@ -273,6 +278,24 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
 
 /// The host's name and the chat port: a node name that differs between machines and between
 /// nodes of one machine.
+/// The certificates named by `--cluster-ca` (or the file's `cluster_ca`), read; only for a
+/// `rediss://` URL.
+pub(super) fn cluster_ca(
+    url: &str,
+    flag: Option<&std::path::Path>,
+    file: &FileConfig,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = flag.or(file.cluster_ca.as_deref()) else {
+        return Ok(None);
+    };
+    if !url.starts_with("rediss://") {
+        bail!("--cluster-ca applies to a rediss:// cluster URL only");
+    }
+    std::fs::read(path)
+        .map(Some)
+        .with_context(|| format!("reading --cluster-ca {}", path.display()))
+}
+
 fn default_node_name(port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

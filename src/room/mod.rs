@@ -1436,9 +1436,10 @@ impl Rooms {
     /// Queues the `/rooms` reply.
     pub async fn send_rooms(&self, id: MemberId) {
         let link = self.lock().link.clone();
-        // In a cluster, the rooms of every node, read off the lock.
+        // In a cluster, the rooms of every node, read off the lock once this node's own
+        // presence (the member's joins among it) is written.
         let shared = match link {
-            Some(link) => match link.logs.rooms_in_use().await {
+            Some(link) => match link.flush().await.logs.rooms_in_use().await {
                 Ok(list) => Some(list),
                 Err(e) => {
                     tracing::warn!(error = %e, "listing the cluster's rooms failed");
@@ -1473,7 +1474,7 @@ impl Rooms {
         let Some(link) = link else {
             return false;
         };
-        match link.logs.in_use(room).await {
+        match link.flush().await.logs.in_use(room).await {
             Ok((in_use, listed)) if !listed && in_use >= max_rooms => {
                 self.lock()
                     .reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());

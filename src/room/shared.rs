@@ -181,11 +181,12 @@ impl Link {
     }
 
     /// Waits (up to [`APPEND_WAIT`]) until every write queued so far is done.
-    pub async fn flush(&self) {
+    pub async fn flush(&self) -> &Self {
         let (done, wait) = oneshot::channel();
         if self.appends.send(Write::Flush(done)).is_ok() {
             let _ = tokio::time::timeout(APPEND_WAIT, wait).await;
         }
+        self
     }
 
     /// True while the shared Redis is known to be failing: commands that change the rooms are

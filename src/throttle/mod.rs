@@ -90,6 +90,8 @@ pub enum Verdict {
 
 /// The failure counters, wherever they are kept: in this process, or (in a cluster) shared by
 /// every node so that a guesser cannot spread its attempts over them.
+// One per server: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum FailureCounter {
     /// In this process.
     Local(LocalCounter),

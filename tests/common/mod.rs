@@ -216,7 +216,11 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         cluster: opts
             .cluster
             .clone()
-            .map(|(url, node_name)| tlschat::app::ClusterSettings { url, node_name }),
+            .map(|(url, node_name)| tlschat::app::ClusterSettings {
+                url,
+                node_name,
+                ca: None,
+            }),
     })
     .await
     .unwrap();

@@ -15,6 +15,9 @@ pub struct Redis {
     port: u16,
     /// Append-only file on (`appendfsync always`): data survives a restart.
     persistent: bool,
+    /// With TLS: `rediss://:PASSWORD@127.0.0.1:PORT/0` (beside the plain port) and the
+    /// self-signed certificate (PEM) its certificate is.
+    pub tls: Option<(String, std::path::PathBuf)>,
     dir: tempfile::TempDir,
 }
 
@@ -22,6 +25,35 @@ impl Redis {
     /// Starts a private server, or `None` (after saying why) when redis-server is missing.
     pub fn start() -> Option<Redis> {
         Self::start_with(false)
+    }
+
+    /// Like [`Redis::start`], also listening with TLS (a self-signed certificate for
+    /// 127.0.0.1, in [`Redis::tls`]).
+    pub fn start_tls() -> Option<Redis> {
+        let mut server = Self::start_with(false)?;
+        server.stop();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let (crt, key) = (
+            server.dir.path().join("redis.crt"),
+            server.dir.path().join("redis.key"),
+        );
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let tls_port = super::free_port();
+        server.child = spawn_with(server.port, false, server.dir.path(), |cmd| {
+            cmd.args(["--tls-port", &tls_port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&crt)
+                .arg("--tls-key-file")
+                .arg(&key)
+                .args(["--tls-auth-clients", "no"]);
+        });
+        server.wait_ready(server.port);
+        server.tls = Some((
+            format!("rediss://:{REDIS_PASSWORD}@127.0.0.1:{tls_port}/0"),
+            crt,
+        ));
+        Some(server)
     }
 
     /// Like [`Redis::start`], with the append-only file on, so that a restart keeps the data.
@@ -47,6 +79,7 @@ impl Redis {
             url: format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"),
             port,
             persistent,
+            tls: None,
             dir,
         };
         server.wait_ready(port);
@@ -103,6 +136,15 @@ impl Redis {
 }
 
 fn spawn(port: u16, persistent: bool, dir: &std::path::Path) -> Child {
+    spawn_with(port, persistent, dir, |_| {})
+}
+
+fn spawn_with(
+    port: u16,
+    persistent: bool,
+    dir: &std::path::Path,
+    more: impl FnOnce(&mut Command),
+) -> Child {
     let mut cmd = Command::new("redis-server");
     cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", ""])
@@ -114,6 +156,7 @@ fn spawn(port: u16, persistent: bool, dir: &std::path::Path) -> Child {
     } else {
         cmd.args(["--appendonly", "no"]);
     }
+    more(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
