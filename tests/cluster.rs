@@ -342,6 +342,38 @@ async fn a_login_on_another_node_takes_the_session_over_without_a_flap() {
     bob.expect_line("*** 2 online: alice, bob").await;
 }
 
+#[tokio::test]
+async fn a_takeover_on_another_node_catches_up_from_what_the_old_peer_read() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    // alice's position in #dev is stored (at logout) before bob's line.
+    bob.send("first").await;
+    alice.expect_line("[#dev] <bob> first").await;
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    bob.wait_for("*** alice left").await;
+    let mut alice = cluster.login(1, "alice").await;
+    alice
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    bob.wait_for("*** alice joined").await;
+    bob.send("read by alice").await;
+    alice.expect_line("[#dev] <bob> read by alice").await;
+    // At once, well before the old session saves its positions by itself: the new one
+    // starts from what the old one's peer acknowledged, not from the stored position.
+    let mut again = cluster.login(2, "alice").await;
+    again
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    alice
+        .expect_line("! You signed in elsewhere; closing this session")
+        .await;
+    bob.send("live").await;
+    again.expect_line("[#dev] <bob> live").await;
+}
+
 /// The real binary as a cluster node named `name`, in `dir`, on `pg` and `redis`.
 fn node(dir: &std::path::Path, pg: &Postgres, redis: &Redis, name: &str) -> common::bin::Serve {
     common::bin::serve_on(

@@ -14,7 +14,10 @@ use tlschat::room::log::redis::{Entry, RedisLogs};
 
 /// The logs on `url`, keeping `keep` entries per room.
 async fn logs_at(url: &str, keep: u64) -> RedisLogs {
-    RedisLogs::new(tlschat::cluster::Redis::connect(url, None).await.unwrap(), keep)
+    RedisLogs::new(
+        tlschat::cluster::Redis::connect(url, None).await.unwrap(),
+        keep,
+    )
 }
 
 fn room(name: &str) -> RoomName {

@@ -14,7 +14,11 @@ const SHORT: Duration = Duration::from_millis(300);
 
 /// The node registry on the test's Redis.
 async fn registry(redis: &Redis) -> Nodes {
-    Nodes::new(tlschat::cluster::Redis::connect(&redis.url, None).await.unwrap())
+    Nodes::new(
+        tlschat::cluster::Redis::connect(&redis.url, None)
+            .await
+            .unwrap(),
+    )
 }
 
 /// Waits (polling, bounded) until `name`'s lease has lapsed.

@@ -10,7 +10,11 @@ use tlschat::event::ConnId;
 use tlschat::room::presence::redis::{RedisSessions, SessionRecord};
 
 async fn sessions(redis: &Redis) -> RedisSessions {
-    RedisSessions::new(tlschat::cluster::Redis::connect(&redis.url, None).await.unwrap())
+    RedisSessions::new(
+        tlschat::cluster::Redis::connect(&redis.url, None)
+            .await
+            .unwrap(),
+    )
 }
 
 fn session(name: &str, node: u16, local: u64) -> SessionRecord {

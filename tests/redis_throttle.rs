@@ -31,7 +31,9 @@ fn ip(s: &str) -> IpAddr {
 
 /// A node's counters on the shared Redis.
 async fn node(redis: &Redis) -> FailureCounter {
-    let shared = tlschat::cluster::Redis::connect(&redis.url, None).await.unwrap();
+    let shared = tlschat::cluster::Redis::connect(&redis.url, None)
+        .await
+        .unwrap();
     FailureCounter::Redis(RedisCounter::new(shared, &limits()))
 }
 

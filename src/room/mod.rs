@@ -486,7 +486,12 @@ impl Rooms {
                         state.announce_dropped(vec![(to, why)]);
                     }
                 }
-                Some(Note::Replaced { conn }) => state.replaced_elsewhere(conn),
+                Some(Note::Replaced { conn, by }) => state.replaced_elsewhere(conn, by),
+                Some(Note::Handed { conn, positions }) => {
+                    if let Some(link) = &state.link {
+                        link.handed(conn, positions);
+                    }
+                }
                 Some(Note::Kick { conn, reason }) => {
                     let line = protocol::kicked(reason.as_deref());
                     state.kick(conn, &line, reason.as_deref());
@@ -797,6 +802,7 @@ impl State {
         self.presence.unregister(id);
         if let Some(link) = &self.link {
             link.forget_session(&member.name, id);
+            link.forget_handoff(id);
         }
         for room in &member.rooms {
             self.publish_presence(room, EventKind::Offline { conn: id }, None);
@@ -969,14 +975,18 @@ impl State {
         }
     }
 
-    /// Another node took over a session of this node: it ends with the usual last line and
-    /// no left line (the rooms see the other node's `Replaced` entries).
-    fn replaced_elsewhere(&mut self, conn: ConnId) {
+    /// Another node took over a session of this node (for `by`): it ends as a takeover does
+    /// here, with the usual last line and no left line (the rooms see the other node's
+    /// `Replaced` entries), and its acknowledged positions go to `by`.
+    fn replaced_elsewhere(&mut self, conn: ConnId, by: ConnId) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
         let Some(member) = self.hub.remove(conn) else {
             return;
         };
         self.presence.unregister(conn);
-        member.close(protocol::SIGNED_IN_ELSEWHERE);
+        member.replace(protocol::SIGNED_IN_ELSEWHERE, link.hand_over(by));
     }
 
     /// A private message to `target` (found here, or nobody), and the sender's echo.
@@ -1147,7 +1157,13 @@ impl Rooms {
         };
         if let Some(link) = &link {
             match (&joined, remote) {
-                (Ok(_), Some(old)) => link.send(old.node, Note::Replaced { conn: old }),
+                (Ok(joined), Some(old)) => link.send(
+                    old.node,
+                    Note::Replaced {
+                        conn: old,
+                        by: joined.id,
+                    },
+                ),
                 (Err(_), _) => link.forget_session(name.as_str(), id),
                 _ => {}
             }
@@ -1290,6 +1306,8 @@ impl Rooms {
                 let stored = restore.positions.get(&room).copied();
                 let resumed = restore.resumed(&room, newest);
                 match resumed.or(stored) {
+                    // Taken over from another node: caught up as a takeover here (below).
+                    Some(_) if joining.remote.is_some() => {}
                     Some(at) if newest > at && state.history_on() => {
                         catch_up.push((room, at, resumed.is_some()));
                     }
@@ -1311,6 +1329,9 @@ impl Rooms {
             let missed = state.last_seq(&room) - at;
             let want = state.catch_up_size(resumed);
             state.request_history_of(id, &room, Purpose::CatchUp { missed }, at, want);
+        }
+        if let (Some(_), Some(link)) = (joining.remote, &state.link) {
+            handed = Some(link.await_handoff(id));
         }
         if let Some(handed) = handed
             && state.history_on()

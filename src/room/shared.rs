@@ -12,7 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashMap;
+
 use super::Rooms;
+use super::hub::{Handoff, Mark};
 use super::log::redis::{RedisLogs, Tail};
 use super::presence::inbox::{Inboxes, Note};
 use super::presence::nodes::{ClaimError, DeadNode, HEARTBEAT, LEASE, Node, Nodes};
@@ -72,6 +75,9 @@ pub struct Link {
     /// #lobby's epoch as this node knows it: a different one after an outage means Redis
     /// lost its data.
     lobby_epoch: Mutex<Option<String>>,
+    /// Sessions here that took over one on another node, waiting for its positions
+    /// ([`Note::Handed`]).
+    handoffs: Mutex<HashMap<ConnId, Handoff>>,
 }
 
 /// What the link's tasks run on, handed to [`Link::start`].
@@ -106,6 +112,7 @@ impl Link {
             redis,
             down: AtomicBool::new(false),
             lobby_epoch: Mutex::new(None),
+            handoffs: Mutex::new(HashMap::new()),
         });
         if node.unswept {
             // This name's previous incarnation died: its members leave before this one serves.
@@ -136,6 +143,49 @@ impl Link {
     /// Queues the read positions of a session that ends, behind this node's earlier writes.
     pub(super) fn share_positions(&self, account: i64, positions: Vec<(RoomName, Seq)>) {
         let _ = self.appends.send(Write::Positions(account, positions));
+    }
+
+    /// `conn` took over a session on another node: the positions that session's peer
+    /// acknowledged come to the returned receiver when it ends.
+    pub(super) fn await_handoff(&self, conn: ConnId) -> oneshot::Receiver<Vec<Mark>> {
+        let (tx, rx) = oneshot::channel();
+        self.handoffs().insert(conn, tx);
+        rx
+    }
+
+    /// Positions handed over by another node for `conn` (nothing if it no longer waits).
+    pub(super) fn handed(&self, conn: ConnId, positions: Vec<Mark>) {
+        if let Some(tx) = self.handoffs().remove(&conn) {
+            let _ = tx.send(positions);
+        }
+    }
+
+    /// `conn` left: it waits for no positions any more.
+    pub(super) fn forget_handoff(&self, conn: ConnId) {
+        self.handoffs().remove(&conn);
+    }
+
+    /// A session here was taken over by `by` on another node: once it ends, its
+    /// acknowledged positions go to `by`'s node.
+    pub(super) fn hand_over(self: &Arc<Self>, by: ConnId) -> Handoff {
+        let (tx, rx) = oneshot::channel::<Vec<Mark>>();
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Ok(positions) = rx.await {
+                link.send(
+                    by.node,
+                    Note::Handed {
+                        conn: by,
+                        positions,
+                    },
+                );
+            }
+        });
+        tx
+    }
+
+    fn handoffs(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Handoff>> {
+        self.handoffs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Leaves `note` in `node`'s inbox without waiting.

@@ -7,7 +7,7 @@
 use redis::streams::StreamId;
 
 use crate::cluster::{Redis, RedisUnavailable};
-use crate::event::{ConnId, NodeId};
+use crate::event::{ConnId, NodeId, RoomName, Seq};
 
 /// Entries an inbox keeps (`MAXLEN ~`): a node reads its inbox as entries arrive, so only a
 /// node that is down lets it fill.
@@ -30,6 +30,16 @@ pub enum Note {
     Replaced {
         /// The replaced connection.
         conn: ConnId,
+        /// The connection that replaced it, which gets its positions ([`Note::Handed`]).
+        by: ConnId,
+    },
+    /// The read positions a replaced session's peer acknowledged, for the session that
+    /// replaced it (its catch-up starts there).
+    Handed {
+        /// The new session's connection.
+        conn: ConnId,
+        /// Room and number.
+        positions: Vec<(RoomName, Seq)>,
     },
     /// An administrator kicked the session of this connection.
     Kick {
@@ -74,7 +84,25 @@ impl Inboxes {
                 .arg(to.to_string())
                 .arg("x")
                 .arg(line),
-            Note::Replaced { conn } => cmd.arg("k").arg("replaced").arg("c").arg(conn.to_string()),
+            Note::Replaced { conn, by } => cmd
+                .arg("k")
+                .arg("replaced")
+                .arg("c")
+                .arg(conn.to_string())
+                .arg("b")
+                .arg(by.to_string()),
+            Note::Handed { conn, positions } => {
+                let positions: Vec<String> = positions
+                    .iter()
+                    .map(|(room, seq)| format!("{room}={seq}"))
+                    .collect();
+                cmd.arg("k")
+                    .arg("handed")
+                    .arg("c")
+                    .arg(conn.to_string())
+                    .arg("p")
+                    .arg(positions.join(","))
+            }
             Note::Kick { conn, reason } => {
                 cmd.arg("k").arg("kick").arg("c").arg(conn.to_string());
                 if let Some(reason) = reason {
@@ -99,7 +127,21 @@ pub fn decode(entry: &StreamId) -> Option<Note> {
             to: conn()?,
             line: text("x")?,
         }),
-        "replaced" => Some(Note::Replaced { conn: conn()? }),
+        "replaced" => Some(Note::Replaced {
+            conn: conn()?,
+            by: text("b")?.parse().ok()?,
+        }),
+        "handed" => Some(Note::Handed {
+            conn: conn()?,
+            positions: text("p")?
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (room, seq) = p.split_once('=')?;
+                    Some((RoomName::parse(room).ok()?, seq.parse().ok()?))
+                })
+                .collect::<Option<_>>()?,
+        }),
         "kick" => Some(Note::Kick {
             conn: conn()?,
             reason: text("x"),
