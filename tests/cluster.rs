@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::connect::{Connect, bobs_numbers};
 use common::pg::Postgres;
 use common::redis::Redis;
 use common::{Opts, TestClient, TestServer, spawn_server};
@@ -372,6 +373,55 @@ async fn a_takeover_on_another_node_catches_up_from_what_the_old_peer_read() {
         .await;
     bob.send("live").await;
     again.expect_line("[#dev] <bob> live").await;
+}
+
+/// `tlschat connect` moved from one node to another (its connection reset, the address now
+/// leading to the other node) while 300 lines flow: it logs in there, catches up, and shows
+/// every line once, in order.
+#[tokio::test]
+async fn tlschat_connect_moved_to_another_node_shows_each_line_once_in_order() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (one, two) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let proxy = common::proxy::Proxy::start(one.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Both nodes' (self-signed) certificates are trusted.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("{}{}", one.cert_pem, two.cert_pem)).unwrap();
+    let mut bob = cluster.login(2, "bob").await;
+    let mut c = Connect::start(
+        dir.path(),
+        proxy.addr,
+        &[
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    c.send(common::PASSWORD).await;
+    c.wait_for("*** Welcome, alice! 2 online: alice, bob").await;
+    bob.wait_for("*** alice joined").await;
+    for i in 1..=150 {
+        bob.send(&format!("n{i}")).await;
+    }
+    let mut shown = Vec::new();
+    c.read_until_ending("<bob> n50", &mut shown, common::STEP)
+        .await;
+    proxy.restore(two.addr);
+    proxy.reset_all();
+    for i in 151..=300 {
+        bob.send(&format!("n{i}")).await;
+    }
+    c.read_until_ending("<bob> n300", &mut shown, common::STEP * 2)
+        .await;
+    assert!(
+        shown.iter().any(|l| l.starts_with("*** You missed ")),
+        "no catch-up on the other node: {shown:?}"
+    );
+    assert_eq!(bobs_numbers(&shown), (1..=300).collect::<Vec<_>>());
 }
 
 /// The real binary as a cluster node named `name`, in `dir`, on `pg` and `redis`.

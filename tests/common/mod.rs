@@ -5,6 +5,7 @@
 pub mod bin;
 pub mod cert;
 pub mod chrome;
+pub mod connect;
 pub mod db;
 pub mod pg;
 pub mod proxy;
