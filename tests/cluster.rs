@@ -799,6 +799,37 @@ async fn when_redis_comes_back_empty_members_are_told_once_and_chat_starts_a_new
     alice.expect_line("*bob* still here?").await;
 }
 
+#[tokio::test]
+async fn after_redis_lost_its_data_a_member_who_comes_back_catches_up_on_the_new_history() {
+    let Some(mut cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    for i in 1..=3 {
+        alice.send(&format!("old {i}")).await;
+        bob.expect_line(&format!("[#dev] <alice> old {i}")).await;
+    }
+    // bob's position (3) is stored as he leaves.
+    bob.send("/quit").await;
+    bob.expect_line("*** Bye").await;
+    alice.wait_for("*** bob left").await;
+    cluster.redis.stop();
+    cluster.redis.restart();
+    within_20_s(&mut alice, "*** Chat is available again").await;
+    alice.expect_line("*** Server history was reset").await;
+    alice.send("new 1").await;
+    alice.send("/history 1").await;
+    alice.wait_for("*** End of history").await;
+    let mut again = cluster.login(2, "bob").await;
+    again
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    again
+        .expect_line("*** You missed 1 message in #dev:")
+        .await;
+    assert_eq!(common::block(&mut again).await, ["<alice> new 1"]);
+}
+
 #[test]
 fn doctor_checks_the_clusters_redis_and_warns_when_its_append_only_file_is_off() {
     let (Some(plain), Some(durable), Some(pg)) =

@@ -48,6 +48,14 @@ pub struct Restore {
 }
 
 impl Restore {
+    /// The stored read position in `room`, whose newest message is `newest`. One past it is
+    /// from before the room's numbers started again (a cluster's Redis that lost its data, or
+    /// `history = "memory"` after a restart): everything there now is new to the member.
+    pub fn stored(&self, room: &RoomName, newest: Seq) -> Option<Seq> {
+        let at = *self.positions.get(room)?;
+        Some(if at > newest { 0 } else { at })
+    }
+
     /// Where the catch-up of `room` starts for a client that resumes: the number it showed
     /// last, if it named the room and the room has reached that number (a larger one belongs
     /// to numbers the room no longer has, e.g. `history = "memory"` before a restart).

@@ -1303,7 +1303,7 @@ impl Rooms {
             );
             for room in rooms {
                 let newest = state.last_seq(&room);
-                let stored = restore.positions.get(&room).copied();
+                let stored = restore.stored(&room, newest);
                 let resumed = restore.resumed(&room, newest);
                 match resumed.or(stored) {
                     // Taken over from another node: caught up as a takeover here (below).
@@ -1343,8 +1343,9 @@ impl Rooms {
                 .chain(&rooms)
                 .filter_map(|room| {
                     let channel = state.rooms.get(room)?;
-                    let resumed = restore.resumed(room, channel.log.last_seq());
-                    let stored = restore.positions.get(room).copied();
+                    let newest = channel.log.last_seq();
+                    let resumed = restore.resumed(room, newest);
+                    let stored = restore.stored(room, newest);
                     let after = resumed.or(stored).unwrap_or(0);
                     let want = state.catch_up_size(resumed.is_some());
                     let purpose = Purpose::CatchUp { missed: 0 };
