@@ -824,9 +824,7 @@ async fn after_redis_lost_its_data_a_member_who_comes_back_catches_up_on_the_new
     again
         .expect_line("*** You are in #dev; 2 here: alice, bob")
         .await;
-    again
-        .expect_line("*** You missed 1 message in #dev:")
-        .await;
+    again.expect_line("*** You missed 1 message in #dev:").await;
     assert_eq!(common::block(&mut again).await, ["<alice> new 1"]);
 }
 
