@@ -293,17 +293,23 @@ async fn join_history_and_history_come_from_the_shared_log_on_every_node() {
     alice.expect_line("*** 1 in #dev: alice").await;
 }
 
+/// bob says `line` in #dev, alice reads it and quits (her position there is stored), and bob
+/// sees her leave.
+async fn quits_after_reading(mut alice: TestClient, bob: &mut TestClient, line: &str) {
+    bob.send(line).await;
+    alice.expect_line(&format!("[#dev] <bob> {line}")).await;
+    alice.send("/quit").await;
+    alice.expect_line("*** Bye").await;
+    bob.wait_for("*** alice left").await;
+}
+
 #[tokio::test]
 async fn rooms_and_catch_up_follow_the_user_to_another_node() {
     let Some(cluster) = cluster(2).await else {
         return;
     };
-    let (mut alice, mut bob) = two_in_dev(&cluster).await;
-    bob.send("seen").await;
-    alice.expect_line("[#dev] <bob> seen").await;
-    alice.send("/quit").await;
-    alice.expect_line("*** Bye").await;
-    bob.wait_for("*** alice left").await;
+    let (alice, mut bob) = two_in_dev(&cluster).await;
+    quits_after_reading(alice, &mut bob, "seen").await;
     bob.send("missed 1").await;
     bob.send("missed 2").await;
     // bob's lines are in the log once his own next reply arrives.
@@ -348,13 +354,9 @@ async fn a_takeover_on_another_node_catches_up_from_what_the_old_peer_read() {
     let Some(cluster) = cluster(2).await else {
         return;
     };
-    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    let (alice, mut bob) = two_in_dev(&cluster).await;
     // alice's position in #dev is stored (at logout) before bob's line.
-    bob.send("first").await;
-    alice.expect_line("[#dev] <bob> first").await;
-    alice.send("/quit").await;
-    alice.expect_line("*** Bye").await;
-    bob.wait_for("*** alice left").await;
+    quits_after_reading(alice, &mut bob, "first").await;
     let mut alice = cluster.login(1, "alice").await;
     alice
         .expect_line("*** You are in #dev; 2 here: alice, bob")
