@@ -176,7 +176,7 @@ enum Relayed {
 /// Lines a member may have queued for the shared log before its session waits for their
 /// appends: enough for the appender's round trips to carry many lines under load, few enough
 /// that the appender's queue stays small (at most this many lines per member).
-const MAX_UNCONFIRMED: u32 = 32;
+const MAX_UNCONFIRMED: u32 = 128;
 
 /// Where a room's numbers continue when it becomes active on this node.
 pub enum Start {

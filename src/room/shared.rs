@@ -450,7 +450,7 @@ async fn sweep_once(nodes: &Nodes, tasks: &Tasks, dead: &DeadNode) -> Result<(),
 }
 
 /// Most events sent in one round trip.
-const APPEND_BATCH: usize = 256;
+const APPEND_BATCH: usize = 1024;
 
 /// Appends queued events in the order the rooms made them: whatever queued up while the
 /// previous round trip was out goes in the next one, as one pipeline (so a busy node sends
