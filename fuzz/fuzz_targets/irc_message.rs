@@ -11,7 +11,9 @@ fuzz_target!(|line: &str| {
     if let Ok(m) = Message::parse(line)
         && !m.command.contains(['\r', '\n', '\0'])
         && m.params.iter().all(|p| !p.contains(['\r', '\n', '\0']))
-        && m.tags.iter().all(|(k, _)| !k.contains(['\r', '\n', '\0', '=']))
+        && m.tags
+            .iter()
+            .all(|(k, _)| !k.contains(['\r', '\n', '\0', '=']))
         && m.source.is_none_or(|s| !s.contains(['\r', '\n', '\0']))
     {
         let tags: Vec<(&str, &str)> = m.tags.iter().map(|(k, v)| (*k, v.as_ref())).collect();
@@ -26,7 +28,9 @@ fuzz_target!(|line: &str| {
         }
     }
     let stripped = strip_formatting(line);
-    assert!(!stripped.contains(['\x02', '\x03', '\x04', '\x0f', '\x11', '\x16', '\x1d', '\x1e', '\x1f']));
+    assert!(!stripped.contains([
+        '\x02', '\x03', '\x04', '\x0f', '\x11', '\x16', '\x1d', '\x1e', '\x1f'
+    ]));
     let max = 4 + line.len() % 512;
     let pieces = split(line, max);
     assert!(pieces.iter().all(|p| p.len() <= max));
