@@ -165,6 +165,28 @@ pub fn write(
     command: &str,
     params: &[&str],
 ) {
+    write_with(out, (tags, source), command, params, false);
+}
+
+/// Like [`write`], the last parameter always after ` :`: for free text (a message, a reason,
+/// a numeric's words), which clients expect there even when it is one word.
+pub fn write_text(
+    out: &mut String,
+    tags: &[(&str, &str)],
+    source: Option<&str>,
+    command: &str,
+    params: &[&str],
+) {
+    write_with(out, (tags, source), command, params, true);
+}
+
+fn write_with(
+    out: &mut String,
+    (tags, source): (&[(&str, &str)], Option<&str>),
+    command: &str,
+    params: &[&str],
+    text: bool,
+) {
     if !tags.is_empty() {
         out.push('@');
         for (i, (key, value)) in tags.iter().enumerate() {
@@ -194,7 +216,7 @@ pub fn write(
             out.push_str(param);
         }
         out.push(' ');
-        if last.is_empty() || last.contains(' ') || last.starts_with(':') {
+        if text || last.is_empty() || last.contains(' ') || last.starts_with(':') {
             out.push(':');
         }
         out.push_str(last);
@@ -297,6 +319,9 @@ mod tests {
         let mut out = String::new();
         write(&mut out, &[], None, "PING", &[]);
         assert_eq!(out, "PING\r\n");
+        let mut out = String::new();
+        write_text(&mut out, &[], Some("a!~a@s"), "QUIT", &["Quit"]);
+        assert_eq!(out, ":a!~a@s QUIT :Quit\r\n");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use secrecy::SecretString;
 
-use super::message::{Message, write};
+use super::message::{Message, write_text};
 
 /// What the server offers in `CAP LS` (`sasl` with its mechanisms under CAP 302).
 pub const CAPABILITIES: [&str; 12] = [
@@ -132,10 +132,10 @@ impl Registration {
         self.nick.as_deref().unwrap_or("*")
     }
 
-    /// A line from the server: `:SERVER COMMAND params…`.
+    /// A line from the server: `:SERVER COMMAND params… :last`.
     fn line(&self, command: &str, params: &[&str]) -> Action {
         let mut out = String::new();
-        write(&mut out, &[], Some(&self.server), command, params);
+        write_text(&mut out, &[], Some(&self.server), command, params);
         Action::Send(out)
     }
 
@@ -611,7 +611,7 @@ mod tests {
     #[test]
     fn before_registration_ping_is_answered_and_other_commands_are_not_yet() {
         let mut r = Registration::new("tlschat");
-        assert_eq!(feed(&mut r, &["PING :x"]), [":tlschat PONG tlschat x"]);
+        assert_eq!(feed(&mut r, &["PING :x"]), [":tlschat PONG tlschat :x"]);
         assert_eq!(
             feed(&mut r, &["JOIN #dev"]),
             [":tlschat 451 * :You have not registered"]
