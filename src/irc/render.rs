@@ -45,26 +45,13 @@ pub fn event(out: &mut String, event: &Event, caps: Caps, server: &str, source: 
     }
     let room = event.room.as_str();
     match &event.kind {
-        EventKind::Chat { text, .. } => {
-            message(
-                out,
-                event,
-                caps,
-                &tags,
-                (&mask, source.nick),
-                ("", text, ""),
-            );
-        }
-        EventKind::Action { text, .. } => {
-            let (open, close) = ("\x01ACTION ", "\x01");
-            message(
-                out,
-                event,
-                caps,
-                &tags,
-                (&mask, source.nick),
-                (open, text, close),
-            );
+        EventKind::Chat { text, .. } | EventKind::Action { text, .. } => {
+            let (open, close) = match event.kind {
+                EventKind::Action { .. } => ("\x01ACTION ", "\x01"),
+                _ => ("", ""),
+            };
+            let from = (mask.as_str(), source.nick);
+            message(out, event, caps, &tags, from, (open, text, close));
         }
         EventKind::Notice { text } => {
             let id = caps.message_tags.then(|| msgid(&event.room, event.seq));

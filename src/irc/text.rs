@@ -24,34 +24,22 @@ pub fn strip_formatting(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
-    // Skips up to `max` bytes from `i` that satisfy `ok`; returns how many.
-    let run = |from: usize, max: usize, ok: fn(&u8) -> bool| {
-        bytes[from..].iter().take(max).take_while(|b| ok(b)).count()
+    // After `\x03` (two decimal digits) or `\x04` (six hex): the colour, and `,` and a
+    // background colour when there is one; returns the bytes they take from `from`.
+    let colour = |from: usize, max: usize, ok: fn(&u8) -> bool| {
+        let run = |at: usize| bytes[at..].iter().take(max).take_while(|b| ok(b)).count();
+        let fg = run(from);
+        let bg = if fg > 0 && bytes.get(from + fg) == Some(&b',') {
+            run(from + fg + 1)
+        } else {
+            0
+        };
+        if bg > 0 { fg + 1 + bg } else { fg }
     };
     while i < bytes.len() {
         match bytes[i] {
-            0x03 => {
-                i += 1;
-                let fg = run(i, 2, u8::is_ascii_digit);
-                i += fg;
-                if fg > 0 && bytes.get(i) == Some(&b',') {
-                    let bg = run(i + 1, 2, u8::is_ascii_digit);
-                    if bg > 0 {
-                        i += 1 + bg;
-                    }
-                }
-            }
-            0x04 => {
-                i += 1;
-                let hex = run(i, 6, u8::is_ascii_hexdigit);
-                i += hex;
-                if hex > 0 && bytes.get(i) == Some(&b',') {
-                    let bg = run(i + 1, 6, u8::is_ascii_hexdigit);
-                    if bg > 0 {
-                        i += 1 + bg;
-                    }
-                }
-            }
+            0x03 => i += 1 + colour(i + 1, 2, u8::is_ascii_digit),
+            0x04 => i += 1 + colour(i + 1, 6, u8::is_ascii_hexdigit),
             b if is_code(b) => i += 1,
             _ => {
                 // Everything up to the next code at once (codes are ASCII, so the run ends on
