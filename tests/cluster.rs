@@ -211,6 +211,27 @@ async fn a_burst_of_lines_arrives_in_order_and_counts_as_read_by_its_sender() {
     again.expect_line("[#dev] <bob> after").await;
 }
 
+/// A client that closes right after a burst: its own lines, still on their way through Redis
+/// as it closes, count as read once they are delivered.
+#[tokio::test]
+async fn a_sender_that_closes_after_a_burst_does_not_see_its_own_lines_again() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    let burst: String = (1..=100).map(|i| format!("b{i}\n")).collect();
+    alice.send_raw(burst.as_bytes()).await;
+    drop(alice);
+    assert_eq!(read_chat(&mut bob, 100).await.len(), 100);
+    bob.wait_for("*** alice left").await;
+    let mut again = cluster.login(2, "alice").await;
+    again
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    bob.send("after").await;
+    again.expect_line("[#dev] <bob> after").await;
+}
+
 #[tokio::test]
 async fn rooms_lists_the_rooms_of_every_node() {
     let Some(cluster) = cluster(2).await else {

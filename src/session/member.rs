@@ -135,7 +135,13 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             item = conn.next_item(), if held.is_none() => {
-                let Some(item) = item? else { return Ok((End::ClientClosed, None)) };
+                let item = match item {
+                    Ok(Some(item)) => item,
+                    ended => {
+                        settle_lines_in_flight(conn, ctx, member, &mut outbox).await;
+                        return ended.map(|_| (End::ClientClosed, None));
+                    }
+                };
                 let now = Instant::now();
                 if bucket.is_full(now) {
                     // The client was quiet long enough to earn its whole burst: a new episode.
@@ -177,4 +183,23 @@ fn next_save_tick(now: Instant) -> Instant {
     let interval = POSITION_SAVE_INTERVAL.as_nanos();
     let ticks = now.saturating_duration_since(epoch).as_nanos() / interval + 1;
     epoch + Duration::from_nanos(u64::try_from(ticks * interval).unwrap_or(u64::MAX))
+}
+
+/// A client that closed while its own lines were still on their way through a cluster's shared
+/// log: once they are delivered here, the read position moves past them, unless lines before
+/// them were left unwritten (then it stays, and the next catch-up shows those).
+async fn settle_lines_in_flight<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    ctx: &SessionContext,
+    member: &mut MemberGuard,
+    outbox: &mut Outbox,
+) {
+    if !ctx.room.has_lines_in_flight(member.id) {
+        return;
+    }
+    // Boxed: only in a cluster, and rare.
+    Box::pin(ctx.room.wait_for_lines(member.id)).await;
+    if conn.out.is_empty() && conn.take_deliveries_now(outbox).is_none() && conn.out.is_empty() {
+        conn.settle_marks(member, false);
+    }
 }
