@@ -18,6 +18,8 @@ pub struct Postgres {
     pub url: String,
     bin: PathBuf,
     port: u16,
+    /// While stopped: holds the port (see [`super::PortHold`]).
+    held: Option<super::PortHold>,
     dir: tempfile::TempDir,
 }
 
@@ -93,6 +95,7 @@ impl Postgres {
             url: format!("postgres://tlschat:{PG_PASSWORD}@127.0.0.1:{port}/postgres"),
             bin,
             port,
+            held: None,
             dir,
         };
         server.run();
@@ -132,12 +135,14 @@ impl Postgres {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.held = super::PortHold::hold(self.port);
         }
     }
 
     /// Starts the stopped server again on the same data and port.
     pub fn restart(&mut self) {
         self.stop();
+        self.held = None;
         // The killed server's lock file names a dead process; PostgreSQL checks that itself.
         self.run();
     }

@@ -18,6 +18,8 @@ pub struct Redis {
     /// With TLS: `rediss://:PASSWORD@127.0.0.1:PORT/0` (beside the plain port) and the
     /// self-signed certificate (PEM) its certificate is.
     pub tls: Option<(String, std::path::PathBuf)>,
+    /// While stopped: holds the port (see [`Redis::stop`]).
+    placeholder: Option<super::PortHold>,
     dir: tempfile::TempDir,
 }
 
@@ -40,6 +42,7 @@ impl Redis {
         std::fs::write(&crt, cert.cert.pem()).unwrap();
         std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
         let tls_port = super::free_port();
+        server.placeholder = None;
         server.child = spawn_with(server.port, false, server.dir.path(), |cmd| {
             cmd.args(["--tls-port", &tls_port.to_string()])
                 .arg("--tls-cert-file")
@@ -80,20 +83,23 @@ impl Redis {
             port,
             persistent,
             tls: None,
+            placeholder: None,
             dir,
         };
         server.wait_ready(port);
         Some(server)
     }
 
-    /// Stops the server (SIGKILL: as a crash).
+    /// Stops the server (SIGKILL: as a crash); its port stays taken until [`Redis::restart`].
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.placeholder = super::PortHold::hold(self.port);
     }
 
     /// Starts it again on the same port and directory (with its data if persistent).
     pub fn restart(&mut self) {
+        self.placeholder = None;
         self.child = spawn(self.port, self.persistent, self.dir.path());
         self.wait_ready(self.port);
     }
