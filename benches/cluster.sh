@@ -59,7 +59,7 @@ REDIS="redis://127.0.0.1:$REDIS_PORT/0"
 serve() { # cpu port log args...
     local cpu=$1 port=$2 log=$3
     shift 3
-    taskset -c "$cpu" ${PROFILE:+perf record -F 999 -g -o "$DIR/$log.perf" --} "$BIN" serve --listen "127.0.0.1:$port" --cert "$DIR/certs/server.crt" \
+    taskset -c "$cpu" ${PROFILE:+perf record ${PERF_ARGS:--F 999 -g} -o "$DIR/$log.perf" --} "$BIN" serve --listen "127.0.0.1:$port" --cert "$DIR/certs/server.crt" \
         --key "$DIR/certs/server.key" --config "$ROOT/benches/bench.toml" --admin-socket off \
         "$@" >"$DIR/$log.out" 2>"$DIR/$log.log" &
     pids+=($!)

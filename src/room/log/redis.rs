@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions};
 
 use crate::cluster::{Redis, RedisUnavailable};
 use crate::event::{ConnId, Event, EventKind, RoomName, Seq};
@@ -30,45 +30,64 @@ use crate::event::{ConnId, Event, EventKind, RoomName, Seq};
 /// Entries read per round trip by range reads.
 const RANGE_PAGE: usize = 512;
 
-/// One script per append: the epoch (made with the hash, from the caller's candidate), the
-/// number (a message takes the next; presence the current), the roster (presence changes it
-/// in the same step, so a node that reads roster and stream end together sees one state), and
-/// the entry. A hash lost while its stream survived restarts the count after the stream's last
-/// id, so ids still increase.
+/// One script call per batch of appends, each event in turn: the epoch (made with the hash,
+/// from the caller's candidate), the number (a message takes the next; presence the current),
+/// the roster (presence changes it in the same step, so a node that reads roster and stream
+/// end together sees one state), and the entry. A hash lost while its stream survived restarts
+/// the count after the stream's last id, so ids still increase. One call rather than one per
+/// event: Redis serves the nodes' blocked readers once the call ends, so each read carries the
+/// whole batch, and the batch costs one command to encode and one flat reply to parse.
+///
+/// KEYS: the set of rooms in use, then per event the room's meta hash, stream and roster.
+/// ARGV: the candidate epoch, the entries kept per room, then per event [`ARGS_PER_APPEND`]
+/// values: message (`1`/`0`), roster change (`j`/`l`/`r`/`-`), the connection it adds or
+/// removes, the one a takeover removes, the member's name, the room, the record.
+/// Returns each event's number and epoch, flat.
 const APPEND_SCRIPT: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  local seq = 0
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if last[1] then
-    seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+local out = {}
+local n = (#KEYS - 1) / 3
+for i = 0, n - 1 do
+  local meta, log, roster = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local a = 3 + 7 * i
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = ARGV[1]
+    local seq = 0
+    local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+    if last[1] then
+      seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+    end
+    redis.call('HSET', meta, 'epoch', epoch, 'seq', seq)
   end
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq)
-end
-local seq
-if ARGV[2] == '1' then
-  seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-else
-  seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
-end
-local op = ARGV[4]
-if op == 'j' then
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
-  redis.call('SADD', KEYS[4], ARGV[8])
-elseif op == 'l' then
-  redis.call('HDEL', KEYS[3], ARGV[5])
-  if redis.call('HLEN', KEYS[3]) == 0 then
-    redis.call('SREM', KEYS[4], ARGV[8])
+  local seq
+  if ARGV[a] == '1' then
+    seq = redis.call('HINCRBY', meta, 'seq', 1)
+  else
+    seq = tonumber(redis.call('HGET', meta, 'seq'))
   end
-elseif op == 'r' then
-  redis.call('HDEL', KEYS[3], ARGV[6])
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
-  redis.call('SADD', KEYS[4], ARGV[8])
+  local op = ARGV[a + 1]
+  if op == 'j' then
+    redis.call('HSET', roster, ARGV[a + 2], ARGV[a + 4])
+    redis.call('SADD', KEYS[1], ARGV[a + 5])
+  elseif op == 'l' then
+    redis.call('HDEL', roster, ARGV[a + 2])
+    if redis.call('HLEN', roster) == 0 then
+      redis.call('SREM', KEYS[1], ARGV[a + 5])
+    end
+  elseif op == 'r' then
+    redis.call('HDEL', roster, ARGV[a + 3])
+    redis.call('HSET', roster, ARGV[a + 2], ARGV[a + 4])
+    redis.call('SADD', KEYS[1], ARGV[a + 5])
+  end
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[2], seq .. '-*', 'e', ARGV[a + 6])
+  out[2 * i + 1] = seq
+  out[2 * i + 2] = epoch
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-*', unpack(ARGV, 9))
-return {seq, id, epoch}
+return out
 ";
+
+/// The script's arguments per event (after the two shared ones).
+const ARGS_PER_APPEND: usize = 7;
 
 /// One event for [`RedisLogs::append_many`]: what, where, when and from whom.
 pub type ToAppend<'a> = (&'a EventKind, &'a RoomName, (i64, Option<ConnId>));
@@ -101,8 +120,6 @@ pub enum RedisLogError {
 pub struct Appended {
     /// The message's number (for presence, the number of the last message before it).
     pub seq: Seq,
-    /// The stream entry id.
-    pub id: String,
     /// The room's epoch: a change means Redis lost the room's log and numbering restarted.
     pub epoch: String,
 }
@@ -174,7 +191,7 @@ impl RedisLogs {
         })
     }
 
-    /// Appends several events in one round trip (a pipeline of the append script), in order:
+    /// Appends several events in one round trip (one call of the append script), in order:
     /// each room's events land in the order given. Fails as a whole; after Redis lost its
     /// scripts (a restart) the script is loaded and the batch sent once more.
     pub async fn append_many(
@@ -182,15 +199,12 @@ impl RedisLogs {
         events: &[ToAppend<'_>],
         epoch: &str,
     ) -> Result<Vec<Appended>, RedisUnavailable> {
-        // One transaction: Redis serves a blocked reader once it ends, so the nodes' readers
-        // get the whole batch in one read, not a read per entry.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (kind, room, at) in events {
-            self.add_append(&mut pipe, kind, room, *at, epoch);
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
+        let call = self.append_call(events, epoch);
         let mut conn = self.redis.conn();
-        let sent: Result<Vec<(u64, String, String)>, _> = pipe.query_async(&mut conn).await;
+        let sent: Result<Vec<(u64, String)>, _> = call.query_async(&mut conn).await;
         let replies = match sent {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.append
@@ -198,14 +212,20 @@ impl RedisLogs {
                     .load_async(&mut conn)
                     .await
                     .map_err(|e| self.redis.error(e))?;
-                pipe.query_async(&mut conn).await
+                call.query_async(&mut conn).await
             }
             other => other,
         }
         .map_err(|e| self.redis.error(e))?;
+        if replies.len() != events.len() {
+            return Err(self.redis.error(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the append script answered for a different number of events",
+            ))));
+        }
         Ok(replies
             .into_iter()
-            .map(|(seq, id, epoch)| Appended { seq, id, epoch })
+            .map(|(seq, epoch)| Appended { seq, epoch })
             .collect())
     }
 
@@ -255,33 +275,37 @@ impl RedisLogs {
             .map_err(|e| self.redis.error(e))
     }
 
-    /// One append script call (`EVALSHA`, written straight into the pipeline).
-    fn add_append(
-        &self,
-        pipe: &mut redis::Pipeline,
-        event: &EventKind,
-        room: &RoomName,
-        (at_ms, origin): (i64, Option<ConnId>),
-        epoch: &str,
-    ) {
-        let (op, a, b, name) = roster_change(event);
-        pipe.cmd("EVALSHA")
-            .arg(self.append.get_hash())
-            .arg(4)
-            .arg(meta_key(room))
-            .arg(log_key(room))
-            .arg(roster_key(room))
-            .arg(ROOMS_IN_USE)
-            .arg(epoch)
-            .arg(if event.is_message() { "1" } else { "0" })
-            .arg(self.keep)
-            .arg(op)
-            .arg(a)
-            .arg(b)
-            .arg(name)
-            .arg(room.as_str())
-            .arg("e")
-            .arg(record(event, at_ms, origin));
+    /// The append script's call (`EVALSHA`) for `events`: keys and records are formatted
+    /// into one reused buffer and copied into the command, so a batch of a thousand costs a
+    /// handful of allocations rather than several per event.
+    fn append_call(&self, events: &[ToAppend<'_>], epoch: &str) -> redis::Cmd {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.append.get_hash())
+            .arg(1 + 3 * events.len())
+            .arg(ROOMS_IN_USE);
+        let mut buf = String::with_capacity(256);
+        for (_, room, _) in events {
+            for part in ["meta", "log", "roster"] {
+                buf.clear();
+                write_room_key(&mut buf, room, part);
+                call.arg(buf.as_str());
+            }
+        }
+        call.arg(epoch).arg(self.keep);
+        for (event, room, (at_ms, origin)) in events {
+            let (op, a, b, name) = roster_change(event);
+            call.arg(if event.is_message() { "1" } else { "0" })
+                .arg(op)
+                .arg(a)
+                .arg(b)
+                .arg(name)
+                .arg(room.as_str());
+            buf.clear();
+            write_record(&mut buf, event, *at_ms, *origin);
+            call.arg(buf.as_str());
+        }
+        debug_assert_eq!(ARGS_PER_APPEND, 7);
+        call
     }
 
     /// Where a room's log ends now, with its roster at that point (read in one transaction,
@@ -397,26 +421,29 @@ impl LogReader {
         }
         let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
         let options = StreamReadOptions::default().block(block_ms).count(count);
-        let reply: Option<StreamReadReply> =
-            self.conn
-                .xread_options(&keys, &ids, &options)
-                .await
-                .map_err(|e| RedisLogError::from(self.redis.error(e)))?;
-        let rooms: HashMap<String, &RoomName> = keys
+        // Walked as values: a typed reply would build a map per entry, and a node reads every
+        // entry of its rooms.
+        let reply: redis::Value = self
+            .conn
+            .xread_options(&keys, &ids, &options)
+            .await
+            .map_err(|e| RedisLogError::from(self.redis.error(e)))?;
+        let rooms: HashMap<&[u8], &RoomName> = keys
             .iter()
-            .cloned()
+            .map(|key| key.as_bytes())
             .zip(from.iter().map(|(room, _)| room))
             .collect();
         let mut out = Read::default();
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            let Some(room) = rooms.get(&stream.key) else {
-                out.inbox = stream.ids;
+        for (key, entries) in streams(reply) {
+            let Some(room) = rooms.get(key.as_slice()) else {
+                let inbox: StreamRangeReply = redis::from_redis_value(redis::Value::Array(entries))
+                    .map_err(|e| RedisLogError::from(self.redis.error(e.into())))?;
+                out.inbox = inbox.ids;
                 continue;
             };
-            let entries = stream
-                .ids
-                .iter()
-                .map(|e| decode(room, e))
+            let entries = entries
+                .into_iter()
+                .map(|entry| decode_value(room, entry))
                 .collect::<Result<Vec<_>, _>>()?;
             out.rooms.push(((*room).clone(), entries));
         }
@@ -452,16 +479,29 @@ impl crate::history::SharedHistory for RedisLogs {
 /// The set of rooms with anyone in them on any node, #lobby included (the script keeps it).
 const ROOMS_IN_USE: &str = "tlschat:rooms";
 
+/// `tlschat:room:ROOM:PART`, written to `out`.
+fn write_room_key(out: &mut String, room: &RoomName, part: &str) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "tlschat:room:{room}:{part}");
+}
+
+fn room_key(room: &RoomName, part: &str) -> String {
+    let mut key = String::new();
+    write_room_key(&mut key, room, part);
+    key
+}
+
 fn log_key(room: &RoomName) -> String {
-    format!("tlschat:room:{room}:log")
+    room_key(room, "log")
 }
 
 fn meta_key(room: &RoomName) -> String {
-    format!("tlschat:room:{room}:meta")
+    room_key(room, "meta")
 }
 
 fn roster_key(room: &RoomName) -> String {
-    format!("tlschat:room:{room}:roster")
+    room_key(room, "roster")
 }
 
 /// What a presence event does to the roster hash: the script's operation (`j` set, `l`
@@ -494,46 +534,113 @@ pub(super) fn split_id(id: &str) -> Option<(Seq, u64)> {
 /// NAME is the sender or member, CONN the connection (the new one of a takeover), OLD the
 /// replaced connection, ORIGIN the member that appended it (each empty when it has none) and
 /// TEXT the message or the reason a member left (last, so it may hold tabs; absent when
-/// there is none). One field rather than one per part: a node reads every entry of its rooms,
-/// and each field costs a parse.
-fn record(kind: &EventKind, at_ms: i64, origin: Option<ConnId>) -> String {
+/// there is none), written to `out`. One field rather than one per part: a node reads every
+/// entry of its rooms, and each field costs a parse.
+fn write_record(out: &mut String, kind: &EventKind, at_ms: i64, origin: Option<ConnId>) {
     use std::fmt::Write as _;
-    let none = String::new;
-    let conn = ConnId::to_string;
-    let (word, name, new, old, text): (&str, &str, String, String, Option<&str>) = match kind {
-        EventKind::Chat { from, text } => ("chat", from, none(), none(), Some(text)),
-        EventKind::Action { from, text } => ("action", from, none(), none(), Some(text)),
-        EventKind::Notice { text } => ("notice", "", none(), none(), Some(text)),
-        EventKind::Joined { name, conn: c } => ("joined", name, conn(c), none(), None),
-        EventKind::Left {
-            name,
-            reason,
-            conn: c,
-        } => ("left", name, conn(c), none(), reason.as_deref()),
-        EventKind::Replaced { name, old, new } => ("replaced", name, conn(new), conn(old), None),
-        EventKind::Offline { conn: c } => ("offline", "", conn(c), none(), None),
+    let (word, name, new, old, text): (&str, &str, Option<&ConnId>, Option<&ConnId>, _) = match kind
+    {
+        EventKind::Chat { from, text } => ("chat", from, None, None, Some(text.as_str())),
+        EventKind::Action { from, text } => ("action", from, None, None, Some(text.as_str())),
+        EventKind::Notice { text } => ("notice", "", None, None, Some(text.as_str())),
+        EventKind::Joined { name, conn } => ("joined", name, Some(conn), None, None),
+        EventKind::Left { name, reason, conn } => {
+            ("left", name, Some(conn), None, reason.as_deref())
+        }
+        EventKind::Replaced { name, old, new } => ("replaced", name, Some(new), Some(old), None),
+        EventKind::Offline { conn } => ("offline", "", Some(conn), None, None),
     };
-    let origin = origin.as_ref().map_or_else(none, conn);
-    let mut out = format!("{word}\t{at_ms}\t{origin}\t{name}\t{new}\t{old}");
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{word}\t{at_ms}\t");
+    let conn = |out: &mut String, c: Option<&ConnId>| {
+        if let Some(c) = c {
+            let _ = write!(out, "{c}");
+        }
+    };
+    conn(out, origin.as_ref());
+    let _ = write!(out, "\t{name}\t");
+    conn(out, new);
+    out.push('\t');
+    conn(out, old);
     if let Some(text) = text {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "\t{text}");
+        out.push('\t');
+        out.push_str(text);
     }
-    out
+}
+
+/// The streams of an `XREAD` reply (RESP2 array or RESP3 map), each key with its entries;
+/// nothing for a nil reply (the read timed out).
+fn streams(reply: redis::Value) -> Vec<(Vec<u8>, Vec<redis::Value>)> {
+    use redis::Value;
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(pair) => {
+                    let mut pair = pair.into_iter();
+                    Some((pair.next()?, pair.next()?))
+                }
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs,
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|pair| match pair {
+            (Value::BulkString(key), Value::Array(entries)) => Some((key, entries)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An entry of an `XREAD` reply read back (`[id, [field, value, …]]`).
+fn decode_value(room: &RoomName, entry: redis::Value) -> Result<Entry, RedisLogError> {
+    use redis::Value;
+    let damaged = || RedisLogError::Damaged {
+        room: room.clone(),
+        id: String::new(),
+    };
+    let Value::Array(parts) = entry else {
+        return Err(damaged());
+    };
+    let mut parts = parts.into_iter();
+    let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (parts.next(), parts.next())
+    else {
+        return Err(damaged());
+    };
+    let id = String::from_utf8(id).map_err(|_| damaged())?;
+    let record = fields.chunks(2).find_map(|field| match field {
+        [Value::BulkString(name), Value::BulkString(value)] if name == b"e" => Some(value),
+        _ => None,
+    });
+    decode_record(room, id, record.map(Vec::as_slice))
 }
 
 /// An entry read back; `Damaged` for one this version cannot read.
 fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
+    let record = match entry.map.get("e") {
+        Some(redis::Value::BulkString(bytes)) => Some(bytes.as_slice()),
+        _ => None,
+    };
+    decode_record(room, entry.id.clone(), record)
+}
+
+/// The entry `id` with the record `record` (its `e` field; `None` when it has none).
+fn decode_record(
+    room: &RoomName,
+    id: String,
+    record: Option<&[u8]>,
+) -> Result<Entry, RedisLogError> {
     let damaged = || RedisLogError::Damaged {
         room: room.clone(),
-        id: entry.id.clone(),
+        id: id.clone(),
     };
-    let (seq, _) = split_id(&entry.id).ok_or_else(damaged)?;
-    let record = match entry.map.get("e") {
-        Some(redis::Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
-        _ => None,
-    }
-    .ok_or_else(damaged)?;
+    let (seq, _) = split_id(&id).ok_or_else(damaged)?;
+    let record = record
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .ok_or_else(damaged)?;
     let mut parts = record.splitn(7, '\t');
     let mut part = || parts.next().ok_or_else(damaged);
     let (word, at_ms, origin) = (part()?, part()?, part()?);
@@ -573,7 +680,7 @@ fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
         _ => return Err(damaged()),
     };
     Ok(Entry {
-        id: entry.id.clone(),
+        id,
         event: Event {
             room: room.clone(),
             seq,
@@ -587,6 +694,12 @@ fn decode(room: &RoomName, entry: &StreamId) -> Result<Entry, RedisLogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(kind: &EventKind, at_ms: i64, origin: Option<ConnId>) -> String {
+        let mut out = String::new();
+        write_record(&mut out, kind, at_ms, origin);
+        out
+    }
 
     #[test]
     fn every_kind_of_event_survives_its_record() {
