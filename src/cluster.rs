@@ -2,7 +2,9 @@
 //! it failing. The rooms' logs (`room::log::redis`), the node registry
 //! (`room::presence::nodes`) and the failure counters (`throttle::redis`) build on it.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 
@@ -10,6 +12,10 @@ use crate::store::Location;
 
 /// How long the first connection may take before Redis counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a command on the shared connection may wait for its reply before it fails (the
+/// client's default, set here so that what relies on it can say so).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Redis failed or could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +33,8 @@ pub struct RedisUnavailable {
 pub struct Redis {
     client: redis::Client,
     conn: ConnectionManager,
+    /// Redis's clock minus this machine's, in ms, as last measured ([`Redis::measure_clock`]).
+    clock_offset_ms: Arc<AtomicI64>,
     at: Location,
 }
 
@@ -59,12 +67,35 @@ impl Redis {
             .get_multiplexed_async_connection_with_config(&probe)
             .await
             .map_err(error)?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut first)
+        let offset = clock_offset(&mut first).await.map_err(error)?;
+        let managed =
+            redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = client
+            .get_connection_manager_with_config(managed)
             .await
             .map_err(error)?;
-        let conn = client.get_connection_manager().await.map_err(error)?;
-        Ok(Redis { client, conn, at })
+        Ok(Redis {
+            client,
+            conn,
+            at,
+            clock_offset_ms: Arc::new(AtomicI64::new(offset)),
+        })
+    }
+
+    /// Measures Redis's clock against this machine's again (after a reconnect, say: the server
+    /// may be another one now).
+    pub async fn measure_clock(&self) -> Result<(), RedisUnavailable> {
+        let offset = clock_offset(&mut self.conn())
+            .await
+            .map_err(|e| self.error(e))?;
+        self.clock_offset_ms.store(offset, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Redis's time now as this node estimates it (ms since the Unix epoch): this machine's
+    /// clock plus the offset last measured, within half a round trip of it.
+    pub fn redis_now_ms(&self) -> i64 {
+        local_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
     }
 
     /// The shared connection (a clone of the managed one).
@@ -88,4 +119,21 @@ impl Redis {
             source,
         }
     }
+}
+
+/// This machine's clock, ms since the Unix epoch.
+fn local_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Redis's clock (`TIME`) minus this machine's at the middle of the round trip, in ms.
+async fn clock_offset(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> Result<i64, redis::RedisError> {
+    let sent = local_ms();
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+    let received = local_ms();
+    Ok(secs * 1000 + micros / 1000 - (sent + received) / 2)
 }

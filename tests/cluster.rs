@@ -794,6 +794,34 @@ async fn while_redis_is_down_changes_are_refused_and_afterwards_chat_goes_on_wit
 }
 
 #[tokio::test]
+async fn a_line_refused_while_redis_stalls_never_appears_once_it_answers() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    let stalled = cluster.redis.stall(2.0).await;
+    alice.send("during").await;
+    let refused = alice
+        .next_line_within(std::time::Duration::from_secs(6))
+        .await;
+    assert_eq!(
+        refused,
+        "! Chat is unavailable right now; your message was not sent"
+    );
+    stalled.await.unwrap();
+    assert_eq!(
+        within_20_s(&mut alice, "*** Chat is available again").await,
+        Vec::<String>::new()
+    );
+    alice.send("after").await;
+    // bob's node lost nothing, so he gets no notice: his next line is alice's next one.
+    bob.expect_line("[#dev] <alice> after").await;
+    bob.send("/history").await;
+    bob.expect_line("*** History of #dev: 1 message").await;
+    assert_eq!(common::block(&mut bob).await, ["<alice> after"]);
+}
+
+#[tokio::test]
 async fn when_redis_comes_back_empty_members_are_told_once_and_chat_starts_a_new_history() {
     let Some(mut cluster) = cluster(2).await else {
         return;

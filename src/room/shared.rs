@@ -541,8 +541,11 @@ impl Appender<'_> {
             .map(|a| (&a.event.kind, &a.event.room, (a.event.at_ms, a.origin)))
             .collect();
         let started = std::time::Instant::now();
+        // The batch must act well before this node gives up on it (at `deadline`), or never.
+        let within = deadline.saturating_duration_since(Instant::now()) / 2;
         let sent =
-            tokio::time::timeout_at(deadline, link.logs.append_many(&events, self.epoch)).await;
+            tokio::time::timeout_at(deadline, link.logs.append_many(&events, self.epoch, within))
+                .await;
         let appended = match sent {
             Ok(Ok(appended)) => {
                 tasks.metrics.redis_seconds.observe(started.elapsed());
@@ -653,6 +656,11 @@ async fn run_reader(tasks: Tasks, rooms: Weak<Rooms>, shutdown: CancellationToke
 /// (still down) when Redis does not answer yet.
 async fn recover(link: &Link, rooms: &Rooms, inbox_read: &mut String) -> bool {
     let lobby = RoomName::lobby();
+    if let Err(e) = link.redis.measure_clock().await {
+        link.down.store(true, Ordering::Relaxed);
+        tracing::debug!(error = %e, "reading Redis's clock after an outage failed");
+        return false;
+    }
     let now = match link.tail(&lobby).await {
         Ok(tail) => tail.epoch,
         Err(e) => {

@@ -129,6 +129,39 @@ impl Redis {
         }
     }
 
+    /// Makes Redis answer nobody for `seconds` (`DEBUG SLEEP`), as a stalled disk or an
+    /// overloaded server does. Returns once it is stalled (a `PING` gets no reply within
+    /// 100 ms); the handle ends when it answers again.
+    pub async fn stall(&self, seconds: f64) -> tokio::task::JoinHandle<()> {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut sleeper = client
+            .get_multiplexed_async_connection_with_config(&patient)
+            .await
+            .unwrap();
+        let mut probe = client.get_multiplexed_async_connection().await.unwrap();
+        let handle = tokio::spawn(async move {
+            redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(seconds)
+                .query_async::<()>(&mut sleeper)
+                .await
+                .unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ping = redis::cmd("PING");
+            let ping = ping.query_async::<String>(&mut probe);
+            if tokio::time::timeout(Duration::from_millis(100), ping)
+                .await
+                .is_err()
+            {
+                return handle;
+            }
+            assert!(Instant::now() < deadline, "Redis did not stall");
+        }
+    }
+
     /// Runs one command (for a test's own checks or faults, such as FLUSHALL).
     pub async fn command(&self, args: &[&str]) -> redis::Value {
         let client = redis::Client::open(self.url.as_str()).unwrap();
@@ -155,6 +188,8 @@ fn spawn_with(
     cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", ""])
         .args(["--requirepass", REDIS_PASSWORD])
+        // DEBUG SLEEP, for a test's stall (from this machine only).
+        .args(["--enable-debug-command", "local"])
         .arg("--dir")
         .arg(dir);
     if persistent {

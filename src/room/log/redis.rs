@@ -1,5 +1,4 @@
-//! Rooms' logs on Redis Streams, shared by every node of a cluster: the storage side of the
-//! coming `Log::Redis` (issue "several nodes"). Each room is one stream plus a small hash:
+//! Rooms' logs on Redis Streams, shared by every node of a cluster. Each room is one stream plus a small hash:
 //!
 //! | key | type | holds | written by | trimmed |
 //! |---|---|---|---|---|
@@ -12,9 +11,8 @@
 //! id `SEQ-N` after the last message (`XADD … SEQ-*`), so ids order the room's events and a
 //! message's id is its number. The epoch is made when the hash is: if Redis lost its data,
 //! numbering starts again under a new epoch, which the nodes notice.
-//!
-//! Not wired into [`super::Log`] yet: appending off the rooms' lock and delivering from the
-//! node's reader is the next step.
+//! A node appends off the rooms' lock, in batches (`room::shared`'s appender), and its one
+//! reader delivers what every node appended (`room::cluster`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,17 +36,24 @@ const RANGE_PAGE: usize = 512;
 /// event: Redis serves the nodes' blocked readers once the call ends, so each read carries the
 /// whole batch, and the batch costs one command to encode and one flat reply to parse.
 ///
+/// A batch that reaches Redis after its time (`LATE_AFTER`) does nothing and fails with
+/// `LATE`: its node has told the senders their lines were not sent, so they must never appear.
+///
 /// KEYS: the set of rooms in use, then per event the room's meta hash, stream and roster.
-/// ARGV: the candidate epoch, the entries kept per room, then per event [`ARGS_PER_APPEND`]
-/// values: message (`1`/`0`), roster change (`j`/`l`/`r`/`-`), the connection it adds or
+/// ARGV: the candidate epoch, the entries kept per room, the last moment to act (Redis's
+/// clock, ms since the Unix epoch), then per event [`ARGS_PER_APPEND`] values: message (`1`/`0`), roster change (`j`/`l`/`r`/`-`), the connection it adds or
 /// removes, the one a takeover removes, the member's name, the room, the record.
 /// Returns each event's number and epoch, flat.
 const APPEND_SCRIPT: &str = r"
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[3]) then
+  return redis.error_reply('LATE the batch came after its senders were told it failed')
+end
 local out = {}
 local n = (#KEYS - 1) / 3
 for i = 0, n - 1 do
   local meta, log, roster = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local a = 3 + 7 * i
+  local a = 4 + 7 * i
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     epoch = ARGV[1]
@@ -86,8 +91,14 @@ end
 return out
 ";
 
-/// The script's arguments per event (after the two shared ones).
+/// The script's arguments per event (after the three shared ones).
 const ARGS_PER_APPEND: usize = 7;
+
+/// How long after it was sent a batch may still act: the shared connection gives up on a
+/// reply after [`crate::cluster::RESPONSE_TIMEOUT`] and the senders are then told their lines
+/// were not sent, so a batch must act well before that or not at all. The rest of the timeout
+/// covers the reply's way back and an error in the measured clock offset.
+const LATE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One event for [`RedisLogs::append_many`]: what, where, when and from whom.
 pub type ToAppend<'a> = (&'a EventKind, &'a RoomName, (i64, Option<ConnId>));
@@ -182,7 +193,9 @@ impl RedisLogs {
         at: (i64, Option<ConnId>),
         epoch: &str,
     ) -> Result<Appended, RedisUnavailable> {
-        let mut appended = self.append_many(&[(event, room, at)], epoch).await?;
+        let mut appended = self
+            .append_many(&[(event, room, at)], epoch, LATE_AFTER)
+            .await?;
         appended.pop().ok_or_else(|| {
             self.redis.error(redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -192,20 +205,24 @@ impl RedisLogs {
     }
 
     /// Appends several events in one round trip (one call of the append script), in order:
-    /// each room's events land in the order given. Fails as a whole; after Redis lost its
-    /// scripts (a restart) the script is loaded and the batch sent once more.
+    /// each room's events land in the order given. Fails as a whole, and then none of them
+    /// lands, then or later: a call that reaches Redis more than `within` (at most
+    /// [`LATE_AFTER`]) after it was sent does nothing. After Redis lost its scripts (a
+    /// restart) the script is loaded and the batch sent once more.
     pub async fn append_many(
         &self,
         events: &[ToAppend<'_>],
         epoch: &str,
+        within: std::time::Duration,
     ) -> Result<Vec<Appended>, RedisUnavailable> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let call = self.append_call(events, epoch);
+        let within = i64::try_from(within.min(LATE_AFTER).as_millis()).unwrap_or(0);
+        let not_after = self.redis.redis_now_ms() + within;
         let mut conn = self.redis.conn();
-        let sent: Result<Vec<(u64, String)>, _> = call.query_async(&mut conn).await;
-        let replies = match sent {
+        let call = self.append_call(events, epoch, not_after);
+        let replies: Vec<(u64, String)> = match call.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.append
                     .prepare_invoke()
@@ -275,10 +292,11 @@ impl RedisLogs {
             .map_err(|e| self.redis.error(e))
     }
 
-    /// The append script's call (`EVALSHA`) for `events`: keys and records are formatted
+    /// The append script's call (`EVALSHA`) for `events`, to act no later than `not_after`
+    /// (Redis's clock, ms since the Unix epoch): keys and records are formatted
     /// into one reused buffer and copied into the command, so a batch of a thousand costs a
     /// handful of allocations rather than several per event.
-    fn append_call(&self, events: &[ToAppend<'_>], epoch: &str) -> redis::Cmd {
+    fn append_call(&self, events: &[ToAppend<'_>], epoch: &str, not_after: i64) -> redis::Cmd {
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.append.get_hash())
             .arg(1 + 3 * events.len())
@@ -291,7 +309,7 @@ impl RedisLogs {
                 call.arg(buf.as_str());
             }
         }
-        call.arg(epoch).arg(self.keep);
+        call.arg(epoch).arg(self.keep).arg(not_after);
         for (event, room, (at_ms, origin)) in events {
             let (op, a, b, name) = roster_change(event);
             call.arg(if event.is_message() { "1" } else { "0" })
