@@ -79,7 +79,7 @@ redis-cli -p "$REDIS_PORT" CONFIG RESETSTAT >/dev/null
 two=$("$LOADGEN" "${FANOUT[@]}" --port 17451 --also-ports 17452 --db "$DB" \
     --server-pid "$node1" --also-pids "$node2")
 echo "{\"name\":\"two nodes\",\"result\":$two}"
-redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | grep -E "^cmdstat_(evalsha|eval|xread|xadd|hget|hgetall)" \
+redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | grep -E "^cmdstat_(evalsha|eval|xread|xadd|hget|hgetall|hset|hdel)" \
     >"$DIR/commandstats.txt" || true
 kill "$node1" "$node2"
 wait "$node1" "$node2" 2>/dev/null || true

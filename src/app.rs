@@ -66,12 +66,6 @@ pub enum BuildError {
     Cluster(String),
 }
 
-/// Entries a room's shared stream keeps: presence entries sit between the messages, so
-/// twice `history_messages` keeps that many messages in all but the busiest rooms.
-fn keep_entries(rooms: &RoomLimits) -> u64 {
-    rooms.history_messages.saturating_mul(2)
-}
-
 /// The listeners a server serves: the chat port and, if configured, the admin socket and the
 /// metrics port.
 pub struct Listeners {
@@ -124,7 +118,7 @@ impl App {
                     .await
                     .map_err(|e| cluster_error(&e))?;
                 let started =
-                    Link::connect(redis.clone(), &settings.node_name, keep_entries(&rooms))
+                    Link::connect(redis.clone(), &settings.node_name, rooms.history_messages)
                         .await
                         .map_err(|e| cluster_error(&e))?;
                 history.read_from(Arc::new(started.link.logs.clone()));

@@ -13,6 +13,15 @@ use crate::store::Location;
 /// How long the first connection may take before Redis counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long one attempt of the shared connection to reconnect may take.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Attempts after the first when the shared connection reconnects (100 ms, then 200 ms apart).
+const RECONNECT_RETRIES: usize = 2;
+
+/// How long [`Redis::within`] waits.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(2);
+
 /// How long a command on the shared connection may wait for its reply before it fails (the
 /// client's default, set here so that what relies on it can say so).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -68,8 +77,13 @@ impl Redis {
             .await
             .map_err(error)?;
         let offset = clock_offset(&mut first).await.map_err(error)?;
-        let managed =
-            redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        // A request waits while the manager reconnects, through every retry (six by default,
+        // 6 s of backoff): few retries keep chat and logins during an outage from waiting for
+        // an answer that will not come (the next request tries again anyway).
+        let managed = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RECONNECT_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES);
         let conn = client
             .get_connection_manager_with_config(managed)
             .await
@@ -110,6 +124,23 @@ impl Redis {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| self.error(e))
+    }
+
+    /// `request`, given up after [`WAIT_LIMIT`]: a request waits while the shared connection
+    /// reconnects, through all its attempts, which may take seconds while Redis is down. For
+    /// what someone waits on (a login answers `Server busy` instead).
+    pub async fn within<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, RedisUnavailable>>,
+    ) -> Result<T, RedisUnavailable> {
+        tokio::time::timeout(WAIT_LIMIT, request)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.error(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no answer in time",
+                ))))
+            })
     }
 
     /// `source` as this Redis's error.

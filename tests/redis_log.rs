@@ -12,7 +12,7 @@ use common::redis::{REDIS_PASSWORD, Redis};
 use tlschat::event::{ConnId, EventKind, RoomName};
 use tlschat::room::log::redis::{Entry, RedisLogs};
 
-/// The logs on `url`, keeping `keep` entries per room.
+/// The logs on `url`, keeping the newest `keep` messages per room.
 async fn logs_at(url: &str, keep: u64) -> RedisLogs {
     RedisLogs::new(
         tlschat::cluster::Redis::connect(url, None).await.unwrap(),
@@ -115,7 +115,7 @@ async fn a_nodes_reader_gets_every_rooms_entries_in_order_from_every_node() {
         (dev.clone(), node_a.tail(&dev).await.unwrap().id),
         (ops.clone(), node_a.tail(&ops).await.unwrap().id),
     ];
-    let mut reader = node_a.reader().await.unwrap();
+    let mut reader = node_a.reader(1).await.unwrap();
     append(&node_a, &dev, chat("alice", "from a"), conn(1, 1)).await;
     append(&node_b, &dev, chat("bob", "from b"), conn(2, 1)).await;
     let left = EventKind::Left {
@@ -151,7 +151,7 @@ async fn a_read_with_nothing_new_waits_its_block_time_and_returns_nothing() {
     let dev = room("#dev");
     append(&logs, &dev, chat("bob", "old"), conn(1, 1)).await;
     let from = vec![(dev.clone(), logs.tail(&dev).await.unwrap().id)];
-    let mut reader = logs.reader().await.unwrap();
+    let mut reader = logs.reader(1).await.unwrap();
     let read = reader
         .read(&from, None, Duration::from_millis(200), 10)
         .await
@@ -162,7 +162,7 @@ async fn a_read_with_nothing_new_waits_its_block_time_and_returns_nothing() {
 #[tokio::test]
 async fn a_trimmed_log_says_which_numbers_it_still_keeps() {
     let Some(redis) = Redis::start() else { return };
-    // MAXLEN ~ trims whole nodes of the stream (100 entries by default): keep 10 of 300.
+    // MINID ~ trims whole nodes of the stream (100 entries by default): keep 10 of 300.
     let logs = logs_at(&redis.url, 10).await;
     let dev = room("#dev");
     for i in 1..=300 {
@@ -180,6 +180,111 @@ async fn a_trimmed_log_says_which_numbers_it_still_keeps() {
     );
     let (older, _) = logs.range(&dev, (0, first_kept - 1), 5).await.unwrap();
     assert!(older.is_empty());
+}
+
+/// The first message number `logs` still keeps in `room`.
+async fn first_kept(logs: &RedisLogs, room: &RoomName) -> Option<u64> {
+    logs.range(room, (0, 1), 1).await.unwrap().1
+}
+
+#[tokio::test]
+async fn a_room_is_not_trimmed_past_what_a_nodes_reader_has_not_read() {
+    let Some(redis) = Redis::start() else { return };
+    let logs = logs_at(&redis.url, 10).await;
+    let dev = room("#dev");
+    let mut reader = logs.reader(7).await.unwrap();
+    let start = vec![(dev.clone(), "0-0".to_owned())];
+    reader
+        .read(&start, None, Duration::from_millis(10), 10)
+        .await
+        .unwrap();
+    for i in 1..=300 {
+        append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
+    }
+    assert_eq!(
+        first_kept(&logs, &dev).await,
+        Some(1),
+        "node 7 has read nothing"
+    );
+    let read = reader
+        .read(&start, None, Duration::from_secs(5), 1000)
+        .await
+        .unwrap();
+    let last = read.rooms[0].1.last().unwrap().id.clone();
+    assert_eq!(last, "300-0");
+    // The next read says how far node 7 got; the next append may then trim.
+    reader
+        .read(&[(dev.clone(), last)], None, Duration::from_millis(10), 10)
+        .await
+        .unwrap();
+    append(&logs, &dev, chat("bob", "m301"), conn(1, 1)).await;
+    let kept = first_kept(&logs, &dev).await.unwrap();
+    assert!(kept > 1 && kept <= 292, "first kept {kept}");
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_a_room_no_longer_holds_its_trimming() {
+    let Some(redis) = Redis::start() else { return };
+    let logs = logs_at(&redis.url, 10).await;
+    let (dev, ops) = (room("#dev"), room("#ops"));
+    let mut reader = logs.reader(7).await.unwrap();
+    reader
+        .read(
+            &[(dev.clone(), "0-0".to_owned())],
+            None,
+            Duration::from_millis(10),
+            10,
+        )
+        .await
+        .unwrap();
+    for i in 1..=300 {
+        append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
+    }
+    assert_eq!(first_kept(&logs, &dev).await, Some(1));
+    // Node 7 now reads #ops only.
+    reader
+        .read(
+            &[(ops.clone(), "0-0".to_owned())],
+            None,
+            Duration::from_millis(10),
+            10,
+        )
+        .await
+        .unwrap();
+    append(&logs, &dev, chat("bob", "m301"), conn(1, 1)).await;
+    let kept = first_kept(&logs, &dev).await.unwrap();
+    assert!(kept > 1 && kept <= 292, "first kept {kept}");
+}
+
+#[tokio::test]
+async fn a_gone_node_no_longer_holds_a_rooms_trimming() {
+    let Some(redis) = Redis::start() else { return };
+    let logs = logs_at(&redis.url, 10).await;
+    let dev = room("#dev");
+    let mut reader = logs.reader(7).await.unwrap();
+    reader
+        .read(
+            &[(dev.clone(), "0-0".to_owned())],
+            None,
+            Duration::from_millis(10),
+            10,
+        )
+        .await
+        .unwrap();
+    drop(reader);
+    for i in 1..=300 {
+        append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
+    }
+    assert_eq!(first_kept(&logs, &dev).await, Some(1));
+    let redis_conn = tlschat::cluster::Redis::connect(&redis.url, None)
+        .await
+        .unwrap();
+    tlschat::room::log::redis::forget_reader(&redis_conn, 7, std::slice::from_ref(&dev))
+        .await
+        .unwrap();
+    append(&logs, &dev, chat("bob", "m301"), conn(1, 1)).await;
+    let kept = first_kept(&logs, &dev).await.unwrap();
+    assert!(kept > 1 && kept <= 292, "first kept {kept}");
 }
 
 #[tokio::test]

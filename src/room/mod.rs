@@ -114,8 +114,8 @@ async fn register(
         account: login.stamp.id,
     };
     let replaced = link
-        .sessions
-        .register(&record)
+        .redis()
+        .within(link.sessions.register(&record))
         .await
         .map_err(|e| JoinError::Cluster(e.to_string()))?;
     Ok(replaced.map(|r| r.conn()).filter(|c| c.node != link.node))
@@ -130,8 +130,8 @@ async fn shared_restore(
 ) -> Result<HashMap<RoomName, Tail>, JoinError> {
     let unavailable = |e: crate::cluster::RedisUnavailable| JoinError::Cluster(e.to_string());
     for (room, seq) in link
-        .sessions
-        .positions(account)
+        .redis()
+        .within(link.sessions.positions(account))
         .await
         .map_err(unavailable)?
     {
@@ -140,7 +140,8 @@ async fn shared_restore(
     }
     let mut tails = HashMap::new();
     for (room, _) in &restore.rooms {
-        tails.insert(room.clone(), link.tail(room).await.map_err(unavailable)?);
+        let tail = link.redis().within(link.tail(room)).await;
+        tails.insert(room.clone(), tail.map_err(unavailable)?);
     }
     Ok(tails)
 }

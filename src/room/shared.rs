@@ -230,6 +230,11 @@ impl Link {
         });
     }
 
+    /// The cluster's Redis.
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
     /// Waits (up to [`APPEND_WAIT`]) until every write queued so far is done.
     pub async fn flush(&self) -> &Self {
         let (done, wait) = oneshot::channel();
@@ -330,6 +335,9 @@ impl Running {
     /// session still listed for this node and gives the name up, so it is free at once.
     pub async fn finish(self) {
         self.link.flush().await;
+        if let Err(e) = forget_reading(&self.link, self.node.id).await {
+            tracing::warn!(error = %e, "removing this node from the rooms' readers failed");
+        }
         if let Err(e) = self.link.sessions.sweep(self.node.id).await {
             tracing::warn!(error = %e, "removing this node's sessions failed");
         }
@@ -347,6 +355,21 @@ fn epoch() -> String {
 /// The set of rooms where `node` had members (for its sweep).
 fn rooms_key(node: NodeId) -> String {
     format!("tlschat:node:{node}:rooms")
+}
+
+/// Removes `node` from the readers of every room it had members in (it reads no more), so
+/// that they trim again.
+async fn forget_reading(link: &Link, node: NodeId) -> Result<(), RedisUnavailable> {
+    let rooms: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(rooms_key(node))
+        .query_async(&mut link.redis.conn())
+        .await
+        .map_err(|e| link.redis.error(e))?;
+    let rooms: Vec<RoomName> = rooms
+        .iter()
+        .filter_map(|r| RoomName::parse(r).ok())
+        .collect();
+    crate::room::log::redis::forget_reader(&link.redis, node, &rooms).await
 }
 
 /// Who sweeps a dead node: one node at a time (`SET NX`, lapsing after this long).
@@ -394,6 +417,7 @@ async fn sweep(link: &Link, dead: NodeId) -> Result<usize, RedisUnavailable> {
     for conn in tail.roster.keys().filter(|c| c.node == dead) {
         append(lobby.clone(), EventKind::Offline { conn: *conn }, *conn).await?;
     }
+    forget_reading(link, dead).await?;
     let _: Result<(), _> = redis::cmd("DEL")
         .arg(rooms_key(dead))
         .query_async(&mut link.redis.conn())
@@ -594,7 +618,7 @@ async fn run_reader(tasks: Tasks, rooms: Weak<Rooms>, shutdown: CancellationToke
             return;
         };
         if reader.is_none() {
-            match link.logs.reader().await {
+            match link.logs.reader(link.node).await {
                 Ok(r) => {
                     reader = Some(r);
                     if link.down.swap(false, Ordering::Relaxed) {

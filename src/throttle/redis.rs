@@ -99,6 +99,10 @@ impl RedisCounter {
 
     /// Decides on an attempt for `name` from `ip` and counts it, as the local counter does.
     pub async fn attempt(&self, name: &str, ip: IpAddr) -> Result<Verdict, RedisUnavailable> {
+        self.redis.within(self.count(name, ip)).await
+    }
+
+    async fn count(&self, name: &str, ip: IpAddr) -> Result<Verdict, RedisUnavailable> {
         let source = source_key(ip).to_string();
         let mut conn = self.redis.conn();
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);

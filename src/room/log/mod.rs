@@ -75,6 +75,15 @@ impl SharedLog {
         }
         self.read = at;
         if message {
+            if self.last_seq > 0 && seq > self.last_seq + 1 {
+                // Trimmed before this node read them: it lagged by more than the stream keeps
+                // for a slow reader.
+                tracing::warn!(
+                    room = %self.room,
+                    missed = seq - self.last_seq - 1,
+                    "messages were trimmed from a room's log before this node read them"
+                );
+            }
             self.last_seq = self.last_seq.max(seq);
         }
         true

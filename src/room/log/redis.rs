@@ -2,7 +2,8 @@
 //!
 //! | key | type | holds | written by | trimmed |
 //! |---|---|---|---|---|
-//! | `tlschat:room:ROOM:log` | stream | every event of the room, in its one order | [`RedisLogs::append`] (one script) | `XADD … MAXLEN ~ keep` |
+//! | `tlschat:room:ROOM:log` | stream | every event of the room, in its one order | [`RedisLogs::append`] (one script) | by the same script: `XTRIM … MINID ~`, below the newest `keep` numbers and below every reader |
+//! | `tlschat:room:ROOM:readers` | hash | node id → the number of the last message that node's reader took | [`LogReader::read`] | by the reader and the sweep of a dead node |
 //! | `tlschat:room:ROOM:meta` | hash | `seq` (the newest message number), `epoch` | the same script | never |
 //! | `tlschat:room:ROOM:roster` | hash | `NODE:LOCAL` → name of every connection in the room | the same script (presence entries) | by presence |
 //! | `tlschat:rooms` | set | the rooms with anyone in them (for `/rooms` and `max_rooms`) | the same script | by presence |
@@ -23,7 +24,7 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions};
 
 use crate::cluster::{Redis, RedisUnavailable};
-use crate::event::{ConnId, Event, EventKind, RoomName, Seq};
+use crate::event::{ConnId, Event, EventKind, NodeId, RoomName, Seq};
 
 /// Entries read per round trip by range reads.
 const RANGE_PAGE: usize = 512;
@@ -39,9 +40,16 @@ const RANGE_PAGE: usize = 512;
 /// A batch that reaches Redis after its time (`LATE_AFTER`) does nothing and fails with
 /// `LATE`: its node has told the senders their lines were not sent, so they must never appear.
 ///
-/// KEYS: the set of rooms in use, then per event the room's meta hash, stream and roster.
-/// ARGV: the candidate epoch, the entries kept per room, the last moment to act (Redis's
-/// clock, ms since the Unix epoch), then per event [`ARGS_PER_APPEND`] values: message (`1`/`0`), roster change (`j`/`l`/`r`/`-`), the connection it adds or
+/// Each room's stream is then trimmed below its newest `keep` numbers, but never past a
+/// message some node's reader has not taken yet (the readers hash), unless that reader is more
+/// than [`MAX_READER_LAG`] messages further behind: a slow node delays trimming rather than
+/// missing lines. No stream holds more than about `keep` + [`MAX_READER_LAG`] entries
+/// (presence included, which takes no number).
+///
+/// KEYS: the set of rooms in use, then per event the room's meta hash, stream, roster and
+/// readers hash. ARGV: the candidate epoch, the numbers kept per room, the last moment to act
+/// (Redis's clock, ms since the Unix epoch), [`MAX_READER_LAG`], then per event
+/// [`ARGS_PER_APPEND`] values: message (`1`/`0`), roster change (`j`/`l`/`r`/`-`), the connection it adds or
 /// removes, the one a takeover removes, the member's name, the room, the record.
 /// Returns each event's number and epoch, flat.
 const APPEND_SCRIPT: &str = r"
@@ -49,11 +57,13 @@ local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[3]) then
   return redis.error_reply('LATE the batch came after its senders were told it failed')
 end
+local keep, lag = tonumber(ARGV[2]), tonumber(ARGV[4])
 local out = {}
-local n = (#KEYS - 1) / 3
+local touched = {}
+local n = (#KEYS - 1) / 4
 for i = 0, n - 1 do
-  local meta, log, roster = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local a = 4 + 7 * i
+  local meta, log, roster = KEYS[2 + 4 * i], KEYS[3 + 4 * i], KEYS[4 + 4 * i]
+  local a = 5 + 7 * i
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     epoch = ARGV[1]
@@ -84,15 +94,31 @@ for i = 0, n - 1 do
     redis.call('HSET', roster, ARGV[a + 2], ARGV[a + 4])
     redis.call('SADD', KEYS[1], ARGV[a + 5])
   end
-  redis.call('XADD', log, 'MAXLEN', '~', ARGV[2], seq .. '-*', 'e', ARGV[a + 6])
+  redis.call('XADD', log, 'MAXLEN', '~', keep + lag, seq .. '-*', 'e', ARGV[a + 6])
+  touched[log] = {KEYS[5 + 4 * i], seq}
   out[2 * i + 1] = seq
   out[2 * i + 2] = epoch
+end
+for log, room in pairs(touched) do
+  local floor = room[2] - keep
+  for _, read in ipairs(redis.call('HVALS', room[1])) do
+    floor = math.min(floor, tonumber(read))
+  end
+  floor = math.max(floor, room[2] - keep - lag)
+  if floor > 0 then
+    redis.call('XTRIM', log, 'MINID', '~', floor)
+  end
 end
 return out
 ";
 
-/// The script's arguments per event (after the three shared ones).
+/// The script's arguments per event (after the four shared ones).
 const ARGS_PER_APPEND: usize = 7;
+
+/// How many messages past the kept ones a room's stream keeps for a reader that lags: a node
+/// further behind than this misses the oldest (and says so in its log), so that one stuck
+/// node cannot make a stream grow without bound.
+pub const MAX_READER_LAG: u64 = 100_000;
 
 /// How long after it was sent a batch may still act: the shared connection gives up on a
 /// reply after [`crate::cluster::RESPONSE_TIMEOUT`] and the senders are then told their lines
@@ -171,7 +197,7 @@ pub struct RedisLogs {
 }
 
 impl RedisLogs {
-    /// The logs on `redis`; `keep` entries are kept per room.
+    /// The logs on `redis`; the newest `keep` messages are kept per room.
     pub fn new(redis: Redis, keep: u64) -> Self {
         RedisLogs {
             redis,
@@ -299,17 +325,20 @@ impl RedisLogs {
     fn append_call(&self, events: &[ToAppend<'_>], epoch: &str, not_after: i64) -> redis::Cmd {
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.append.get_hash())
-            .arg(1 + 3 * events.len())
+            .arg(1 + 4 * events.len())
             .arg(ROOMS_IN_USE);
         let mut buf = String::with_capacity(256);
         for (_, room, _) in events {
-            for part in ["meta", "log", "roster"] {
+            for part in ["meta", "log", "roster", "readers"] {
                 buf.clear();
                 write_room_key(&mut buf, room, part);
                 call.arg(buf.as_str());
             }
         }
-        call.arg(epoch).arg(self.keep).arg(not_after);
+        call.arg(epoch)
+            .arg(self.keep)
+            .arg(not_after)
+            .arg(MAX_READER_LAG);
         for (event, room, (at_ms, origin)) in events {
             let (op, a, b, name) = roster_change(event);
             call.arg(if event.is_message() { "1" } else { "0" })
@@ -403,10 +432,14 @@ impl RedisLogs {
 
     /// A connection of its own for [`LogReader::read`]: a blocking read must not hold up (or
     /// be timed out by) the shared connection.
-    pub async fn reader(&self) -> Result<LogReader, RedisLogError> {
+    /// `node` is the reading node: the rooms' readers hashes record how far it has read, so
+    /// that no room is trimmed past what it has not taken yet.
+    pub async fn reader(&self, node: NodeId) -> Result<LogReader, RedisLogError> {
         Ok(LogReader {
             conn: self.redis.dedicated().await?,
             redis: self.redis.clone(),
+            node,
+            reported: HashMap::new(),
         })
     }
 }
@@ -415,6 +448,9 @@ impl RedisLogs {
 pub struct LogReader {
     conn: MultiplexedConnection,
     redis: Redis,
+    node: NodeId,
+    /// The number last written to each room's readers hash.
+    reported: HashMap<RoomName, Seq>,
 }
 
 impl LogReader {
@@ -439,13 +475,23 @@ impl LogReader {
         }
         let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
         let options = StreamReadOptions::default().block(block_ms).count(count);
-        // Walked as values: a typed reply would build a map per entry, and a node reads every
-        // entry of its rooms.
-        let reply: redis::Value = self
-            .conn
-            .xread_options(&keys, &ids, &options)
+        // How far this node has read goes ahead of the read, in the same round trip.
+        let mut pipe = redis::pipe();
+        let progress = self.progress(from, &mut pipe);
+        pipe.xread_options(&keys, &ids, &options);
+        let mut replies: Vec<redis::Value> = pipe
+            .query_async(&mut self.conn)
             .await
             .map_err(|e| RedisLogError::from(self.redis.error(e)))?;
+        for (room, seq) in progress {
+            match seq {
+                Some(seq) => self.reported.insert(room, seq),
+                None => self.reported.remove(&room),
+            };
+        }
+        // Walked as values: a typed reply would build a map per entry, and a node reads every
+        // entry of its rooms.
+        let reply = replies.pop().unwrap_or(redis::Value::Nil);
         let rooms: HashMap<&[u8], &RoomName> = keys
             .iter()
             .map(|key| key.as_bytes())
@@ -467,6 +513,53 @@ impl LogReader {
         }
         Ok(out)
     }
+}
+
+impl LogReader {
+    /// Adds to `pipe` what changed in this node's progress since it was last written: the
+    /// number it has read up to in each room of `from`, and its removal from the rooms it no
+    /// longer reads. Returns the changes, to note once written.
+    fn progress(
+        &self,
+        from: &[(RoomName, String)],
+        pipe: &mut redis::Pipeline,
+    ) -> Vec<(RoomName, Option<Seq>)> {
+        let mut changes = Vec::new();
+        for (room, id) in from {
+            let Some((seq, _)) = split_id(id) else {
+                continue;
+            };
+            if self.reported.get(room) != Some(&seq) {
+                pipe.hset(readers_key(room), self.node, seq).ignore();
+                changes.push((room.clone(), Some(seq)));
+            }
+        }
+        for room in self.reported.keys() {
+            if !from.iter().any(|(r, _)| r == room) {
+                pipe.hdel(readers_key(room), self.node).ignore();
+                changes.push((room.clone(), None));
+            }
+        }
+        changes
+    }
+}
+
+/// Forgets `node` among the readers of `rooms` (it is gone), so that they trim again.
+pub async fn forget_reader(
+    redis: &Redis,
+    node: NodeId,
+    rooms: &[RoomName],
+) -> Result<(), RedisUnavailable> {
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for room in rooms {
+        pipe.hdel(readers_key(room), node).ignore();
+    }
+    pipe.query_async::<()>(&mut redis.conn())
+        .await
+        .map_err(|e| redis.error(e))
 }
 
 /// What one read returned.
@@ -520,6 +613,10 @@ fn meta_key(room: &RoomName) -> String {
 
 fn roster_key(room: &RoomName) -> String {
     room_key(room, "roster")
+}
+
+fn readers_key(room: &RoomName) -> String {
+    room_key(room, "readers")
 }
 
 /// What a presence event does to the roster hash: the script's operation (`j` set, `l`
