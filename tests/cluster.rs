@@ -879,6 +879,79 @@ async fn after_redis_lost_its_data_a_member_who_comes_back_catches_up_on_the_new
     assert_eq!(common::block(&mut again).await, ["<alice> new 1"]);
 }
 
+#[tokio::test]
+async fn after_redis_lost_its_data_a_stored_position_the_new_numbers_passed_counts_as_their_start()
+{
+    let Some(mut cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    for i in 1..=3 {
+        alice.send(&format!("old {i}")).await;
+        bob.expect_line(&format!("[#dev] <alice> old {i}")).await;
+    }
+    // bob's position (3, in the epoch before the loss) is stored as he leaves.
+    bob.send("/quit").await;
+    bob.expect_line("*** Bye").await;
+    alice.wait_for("*** bob left").await;
+    cluster.redis.stop();
+    cluster.redis.restart();
+    within_20_s(&mut alice, "*** Chat is available again").await;
+    alice.expect_line("*** Server history was reset").await;
+    for i in 1..=5 {
+        alice.send(&format!("new {i}")).await;
+    }
+    alice.send("/history 1").await;
+    alice.wait_for("*** End of history").await;
+    let mut again = cluster.login(2, "bob").await;
+    again
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    again
+        .expect_line("*** You missed 5 messages in #dev:")
+        .await;
+    assert_eq!(
+        common::block(&mut again).await,
+        (1..=5)
+            .map(|i| format!("<alice> new {i}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_member_online_when_redis_lost_its_data_keeps_her_place_in_the_new_history() {
+    let Some(mut cluster) = cluster(2).await else {
+        return;
+    };
+    let (mut alice, mut bob) = two_in_dev(&cluster).await;
+    for i in 1..=3 {
+        alice.send(&format!("old {i}")).await;
+        bob.expect_line(&format!("[#dev] <alice> old {i}")).await;
+    }
+    cluster.redis.stop();
+    cluster.redis.restart();
+    within_20_s(&mut bob, "*** Chat is available again").await;
+    bob.expect_line("*** Server history was reset").await;
+    within_20_s(&mut alice, "*** Chat is available again").await;
+    for i in 1..=2 {
+        alice.send(&format!("new {i}")).await;
+        bob.expect_line(&format!("[#dev] <alice> new {i}")).await;
+    }
+    // bob has read the new history's 2 lines; that, not his 3 of before, is where he is.
+    bob.send("/quit").await;
+    bob.expect_line("*** Bye").await;
+    alice.wait_for("*** bob left").await;
+    alice.send("new 3").await;
+    alice.send("/history 1").await;
+    alice.wait_for("*** End of history").await;
+    let mut again = cluster.login(2, "bob").await;
+    again
+        .expect_line("*** You are in #dev; 2 here: alice, bob")
+        .await;
+    again.expect_line("*** You missed 1 message in #dev:").await;
+    assert_eq!(common::block(&mut again).await, ["<alice> new 3"]);
+}
+
 #[test]
 fn doctor_checks_the_clusters_redis_and_warns_when_its_append_only_file_is_off() {
     let (Some(plain), Some(durable), Some(pg)) =

@@ -182,14 +182,14 @@ fn doctor_reads_postgresql_without_migrating_it() {
     let dir = tempfile::tempdir().unwrap();
     let before = run(dir.path(), &pg.url, &["doctor"], "");
     assert!(
-        text(&before).contains("database migrations: 2 pending"),
+        text(&before).contains("database migrations: 3 pending"),
         "{}",
         text(&before)
     );
     add_alice(dir.path(), &pg.url);
     let after = text(&run(dir.path(), &pg.url, &["doctor"], ""));
     assert!(
-        after.contains("database migrations: all 2 applied; 1 users"),
+        after.contains("database migrations: all 3 applied; 1 users"),
         "{after}"
     );
     assert!(!after.contains(PG_PASSWORD), "{after}");
@@ -266,4 +266,40 @@ async fn logins_work_again_once_postgresql_is_back() {
             "no login within 30 s of PostgreSQL coming back"
         );
     }
+}
+
+#[tokio::test]
+async fn a_read_position_of_a_new_history_epoch_replaces_the_older_one_instead_of_being_compared() {
+    use tlschat::event::{HistoryEpoch, RoomName};
+    use tlschat::store::{Db, HistoryBatch, Store};
+    let Some(pg) = Postgres::start() else { return };
+    let store = Store::open_db(&Db::Url(pg.url.clone())).await.unwrap();
+    let alice = tlschat::username::Username::parse("alice").unwrap();
+    store.add_user(&alice, "h").await.unwrap();
+    let id = store.credentials(&alice).await.unwrap().unwrap().stamp.id;
+    let dev = RoomName::parse("#dev").unwrap();
+    let (e1, e2) = (HistoryEpoch::from("e1"), HistoryEpoch::from("e2"));
+    let mut conn = store.history_connection().await.unwrap();
+    let mut write = async |seq, epoch: &HistoryEpoch| {
+        let batch = HistoryBatch {
+            positions: vec![(id, dev.clone(), seq, epoch.clone())],
+            ..HistoryBatch::default()
+        };
+        conn.write_history(&batch).await.unwrap();
+    };
+    write(40, &e1).await;
+    write(30, &e1).await;
+    let read = store.read_positions(id).await.unwrap();
+    assert_eq!(
+        read,
+        [(dev.clone(), 40, e1.clone())],
+        "within an epoch, never back"
+    );
+    write(3, &e2).await;
+    let read = store.read_positions(id).await.unwrap();
+    assert_eq!(
+        read,
+        [(dev.clone(), 3, e2.clone())],
+        "a new epoch's numbering restarts"
+    );
 }

@@ -7,12 +7,14 @@
 //! by `protocol`, once per event and format.
 
 pub mod codec;
+mod epoch;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use codec::{MessageBlock, decode_messages, encode_message};
+pub use epoch::HistoryEpoch;
 
 /// A message's number in its room: 1 for the first, never reused; 0 means "before any".
 pub type Seq = u64;

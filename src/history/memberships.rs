@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-use super::Write;
+use super::{HistoryEpoch, Write};
 use crate::config::HistoryMode;
 use crate::event::{RoomName, Seq};
 use crate::protocol::ResumeFrom;
@@ -21,7 +21,7 @@ use crate::store::{Store, StoreError};
 pub(super) struct Pending {
     next_id: u64,
     memberships: HashMap<(i64, RoomName), (bool, u64)>,
-    positions: HashMap<(i64, RoomName), (Seq, u64)>,
+    positions: HashMap<(i64, RoomName), ((Seq, HistoryEpoch), u64)>,
 }
 
 impl Pending {
@@ -37,8 +37,9 @@ impl Pending {
 pub struct Restore {
     /// Rooms besides #lobby, sorted, with the newest stored message number of each.
     pub rooms: Vec<(RoomName, Seq)>,
-    /// Read positions by room; empty at a user's first login.
-    pub positions: HashMap<RoomName, Seq>,
+    /// Read positions by room, each with the epoch it was read in; empty at a user's first
+    /// login.
+    pub positions: HashMap<RoomName, (Seq, HistoryEpoch)>,
     /// The rooms' forget count when this was read (set by the rooms when they log a member
     /// in): stored numbers of rooms forgotten since may be stale.
     pub epoch: u64,
@@ -48,12 +49,25 @@ pub struct Restore {
 }
 
 impl Restore {
-    /// The stored read position in `room`, whose newest message is `newest`. One past it is
-    /// from before the room's numbers started again (a cluster's Redis that lost its data, or
-    /// `history = "memory"` after a restart): everything there now is new to the member.
-    pub fn stored(&self, room: &RoomName, newest: Seq) -> Option<Seq> {
-        let at = *self.positions.get(room)?;
-        Some(if at > newest { 0 } else { at })
+    /// The stored read position in `room`, whose newest message is `newest`, in the history
+    /// epoch `now`. One read in an older epoch (a cluster's Redis lost its data since) counts
+    /// as the start of the room's new history, as does one past `newest` (from before the
+    /// numbers started again, without an epoch to tell: `history = "memory"` after a restart):
+    /// everything there now is new to the member.
+    pub fn stored(&self, room: &RoomName, newest: Seq, now: &HistoryEpoch) -> Option<Seq> {
+        let (at, epoch) = self.positions.get(room)?;
+        Some(if *at > newest || !epoch.counts_in(now) {
+            0
+        } else {
+            *at
+        })
+    }
+
+    /// Folds in a read position that another session of the member reached (`epoch` as
+    /// [`HistoryEpoch::merge`] takes it).
+    pub fn merge_position(&mut self, room: RoomName, seq: Seq, epoch: &HistoryEpoch) {
+        let at = self.positions.entry(room).or_default();
+        HistoryEpoch::merge(at, seq, epoch);
     }
 
     /// Where the catch-up of `room` starts for a client that resumes: the number it showed
@@ -111,8 +125,9 @@ impl Memberships {
         let _ = tx.send(Write::Membership(user, room.clone(), member, id));
     }
 
-    /// Records read positions; they only ever move forward.
-    pub fn save_positions(&self, user: i64, positions: Vec<(RoomName, Seq)>) {
+    /// Records read positions read in history epoch `epoch`; within one epoch they only ever
+    /// move forward.
+    pub fn save_positions(&self, user: i64, positions: Vec<(RoomName, Seq)>, epoch: HistoryEpoch) {
         if positions.is_empty() {
             return;
         }
@@ -127,10 +142,11 @@ impl Memberships {
                     let at = pending
                         .positions
                         .entry((user, room.clone()))
-                        .or_insert((0, id));
-                    *at = (at.0.max(*seq), id);
+                        .or_insert(((0, epoch.clone()), id));
+                    HistoryEpoch::merge(&mut at.0, *seq, &epoch);
+                    at.1 = id;
                 }
-                let _ = tx.send(Write::Positions(user, positions, id));
+                let _ = tx.send(Write::Positions(user, positions, epoch, id));
             }
             HistoryMode::Memory => {
                 let mut map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,11 +177,11 @@ impl Memberships {
                 .filter(|(k, _)| mine(k))
                 .map(|((_, r), (m, _))| (r.clone(), *m))
                 .collect();
-            let positions: Vec<(RoomName, Seq)> = pending
+            let positions: Vec<(RoomName, (Seq, HistoryEpoch))> = pending
                 .positions
                 .iter()
                 .filter(|(k, _)| mine(k))
-                .map(|((_, r), (s, _))| (r.clone(), *s))
+                .map(|((_, r), (at, _))| (r.clone(), at.clone()))
                 .collect();
             (rooms, positions)
         };
@@ -188,11 +204,15 @@ impl Memberships {
         }
         let positions = match self.mode {
             HistoryMode::Sqlite | HistoryMode::Redis => {
-                let mut map: HashMap<RoomName, Seq> =
-                    store.read_positions(user).await?.into_iter().collect();
-                for (room, seq) in queued_positions {
-                    let at = map.entry(room).or_default();
-                    *at = (*at).max(seq);
+                let mut map: HashMap<RoomName, (Seq, HistoryEpoch)> = store
+                    .read_positions(user)
+                    .await?
+                    .into_iter()
+                    .map(|(room, seq, epoch)| (room, (seq, epoch)))
+                    .collect();
+                // Queued after what the store holds: newer.
+                for (room, (seq, epoch)) in queued_positions {
+                    HistoryEpoch::merge(map.entry(room).or_default(), seq, &epoch);
                 }
                 map
             }
@@ -200,7 +220,7 @@ impl Memberships {
                 let map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
                 map.iter()
                     .filter(|((u, _), _)| *u == user)
-                    .map(|((_, room), seq)| (room.clone(), *seq))
+                    .map(|((_, room), seq)| (room.clone(), (*seq, HistoryEpoch::none())))
                     .collect()
             }
             HistoryMode::Off => HashMap::new(),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{HistoryMode, RoomLimits};
+pub use crate::event::HistoryEpoch;
 use crate::event::{Event, MessageBlock, RoomName, Seq};
 use crate::protocol;
 use crate::store::{HistoryBatch, HistoryConnection, MessageRange, Store, StoreError};
@@ -58,7 +59,7 @@ pub type Durable = Arc<AtomicU64>;
 enum Write {
     /// Memberships and positions, numbered so that the writer can clear them from [`Pending`].
     Membership(i64, RoomName, bool, u64),
-    Positions(i64, Vec<(RoomName, Seq)>, u64),
+    Positions(i64, Vec<(RoomName, Seq)>, HistoryEpoch, u64),
     Barrier(oneshot::Sender<()>),
     /// Commit everything and stop, releasing the writer's database connection.
     Close(oneshot::Sender<()>),
@@ -540,11 +541,13 @@ async fn run_writer(
                     newest_id = id;
                     batch.memberships.push((user, room, member));
                 }
-                Write::Positions(user, positions, id) => {
+                Write::Positions(user, positions, epoch, id) => {
                     newest_id = id;
-                    batch
-                        .positions
-                        .extend(positions.into_iter().map(|(r, s)| (user, r, s)));
+                    batch.positions.extend(
+                        positions
+                            .into_iter()
+                            .map(|(r, s)| (user, r, s, epoch.clone())),
+                    );
                 }
                 Write::Barrier(done) => barriers.push(done),
                 Write::Close(done) => closing = Some(done),

@@ -28,6 +28,7 @@ impl Rooms {
     ) -> Result<Self, RedisLogError> {
         let lobby = RoomName::lobby();
         let tail = link.tail(&lobby).await?;
+        let epoch = link.lobby_epoch_of(&tail).await?;
         let rooms = Self::with_history(queue_limit_bytes, metrics, history);
         {
             let mut state = rooms.lock();
@@ -42,7 +43,8 @@ impl Rooms {
                     log: Log::Redis(SharedLog::new(lobby, &tail)),
                 },
             );
-            link.saw_lobby_epoch(tail.epoch.as_deref());
+            link.saw_lobby_epoch(Some(epoch.as_str()));
+            let _ = rooms.link.set(Arc::clone(&link));
             state.link = Some(link);
         }
         Ok(rooms)
@@ -219,7 +221,10 @@ impl Rooms {
                 }
             }
         }
-        let dropped = state.hub.deliver_presence(&Line::new(text));
+        // In each member's stream after every line of the old numbering: the positions the
+        // session reaches start again there.
+        let mark = reset.then(|| (state.lobby.clone(), hub::RESET_MARK));
+        let dropped = state.hub.deliver_presence(&Line::marked(text, mark));
         state.announce_dropped(dropped);
     }
 

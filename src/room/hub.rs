@@ -19,6 +19,11 @@ use crate::metrics::Metrics;
 /// A room and the number of a message in it: a read position.
 pub type Mark = (RoomName, Seq);
 
+/// The number of the mark that a cluster's reset notice carries (in #lobby): the rooms'
+/// numbers start again after it, so a session's positions reached before it are no numbers in
+/// the new history. Never a message's number; never folded with another mark.
+pub const RESET_MARK: Seq = Seq::MAX;
+
 /// A rendered line, shared by every member it is queued for.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Line {

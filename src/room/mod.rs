@@ -40,13 +40,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::HistoryMode;
 pub use crate::event::{ConnId, NodeId};
 use crate::event::{Event, EventKind, RoomName, Seq};
-use crate::history::{History, Memberships, Purpose, Restore};
+use crate::history::{History, HistoryEpoch, Memberships, Purpose, Restore};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ResumeFrom};
 use crate::username::Username;
 use directory::{Login, OnlineSession};
 use hub::{Audience, Hub, Undeliverable};
-pub use hub::{Delivery, Handoff, Line, Mark, Outbox, Removal, Replaced, TakeoverCatchUp};
+pub use hub::{
+    Delivery, Handoff, Line, Mark, Outbox, RESET_MARK, Removal, Replaced, TakeoverCatchUp,
+};
 use log::redis::Tail;
 use log::{Log, LogError, SharedLog};
 use presence::Presence;
@@ -129,14 +131,15 @@ async fn shared_restore(
     restore: &mut Restore,
 ) -> Result<HashMap<RoomName, Tail>, JoinError> {
     let unavailable = |e: crate::cluster::RedisUnavailable| JoinError::Cluster(e.to_string());
+    // Shared by a session that just ended, in the epoch this node knows now.
+    let epoch = link.history_epoch();
     for (room, seq) in link
         .redis()
         .within(link.sessions.positions(account))
         .await
         .map_err(unavailable)?
     {
-        let at = restore.positions.entry(room).or_default();
-        *at = (*at).max(seq);
+        restore.merge_position(room, seq, &epoch);
     }
     let mut tails = HashMap::new();
     for (room, _) in &restore.rooms {
@@ -206,6 +209,8 @@ pub struct Joined {
     pub outbox: Outbox,
     /// Read positions that start now (rooms without a saved position).
     pub positions: Vec<Mark>,
+    /// The history epoch those positions (and the ones the session reaches) are read in.
+    pub history_epoch: HistoryEpoch,
     /// The member's rooms and read positions could not be read: it is in #lobby (and the
     /// rooms of a session it replaced) without catch-up, and must not save positions, which
     /// would overwrite the stored ones and skip what it missed for good.
@@ -226,6 +231,8 @@ pub struct Rooms {
     /// Woken after each delivery of the cluster reader: a sender waits for its own line to
     /// be delivered here, so that what it does next (`/history`, `/join` elsewhere) sees it.
     delivered: tokio::sync::Notify,
+    /// The cluster link (as in the state), for what must not take the rooms' lock.
+    link: std::sync::OnceLock<Arc<Link>>,
 }
 
 struct State {
@@ -304,6 +311,7 @@ impl Rooms {
             history,
             memberships,
             delivered: tokio::sync::Notify::new(),
+            link: std::sync::OnceLock::new(),
         }
     }
 
@@ -389,6 +397,14 @@ impl Rooms {
                 .map(Start::Stored)
                 .map_err(|e| e.to_string()),
         }
+    }
+
+    /// The history epoch read positions are in now: a session's positions of an older one
+    /// (a cluster's Redis lost its data since) are no longer numbers in its rooms.
+    pub fn history_epoch(&self) -> HistoryEpoch {
+        self.link
+            .get()
+            .map_or_else(HistoryEpoch::none, |link| link.history_epoch())
     }
 
     /// In a cluster, shares the read positions of a session that ends with the other nodes,
@@ -810,6 +826,13 @@ impl State {
     fn history_on(&self) -> bool {
         self.history.limits().history != HistoryMode::Off
     }
+
+    /// The history epoch read positions are in now (none on one node).
+    fn history_epoch(&self) -> HistoryEpoch {
+        self.link
+            .as_ref()
+            .map_or_else(HistoryEpoch::none, |link| link.history_epoch())
+    }
 }
 
 impl Rooms {
@@ -991,6 +1014,7 @@ impl Rooms {
         );
         let lobby = state.lobby.clone();
         let welcome = protocol::welcome(name.as_str(), &state.sorted_names(&lobby));
+        let epoch = state.history_epoch();
         let mut positions = Vec::new();
         let mut catch_up = Vec::new();
         if first_login {
@@ -1019,7 +1043,7 @@ impl Rooms {
             );
             for room in rooms {
                 let newest = state.last_seq(&room);
-                let stored = restore.stored(&room, newest);
+                let stored = restore.stored(&room, newest, &epoch);
                 let resumed = restore.resumed(&room, newest);
                 match resumed.or(stored) {
                     // Taken over from another node: caught up as a takeover here (below).
@@ -1061,7 +1085,7 @@ impl Rooms {
                     let channel = state.rooms.get(room)?;
                     let newest = channel.log.last_seq();
                     let resumed = restore.resumed(room, newest);
-                    let stored = restore.stored(room, newest);
+                    let stored = restore.stored(room, newest, &epoch);
                     let after = resumed.or(stored).unwrap_or(0);
                     let want = state.catch_up_size(resumed.is_some());
                     let purpose = Purpose::CatchUp { missed: 0 };
@@ -1080,6 +1104,7 @@ impl Rooms {
             welcome,
             outbox,
             positions,
+            history_epoch: epoch,
             catch_up_unavailable: false,
         })
     }

@@ -21,6 +21,7 @@ use super::presence::inbox::{Inboxes, Note};
 use super::presence::nodes::{ClaimError, DeadNode, HEARTBEAT, LEASE, Node, Nodes};
 use super::presence::redis::{RedisSessions, SessionRecord};
 use crate::cluster::{Redis, RedisUnavailable};
+use crate::event::HistoryEpoch;
 use crate::event::{ConnId, Event, EventKind, NodeId, RoomName, Seq};
 use crate::metrics::Metrics;
 
@@ -74,7 +75,7 @@ pub struct Link {
     down: AtomicBool,
     /// #lobby's epoch as this node knows it: a different one after an outage means Redis
     /// lost its data.
-    lobby_epoch: Mutex<Option<String>>,
+    lobby_epoch: Mutex<HistoryEpoch>,
     /// Sessions here that took over one on another node, waiting for its positions
     /// ([`Note::Handed`]).
     handoffs: Mutex<HashMap<ConnId, Handoff>>,
@@ -111,7 +112,7 @@ impl Link {
             inboxes,
             redis,
             down: AtomicBool::new(false),
-            lobby_epoch: Mutex::new(None),
+            lobby_epoch: Mutex::new(HistoryEpoch::none()),
             handoffs: Mutex::new(HashMap::new()),
         });
         if node.unswept {
@@ -250,16 +251,39 @@ impl Link {
         self.down.load(Ordering::Relaxed)
     }
 
-    fn lobby_epoch(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn lobby_epoch(&self) -> std::sync::MutexGuard<'_, HistoryEpoch> {
         self.lobby_epoch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Remembers #lobby's epoch (from the tail read at start or an append).
     pub(super) fn saw_lobby_epoch(&self, epoch: Option<&str>) {
         let mut known = self.lobby_epoch();
-        if known.is_none() {
-            *known = epoch.map(str::to_owned);
+        if *known == HistoryEpoch::none() {
+            *known = HistoryEpoch::from(epoch.unwrap_or(""));
         }
+    }
+
+    /// #lobby's epoch as `tail` shows it, made now if the cluster has none yet (a fresh or
+    /// emptied Redis): members never read lines of an epoch their node does not know.
+    pub(super) async fn lobby_epoch_of(
+        &self,
+        tail: &Tail,
+    ) -> Result<HistoryEpoch, RedisUnavailable> {
+        let made;
+        let epoch = match &tail.epoch {
+            Some(epoch) => epoch,
+            None => {
+                made = self.logs.epoch(&RoomName::lobby(), &epoch()).await?;
+                &made
+            }
+        };
+        Ok(HistoryEpoch::from(epoch.as_str()))
+    }
+
+    /// The cluster's history epoch (#lobby's; a Redis that lost its data starts a new one),
+    /// as far as this node knows it: read positions are tagged with it.
+    pub(super) fn history_epoch(&self) -> HistoryEpoch {
+        self.lobby_epoch().clone()
     }
 
     /// Registers sessions again (after Redis lost its data), without waiting.
@@ -299,12 +323,7 @@ impl Started {
             link: Arc::clone(&link),
             metrics: Arc::clone(metrics),
         };
-        tokio::spawn(run_appender(
-            tasks.clone(),
-            Arc::downgrade(rooms),
-            appends,
-            epoch(),
-        ));
+        tokio::spawn(run_appender(tasks.clone(), Arc::downgrade(rooms), appends));
         tokio::spawn(run_reader(
             tasks.clone(),
             Arc::downgrade(rooms),
@@ -347,9 +366,12 @@ impl Running {
     }
 }
 
-/// A candidate epoch for logs that have none yet: unique enough per start.
+/// A candidate epoch for a log that has none yet (a new room, or Redis lost its data): made
+/// afresh for every batch, so that a log made again never gets the epoch it had.
 fn epoch() -> String {
-    crate::event::now_ms().to_string()
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    format!("{}.{n}", crate::event::now_ms())
 }
 
 /// The set of rooms where `node` had members (for its sweep).
@@ -479,17 +501,11 @@ const APPEND_BATCH: usize = 1024;
 /// Appends queued events in the order the rooms made them: whatever queued up while the
 /// previous round trip was out goes in the next one, as one pipeline (so a busy node sends
 /// few round trips and its reader gets lines in bursts, which its members' writes coalesce).
-async fn run_appender(
-    tasks: Tasks,
-    rooms: Weak<Rooms>,
-    mut rx: mpsc::UnboundedReceiver<Write>,
-    epoch: String,
-) {
+async fn run_appender(tasks: Tasks, rooms: Weak<Rooms>, mut rx: mpsc::UnboundedReceiver<Write>) {
     let link = &tasks.link;
     let appender = Appender {
         tasks: &tasks,
         rooms: &rooms,
-        epoch: &epoch,
     };
     let mut batch: Vec<Append> = Vec::with_capacity(APPEND_BATCH);
     while let Some(first) = rx.recv().await {
@@ -525,7 +541,6 @@ async fn run_appender(
 struct Appender<'a> {
     tasks: &'a Tasks,
     rooms: &'a Weak<Rooms>,
-    epoch: &'a str,
 }
 
 impl Appender<'_> {
@@ -568,7 +583,7 @@ impl Appender<'_> {
         // The batch must act well before this node gives up on it (at `deadline`), or never.
         let within = deadline.saturating_duration_since(Instant::now()) / 2;
         let sent =
-            tokio::time::timeout_at(deadline, link.logs.append_many(&events, self.epoch, within))
+            tokio::time::timeout_at(deadline, link.logs.append_many(&events, &epoch(), within))
                 .await;
         let appended = match sent {
             Ok(Ok(appended)) => {
@@ -685,8 +700,13 @@ async fn recover(link: &Link, rooms: &Rooms, inbox_read: &mut String) -> bool {
         tracing::debug!(error = %e, "reading Redis's clock after an outage failed");
         return false;
     }
-    let now = match link.tail(&lobby).await {
-        Ok(tail) => tail.epoch,
+    let tail = link.tail(&lobby).await;
+    let now = match tail {
+        Ok(tail) => link.lobby_epoch_of(&tail).await,
+        Err(e) => Err(e),
+    };
+    let now = match now {
+        Ok(now) => now,
         Err(e) => {
             link.down.store(true, Ordering::Relaxed);
             tracing::debug!(error = %e, "reading #lobby after an outage failed");
@@ -695,8 +715,8 @@ async fn recover(link: &Link, rooms: &Rooms, inbox_read: &mut String) -> bool {
     };
     let reset = {
         let mut known = link.lobby_epoch();
-        let reset = known.is_some() && *known != now;
-        if reset {
+        let reset = *known != HistoryEpoch::none() && *known != now;
+        if *known != now {
             *known = now;
         }
         reset

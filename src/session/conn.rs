@@ -11,7 +11,7 @@ use super::{End, GOODBYE_TIMEOUT, MemberGuard};
 use crate::config::Limits;
 use crate::history::{History, Purpose};
 use crate::protocol;
-use crate::room::{Delivery, Handoff, Mark, Outbox, TakeoverCatchUp};
+use crate::room::{Delivery, Handoff, Mark, Outbox, RESET_MARK, TakeoverCatchUp};
 use crate::transport::ack::{AckSource, Unacknowledged};
 use crate::transport::line::LineConn;
 
@@ -290,6 +290,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // Outside the queue's byte bound, so not counted in `from_room`.
                 self.out.extend_from_slice(line.text.as_bytes());
                 self.oldest.get_or_insert(line.queued_at);
+                if let Some(mark) = &line.mark {
+                    self.mark(mark);
+                }
                 None
             }
             Delivery::Close(line) => {
@@ -312,10 +315,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Notes a read position reached once `out` is written; consecutive lines of one room
     /// update one entry.
-    fn mark(&mut self, (room, seq): &Mark) {
-        match self.marks.last_mut() {
-            Some((r, s)) if r == room => *s = (*s).max(*seq),
-            _ => self.marks.push((room.clone(), *seq)),
+    fn mark(&mut self, mark: &Mark) {
+        if !self
+            .marks
+            .last_mut()
+            .is_some_and(|last| fold_mark(last, mark))
+        {
+            self.marks.push(mark.clone());
         }
     }
 
@@ -340,9 +346,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-/// Moves a position to `mark` when both are of one room.
+/// Moves a position to `mark` when both are of one room (a reset mark stays apart: it
+/// orders the positions before it from those after).
 fn fold_mark((room, at): &mut Mark, (other, seq): &Mark) -> bool {
-    if room != other {
+    if room != other || *at == RESET_MARK || *seq == RESET_MARK {
         return false;
     }
     *at = (*at).max(*seq);

@@ -183,6 +183,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // tick, so an idle session never wakes up or writes.
         positions: joined.positions,
         unsaved: false,
+        epoch: joined.history_epoch.clone(),
         handoff: None,
         name,
         presented,
@@ -252,6 +253,8 @@ pub(crate) struct MemberGuard {
     positions: Vec<Mark>,
     /// `positions` moved since they were last saved.
     unsaved: bool,
+    /// The history epoch `positions` are numbers in (see [`crate::event::HistoryEpoch`]).
+    epoch: crate::event::HistoryEpoch,
     /// Set when another login replaced this session: it gets the positions at the end.
     handoff: Option<crate::room::Handoff>,
     /// The account's name as created.
@@ -264,6 +267,15 @@ impl MemberGuard {
     /// Moves read positions forward (never back).
     pub(crate) fn commit(&mut self, marks: impl IntoIterator<Item = Mark>) {
         for (room, seq) in marks {
+            if seq == crate::room::RESET_MARK {
+                // The rooms are numbered again from here (a cluster's Redis lost its data):
+                // the positions reached so far are no numbers in the new history. Those saved
+                // keep their epoch, so a later login catches up on the whole new history.
+                self.positions.clear();
+                self.unsaved = false;
+                self.epoch = self.room.history_epoch();
+                continue;
+            }
             match self.positions.iter_mut().find(|(r, _)| *r == room) {
                 Some((_, at)) if *at >= seq => {}
                 Some((_, at)) => {
@@ -290,24 +302,33 @@ impl MemberGuard {
             return;
         }
         if let Some((memberships, user)) = &self.memberships {
-            memberships.save_positions(*user, self.positions.clone());
+            memberships.save_positions(*user, self.positions.clone(), self.epoch.clone());
         }
+    }
+
+    /// The positions reached, if they are numbers in the rooms' history now.
+    fn current_positions(&self) -> Option<&[Mark]> {
+        self.epoch
+            .counts_in(&self.room.history_epoch())
+            .then_some(self.positions.as_slice())
     }
 }
 
 impl Drop for MemberGuard {
     fn drop(&mut self) {
-        if let Some((_, user)) = &self.memberships {
+        let current = self.current_positions().map(<[Mark]>::to_vec);
+        if let (Some((_, user)), Some(positions)) = (&self.memberships, &current) {
             // In a cluster, ahead of the left line: a login on another node that follows it
             // finds them.
-            self.room.share_positions(*user, &self.positions);
+            self.room.share_positions(*user, positions);
         }
         self.room.leave(self.id, self.reason.as_deref());
         if let Some(handoff) = self.handoff.take() {
-            let _ = handoff.send(self.positions.clone());
+            let _ = handoff.send(current.unwrap_or_default());
         }
         if let Some((memberships, user)) = &self.memberships {
-            memberships.save_positions(*user, std::mem::take(&mut self.positions));
+            let epoch = self.epoch.clone();
+            memberships.save_positions(*user, std::mem::take(&mut self.positions), epoch);
         }
     }
 }
@@ -344,6 +365,7 @@ mod tests {
                 memberships: None,
                 positions: Vec::new(),
                 unsaved: false,
+                epoch: crate::event::HistoryEpoch::none(),
                 handoff: None,
                 name: Username::parse("alice").unwrap(),
                 presented: None,

@@ -134,8 +134,9 @@ pub struct HistoryBatch {
     pub messages: Vec<MessageBlock>,
     /// (user id, room, now a member).
     pub memberships: Vec<(i64, RoomName, bool)>,
-    /// (user id, room, read position).
-    pub positions: Vec<(i64, RoomName, Seq)>,
+    /// (user id, room, read position, the history epoch it was read in; see
+    /// [`crate::event::HistoryEpoch`]).
+    pub positions: Vec<(i64, RoomName, Seq, crate::event::HistoryEpoch)>,
     /// Messages kept per room (`history_messages`); `None` keeps all.
     pub keep_messages: Option<u64>,
 }
@@ -501,8 +502,12 @@ impl Store {
         }
     }
 
-    /// A user's read positions.
-    pub async fn read_positions(&self, user: i64) -> Result<Vec<(RoomName, Seq)>, StoreError> {
+    /// A user's read positions, each with the history epoch it was read in (always empty on
+    /// SQLite, whose history has none).
+    pub async fn read_positions(
+        &self,
+        user: i64,
+    ) -> Result<Vec<(RoomName, Seq, crate::event::HistoryEpoch)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.read_positions(user).await,
             Store::Postgres(s) => s.read_positions(user).await,

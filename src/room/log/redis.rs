@@ -29,6 +29,33 @@ use crate::event::{ConnId, Event, EventKind, NodeId, RoomName, Seq};
 /// Entries read per round trip by range reads.
 const RANGE_PAGE: usize = 512;
 
+/// The Lua that gives a room's log its epoch (`epoch`), with `meta` and `log` its hash and
+/// stream: made from the candidate `ARGV[1]` when the hash has none (a new room, or Redis lost
+/// its data), with the count restarting after the stream's last id if the stream survived.
+macro_rules! epoch_of {
+    () => {
+        r"
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = ARGV[1]
+    local seq = 0
+    local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+    if last[1] then
+      seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+    end
+    redis.call('HSET', meta, 'epoch', epoch, 'seq', seq)
+  end
+"
+    };
+}
+
+/// A room's epoch, made if it has none yet (KEYS: meta hash, stream; ARGV: the candidate).
+const EPOCH_SCRIPT: &str = concat!(
+    "local meta, log = KEYS[1], KEYS[2]\n",
+    epoch_of!(),
+    "return epoch\n"
+);
+
 /// One script call per batch of appends, each event in turn: the epoch (made with the hash,
 /// from the caller's candidate), the number (a message takes the next; presence the current),
 /// the roster (presence changes it in the same step, so a node that reads roster and stream
@@ -52,7 +79,8 @@ const RANGE_PAGE: usize = 512;
 /// [`ARGS_PER_APPEND`] values: message (`1`/`0`), roster change (`j`/`l`/`r`/`-`), the connection it adds or
 /// removes, the one a takeover removes, the member's name, the room, the record.
 /// Returns each event's number and epoch, flat.
-const APPEND_SCRIPT: &str = r"
+const APPEND_SCRIPT: &str = concat!(
+    r"
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[3]) then
   return redis.error_reply('LATE the batch came after its senders were told it failed')
@@ -64,16 +92,9 @@ local n = (#KEYS - 1) / 4
 for i = 0, n - 1 do
   local meta, log, roster = KEYS[2 + 4 * i], KEYS[3 + 4 * i], KEYS[4 + 4 * i]
   local a = 5 + 7 * i
-  local epoch = redis.call('HGET', meta, 'epoch')
-  if not epoch then
-    epoch = ARGV[1]
-    local seq = 0
-    local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-    if last[1] then
-      seq = tonumber(string.match(last[1][1], '^(%d+)-'))
-    end
-    redis.call('HSET', meta, 'epoch', epoch, 'seq', seq)
-  end
+",
+    epoch_of!(),
+    r"
   local seq
   if ARGV[a] == '1' then
     seq = redis.call('HINCRBY', meta, 'seq', 1)
@@ -110,7 +131,8 @@ for log, room in pairs(touched) do
   end
 end
 return out
-";
+"
+);
 
 /// The script's arguments per event (after the four shared ones).
 const ARGS_PER_APPEND: usize = 7;
@@ -270,6 +292,22 @@ impl RedisLogs {
             .into_iter()
             .map(|(seq, epoch)| Appended { seq, epoch })
             .collect())
+    }
+
+    /// The epoch of `room`'s log, made from `candidate` if it has none yet: a node learns the
+    /// cluster's epoch (#lobby's) before any member reads a line in it.
+    pub async fn epoch(
+        &self,
+        room: &RoomName,
+        candidate: &str,
+    ) -> Result<String, RedisUnavailable> {
+        redis::Script::new(EPOCH_SCRIPT)
+            .key(meta_key(room))
+            .key(log_key(room))
+            .arg(candidate)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))
     }
 
     /// The rooms anyone is in on any node, with how many are in each (#lobby included),

@@ -341,17 +341,23 @@ impl PgStore {
             .collect())
     }
 
-    /// A user's read positions.
-    pub async fn read_positions(&self, user: i64) -> Result<Vec<(RoomName, Seq)>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT room, seq FROM read_positions WHERE user_id = $1")
+    /// A user's read positions, each with the history epoch it was read in.
+    pub async fn read_positions(
+        &self,
+        user: i64,
+    ) -> Result<Vec<(RoomName, Seq, crate::event::HistoryEpoch)>, StoreError> {
+        let rows: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT room, seq, epoch FROM read_positions WHERE user_id = $1")
                 .bind(user)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.error(e))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(room, seq)| Some((RoomName::parse(&room).ok()?, seq_from_sql(seq))))
+            .filter_map(|(room, seq, epoch)| {
+                let epoch = crate::event::HistoryEpoch::from(epoch.as_str());
+                Some((RoomName::parse(&room).ok()?, seq_from_sql(seq), epoch))
+            })
             .collect())
     }
 
@@ -573,25 +579,32 @@ impl HistoryConnection {
                 .map_err(error)?;
         }
         if !batch.positions.is_empty() {
-            // One statement for the whole tick, as arrays.
-            let users: Vec<i64> = batch.positions.iter().map(|(u, _, _)| *u).collect();
-            let rooms: Vec<&str> = batch.positions.iter().map(|(_, r, _)| r.as_str()).collect();
-            let seqs: Vec<i64> = batch
-                .positions
+            // One statement for the whole tick, as arrays, one row per user and room (an
+            // upsert may not touch a row twice).
+            let positions = crate::event::HistoryEpoch::merge_rows(&batch.positions);
+            let users: Vec<i64> = positions.iter().map(|(u, _, _, _)| *u).collect();
+            let rooms: Vec<&str> = positions.iter().map(|(_, r, _, _)| r.as_str()).collect();
+            let seqs: Vec<i64> = positions
                 .iter()
-                .map(|(_, _, s)| seq_to_sql(*s))
+                .map(|(_, _, s, _)| seq_to_sql(*s))
                 .collect();
+            let epochs: Vec<&str> = positions.iter().map(|(_, _, _, e)| e.as_str()).collect();
+            // A position of another epoch replaces the stored one rather than being compared
+            // with it: numbers of two epochs do not compare.
             sqlx::query(
-                "INSERT INTO read_positions (user_id, room, seq) \
-                 SELECT p.u, p.r, max(p.s) \
-                 FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[]) AS p (u, r, s) \
-                 JOIN users ON users.id = p.u GROUP BY p.u, p.r \
-                 ON CONFLICT (user_id, room) \
-                 DO UPDATE SET seq = GREATEST(read_positions.seq, excluded.seq)",
+                "INSERT INTO read_positions (user_id, room, seq, epoch) \
+                 SELECT p.u, p.r, p.s, p.e \
+                 FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[]) AS p (u, r, s, e) \
+                 JOIN users ON users.id = p.u \
+                 ON CONFLICT (user_id, room) DO UPDATE SET \
+                 seq = CASE WHEN read_positions.epoch = excluded.epoch \
+                 THEN GREATEST(read_positions.seq, excluded.seq) ELSE excluded.seq END, \
+                 epoch = excluded.epoch",
             )
             .bind(users)
             .bind(rooms)
             .bind(seqs)
+            .bind(epochs)
             .execute(&mut *tx)
             .await
             .map_err(error)?;

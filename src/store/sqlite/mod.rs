@@ -491,7 +491,8 @@ impl HistoryConnection {
                  ON CONFLICT (user_id, room) DO UPDATE SET seq = max(seq, excluded.seq)"
             );
             let mut query = sqlx::query(&sql);
-            for (user, room, seq) in chunk {
+            // One node's history has no epochs: every position is of the one numbering.
+            for (user, room, seq, _) in chunk {
                 query = query.bind(user).bind(room.as_str()).bind(seq_to_sql(*seq));
             }
             query.execute(&mut *tx).await.map_err(error)?;
@@ -537,8 +538,11 @@ impl SqliteStore {
             .collect())
     }
 
-    /// A user's read positions.
-    pub async fn read_positions(&self, user: i64) -> Result<Vec<(RoomName, Seq)>, StoreError> {
+    /// A user's read positions (without epochs: one node's history has none).
+    pub async fn read_positions(
+        &self,
+        user: i64,
+    ) -> Result<Vec<(RoomName, Seq, crate::event::HistoryEpoch)>, StoreError> {
         let rows = sqlx::query("SELECT room, seq FROM read_positions WHERE user_id = ?")
             .bind(user)
             .fetch_all(&self.pool)
@@ -549,7 +553,7 @@ impl SqliteStore {
             let room: String = r.try_get("room").map_err(|e| self.error(e))?;
             let seq: i64 = r.try_get("seq").map_err(|e| self.error(e))?;
             if let Ok(room) = RoomName::parse(&room) {
-                out.push((room, seq_from_sql(seq)));
+                out.push((room, seq_from_sql(seq), crate::event::HistoryEpoch::none()));
             }
         }
         Ok(out)
@@ -717,22 +721,23 @@ mod tests {
             positions,
             ..HistoryBatch::default()
         };
+        let none = crate::event::HistoryEpoch::none;
         conn.write_history(&batch(vec![
-            (alice, lobby.clone(), 5),
-            (alice, dev.clone(), 2),
+            (alice, lobby.clone(), 5, none()),
+            (alice, dev.clone(), 2, none()),
             // The same room twice in one batch: the larger wins.
-            (alice, dev.clone(), 7),
-            (alice + 1, lobby.clone(), 9),
+            (alice, dev.clone(), 7, none()),
+            (alice + 1, lobby.clone(), 9, none()),
         ]))
         .await
         .unwrap();
         // Never back.
-        conn.write_history(&batch(vec![(alice, lobby.clone(), 3)]))
+        conn.write_history(&batch(vec![(alice, lobby.clone(), 3, none())]))
             .await
             .unwrap();
         let mut stored = store.read_positions(alice).await.unwrap();
         stored.sort();
-        assert_eq!(stored, [(dev, 7), (lobby, 5)]);
+        assert_eq!(stored, [(dev, 7, none()), (lobby, 5, none())]);
         assert!(store.read_positions(alice + 1).await.unwrap().is_empty());
     }
 
