@@ -271,6 +271,67 @@ async fn max_rooms_counts_the_rooms_of_every_node() {
 }
 
 #[tokio::test]
+async fn two_nodes_opening_the_last_free_room_at_once_get_it_only_once() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let rooms = tlschat::config::RoomLimits {
+        history: tlschat::config::HistoryMode::Redis,
+        max_rooms: 2,
+        ..Default::default()
+    };
+    let Some(cluster) = cluster_of(2, redis, common::test_limits(), rooms).await else {
+        return;
+    };
+    let (mut alice, mut bob) = lobby_pair(&cluster).await;
+    // #lobby is one of the 2; both ask for the other at the same moment.
+    tokio::join!(alice.send("/join #a"), bob.send("/join #b"));
+    let (a, b) = tokio::join!(join_outcome(&mut alice), join_outcome(&mut bob));
+    let mut outcomes = [a, b];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["! Too many rooms on this server", "*** You joined"],
+        "exactly one of them got the last room"
+    );
+}
+
+#[tokio::test]
+async fn a_room_a_member_could_not_join_does_not_count_against_max_rooms() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let rooms = tlschat::config::RoomLimits {
+        history: tlschat::config::HistoryMode::Redis,
+        max_rooms: 3,
+        max_rooms_per_user: 1,
+        ..Default::default()
+    };
+    let Some(cluster) = cluster_of(2, redis, common::test_limits(), rooms).await else {
+        return;
+    };
+    let (mut alice, mut bob) = lobby_pair(&cluster).await;
+    join(&mut alice, "#a", "*** You joined #a; 1 here: alice").await;
+    alice.send("/join #b").await;
+    alice.expect_line("! Too many rooms (max 1)").await;
+    // #lobby, #a and now #c: #b, refused to alice, was given back.
+    join(&mut bob, "#c", "*** You joined #c; 1 here: bob").await;
+}
+
+/// What a `/join` got: `*** You joined` or the line that refused it.
+async fn join_outcome(c: &mut TestClient) -> &'static str {
+    loop {
+        let line = c.next_line().await;
+        if line.starts_with("*** You joined") {
+            return "*** You joined";
+        }
+        if line == "! Too many rooms on this server" {
+            return "! Too many rooms on this server";
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_private_message_reaches_another_node() {
     let Some(cluster) = cluster(2).await else {
         return;

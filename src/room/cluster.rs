@@ -230,7 +230,9 @@ impl Rooms {
 
     /// In a cluster, `/join` of a room nobody is in, anywhere, when `max_rooms` rooms are in
     /// use on all nodes together: refused (`true`) with `! Too many rooms on this server`.
-    /// Two nodes opening the last free room at the same moment may both succeed.
+    /// Otherwise the room is taken among the rooms in use in the same step (two nodes cannot
+    /// both take the last free one); one taken but not joined is given back by
+    /// [`Rooms::release_if_not_joined`].
     pub(super) async fn too_many_rooms_in_cluster(&self, id: MemberId, room: &RoomName) -> bool {
         let (link, max_rooms) = {
             let state = self.lock();
@@ -239,18 +241,34 @@ impl Rooms {
         let Some(link) = link else {
             return false;
         };
-        match link.flush().await.logs.in_use(room).await {
-            Ok((in_use, listed)) if !listed && in_use >= max_rooms => {
+        match link.flush().await.logs.reserve(room, max_rooms).await {
+            Ok(true) => false,
+            Ok(false) => {
                 self.lock()
                     .reply(id, protocol::TOO_MANY_ROOMS_ON_SERVER.to_owned());
                 true
             }
-            Ok(_) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "counting the cluster's rooms failed");
                 self.lock().reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
                 true
             }
+        }
+    }
+
+    /// After a cluster `/join` that did not make `id` a member of `room` (a limit of its own,
+    /// a failure): the room taken for it is given back unless someone is in it.
+    pub(super) async fn release_if_not_joined(&self, id: MemberId, room: &RoomName) {
+        let link = {
+            let state = self.lock();
+            let joined = state.hub.get(id).is_some_and(|m| m.rooms.contains(room));
+            match &state.link {
+                Some(link) if !joined => Arc::clone(link),
+                _ => return,
+            }
+        };
+        if let Err(e) = link.flush().await.logs.release(room).await {
+            tracing::warn!(error = %e, room = %room, "giving back an unjoined room failed");
         }
     }
 

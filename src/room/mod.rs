@@ -1238,6 +1238,13 @@ impl Rooms {
         if self.refused_while_down(id) || self.too_many_rooms_in_cluster(id, &room).await {
             return;
         }
+        Box::pin(self.join_taken_room(id, &room)).await;
+        self.release_if_not_joined(id, &room).await;
+    }
+
+    /// [`Rooms::join_room`] once the room counts among the cluster's rooms in use.
+    async fn join_taken_room(&self, id: MemberId, room: &RoomName) {
+        let room = room.clone();
         let mut stored = None;
         for _ in 0..JOIN_TRIES {
             let epoch = match self.lock().join_room(id, &room, &mut stored) {

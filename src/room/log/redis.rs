@@ -148,6 +148,19 @@ pub const MAX_READER_LAG: u64 = 100_000;
 /// covers the reply's way back and an error in the measured clock offset.
 const LATE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// [`RedisLogs::reserve`]: KEYS the set of rooms in use; ARGV the room, the most rooms.
+const RESERVE_SCRIPT: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+";
+
+/// [`RedisLogs::release`]: KEYS the set of rooms in use, the room's roster; ARGV the room.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+";
+
 /// One event for [`RedisLogs::append_many`]: what, where, when and from whom.
 pub type ToAppend<'a> = (&'a EventKind, &'a RoomName, (i64, Option<ConnId>));
 
@@ -343,15 +356,28 @@ impl RedisLogs {
         Ok(list)
     }
 
-    /// How many rooms anyone is in on any node (#lobby included), and whether `room` is one.
-    pub async fn in_use(&self, room: &RoomName) -> Result<(usize, bool), RedisUnavailable> {
-        redis::pipe()
-            .cmd("SCARD")
-            .arg(ROOMS_IN_USE)
-            .cmd("SISMEMBER")
-            .arg(ROOMS_IN_USE)
+    /// Takes `room` among the rooms in use on all nodes (#lobby included) if it is one or
+    /// fewer than `max` are: false when the cluster is full. In one step, so two nodes cannot
+    /// both take the last free room. A room taken but never joined is given back with
+    /// [`RedisLogs::release`].
+    pub async fn reserve(&self, room: &RoomName, max: usize) -> Result<bool, RedisUnavailable> {
+        let taken: u8 = redis::Script::new(RESERVE_SCRIPT)
+            .key(ROOMS_IN_USE)
             .arg(room.as_str())
-            .query_async(&mut self.redis.conn())
+            .arg(max)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        Ok(taken == 1)
+    }
+
+    /// Gives `room` back to the rooms in use unless someone is in it.
+    pub async fn release(&self, room: &RoomName) -> Result<(), RedisUnavailable> {
+        redis::Script::new(RELEASE_SCRIPT)
+            .key(ROOMS_IN_USE)
+            .key(roster_key(room))
+            .arg(room.as_str())
+            .invoke_async(&mut self.redis.conn())
             .await
             .map_err(|e| self.redis.error(e))
     }
