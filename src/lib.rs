@@ -28,7 +28,7 @@
 //! | `event` | room names, sequence numbers, connection ids, events (what happened, not how it looks); `event::codec`: messages' stored form; `HistoryEpoch`: which numbering a read position is in |
 //! | `history` | the batched history writer, the reads behind `/history` and catch-up (from a shared log through `history::SharedHistory` with `history = "redis"`); `history::Memberships`: rooms and read positions |
 //! | `protocol` | `decode`, `command`, `clean`, `render`: lines, commands, every wire string (no async) |
-//! | `irc` | IRC as a wire format: `irc::message` (tags, source, command, parameters; limits; writing), `irc::text` (formatting stripped, long lines split), `irc::register` (CAP, SASL PLAIN/EXTERNAL, PASS, NICK/USER without I/O), `irc::chathistory` (`CHATHISTORY` requests, msgids, server-time), `irc::render` (an event as IRC lines for a set of caps); no listener yet |
+//! | `irc` | IRC as a wire format: `irc::message` (tags, source, command, parameters; limits; writing), `irc::text` (formatting stripped, long lines split), `irc::register` (CAP, SASL PLAIN/EXTERNAL, PASS, NICK/USER without I/O), `irc::command` (a registered connection's commands: what the rooms must do, and the answers fixed without them), `irc::welcome` (001–005, LUSERS, MOTD), `irc::chathistory` (`CHATHISTORY` requests, msgids, server-time), `irc::render` (an event as IRC lines for a set of caps); no listener yet |
 // One reviewed exception: `transport::ack` asks a socket for its send queue (an ioctl no kept
 // crate offers safely). Nothing else may use `unsafe`.
 #![deny(unsafe_code)]

@@ -1,12 +1,15 @@
 //! IRC without I/O: messages as a client sends them (tags, source, command, parameters, with
 //! IRC's length limits) and as the server writes them; formatting codes stripped from text and
 //! long lines split into IRC-sized pieces; a connection's registration (CAP, SASL, PASS, NICK
-//! and USER) as a state machine; `CHATHISTORY` requests, message ids and timestamps; a room's
-//! event as IRC lines. The IRC listener (an open issue) is built on these; no connection
+//! and USER) as a state machine; a registered connection's commands as what the rooms must do
+//! and the answers fixed by the contract; the welcome burst (001–005); `CHATHISTORY`
+//! requests, message ids and timestamps; a room's event as IRC lines. The IRC listener (an open issue) is built on these; no connection
 //! speaks IRC yet.
 
 pub mod chathistory;
+pub mod command;
 pub mod message;
 pub mod register;
 pub mod render;
 pub mod text;
+pub mod welcome;
