@@ -810,6 +810,11 @@ async fn while_redis_is_down_changes_are_refused_and_afterwards_chat_goes_on_wit
     let (mut alice, mut bob) = two_in_dev(&cluster).await;
     alice.send("before").await;
     bob.expect_line("[#dev] <alice> before").await;
+    // Redis's answer to alice's node is in too (a command waits for the member's lines): a
+    // Redis killed with that answer unread would leave her told "not sent" for a line that
+    // was (README, "What each failure loses").
+    alice.send("/history 1").await;
+    alice.wait_for("*** End of history").await;
     cluster.redis.stop();
     let stopped = std::time::Instant::now();
     alice.send("during").await;
