@@ -249,17 +249,21 @@ async fn rooms_lists_the_rooms_of_every_node() {
     bob.expect_line("*** 2 rooms: #b (1), #lobby (2)").await;
 }
 
-#[tokio::test]
-async fn max_rooms_counts_the_rooms_of_every_node() {
-    let Some(redis) = Redis::start() else {
-        return;
-    };
+/// Two nodes with `max_rooms` and `max_rooms_per_user` (`usize::MAX`: the default).
+async fn two_with_room_limits(max_rooms: usize, per_user: usize) -> Option<Cluster> {
+    let defaults = tlschat::config::RoomLimits::default();
     let rooms = tlschat::config::RoomLimits {
         history: tlschat::config::HistoryMode::Redis,
-        max_rooms: 2,
-        ..Default::default()
+        max_rooms,
+        max_rooms_per_user: per_user.min(defaults.max_rooms_per_user),
+        ..defaults
     };
-    let Some(cluster) = cluster_of(2, redis, common::test_limits(), rooms).await else {
+    cluster_of(2, Redis::start()?, common::test_limits(), rooms).await
+}
+
+#[tokio::test]
+async fn max_rooms_counts_the_rooms_of_every_node() {
+    let Some(cluster) = two_with_room_limits(2, usize::MAX).await else {
         return;
     };
     let (mut alice, mut bob) = lobby_pair(&cluster).await;
@@ -272,15 +276,7 @@ async fn max_rooms_counts_the_rooms_of_every_node() {
 
 #[tokio::test]
 async fn two_nodes_opening_the_last_free_room_at_once_get_it_only_once() {
-    let Some(redis) = Redis::start() else {
-        return;
-    };
-    let rooms = tlschat::config::RoomLimits {
-        history: tlschat::config::HistoryMode::Redis,
-        max_rooms: 2,
-        ..Default::default()
-    };
-    let Some(cluster) = cluster_of(2, redis, common::test_limits(), rooms).await else {
+    let Some(cluster) = two_with_room_limits(2, usize::MAX).await else {
         return;
     };
     let (mut alice, mut bob) = lobby_pair(&cluster).await;
@@ -298,16 +294,7 @@ async fn two_nodes_opening_the_last_free_room_at_once_get_it_only_once() {
 
 #[tokio::test]
 async fn a_room_a_member_could_not_join_does_not_count_against_max_rooms() {
-    let Some(redis) = Redis::start() else {
-        return;
-    };
-    let rooms = tlschat::config::RoomLimits {
-        history: tlschat::config::HistoryMode::Redis,
-        max_rooms: 3,
-        max_rooms_per_user: 1,
-        ..Default::default()
-    };
-    let Some(cluster) = cluster_of(2, redis, common::test_limits(), rooms).await else {
+    let Some(cluster) = two_with_room_limits(3, 1).await else {
         return;
     };
     let (mut alice, mut bob) = lobby_pair(&cluster).await;

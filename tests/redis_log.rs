@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::redis::{REDIS_PASSWORD, Redis};
 use tlschat::event::{ConnId, EventKind, RoomName};
-use tlschat::room::log::redis::{Entry, RedisLogs};
+use tlschat::room::log::redis::{Entry, LogReader, RedisLogs};
 
 /// The logs on `url`, keeping the newest `keep` messages per room.
 async fn logs_at(url: &str, keep: u64) -> RedisLogs {
@@ -187,17 +187,21 @@ async fn first_kept(logs: &RedisLogs, room: &RoomName) -> Option<u64> {
     logs.range(room, (0, 1), 1).await.unwrap().1
 }
 
-#[tokio::test]
-async fn a_room_is_not_trimmed_past_what_a_nodes_reader_has_not_read() {
-    let Some(redis) = Redis::start() else { return };
+/// Node 7's reader says (in a read's round trip) that it reads `from`.
+async fn reads(reader: &mut LogReader, from: &[(RoomName, String)]) {
+    reader
+        .read(from, None, Duration::from_millis(10), 10)
+        .await
+        .unwrap();
+}
+
+/// With logs keeping 10 messages per room: a reader of node 7 that has read nothing of #dev
+/// yet, and 300 messages appended there meanwhile, all still kept.
+async fn three_hundred_unread(redis: &Redis) -> (RedisLogs, LogReader, RoomName) {
     let logs = logs_at(&redis.url, 10).await;
     let dev = room("#dev");
     let mut reader = logs.reader(7).await.unwrap();
-    let start = vec![(dev.clone(), "0-0".to_owned())];
-    reader
-        .read(&start, None, Duration::from_millis(10), 10)
-        .await
-        .unwrap();
+    reads(&mut reader, &[(dev.clone(), "0-0".to_owned())]).await;
     for i in 1..=300 {
         append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
     }
@@ -206,6 +210,21 @@ async fn a_room_is_not_trimmed_past_what_a_nodes_reader_has_not_read() {
         Some(1),
         "node 7 has read nothing"
     );
+    (logs, reader, dev)
+}
+
+/// After one more append, #dev keeps only about its newest 10 (whole stream nodes go).
+async fn trims_after_the_next_append(logs: &RedisLogs, dev: &RoomName) {
+    append(logs, dev, chat("bob", "m301"), conn(1, 1)).await;
+    let kept = first_kept(logs, dev).await.unwrap();
+    assert!(kept > 1 && kept <= 292, "first kept {kept}");
+}
+
+#[tokio::test]
+async fn a_room_is_not_trimmed_past_what_a_nodes_reader_has_not_read() {
+    let Some(redis) = Redis::start() else { return };
+    let (logs, mut reader, dev) = three_hundred_unread(&redis).await;
+    let start = vec![(dev.clone(), "0-0".to_owned())];
     let read = reader
         .read(&start, None, Duration::from_secs(5), 1000)
         .await
@@ -213,78 +232,31 @@ async fn a_room_is_not_trimmed_past_what_a_nodes_reader_has_not_read() {
     let last = read.rooms[0].1.last().unwrap().id.clone();
     assert_eq!(last, "300-0");
     // The next read says how far node 7 got; the next append may then trim.
-    reader
-        .read(&[(dev.clone(), last)], None, Duration::from_millis(10), 10)
-        .await
-        .unwrap();
-    append(&logs, &dev, chat("bob", "m301"), conn(1, 1)).await;
-    let kept = first_kept(&logs, &dev).await.unwrap();
-    assert!(kept > 1 && kept <= 292, "first kept {kept}");
+    reads(&mut reader, &[(dev.clone(), last)]).await;
+    trims_after_the_next_append(&logs, &dev).await;
 }
 
 #[tokio::test]
 async fn a_reader_that_stops_reading_a_room_no_longer_holds_its_trimming() {
     let Some(redis) = Redis::start() else { return };
-    let logs = logs_at(&redis.url, 10).await;
-    let (dev, ops) = (room("#dev"), room("#ops"));
-    let mut reader = logs.reader(7).await.unwrap();
-    reader
-        .read(
-            &[(dev.clone(), "0-0".to_owned())],
-            None,
-            Duration::from_millis(10),
-            10,
-        )
-        .await
-        .unwrap();
-    for i in 1..=300 {
-        append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
-    }
-    assert_eq!(first_kept(&logs, &dev).await, Some(1));
+    let (logs, mut reader, dev) = three_hundred_unread(&redis).await;
     // Node 7 now reads #ops only.
-    reader
-        .read(
-            &[(ops.clone(), "0-0".to_owned())],
-            None,
-            Duration::from_millis(10),
-            10,
-        )
-        .await
-        .unwrap();
-    append(&logs, &dev, chat("bob", "m301"), conn(1, 1)).await;
-    let kept = first_kept(&logs, &dev).await.unwrap();
-    assert!(kept > 1 && kept <= 292, "first kept {kept}");
+    reads(&mut reader, &[(room("#ops"), "0-0".to_owned())]).await;
+    trims_after_the_next_append(&logs, &dev).await;
 }
 
 #[tokio::test]
 async fn a_gone_node_no_longer_holds_a_rooms_trimming() {
     let Some(redis) = Redis::start() else { return };
-    let logs = logs_at(&redis.url, 10).await;
-    let dev = room("#dev");
-    let mut reader = logs.reader(7).await.unwrap();
-    reader
-        .read(
-            &[(dev.clone(), "0-0".to_owned())],
-            None,
-            Duration::from_millis(10),
-            10,
-        )
-        .await
-        .unwrap();
+    let (logs, reader, dev) = three_hundred_unread(&redis).await;
     drop(reader);
-    for i in 1..=300 {
-        append(&logs, &dev, chat("bob", &format!("m{i}")), conn(1, 1)).await;
-    }
-    assert_eq!(first_kept(&logs, &dev).await, Some(1));
     let redis_conn = tlschat::cluster::Redis::connect(&redis.url, None)
         .await
         .unwrap();
     tlschat::room::log::redis::forget_reader(&redis_conn, 7, std::slice::from_ref(&dev))
         .await
         .unwrap();
-    append(&logs, &dev, chat("bob", "m301"), conn(1, 1)).await;
-    let kept = first_kept(&logs, &dev).await.unwrap();
-    assert!(kept > 1 && kept <= 292, "first kept {kept}");
+    trims_after_the_next_append(&logs, &dev).await;
 }
 
 #[tokio::test]
