@@ -905,36 +905,13 @@ async fn when_redis_comes_back_empty_members_are_told_once_and_chat_starts_a_new
 
 #[tokio::test]
 async fn after_redis_lost_its_data_a_member_who_comes_back_catches_up_on_the_new_history() {
-    let Some(mut cluster) = cluster(2).await else {
-        return;
-    };
-    let (mut alice, mut bob) = two_in_dev(&cluster).await;
-    for i in 1..=3 {
-        alice.send(&format!("old {i}")).await;
-        bob.expect_line(&format!("[#dev] <alice> old {i}")).await;
-    }
-    // bob's position (3) is stored as he leaves.
-    bob.send("/quit").await;
-    bob.expect_line("*** Bye").await;
-    alice.wait_for("*** bob left").await;
-    cluster.redis.stop();
-    cluster.redis.restart();
-    within_20_s(&mut alice, "*** Chat is available again").await;
-    alice.expect_line("*** Server history was reset").await;
-    alice.send("new 1").await;
-    alice.send("/history 1").await;
-    alice.wait_for("*** End of history").await;
-    let mut again = cluster.login(2, "bob").await;
-    again
-        .expect_line("*** You are in #dev; 2 here: alice, bob")
-        .await;
-    again.expect_line("*** You missed 1 message in #dev:").await;
-    assert_eq!(common::block(&mut again).await, ["<alice> new 1"]);
+    bob_back_after_a_reset_and_new_lines(1).await;
 }
 
-#[tokio::test]
-async fn after_redis_lost_its_data_a_stored_position_the_new_numbers_passed_counts_as_their_start()
-{
+/// bob reads 3 lines in #dev and leaves (his position, 3, stored in the epoch of then); Redis
+/// loses its data; alice sends `new` lines; bob logs in again and must catch up on all of
+/// them, however many (fewer than 3, or more).
+async fn bob_back_after_a_reset_and_new_lines(new: usize) {
     let Some(mut cluster) = cluster(2).await else {
         return;
     };
@@ -943,7 +920,6 @@ async fn after_redis_lost_its_data_a_stored_position_the_new_numbers_passed_coun
         alice.send(&format!("old {i}")).await;
         bob.expect_line(&format!("[#dev] <alice> old {i}")).await;
     }
-    // bob's position (3, in the epoch before the loss) is stored as he leaves.
     bob.send("/quit").await;
     bob.expect_line("*** Bye").await;
     alice.wait_for("*** bob left").await;
@@ -951,7 +927,7 @@ async fn after_redis_lost_its_data_a_stored_position_the_new_numbers_passed_coun
     cluster.redis.restart();
     within_20_s(&mut alice, "*** Chat is available again").await;
     alice.expect_line("*** Server history was reset").await;
-    for i in 1..=5 {
+    for i in 1..=new {
         alice.send(&format!("new {i}")).await;
     }
     alice.send("/history 1").await;
@@ -960,15 +936,23 @@ async fn after_redis_lost_its_data_a_stored_position_the_new_numbers_passed_coun
     again
         .expect_line("*** You are in #dev; 2 here: alice, bob")
         .await;
-    again
-        .expect_line("*** You missed 5 messages in #dev:")
-        .await;
+    let missed = match new {
+        1 => "*** You missed 1 message in #dev:".to_owned(),
+        n => format!("*** You missed {n} messages in #dev:"),
+    };
+    again.expect_line(&missed).await;
     assert_eq!(
         common::block(&mut again).await,
-        (1..=5)
+        (1..=new)
             .map(|i| format!("<alice> new {i}"))
             .collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn after_redis_lost_its_data_a_stored_position_the_new_numbers_passed_counts_as_their_start()
+{
+    bob_back_after_a_reset_and_new_lines(5).await;
 }
 
 #[tokio::test]
