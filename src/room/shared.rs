@@ -21,8 +21,7 @@ use super::presence::inbox::{Inboxes, Note};
 use super::presence::nodes::{ClaimError, DeadNode, HEARTBEAT, LEASE, Node, Nodes};
 use super::presence::redis::{RedisSessions, SessionRecord};
 use crate::cluster::{Redis, RedisUnavailable};
-use crate::event::HistoryEpoch;
-use crate::event::{ConnId, Event, EventKind, NodeId, RoomName, Seq};
+use crate::event::{ConnId, Event, EventKind, HistoryEpoch, NodeId, RoomName, Seq};
 use crate::metrics::Metrics;
 
 /// How long an append may wait for Redis before its sender is told the line was not sent;
