@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::message::{Message, write, write_text};
+use super::message::{self, Message, write_text};
 use crate::event::RoomName;
 
 /// What a registered connection asks the rooms for.
@@ -101,22 +101,12 @@ impl Session {
 
     /// A numeric reply: `:SERVER NUMERIC NICK params… :last`.
     fn numeric(&self, numeric: &str, params: &[&str]) -> String {
-        let mut all = Vec::with_capacity(params.len() + 1);
-        all.push(self.nick.as_str());
-        all.extend_from_slice(params);
-        let mut out = String::new();
-        write_text(&mut out, &[], Some(&self.server), numeric, &all);
-        out
+        message::numeric(&self.server, &self.nick, numeric, params)
     }
 
     /// A numeric whose parameters are all words (a mode string, not text).
     fn numeric_words(&self, numeric: &str, params: &[&str]) -> String {
-        let mut all = Vec::with_capacity(params.len() + 1);
-        all.push(self.nick.as_str());
-        all.extend_from_slice(params);
-        let mut out = String::new();
-        write(&mut out, &[], Some(&self.server), numeric, &all);
-        out
+        message::numeric_words(&self.server, &self.nick, numeric, params)
     }
 
     /// `461 NICK COMMAND :Not enough parameters`.

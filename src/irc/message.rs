@@ -180,6 +180,26 @@ pub fn write_text(
     write_with(out, (tags, source), command, params, true);
 }
 
+/// A server's reply to `nick`, CR LF included: `:SERVER NUMERIC NICK params…`, the last
+/// parameter after ` :` (free text, as [`write_text`]).
+pub fn numeric(server: &str, nick: &str, numeric: &str, params: &[&str]) -> String {
+    numeric_with(server, nick, numeric, params, true)
+}
+
+/// Like [`numeric`], every parameter a word (a mode string, a count), as [`write`].
+pub fn numeric_words(server: &str, nick: &str, numeric: &str, params: &[&str]) -> String {
+    numeric_with(server, nick, numeric, params, false)
+}
+
+fn numeric_with(server: &str, nick: &str, numeric: &str, params: &[&str], text: bool) -> String {
+    let mut all = Vec::with_capacity(params.len() + 1);
+    all.push(nick);
+    all.extend_from_slice(params);
+    let mut out = String::new();
+    write_with(&mut out, (&[], Some(server)), numeric, &all, text);
+    out
+}
+
 fn write_with(
     out: &mut String,
     (tags, source): (&[(&str, &str)], Option<&str>),

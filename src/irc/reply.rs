@@ -2,7 +2,7 @@
 //! WHOX 354, 315), WHOIS (311, 319, 312, 671, 330, 301, 318; 401), LIST (321–323) and AWAY
 //! (305/306). Every mask's host is the server's name: no member's address is ever shown.
 
-use super::message::{MAX_BODY_BYTES, write, write_text};
+use super::message::{self, MAX_BODY_BYTES};
 
 /// A member as these replies show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,19 +28,11 @@ pub struct To<'a> {
 
 impl To<'_> {
     fn text(&self, numeric: &str, params: &[&str]) -> String {
-        let mut all = vec![self.nick];
-        all.extend_from_slice(params);
-        let mut out = String::new();
-        write_text(&mut out, &[], Some(self.server), numeric, &all);
-        out
+        message::numeric(self.server, self.nick, numeric, params)
     }
 
     fn words(&self, numeric: &str, params: &[&str]) -> String {
-        let mut all = vec![self.nick];
-        all.extend_from_slice(params);
-        let mut out = String::new();
-        write(&mut out, &[], Some(self.server), numeric, &all);
-        out
+        message::numeric_words(self.server, self.nick, numeric, params)
     }
 }
 

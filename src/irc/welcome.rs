@@ -1,7 +1,7 @@
 //! The lines a registered IRC connection gets first, without I/O: 001–004, the ISUPPORT
 //! tokens (005), LUSERS and the MOTD (the server's greeting lines).
 
-use super::message::{write, write_text};
+use super::message::{numeric, numeric_words};
 
 /// ISUPPORT tokens per 005 line (clients accept up to 13 besides the nick and the text).
 const TOKENS_PER_LINE: usize = 13;
@@ -54,11 +54,7 @@ pub fn isupport(w: &Welcome<'_>) -> Vec<String> {
 pub fn registration(w: &Welcome<'_>) -> Vec<String> {
     let mask = format!("{}!~{}@{}", w.nick, w.user, w.server);
     let version = format!("tlschat-{}", w.version);
-    let text = |numeric: &str, words: &str| {
-        let mut out = String::new();
-        write_text(&mut out, &[], Some(w.server), numeric, &[w.nick, words]);
-        out
-    };
+    let text = |n: &str, words: &str| numeric(w.server, w.nick, n, &[words]);
     let mut lines = vec![
         text("001", &format!("Welcome to {}, {mask}", w.server)),
         text(
@@ -67,36 +63,24 @@ pub fn registration(w: &Welcome<'_>) -> Vec<String> {
         ),
         text("003", &format!("This server was created {}", w.created)),
     ];
-    let mut out = String::new();
-    write(
-        &mut out,
-        &[],
-        Some(w.server),
+    lines.push(numeric_words(
+        w.server,
+        w.nick,
         "004",
-        &[w.nick, w.server, &version, "r", "n"],
-    );
-    lines.push(out);
+        &[w.server, &version, "r", "n"],
+    ));
     let tokens = isupport(w);
     for chunk in tokens.chunks(TOKENS_PER_LINE) {
-        let mut params = vec![w.nick];
-        params.extend(chunk.iter().map(String::as_str));
+        let mut params: Vec<&str> = chunk.iter().map(String::as_str).collect();
         params.push("are supported by this server");
-        let mut out = String::new();
-        write_text(&mut out, &[], Some(w.server), "005", &params);
-        lines.push(out);
+        lines.push(numeric(w.server, w.nick, "005", &params));
     }
     lines
 }
 
 /// LUSERS: `online` sessions on every node, `rooms` in use.
 pub fn lusers(server: &str, nick: &str, online: usize, rooms: usize) -> Vec<String> {
-    let line = |numeric: &str, params: &[&str]| {
-        let mut all = vec![nick];
-        all.extend_from_slice(params);
-        let mut out = String::new();
-        write_text(&mut out, &[], Some(server), numeric, &all);
-        out
-    };
+    let line = |n: &str, params: &[&str]| numeric(server, nick, n, params);
     vec![
         line(
             "251",
@@ -111,11 +95,7 @@ pub fn lusers(server: &str, nick: &str, online: usize, rooms: usize) -> Vec<Stri
 
 /// The MOTD: the server's greeting lines (422 when it has none).
 pub fn motd(server: &str, nick: &str, greeting: &[&str]) -> Vec<String> {
-    let line = |numeric: &str, text: &str| {
-        let mut out = String::new();
-        write_text(&mut out, &[], Some(server), numeric, &[nick, text]);
-        out
-    };
+    let line = |n: &str, text: &str| numeric(server, nick, n, &[text]);
     if greeting.is_empty() {
         return vec![line("422", "MOTD File is missing")];
     }

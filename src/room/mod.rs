@@ -826,13 +826,6 @@ impl State {
     fn history_on(&self) -> bool {
         self.history.limits().history != HistoryMode::Off
     }
-
-    /// The history epoch read positions are in now (none on one node).
-    fn history_epoch(&self) -> HistoryEpoch {
-        self.link
-            .as_ref()
-            .map_or_else(HistoryEpoch::none, |link| link.history_epoch())
-    }
 }
 
 impl Rooms {
@@ -1014,7 +1007,7 @@ impl Rooms {
         );
         let lobby = state.lobby.clone();
         let welcome = protocol::welcome(name.as_str(), &state.sorted_names(&lobby));
-        let epoch = state.history_epoch();
+        let epoch = self.history_epoch();
         let mut positions = Vec::new();
         let mut catch_up = Vec::new();
         if first_login {

@@ -378,18 +378,23 @@ fn rooms_key(node: NodeId) -> String {
     format!("tlschat:node:{node}:rooms")
 }
 
-/// Removes `node` from the readers of every room it had members in (it reads no more), so
-/// that they trim again.
-async fn forget_reading(link: &Link, node: NodeId) -> Result<(), RedisUnavailable> {
+/// The rooms where `node` had members (names that no longer parse skipped).
+async fn node_rooms(link: &Link, node: NodeId) -> Result<Vec<RoomName>, RedisUnavailable> {
     let rooms: Vec<String> = redis::cmd("SMEMBERS")
         .arg(rooms_key(node))
         .query_async(&mut link.redis.conn())
         .await
         .map_err(|e| link.redis.error(e))?;
-    let rooms: Vec<RoomName> = rooms
+    Ok(rooms
         .iter()
         .filter_map(|r| RoomName::parse(r).ok())
-        .collect();
+        .collect())
+}
+
+/// Removes `node` from the readers of every room it had members in (it reads no more), so
+/// that they trim again.
+async fn forget_reading(link: &Link, node: NodeId) -> Result<(), RedisUnavailable> {
+    let rooms = node_rooms(link, node).await?;
     crate::room::log::redis::forget_reader(&link.redis, node, &rooms).await
 }
 
@@ -410,13 +415,9 @@ async fn sweep(link: &Link, dead: NodeId) -> Result<usize, RedisUnavailable> {
             logs.append(&kind, &room, at, &epoch).await.map(|_| ())
         }
     };
-    let rooms: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(rooms_key(dead))
-        .query_async(&mut link.redis.conn())
-        .await
-        .map_err(|e| link.redis.error(e))?;
-    for room in rooms.iter().filter_map(|r| RoomName::parse(r).ok()) {
-        let tail = link.logs.tail(&room).await?;
+    let rooms = node_rooms(link, dead).await?;
+    for room in &rooms {
+        let tail = link.logs.tail(room).await?;
         if room.is_lobby() {
             continue;
         }
@@ -438,7 +439,7 @@ async fn sweep(link: &Link, dead: NodeId) -> Result<usize, RedisUnavailable> {
     for conn in tail.roster.keys().filter(|c| c.node == dead) {
         append(lobby.clone(), EventKind::Offline { conn: *conn }, *conn).await?;
     }
-    forget_reading(link, dead).await?;
+    crate::room::log::redis::forget_reader(&link.redis, dead, &rooms).await?;
     let _: Result<(), _> = redis::cmd("DEL")
         .arg(rooms_key(dead))
         .query_async(&mut link.redis.conn())
