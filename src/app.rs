@@ -40,6 +40,8 @@ pub struct Parts {
     pub rooms: RoomLimits,
     /// Load balancers whose connections begin with a PROXY protocol header.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The server's name on IRC (`irc_server_name`).
+    pub irc_server_name: String,
     /// Cluster mode: the shared Redis and this node's name; `None` for a single node.
     pub cluster: Option<ClusterSettings>,
 }
@@ -71,6 +73,8 @@ pub enum BuildError {
 pub struct Listeners {
     /// The chat port (TLS lines and the web client).
     pub chat: TcpListener,
+    /// The IRC port (TLS only), if IRC is on.
+    pub irc: Option<TcpListener>,
     /// The admin control socket.
     pub admin: Option<AdminSocket>,
     /// The Prometheus `/metrics` port.
@@ -99,6 +103,7 @@ impl App {
             limits,
             rooms,
             trusted_proxies,
+            irc_server_name,
             cluster,
         } = parts;
         let metrics = Arc::new(Metrics::default());
@@ -143,6 +148,7 @@ impl App {
             history,
             metrics,
             limits,
+            irc: crate::session::IrcSettings::new(irc_server_name),
         });
         let trusted_proxies = trusted_proxies
             .into_iter()
@@ -187,7 +193,8 @@ impl App {
             ));
         }
         let front = (self.web, self.trusted_proxies);
-        let served = crate::server::run(listeners.chat, ctx, front, shutdown).await;
+        let ports = (listeners.chat, listeners.irc);
+        let served = crate::server::run(ports, ctx, front, shutdown).await;
         if let Some(cluster) = cluster {
             cluster.finish().await;
         }

@@ -131,6 +131,20 @@ impl Authenticator {
         result
     }
 
+    /// Logs in the owner of the connection's client certificate (SASL EXTERNAL names no
+    /// account): `Ok(None)` when it is bound to none or its account is disabled. Like
+    /// [`Authenticator::authenticate_certificate`], never throttled.
+    pub async fn authenticate_certificate_owner(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<LoggedIn>, AuthError> {
+        let Some(owner) = self.store.certificate_owner(fingerprint).await? else {
+            return Ok(None);
+        };
+        self.authenticate_certificate(&owner.username, fingerprint)
+            .await
+    }
+
     /// Logs `name` in by the connection's client certificate if the certificate is bound to
     /// that account (matched case-insensitively) and the account is enabled; `Ok(None)` means
     /// the password flow goes on, whatever the reason, so nothing about the certificate's

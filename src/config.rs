@@ -578,6 +578,10 @@ pub struct FileConfig {
     /// `cluster_ca = "/etc/tlschat/redis-ca.pem"`: what a `rediss://` server's certificate
     /// must chain to.
     pub cluster_ca: Option<PathBuf>,
+    /// `irc_listen = "0.0.0.0:6697"`: the IRC port (off when absent).
+    pub irc_listen: Option<String>,
+    /// `irc_server_name = "chat.example.org"`: the server's name on IRC.
+    pub irc_server_name: Option<String>,
     /// The top-level rooms and history keys (`history = "sqlite"`, `max_rooms = 1000`, …).
     #[serde(skip)]
     pub rooms: RoomSettings,
@@ -676,6 +680,43 @@ impl CertPaths {
             is_default,
         }
     }
+}
+
+/// The IRC listener's address (flag/env > file), if IRC is on.
+pub fn resolve_irc_listen(
+    given: Option<String>,
+    file: &FileConfig,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    given
+        .or_else(|| file.irc_listen.clone())
+        .map(|text| text.parse().map_err(|_| ConfigError::Listen(text)))
+        .transpose()
+}
+
+/// The server's name on IRC when none is given.
+pub const DEFAULT_IRC_SERVER_NAME: &str = "tlschat";
+
+/// The server's name on IRC (flag/env > file > `tlschat`): 1–63 of `A-Z a-z 0-9 . -`, as a
+/// host name, since clients parse it as the source of server messages and the host of masks.
+pub fn resolve_irc_server_name(
+    given: Option<String>,
+    file: &FileConfig,
+) -> Result<String, ConfigError> {
+    let name = given
+        .or_else(|| file.irc_server_name.clone())
+        .unwrap_or_else(|| DEFAULT_IRC_SERVER_NAME.to_owned());
+    let valid = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        && !name.starts_with(['.', '-']);
+    if !valid {
+        return Err(ConfigError::Invalid {
+            name: "irc_server_name",
+            why: format!("{name:?} is not a host name (1-63 of A-Z a-z 0-9 . -)"),
+        });
+    }
+    Ok(name)
 }
 
 /// Parses the listen address (flag/env > file > default).

@@ -28,10 +28,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one "connection refused" warning per this interval, so floods cannot fill the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Serves `listener` until `shutdown` is cancelled, then lets sessions say goodbye.
-/// Connections from `trusted_proxies` begin with a PROXY protocol header naming the client.
+/// Serves `listener` (and the IRC port, if there is one) until `shutdown` is cancelled, then
+/// lets sessions say goodbye. Connections from `trusted_proxies` begin with a PROXY protocol
+/// header naming the client. Both ports count against the same connection caps.
 pub async fn run(
-    listener: TcpListener,
+    (listener, irc): (TcpListener, Option<TcpListener>),
     ctx: Arc<SessionContext>,
     (web, trusted_proxies): (Option<Arc<Web>>, Arc<[IpAddr]>),
     shutdown: CancellationToken,
@@ -46,8 +47,9 @@ pub async fn run(
         shutdown.clone(),
     ));
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
+        let (accepted, is_irc) = tokio::select! {
+            r = listener.accept() => (r, false),
+            r = accept_irc(irc.as_ref()) => (r, true),
             _ = shutdown.cancelled() => break,
         };
         let (tcp, peer) = match accepted {
@@ -64,6 +66,7 @@ pub async fn run(
             ctx: Arc::clone(&ctx),
             web: web.clone(),
             shutdown: shutdown.clone(),
+            irc: is_irc,
         };
         if trusted_proxies.contains(&canonical(peer.ip())) {
             // The client's address, which the caps count, comes with the header: read it in
@@ -76,6 +79,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    drop(irc);
     info!("shutting down");
     ctx.room.shutdown();
     tracker.close();
@@ -92,12 +96,22 @@ pub async fn run(
     Ok(())
 }
 
+/// The next connection on the IRC port; never, without one.
+async fn accept_irc(irc: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match irc {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What admitting a connection needs: the caps, and what its session will share.
 struct Admission {
     caps: Arc<ConnectionCaps>,
     ctx: Arc<SessionContext>,
     web: Option<Arc<Web>>,
     shutdown: CancellationToken,
+    /// It came to the IRC port.
+    irc: bool,
 }
 
 impl Admission {
@@ -122,14 +136,13 @@ impl Admission {
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "could not set TCP_NODELAY");
         }
-        Some(serve_one(
-            tcp,
-            peer,
-            self.ctx,
-            self.web,
-            self.shutdown,
-            slot,
-        ))
+        // The IRC port has no web client.
+        let front = if self.irc {
+            Front::Irc
+        } else {
+            Front::Chat(self.web)
+        };
+        Some(serve_one(tcp, peer, self.ctx, front, self.shutdown, slot))
     }
 
     /// A connection from a trusted proxy: its PROXY header names the client, which is then
@@ -160,13 +173,22 @@ impl Admission {
     }
 }
 
+/// Which port a connection came to.
+enum Front {
+    /// The chat port, with the web client if it is on.
+    Chat(Option<Arc<Web>>),
+    /// The IRC port.
+    Irc,
+}
+
 /// Runs one connection to completion: the first byte, the TLS handshake, then a line session
-/// or the web client, as the ClientHello chose. I/O errors end only this connection.
+/// or the web client, as the ClientHello chose, or an IRC session on the IRC port. I/O errors
+/// end only this connection.
 async fn run_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
-    web: Option<Arc<Web>>,
+    front: Front,
     shutdown: CancellationToken,
     observer: impl LoginObserver,
 ) -> io::Result<End> {
@@ -186,11 +208,51 @@ async fn run_connection(
         Ok(Ok(None)) => return Ok(End::ClientClosed),
         Ok(Ok(Some(transport::TLS_HANDSHAKE_RECORD))) => {}
         Ok(Ok(Some(_))) => {
-            transport::refuse_plaintext(tcp, transport::GOODBYE_TIMEOUT).await;
+            match front {
+                Front::Chat(_) => {
+                    transport::refuse_plaintext(tcp, transport::GOODBYE_TIMEOUT).await;
+                }
+                Front::Irc => {
+                    let hint = transport::IRC_TLS_ONLY;
+                    transport::say_and_close(tcp, hint, transport::GOODBYE_TIMEOUT).await;
+                }
+            }
             return Ok(End::NotTls);
         }
         Ok(Err(e)) => return Err(e),
     }
+    let web = match front {
+        Front::Chat(web) => web,
+        Front::Irc => {
+            let handshake = Box::pin(transport::accept_irc(tcp, &ctx.tls));
+            let session = {
+                let tls = tokio::select! {
+                    r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
+                        Ok(Ok(tls)) => tls,
+                        failed => {
+                            inc(&ctx.metrics.tls_handshake_failures);
+                            return match failed {
+                                Ok(Err(e)) => Err(e),
+                                _ => Ok(End::HandshakeTimeout),
+                            };
+                        }
+                    },
+                    _ = shutdown.cancelled() => return Ok(End::Shutdown),
+                };
+                let presented = presented_fingerprint(&tls);
+                let ack = AckSource::Socket(tls.get_ref().0.probe());
+                session::irc::serve(
+                    Box::new(tls),
+                    peer,
+                    &ctx,
+                    &shutdown,
+                    (observer, presented, ack),
+                    connected,
+                )
+            };
+            return Box::pin(session).await;
+        }
+    };
     // Boxed: the handshake state is large and only needed until it completes, so it should not
     // size the task that every idle session keeps.
     let handshake = Box::pin(transport::accept(tcp, &ctx.tls, web.is_some()));
@@ -215,12 +277,7 @@ async fn run_connection(
             // Boxed: an async fn keeps its arguments apart from its locals, so a stream passed
             // by value would be stored twice in the task that every idle session keeps.
             Accepted::Line(tls) => {
-                let presented = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|cert| Arc::from(crate::tls::fingerprint(cert)));
+                let presented = presented_fingerprint(&tls);
                 let ack = AckSource::Socket(tls.get_ref().0.probe());
                 Either::Left(session::serve(
                     Box::new(tls),
@@ -248,11 +305,20 @@ async fn run_connection(
     session.await
 }
 
+/// The fingerprint of the client certificate a connection presented, if any.
+fn presented_fingerprint<S>(tls: &tokio_rustls::server::TlsStream<S>) -> Option<Arc<str>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| Arc::from(crate::tls::fingerprint(cert)))
+}
+
 async fn serve_one(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
-    web: Option<Arc<Web>>,
+    front: Front,
     shutdown: CancellationToken,
     slot: Slot,
 ) {
@@ -260,7 +326,7 @@ async fn serve_one(
     metrics
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let outcome = run_connection(tcp, peer, ctx, web, shutdown, slot).await;
+    let outcome = run_connection(tcp, peer, ctx, front, shutdown, slot).await;
     metrics
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

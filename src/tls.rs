@@ -277,6 +277,11 @@ pub struct ServerConfigs {
     pub line_tls12: Arc<ServerConfig>,
     /// For browsers: ALPN `http/1.1`, never a client certificate.
     pub web: Arc<ServerConfig>,
+    /// For IRC clients that offer TLS 1.3: no ALPN (IRC clients offer none, or `irc`), and a
+    /// client certificate may be presented (SASL EXTERNAL).
+    pub irc: Arc<ServerConfig>,
+    /// For IRC clients on TLS 1.2: no client certificates.
+    pub irc_tls12: Arc<ServerConfig>,
 }
 
 /// What the certificate part of a configuration is made with.
@@ -287,17 +292,19 @@ impl ServerConfigs {
         config: impl Fn(WantsCert) -> Result<ServerConfig, rustls::Error>,
     ) -> Result<Self, rustls::Error> {
         Ok(ServerConfigs {
-            line: finish(config(client_cert_config_builder()?)?, ALPN_TLSCHAT),
-            line_tls12: finish(config(config_builder()?)?, ALPN_TLSCHAT),
-            web: finish(config(config_builder()?)?, ALPN_HTTP1),
+            line: finish(config(client_cert_config_builder()?)?, Some(ALPN_TLSCHAT)),
+            line_tls12: finish(config(config_builder()?)?, Some(ALPN_TLSCHAT)),
+            web: finish(config(config_builder()?)?, Some(ALPN_HTTP1)),
+            irc: finish(config(client_cert_config_builder()?)?, None),
+            irc_tls12: finish(config(config_builder()?)?, None),
         })
     }
 }
 
-fn finish(mut config: ServerConfig, alpn: &[u8]) -> Arc<ServerConfig> {
+fn finish(mut config: ServerConfig, alpn: Option<&[u8]>) -> Arc<ServerConfig> {
     // Chat clients hold one long connection; resumption tickets would only cost memory.
     config.send_tls13_tickets = 0;
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
     Arc::new(config)
 }
 

@@ -28,6 +28,13 @@ pub(super) struct ServeArgs {
     /// Address to listen on; port 0 picks a free port [default: 0.0.0.0:7443]
     #[arg(long, env = "TLSCHAT_LISTEN", value_name = "ADDR")]
     pub(super) listen: Option<String>,
+    /// Serve IRC clients (TLS only) on ADDR, e.g. 0.0.0.0:6697 [default: off]
+    #[arg(long, env = "TLSCHAT_IRC_LISTEN", value_name = "ADDR")]
+    pub(super) irc_listen: Option<String>,
+    /// The server's name on IRC: the source of server messages and the host in every mask
+    /// [default: tlschat]
+    #[arg(long, env = "TLSCHAT_IRC_SERVER_NAME", value_name = "NAME")]
+    pub(super) irc_server_name: Option<String>,
     /// Certificate chain, PEM [default: certs/server.crt, generated if missing]
     #[arg(long, env = "TLSCHAT_CERT", value_name = "FILE")]
     pub(super) cert: Option<PathBuf>,
@@ -92,6 +99,8 @@ pub(super) struct ServeArgs {
 pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()> {
     let file = FileConfig::load(args.db.config.as_deref())?;
     let listen = resolve_listen(args.listen, &file)?;
+    let irc_listen = crate::config::resolve_irc_listen(args.irc_listen, &file)?;
+    let irc_server_name = crate::config::resolve_irc_server_name(args.irc_server_name, &file)?;
     let db = file.db(args.db.db);
     let certs = CertPaths::resolve(args.cert, args.key, &file);
     let limits = file.limits(&args.limits)?;
@@ -154,6 +163,7 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
         web,
         limits,
         rooms: room_limits,
+        irc_server_name,
         trusted_proxies: if args.trusted_proxies.is_empty() {
             file.trusted_proxies.clone().unwrap_or_default()
         } else {
@@ -166,6 +176,14 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let irc_listener = match irc_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the IRC address {addr}"))?,
+        ),
+        None => None,
+    };
     let admin_path = match args.admin_socket.or_else(|| file.admin_socket.clone()) {
         Some(p) if p == "off" => None,
         Some(p) => Some(PathBuf::from(p)),
@@ -240,6 +258,14 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
             &[("url", json!(url))],
         )?;
     }
+    if let Some(l) = &irc_listener {
+        let addr = l.local_addr()?;
+        report.line(
+            &format!("IRC (TLS) on {addr}"),
+            "irc listening",
+            &[("addr", json!(addr.to_string()))],
+        )?;
+    }
     report.line(
         &format!("listening on {local}"),
         "listening",
@@ -269,6 +295,7 @@ pub(super) async fn serve(args: ServeArgs, report: Report) -> anyhow::Result<()>
     crate::notify::notify("READY=1");
     let listeners = crate::app::Listeners {
         chat: listener,
+        irc: irc_listener,
         admin: admin_listener,
         metrics: metrics_listener,
     };

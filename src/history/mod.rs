@@ -373,19 +373,27 @@ impl History {
     /// window does not reach back far enough. A failing or slow database gives an error line.
     /// `numbered`: each message line starts with its number (see [`protocol::number`]).
     pub async fn answer(&self, req: &HistoryRequest, numbered: bool) -> Block {
+        match self.read(req).await {
+            Some((shown, kept)) => render_block(req, &shown, kept, numbered),
+            None => Block {
+                text: protocol::HISTORY_UNAVAILABLE.to_owned(),
+                mark: None,
+            },
+        }
+    }
+
+    /// The messages a request shows and how many of its range are kept, for renderers of
+    /// other formats; `None` (logged) when they cannot be read in time.
+    pub async fn read(&self, req: &HistoryRequest) -> Option<(Vec<Arc<Event>>, u64)> {
         match tokio::time::timeout(READ_TIMEOUT, self.complete(req)).await {
-            Ok(Ok((shown, kept))) => render_block(req, &shown, kept, numbered),
-            failed => {
-                match failed {
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, room = %req.room, "history read failed")
-                    }
-                    _ => tracing::warn!(room = %req.room, "history read timed out"),
-                }
-                Block {
-                    text: protocol::HISTORY_UNAVAILABLE.to_owned(),
-                    mark: None,
-                }
+            Ok(Ok(read)) => Some(read),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, room = %req.room, "history read failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(room = %req.room, "history read timed out");
+                None
             }
         }
     }
@@ -452,26 +460,9 @@ impl History {
 /// The wire text of a block (header, timestamped lines, end), or nothing for an empty join
 /// history.
 fn render_block(req: &HistoryRequest, shown: &[Arc<Event>], kept: u64, numbered: bool) -> Block {
-    let mut text = String::new();
-    match req.purpose {
-        Purpose::History | Purpose::Join if shown.is_empty() => {
-            if req.purpose == Purpose::History {
-                text.push_str(&protocol::no_history(&req.room));
-            }
-            return Block { text, mark: None };
-        }
-        Purpose::History | Purpose::Join => {
-            text.push_str(&protocol::history_header(&req.room, shown.len()));
-        }
-        Purpose::CatchUp { missed } => {
-            let not_kept = missed.saturating_sub(kept);
-            text.push_str(&protocol::missed_header(
-                &req.room,
-                missed,
-                not_kept,
-                shown.len(),
-            ));
-        }
+    let (mut text, mark) = block_header(req, shown.len(), kept);
+    if mark.is_none() {
+        return Block { text, mark };
     }
     for event in shown {
         if numbered {
@@ -482,10 +473,33 @@ fn render_block(req: &HistoryRequest, shown: &[Arc<Event>], kept: u64, numbered:
         text.push_str(&protocol::render_history(event));
     }
     text.push_str(protocol::END_OF_HISTORY);
-    Block {
-        text,
-        mark: Some((req.room.clone(), req.range.upto)),
-    }
+    Block { text, mark }
+}
+
+/// A history block's header line for `shown` messages of which `kept` are still kept, and
+/// the read position the block reaches; no position (and at most `*** No history in #dev`)
+/// when an empty block shows nothing.
+pub fn block_header(
+    req: &HistoryRequest,
+    shown: usize,
+    kept: u64,
+) -> (String, Option<(RoomName, Seq)>) {
+    let header = match req.purpose {
+        Purpose::History | Purpose::Join if shown == 0 => {
+            let text = if req.purpose == Purpose::History {
+                protocol::no_history(&req.room)
+            } else {
+                String::new()
+            };
+            return (text, None);
+        }
+        Purpose::History | Purpose::Join => protocol::history_header(&req.room, shown),
+        Purpose::CatchUp { missed } => {
+            let not_kept = missed.saturating_sub(kept);
+            protocol::missed_header(&req.room, missed, not_kept, shown)
+        }
+    };
+    (header, Some((req.room.clone(), req.range.upto)))
 }
 
 /// Commits queued writes in batches until every sender is gone.

@@ -4,8 +4,8 @@
 //! and USER) as a state machine; a registered connection's commands as what the rooms must do
 //! and the answers fixed by the contract; the welcome burst (001–005); the numerics that list
 //! members and rooms (NAMES, WHO, WHOIS, LIST, AWAY); `CHATHISTORY` requests, message ids and
-//! timestamps; a room's event as IRC lines. The IRC listener (an open issue) is built on
-//! these; no connection speaks IRC yet.
+//! timestamps; a room's event as IRC lines; a session's deliveries as IRC lines (`view`). The
+//! IRC listener (`session::irc`) is built on these.
 
 pub mod chathistory;
 pub mod command;
@@ -14,4 +14,5 @@ pub mod register;
 pub mod render;
 pub mod reply;
 pub mod text;
+pub mod view;
 pub mod welcome;

@@ -147,6 +147,12 @@ impl Registration {
         self.line(code, &all)
     }
 
+    /// The capabilities the client has enabled (a registered client may change them with
+    /// `CAP REQ`, which [`Registration::handle`] answers too).
+    pub fn caps(&self) -> &[&'static str] {
+        &self.caps
+    }
+
     /// Takes one message from the client, before registration is complete.
     pub fn handle(&mut self, m: &Message<'_>) -> Vec<Action> {
         let command = m.command.to_ascii_uppercase();

@@ -23,6 +23,16 @@ pub struct Login {
     pub stamp: AccountStamp,
     /// The client certificate the session logged in with, if it did.
     pub certificate: Option<Arc<str>>,
+    /// The session speaks IRC: it renders lines from their meaning, and its own messages
+    /// come back to it (echo-message) when `echo` is set.
+    pub irc: Option<IrcLogin>,
+}
+
+/// What the rooms keep of an IRC session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrcLogin {
+    /// The client enabled echo-message.
+    pub echo: bool,
 }
 
 impl Login {
@@ -37,6 +47,7 @@ impl Login {
                 disabled: false,
             },
             certificate: None,
+            irc: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::queue;
 use super::{MemberId, Roster};
-use crate::event::{RoomName, Seq};
+use crate::event::{Event, RoomName, Seq};
 use crate::history::HistoryRequest;
 use crate::metrics::Metrics;
 
@@ -36,6 +36,36 @@ pub struct Line {
     /// The line is a stored message and `mark` its number: sessions with numbered lines show
     /// it in front.
     pub is_message: bool,
+    /// What the line says, for sessions that render it in another format (IRC); attached
+    /// only while such a session is connected here, so a node without one pays nothing.
+    pub meaning: Option<Box<Meaning>>,
+}
+
+/// What a line says, apart from its text: the form other renderers (IRC) start from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Meaning {
+    /// Room events: one, or the left events of members dropped together.
+    Events(Vec<Event>),
+    /// The member is in `room` with `here` (it joined the room, or logged in to it).
+    InRoom {
+        /// The room.
+        room: RoomName,
+        /// Everyone in it, sorted case-insensitively.
+        here: Vec<Arc<str>>,
+    },
+    /// The member left `room`.
+    LeftRoom(RoomName),
+    /// Nobody named so is online (the target of a private message).
+    NotOnline(Arc<str>),
+    /// A private message from `from` to `to` (the recipient's copy, or the sender's echo).
+    Private {
+        /// The sender.
+        from: Arc<str>,
+        /// The recipient.
+        to: Arc<str>,
+        /// The text.
+        text: String,
+    },
 }
 
 impl Line {
@@ -46,21 +76,28 @@ impl Line {
 
     /// A line that moves the reader's position in a room.
     pub fn marked(text: String, mark: Option<Mark>) -> Arc<Line> {
+        Self::meaning(text, mark, None)
+    }
+
+    /// A line with what it says, for other renderers.
+    pub fn meaning(text: String, mark: Option<Mark>, meaning: Option<Meaning>) -> Arc<Line> {
         Arc::new(Line {
             text,
             queued_at: Instant::now(),
             mark,
             is_message: false,
+            meaning: meaning.map(Box::new),
         })
     }
 
     /// A stored message's line, numbered `mark`.
-    pub fn message(text: String, mark: Mark) -> Arc<Line> {
+    pub fn message(text: String, mark: Mark, meaning: Option<Meaning>) -> Arc<Line> {
         Arc::new(Line {
             text,
             queued_at: Instant::now(),
             mark: Some(mark),
             is_message: true,
+            meaning: meaning.map(Box::new),
         })
     }
 }
@@ -166,8 +203,11 @@ pub(super) struct Member {
     pub rooms: Vec<RoomName>,
     /// Where plain lines and `/me` go.
     pub current: RoomName,
-    /// The session asked for numbered lines: its own chat lines come back to it, numbered.
+    /// The session asked for numbered lines (or IRC's echo-message): its own chat lines come
+    /// back to it, in room order.
     pub numbered: bool,
+    /// The session renders lines from their [`Meaning`] (IRC).
+    pub irc: bool,
     /// In a cluster: this member's lines handed to the appender whose append is not
     /// confirmed yet (a sender does not wait for each; see `Rooms::relay`).
     pub unconfirmed: u32,
@@ -253,6 +293,8 @@ pub(super) struct Hub {
     lobby: RoomName,
     /// Bytes that may wait in one member's queue.
     limit: usize,
+    /// Members here that render lines from their meaning (see [`Line::meaning`]).
+    irc_members: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -264,6 +306,7 @@ impl Hub {
             by_key: HashMap::new(),
             lobby: RoomName::lobby(),
             limit,
+            irc_members: 0,
             metrics,
         }
     }
@@ -274,12 +317,13 @@ impl Hub {
         id: MemberId,
         (name, user): (Arc<str>, i64),
         rooms: Vec<RoomName>,
-        numbered: bool,
+        (numbered, irc): (bool, bool),
     ) -> Outbox {
         let (tx, rx) = queue::queue();
         let queued = Arc::new(AtomicUsize::new(0));
         let key = name.to_ascii_lowercase();
         self.by_key.insert(key.clone(), id);
+        self.irc_members += usize::from(irc);
         self.members.insert(
             id,
             Member {
@@ -289,6 +333,7 @@ impl Hub {
                 rooms,
                 current: self.lobby.clone(),
                 numbered,
+                irc,
                 unconfirmed: 0,
                 last_appended: None,
                 tx,
@@ -302,12 +347,25 @@ impl Hub {
     pub fn remove(&mut self, id: MemberId) -> Option<Member> {
         let member = self.members.remove(&id)?;
         self.by_key.remove(&member.key);
+        self.irc_members -= usize::from(member.irc);
         Some(member)
+    }
+
+    /// True when a member here renders lines from their meaning: only then do room lines
+    /// carry one.
+    pub fn has_irc_members(&self) -> bool {
+        self.irc_members > 0
+    }
+
+    /// True when member `id` renders lines from their meaning.
+    pub fn is_irc(&self, id: MemberId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.irc)
     }
 
     /// Everyone, for shutdown.
     pub fn drain(&mut self) -> impl Iterator<Item = Member> + '_ {
         self.by_key.clear();
+        self.irc_members = 0;
         self.members.drain().map(|(_, member)| member)
     }
 

@@ -47,7 +47,7 @@ use crate::username::Username;
 use directory::{Login, OnlineSession};
 use hub::{Audience, Hub, Undeliverable};
 pub use hub::{
-    Delivery, Handoff, Line, Mark, Outbox, RESET_MARK, Removal, Replaced, TakeoverCatchUp,
+    Delivery, Handoff, Line, Mark, Meaning, Outbox, RESET_MARK, Removal, Replaced, TakeoverCatchUp,
 };
 use log::redis::Tail;
 use log::{Log, LogError, SharedLog};
@@ -333,8 +333,12 @@ impl Rooms {
     /// in room order, and [`Rooms::appends_done`] tells a sender whose line was not sent. A
     /// sender with [`MAX_UNCONFIRMED`] lines unconfirmed waits here (boxed: the session's
     /// own future stays small).
-    async fn relay(&self, id: MemberId, kind: impl FnOnce(Arc<str>) -> EventKind) -> Option<Mark> {
-        match self.relay_here(id, kind)? {
+    async fn relay(
+        &self,
+        (id, room): (MemberId, Option<&RoomName>),
+        kind: impl FnOnce(Arc<str>) -> EventKind,
+    ) -> Option<Mark> {
+        match self.relay_here(id, room, kind)? {
             Relayed::Here(mark) => mark,
             Relayed::Appending(unconfirmed) => {
                 if unconfirmed >= MAX_UNCONFIRMED {
@@ -350,12 +354,18 @@ impl Rooms {
     fn relay_here(
         &self,
         id: MemberId,
+        room: Option<&RoomName>,
         kind: impl FnOnce(Arc<str>) -> EventKind,
     ) -> Option<Relayed> {
         let mut state = self.lock();
         let link = state.link.clone();
         let member = state.hub.get_mut(id)?;
-        let (room, from) = (member.current.clone(), Arc::clone(&member.name));
+        let room = match room {
+            Some(room) if member.in_room(room) => room.clone(),
+            Some(_) => return None,
+            None => member.current.clone(),
+        };
+        let from = Arc::clone(&member.name);
         let Some(link) = link else {
             // A session with numbered lines gets its own line back, in room order, numbered.
             let except = (!member.numbered).then_some(id);
@@ -455,10 +465,14 @@ impl State {
             // The log's own name: one allocation shared by every line of the room, so the
             // read-position bookkeeping compares pointers, not text.
             let text = protocol::render(event);
+            let meaning = self
+                .hub
+                .has_irc_members()
+                .then(|| Meaning::Events(vec![event.clone()]));
             let line = if event.kind.is_message() {
-                Line::message(text, (event.room.clone(), event.seq))
+                Line::message(text, (event.room.clone(), event.seq), meaning)
             } else {
-                Line::new(text)
+                Line::meaning(text, None, meaning)
             };
             self.broadcast(&event.room, line, except);
         }
@@ -520,15 +534,23 @@ impl State {
     fn announce_dropped(&mut self, mut dropped: Vec<(MemberId, Undeliverable)>) {
         while !dropped.is_empty() {
             let mut text = String::new();
+            let mut events = Vec::new();
             for (id, why) in dropped.drain(..) {
                 if let Some(left) = self.drop_member(id, why) {
-                    text.push_str(&left);
+                    text.push_str(&protocol::render(&left));
+                    events.push(left);
                 }
             }
             if text.is_empty() {
                 return;
             }
-            dropped = self.hub.deliver_presence(&Line::new(text));
+            let meaning = self
+                .hub
+                .has_irc_members()
+                .then_some(Meaning::Events(events));
+            dropped = self
+                .hub
+                .deliver_presence(&Line::meaning(text, None, meaning));
         }
     }
 
@@ -539,7 +561,19 @@ impl State {
     }
 
     fn reply_marked(&mut self, id: MemberId, text: String, mark: Option<Mark>) {
-        if let Err(why) = self.hub.reply(id, &Line::marked(text, mark)) {
+        self.reply_meaning(id, text, mark, || None);
+    }
+
+    /// A reply with what it says, for a member that renders lines from their meaning.
+    fn reply_meaning(
+        &mut self,
+        id: MemberId,
+        text: String,
+        mark: Option<Mark>,
+        meaning: impl FnOnce() -> Option<Meaning>,
+    ) {
+        let meaning = if self.hub.is_irc(id) { meaning() } else { None };
+        if let Err(why) = self.hub.reply(id, &Line::meaning(text, mark, meaning)) {
             self.announce_dropped(vec![(id, why)]);
         }
     }
@@ -572,8 +606,9 @@ impl State {
         }
     }
 
-    /// Removes a member that could not take a delivery; returns the line announcing it.
-    fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<String> {
+    /// Removes a member that could not take a delivery; returns the event announcing it (in
+    /// #lobby, not logged: it reaches everyone here at once).
+    fn drop_member(&mut self, id: MemberId, why: Undeliverable) -> Option<Event> {
         let member = self.remove(id)?;
         let reason = match why {
             Undeliverable::Full => {
@@ -585,7 +620,16 @@ impl State {
             }
             Undeliverable::Gone => None,
         };
-        Some(protocol::left(&member.name, reason))
+        Some(Event {
+            room: self.lobby.clone(),
+            seq: self.last_seq(&self.lobby.clone()),
+            at_ms: crate::event::now_ms(),
+            kind: EventKind::Left {
+                name: member.name,
+                reason: reason.map(str::to_owned),
+                conn: id,
+            },
+        })
     }
 
     /// Takes a member out of everything: its other rooms see it go offline, without a line
@@ -743,7 +787,16 @@ impl State {
     ) -> Result<Arc<str>, NotOnline> {
         let result = match target {
             Some(target_id) => {
-                let line = Line::new(protocol::private_message(from, text));
+                let meaning = self
+                    .hub
+                    .get(target_id)
+                    .filter(|t| t.irc)
+                    .map(|t| Meaning::Private {
+                        from: from.into(),
+                        to: Arc::clone(&t.name),
+                        text: text.to_owned(),
+                    });
+                let line = Line::meaning(protocol::private_message(from, text), None, meaning);
                 match self.hub.reply(target_id, &line) {
                     Ok(()) => self
                         .hub
@@ -758,11 +811,21 @@ impl State {
             }
             None => Err(NotOnline(to.to_owned())),
         };
-        let reply = match &result {
-            Ok(target_name) => protocol::private_echo(target_name, text),
-            Err(_) => protocol::not_online(to),
-        };
-        self.reply(id, reply);
+        match &result {
+            Ok(target_name) => {
+                let echo = protocol::private_echo(target_name, text);
+                self.reply_meaning(id, echo, None, || {
+                    Some(Meaning::Private {
+                        from: from.into(),
+                        to: Arc::clone(target_name),
+                        text: text.to_owned(),
+                    })
+                });
+            }
+            Err(_) => self.reply_meaning(id, protocol::not_online(to), None, || {
+                Some(Meaning::NotOnline(to.into()))
+            }),
+        }
         result
     }
 
@@ -812,11 +875,13 @@ impl State {
         }
         let here = self.sorted_names(room);
         let newest = self.last_seq(room);
-        self.reply_marked(
-            id,
-            protocol::you_joined(room, &here),
-            Some((room.clone(), newest)),
-        );
+        let text = protocol::you_joined(room, &here);
+        self.reply_meaning(id, text, Some((room.clone(), newest)), || {
+            Some(Meaning::InRoom {
+                room: room.clone(),
+                here,
+            })
+        });
         if self.history_on() && limits.join_history > 0 && newest > 0 {
             self.request_history_of(id, room, Purpose::Join, 0, limits.join_history);
         }
@@ -992,7 +1057,14 @@ impl Rooms {
             }
         };
         let numbered = restore.resume.is_some();
-        let outbox = state.hub.connect(id, (shown, user), kept_rooms, numbered);
+        let irc = login.irc;
+        let echo = irc.is_some_and(|i| i.echo);
+        let outbox = state.hub.connect(
+            id,
+            (shown, user),
+            kept_rooms,
+            (numbered || echo, irc.is_some()),
+        );
         // Replaces the old session's entry, as the rooms just did.
         state.presence.register(
             id,
@@ -1054,9 +1126,29 @@ impl Rooms {
             .get(id)
             .map(|m| m.rooms.clone())
             .unwrap_or_default();
-        for room in &rooms {
+        for room in std::iter::once(&lobby).chain(&rooms) {
             let here = state.sorted_names(room);
-            state.reply(id, protocol::you_are_in(room, &here));
+            if room.is_lobby() {
+                // The welcome names #lobby's members; a session rendering meanings shows it
+                // as being in #lobby.
+                if !state.hub.is_irc(id) {
+                    continue;
+                }
+                state.reply_meaning(id, String::new(), None, || {
+                    Some(Meaning::InRoom {
+                        room: room.clone(),
+                        here,
+                    })
+                });
+                continue;
+            }
+            let text = protocol::you_are_in(room, &here);
+            state.reply_meaning(id, text, None, || {
+                Some(Meaning::InRoom {
+                    room: room.clone(),
+                    here,
+                })
+            });
         }
         for (room, at, resumed) in catch_up {
             let missed = state.last_seq(&room) - at;
@@ -1116,20 +1208,53 @@ impl Rooms {
     /// Relays a chat line to the other members of the current room; returns its number
     /// (the append's result: a shared log's append waits for the log).
     pub async fn say(&self, id: MemberId, text: &str) -> Option<Mark> {
-        self.relay(id, |from| EventKind::Chat {
-            from,
-            text: text.to_owned(),
-        })
-        .await
+        self.say_in(id, None, text, false).await
     }
 
     /// Relays an action (`/me`) to the other members of the current room.
     pub async fn emote(&self, id: MemberId, text: &str) -> Option<Mark> {
-        self.relay(id, |from| EventKind::Action {
-            from,
-            text: text.to_owned(),
+        self.say_in(id, None, text, true).await
+    }
+
+    /// Relays a chat line (an action with `action`) to `room` (the current room if `None`),
+    /// when the member is in it.
+    pub async fn say_in(
+        &self,
+        id: MemberId,
+        room: Option<&RoomName>,
+        text: &str,
+        action: bool,
+    ) -> Option<Mark> {
+        let text = text.to_owned();
+        self.relay((id, room), |from| match action {
+            true => EventKind::Action { from, text },
+            false => EventKind::Chat { from, text },
         })
         .await
+    }
+
+    /// True when member `id` is in `room`.
+    pub fn is_in(&self, id: MemberId, room: &RoomName) -> bool {
+        self.lock().hub.get(id).is_some_and(|m| m.in_room(room))
+    }
+
+    /// The rooms member `id` is in besides #lobby, sorted.
+    pub fn rooms_of(&self, id: MemberId) -> Vec<RoomName> {
+        self.lock()
+            .hub
+            .get(id)
+            .map(|m| m.rooms.clone())
+            .unwrap_or_default()
+    }
+
+    /// Who is in `room`, sorted case-insensitively.
+    pub fn names_in(&self, room: &RoomName) -> Vec<Arc<str>> {
+        self.lock().sorted_names(room)
+    }
+
+    /// Rooms with members online, #lobby included.
+    pub fn rooms_in_use(&self) -> usize {
+        self.lock().active_rooms()
     }
 
     /// Sends a private message and queues the sender's echo (or `! NAME is not online`) in
@@ -1157,7 +1282,9 @@ impl Rooms {
         };
         let mut state = self.lock();
         let Some(target) = target else {
-            state.reply(id, protocol::not_online(to));
+            state.reply_meaning(id, protocol::not_online(to), None, || {
+                Some(Meaning::NotOnline(to.into()))
+            });
             return Err(NotOnline(to.to_owned()));
         };
         let line = protocol::private_message(&from, text);
@@ -1293,7 +1420,9 @@ impl Rooms {
         };
         state.publish_presence(&room, left, None);
         state.memberships.set(user, &room, false);
-        state.reply(id, protocol::you_left(&room));
+        state.reply_meaning(id, protocol::you_left(&room), None, || {
+            Some(Meaning::LeftRoom(room.clone()))
+        });
         state.forget_if_idle(&room);
     }
 

@@ -12,9 +12,29 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::protocol::{self, Command, Incoming};
 use crate::room::Outbox;
 
+/// The line protocol's commands.
+pub(super) struct LineCommands;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> super::member::Commands<S> for LineCommands {
+    async fn handle(
+        &mut self,
+        conn: &mut Conn<S>,
+        ctx: &SessionContext,
+        member: &mut MemberGuard,
+        outbox: &mut Outbox,
+        item: Incoming,
+    ) -> Option<End> {
+        handle(conn, ctx, member, outbox, item).await
+    }
+
+    fn slow_down(&self, conn: &mut Conn<S>, per_sec: f64) {
+        conn.queue(&protocol::slow_down(per_sec));
+    }
+}
+
 /// Acts on one decoded item from a member; returns how the session ends, if it does.
 /// Room lines queued before the item go out before any reply to it.
-pub(super) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     ctx: &SessionContext,
     member: &mut MemberGuard,

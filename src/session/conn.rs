@@ -37,6 +37,9 @@ pub(super) struct Conn<S> {
     batch_start: u64,
     /// The client asked for numbered lines (`/resume`).
     pub(super) numbered: bool,
+    /// Set for an IRC session: deliveries are rendered from what they mean (boxed: line
+    /// sessions, the many, keep one word).
+    pub(super) irc: Option<Box<crate::irc::view::View>>,
 }
 
 impl<S> Deref for Conn<S> {
@@ -64,6 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             handoff: None,
             batch_start: 0,
             numbered: false,
+            irc: None,
         }
     }
 
@@ -234,6 +238,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         history: &History,
         outbox: &mut Outbox,
     ) -> Option<End> {
+        if self.irc.is_some() {
+            return Box::pin(self.answer_irc(request, history, outbox)).await;
+        }
         let answer = history.answer(request, self.numbered);
         let Some(block) = unless_removed(outbox, Box::pin(answer)).await else {
             return Some(self.removed_end(outbox));
@@ -241,6 +248,71 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.queue(&block.text);
         self.marks.extend(block.mark);
         None
+    }
+
+    /// [`Conn::answer`] for an IRC session: the block's header as a notice, its messages in
+    /// a batch.
+    async fn answer_irc(
+        &mut self,
+        request: &crate::history::HistoryRequest,
+        history: &History,
+        outbox: &mut Outbox,
+    ) -> Option<End> {
+        let Some(read) = unless_removed(outbox, Box::pin(history.read(request))).await else {
+            return Some(self.removed_end(outbox));
+        };
+        let view = self.irc.as_mut()?;
+        let mut text = String::new();
+        match read {
+            Some((shown, kept)) => {
+                let (header, mark) = crate::history::block_header(request, shown.len(), kept);
+                if mark.is_some() {
+                    view.history(&request.room, &header, &shown, &mut text);
+                } else {
+                    view.notices(&header, &mut text);
+                }
+                self.marks.extend(mark);
+            }
+            None => view.notices(protocol::HISTORY_UNAVAILABLE, &mut text),
+        }
+        self.queue(&text);
+        None
+    }
+
+    /// Queues a line-protocol text: as it is, or for an IRC session as server notices.
+    pub(super) fn queue_text(&mut self, text: &str) {
+        match &self.irc {
+            None => self.queue(text),
+            Some(view) => {
+                let mut out = String::new();
+                view.notices(text, &mut out);
+                self.queue(&out);
+            }
+        }
+    }
+
+    /// Queues a session's last line: as it is, or for an IRC session as `ERROR`.
+    pub(super) fn queue_last(&mut self, text: &str) {
+        match &self.irc {
+            None => self.queue(text),
+            Some(view) => {
+                let mut out = String::new();
+                view.last_line(text, &mut out);
+                self.queue(&out);
+            }
+        }
+    }
+
+    /// Appends a delivered line in the session's format.
+    fn push_line(&mut self, line: &crate::room::Line) {
+        match &self.irc {
+            None => self.line.out.extend_from_slice(line.text.as_bytes()),
+            Some(view) => {
+                let mut out = String::new();
+                view.line(line, &mut out);
+                self.line.out.extend_from_slice(out.as_bytes());
+            }
+        }
     }
 
     /// Queues the answer of a step that waited on the database, or ends a member removed
@@ -276,7 +348,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // Writing to a Vec cannot fail.
                     let _ = write!(self.out, "{}", protocol::number(room, *seq));
                 }
-                self.out.extend_from_slice(line.text.as_bytes());
+                self.push_line(&line);
                 self.from_room += line.text.len();
                 self.oldest.get_or_insert(line.queued_at);
                 if let Some(mark) = &line.mark {
@@ -288,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Delivery::History(_) | Delivery::TakeoverCatchUp(_) => None,
             Delivery::Presence(line) => {
                 // Outside the queue's byte bound, so not counted in `from_room`.
-                self.out.extend_from_slice(line.text.as_bytes());
+                self.push_line(&line);
                 self.oldest.get_or_insert(line.queued_at);
                 if let Some(mark) = &line.mark {
                     self.mark(mark);
@@ -296,7 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 None
             }
             Delivery::Close(line) => {
-                self.queue(&line);
+                self.queue_last(&line);
                 Some(End::Closed(line.as_str().into()))
             }
             Delivery::Replaced(replaced) => {
@@ -306,7 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.marks.clear();
                 let crate::room::Replaced { line, handoff } = *replaced;
                 self.handoff = Some(handoff);
-                self.queue(&line);
+                self.queue_last(&line);
                 Some(End::Closed(line.as_str().into()))
             }
             Delivery::Evicted => Some(End::Evicted),
@@ -338,7 +410,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // Counted by the room, which decides evictions. Best effort: whatever is held
                 // is what overflowed, so only the reason is tried, briefly.
                 self.out.clear();
-                self.queue(protocol::SEND_QUEUE_EXCEEDED);
+                self.queue_last(protocol::SEND_QUEUE_EXCEEDED);
                 (End::Evicted, Some(EVICTION_GOODBYE_TIMEOUT))
             }
             end => (end, Some(GOODBYE_TIMEOUT)),

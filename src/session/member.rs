@@ -10,12 +10,28 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tracing::warn;
 
-use super::command::handle;
 use super::conn::Conn;
 use super::rate::TokenBucket;
 use super::{End, MemberGuard, SessionContext};
-use crate::protocol::{self, Incoming};
+use crate::protocol::Incoming;
 use crate::room::Outbox;
+
+/// What a protocol does with a member's input: the line protocol's commands, or IRC's.
+pub(super) trait Commands<S> {
+    /// Acts on one decoded item from the member; returns how the session ends, if it does.
+    /// Room lines queued before the item go out before any reply to it.
+    fn handle(
+        &mut self,
+        conn: &mut Conn<S>,
+        ctx: &SessionContext,
+        member: &mut MemberGuard,
+        outbox: &mut Outbox,
+        item: Incoming,
+    ) -> impl std::future::Future<Output = Option<End>>;
+
+    /// Queues the notice that the member sends faster than its rate (once per episode).
+    fn slow_down(&self, conn: &mut Conn<S>, per_sec: f64);
+}
 
 /// Output written per step of the member loop: a backlog longer than this is written in
 /// several steps, each followed by a chance to read the client's lines.
@@ -32,7 +48,7 @@ pub const POSITION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     ctx: &SessionContext,
-    member: &mut MemberGuard,
+    (member, commands): (&mut MemberGuard, &mut impl Commands<S>),
     mut outbox: Outbox,
 ) -> io::Result<(End, Option<Duration>)> {
     let limits = &ctx.limits;
@@ -126,7 +142,7 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 match held.take() {
                     Some(item) if resume_at <= now => {
                         bucket.try_take(now);
-                        handle(conn, ctx, member, &mut outbox, item).await
+                        commands.handle(conn, ctx, member, &mut outbox, item).await
                     }
                     other => {
                         held = other;
@@ -148,7 +164,7 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     warned = false;
                 }
                 if bucket.try_take(now) {
-                    handle(conn, ctx, member, &mut outbox, item).await
+                    commands.handle(conn, ctx, member, &mut outbox, item).await
                 } else {
                     // Stop reading: the rest waits in the client's TCP buffers, not here.
                     held = Some(item);
@@ -160,7 +176,7 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                         match conn.take_deliveries(&mut outbox, history, usize::MAX).await {
                             Some(end) => Some(end),
                             None => {
-                                conn.queue(&protocol::slow_down(limits.rate_per_sec));
+                                commands.slow_down(conn, limits.rate_per_sec);
                                 None
                             }
                         }

@@ -8,6 +8,7 @@
 
 mod command;
 mod conn;
+pub mod irc;
 mod login;
 mod member;
 mod rate;
@@ -26,7 +27,8 @@ use crate::config::Limits;
 use crate::history::{History, Memberships};
 use crate::metrics::{Metrics, inc};
 use crate::protocol;
-use crate::room::directory::Login;
+use crate::protocol::ResumeFrom;
+use crate::room::directory::{IrcLogin, Login};
 use crate::room::{JoinError, Joined, Mark, MemberId, Rooms};
 use crate::tls::ServerConfigs;
 use crate::transport::ack::AckSource;
@@ -57,6 +59,27 @@ pub struct SessionContext {
     pub metrics: Arc<Metrics>,
     /// Timeouts, line limits and rates.
     pub limits: Limits,
+    /// What IRC sessions show of the server.
+    pub irc: IrcSettings,
+}
+
+/// What IRC sessions show of the server.
+pub struct IrcSettings {
+    /// `irc_server_name`: the source of server messages and the host in every mask.
+    pub server_name: String,
+    /// When the server started, as 003 says.
+    pub created: String,
+}
+
+impl IrcSettings {
+    /// The settings of a server named `server_name` that starts now.
+    pub fn new(server_name: String) -> Self {
+        let created = crate::irc::chathistory::server_time(crate::event::now_ms());
+        IrcSettings {
+            server_name,
+            created: created.replace('T', " ")[..19].to_owned() + " UTC",
+        }
+    }
 }
 
 /// Told when the client has logged in (the server moves it out of the pre-login cap) and when
@@ -81,6 +104,8 @@ pub enum End {
     LoginTimeout,
     /// Three failed logins.
     TooManyFailures,
+    /// IRC registration refused: no login, a wrong `PASS`, or three failed SASL logins.
+    LoginRefused,
     /// Password checks are saturated.
     Busy,
     /// Bytes without a newline past the limit.
@@ -107,7 +132,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     ctx: &SessionContext,
     shutdown: &CancellationToken,
-    (mut observer, presented, ack): (impl LoginObserver, Option<Arc<str>>, AckSource),
+    (observer, presented, ack): (impl LoginObserver, Option<Arc<str>>, AckSource),
     connected: Instant,
 ) -> io::Result<End> {
     let limits = &ctx.limits;
@@ -125,15 +150,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(End::Shutdown);
         }
     };
-    let (
-        LoggedIn {
-            name,
-            stamp,
-            certificate,
-            enrolled_certificates,
-        },
-        resume,
-    ) = match outcome {
+    let (account, resume) = match outcome {
         login::LoginOutcome::LoggedIn(account, resume) => (account, resume),
         login::LoginOutcome::Ended(end, last_line) => {
             if matches!(end, End::NoNewline) {
@@ -145,27 +162,86 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(end);
         }
     };
+    conn.numbered = resume.is_some();
+    let enrolled = account.enrolled_certificates;
+    let greet = |conn: &mut Conn<S>, welcome: &str, name: &str| {
+        conn.queue(welcome);
+        if enrolled > 0 {
+            conn.queue(&protocol::certificates_can_log_in(enrolled, name));
+        }
+    };
+    let logged_in = LoggedInSession {
+        account,
+        peer,
+        presented,
+        irc: None,
+        resume,
+    };
+    let commands = &mut command::LineCommands;
+    member_session(conn, ctx, shutdown, observer, logged_in, (commands, greet)).await
+}
+
+/// A login, ready to join the rooms.
+struct LoggedInSession {
+    /// Who logged in.
+    account: LoggedIn,
+    /// From where.
+    peer: SocketAddr,
+    /// The fingerprint of the client certificate the connection presented, if any.
+    presented: Option<Arc<str>>,
+    /// Set for an IRC session.
+    irc: Option<IrcLogin>,
+    /// What `/resume` asked for, if the client sent it.
+    resume: Option<ResumeFrom>,
+}
+
+/// A logged-in session from joining the rooms to its goodbye, for any protocol: `greet`
+/// queues the protocol's welcome once the member is in the rooms, `commands` act on its
+/// input.
+async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S>>(
+    mut conn: Conn<S>,
+    ctx: &SessionContext,
+    shutdown: &CancellationToken,
+    mut observer: impl LoginObserver,
+    logged_in: LoggedInSession,
+    (commands, greet): (&mut C, impl FnOnce(&mut Conn<S>, &str, &str)),
+) -> io::Result<End> {
+    let limits = &ctx.limits;
+    let LoggedInSession {
+        account:
+            LoggedIn {
+                name,
+                stamp,
+                certificate,
+                ..
+            },
+        peer,
+        presented,
+        irc,
+        resume,
+    } = logged_in;
     tracing::Span::current().record("user", name.as_str());
     let login = Login {
         peer,
         stamp,
         certificate,
+        irc,
     };
     // Boxed, like every database wait below: the futures are large and rare, and would
     // otherwise size the task that every idle session keeps.
-    conn.numbered = resume.is_some();
     let joined = match Box::pin(ctx.room.log_in(&name, login, resume)).await {
         Ok(joined) => joined,
         Err(JoinError::Closed(_)) => {
-            conn.goodbye(protocol::SHUTTING_DOWN, limits.shutdown_grace)
-                .await;
+            conn.queue_last(protocol::SHUTTING_DOWN);
+            conn.goodbye_queued(limits.shutdown_grace).await;
             return Ok(End::Shutdown);
         }
         Err(e) => {
             // Joining without its rooms would skip their catch-up for good: the member
             // comes back when the store answers.
             warn!(error = %e, "reading rooms and read positions failed");
-            conn.goodbye(protocol::SERVER_BUSY, GOODBYE_TIMEOUT).await;
+            conn.queue_last(protocol::SERVER_BUSY);
+            conn.goodbye_queued(GOODBYE_TIMEOUT).await;
             return Ok(End::Busy);
         }
     };
@@ -188,23 +264,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         name,
         presented,
     };
+    greet(&mut conn, &joined.welcome, member.name.as_str());
     // By value: the welcome lists everyone online, and a field left in `joined` would live
     // as long as the session (at 1,000 online, ~3 KiB more per idle session).
-    let Joined {
-        welcome, outbox, ..
-    } = joined;
-    conn.queue(&welcome);
-    drop(welcome);
-    if enrolled_certificates > 0 {
-        conn.queue(&protocol::certificates_can_log_in(
-            enrolled_certificates,
-            member.name.as_str(),
-        ));
-    }
+    let Joined { outbox, .. } = joined;
     if catch_up_unavailable {
-        conn.queue(protocol::CATCH_UP_UNAVAILABLE);
+        conn.queue_text(protocol::CATCH_UP_UNAVAILABLE);
     }
-    let result = member::member_loop(&mut conn, ctx, &mut member, outbox).await;
+    let result = member::member_loop(&mut conn, ctx, (&mut member, commands), outbox).await;
     // Where the peer got to, for the saved positions and for a session that replaced this one.
     let replaced = conn.handoff.is_some();
     let wait = if replaced {

@@ -63,6 +63,20 @@ pub async fn accept(tcp: TcpStream, configs: &ServerConfigs, web: bool) -> io::R
     })
 }
 
+/// The TLS handshake of an IRC client: no ALPN; a client certificate may be presented over
+/// TLS 1.3 (SASL EXTERNAL).
+pub async fn accept_irc(tcp: TcpStream, configs: &ServerConfigs) -> io::Result<TlsStream<Counted>> {
+    let offers_tls13 = offers_tls13(&tcp).await?;
+    let config = if offers_tls13 {
+        &configs.irc
+    } else {
+        &configs.irc_tls12
+    };
+    tokio_rustls::TlsAcceptor::from(Arc::clone(config))
+        .accept(Counted::new(tcp))
+        .await
+}
+
 /// Whether the ClientHello waiting in the socket lists TLS 1.3 in its supported_versions.
 /// rustls does not expose the offered versions, so the record is peeked at (not consumed)
 /// until it is complete; anything unreadable counts as "no", which only means no
@@ -165,16 +179,25 @@ pub async fn first_byte(tcp: &TcpStream) -> io::Result<Option<u8>> {
     Ok((n == 1).then_some(byte[0]))
 }
 
+/// What a plaintext client of the IRC port reads before it is closed.
+pub const IRC_TLS_ONLY: &str =
+    "ERROR :This port speaks TLS only; enable TLS (SSL) in your IRC client\r\n";
+
 /// Tells a plaintext client how to connect, without parsing anything it sent, within `limit`.
-pub async fn refuse_plaintext(mut tcp: TcpStream, limit: std::time::Duration) {
+pub async fn refuse_plaintext(tcp: TcpStream, limit: std::time::Duration) {
     let addr = tcp
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "HOST:PORT".into());
     let hint =
         format!("This port speaks TLS. Connect with: openssl s_client -quiet -connect {addr}\r\n");
+    say_and_close(tcp, &hint, limit).await;
+}
+
+/// Writes `text` to a plaintext client and closes, within `limit`.
+pub async fn say_and_close(mut tcp: TcpStream, text: &str, limit: std::time::Duration) {
     let _ = tokio::time::timeout(limit, async {
-        tcp.write_all(hint.as_bytes()).await?;
+        tcp.write_all(text.as_bytes()).await?;
         tcp.shutdown().await
     })
     .await;

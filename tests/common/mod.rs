@@ -7,6 +7,7 @@ pub mod cert;
 pub mod chrome;
 pub mod connect;
 pub mod db;
+pub mod irc;
 pub mod pg;
 pub mod proxy;
 pub mod redis;
@@ -100,6 +101,8 @@ impl Default for Opts {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The IRC port (every test server has one).
+    pub irc_addr: SocketAddr,
     pub connector: TlsConnector,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<std::io::Result<()>>,
@@ -214,6 +217,7 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
         limits: opts.limits,
         rooms: opts.rooms,
         trusted_proxies: opts.trusted_proxies.clone(),
+        irc_server_name: "tlschat".to_owned(),
         cluster: opts
             .cluster
             .clone()
@@ -228,15 +232,19 @@ pub async fn spawn_server(opts: Opts) -> TestServer {
     let ctx = Arc::clone(app.context());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let irc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let irc_addr = irc.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let listeners = Listeners {
         chat: listener,
+        irc: Some(irc),
         admin: None,
         metrics: None,
     };
     let handle = tokio::spawn(app.run(listeners, shutdown.clone()));
     TestServer {
         addr,
+        irc_addr,
         connector: connector_for(&cert_der),
         shutdown,
         handle,

@@ -1,0 +1,601 @@
+//! An IRC client from its TLS handshake to close: registration (CAP, SASL, PASS, NICK, USER,
+//! through [`irc::register`]) with the same password checks, throttles and timeouts as the
+//! line protocol, then the same member session as every protocol (rooms, history, read
+//! positions, takeover), with IRC's commands ([`irc::command`]) and its look
+//! ([`irc::view`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::conn::{Conn, unless_removed};
+use super::member::Commands;
+use super::{End, GOODBYE_TIMEOUT, LoggedInSession, LoginObserver, MemberGuard, SessionContext};
+use crate::auth::{AuthError, LoggedIn};
+use crate::config::Limits;
+use crate::event::RoomName;
+use crate::irc::command::{Command, Session, Target};
+use crate::irc::message::{MAX_BODY_BYTES, MAX_CLIENT_TAG_BYTES, Message, MessageError};
+use crate::irc::register::{Action, Registered, Registration};
+use crate::irc::reply::{self, To};
+use crate::irc::view::View;
+use crate::irc::welcome::{self, Welcome};
+use crate::metrics::inc;
+use crate::protocol::{self, Incoming};
+use crate::room::Outbox;
+use crate::room::directory::IrcLogin;
+use crate::transport::ack::AckSource;
+
+/// The longest line an IRC client may send: tags, the space after them, and the message
+/// with its CR LF. Longer ones are answered with 417 and discarded.
+const MAX_INPUT_BYTES: usize = 1 + MAX_CLIENT_TAG_BYTES + 1 + MAX_BODY_BYTES;
+
+/// Runs an IRC session over a stream that has passed its handshake. `connected` starts the
+/// login timeout (registration must complete within it); `presented` is the fingerprint of
+/// the client certificate the connection presented, if any (SASL EXTERNAL).
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: &SessionContext,
+    shutdown: &CancellationToken,
+    (observer, presented, ack): (impl LoginObserver, Option<Arc<str>>, AckSource),
+    connected: Instant,
+) -> io::Result<End> {
+    let limits = &ctx.limits;
+    let framing = Limits {
+        max_line_bytes: MAX_INPUT_BYTES,
+        max_unterminated_bytes: limits.max_unterminated_bytes.max(MAX_INPUT_BYTES),
+        ..Limits::default()
+    };
+    let mut conn = Conn::new(stream, &framing, ack);
+    let server = ctx.irc.server_name.as_str();
+    let login_deadline = connected + limits.login_timeout;
+    let mut registration = Registration::new(server);
+    let outcome = tokio::select! {
+        r = Box::pin(register(&mut conn, ctx, &mut registration, peer, (presented.as_deref(), login_deadline))) => r?,
+        _ = sleep_until(login_deadline) => {
+            conn.goodbye("ERROR :Login timed out\r\n", GOODBYE_TIMEOUT).await;
+            return Ok(End::LoginTimeout);
+        }
+        _ = shutdown.cancelled() => {
+            conn.goodbye("ERROR :Server shutting down\r\n", limits.shutdown_grace).await;
+            return Ok(End::Shutdown);
+        }
+    };
+    let (account, registered) = match outcome {
+        Registering::Done(done) => *done,
+        Registering::Ended(end, last_line) => {
+            if let Some(line) = last_line {
+                conn.goodbye(&line, GOODBYE_TIMEOUT).await;
+            }
+            return Ok(end);
+        }
+    };
+    let nick = registered.account.as_str();
+    let view = View::new(
+        server,
+        nick,
+        (&registered.user, &registered.realname),
+        &registered.caps,
+    );
+    let echo = view.echo;
+    conn.irc = Some(Box::new(view));
+    let greet = |conn: &mut Conn<S>, _: &str, _: &str| {
+        let welcome = Welcome {
+            server,
+            nick,
+            user: &registered.user,
+            version: env!("CARGO_PKG_VERSION"),
+            created: &ctx.irc.created,
+            max_rooms_per_user: ctx.history.limits().max_rooms_per_user,
+        };
+        for line in welcome::registration(&welcome) {
+            conn.queue(&line);
+        }
+        let online = ctx.room.presence().len();
+        for line in welcome::lusers(server, nick, online, ctx.room.rooms_in_use()) {
+            conn.queue(&line);
+        }
+        let greeting = protocol::GREETING.trim_end();
+        let greeting = greeting.strip_prefix("*** ").unwrap_or(greeting);
+        for line in welcome::motd(server, nick, &[greeting]) {
+            conn.queue(&line);
+        }
+    };
+    let mut commands = IrcCommands {
+        session: Session::new(server, nick),
+        registration,
+        away: None,
+    };
+    let logged_in = LoggedInSession {
+        account,
+        peer,
+        presented,
+        irc: Some(IrcLogin { echo }),
+        resume: None,
+    };
+    let started = super::member_session(
+        conn,
+        ctx,
+        shutdown,
+        observer,
+        logged_in,
+        (&mut commands, greet),
+    );
+    Box::pin(started).await
+}
+
+/// How registration ended.
+enum Registering {
+    /// Logged in and registered.
+    Done(Box<(LoggedIn, Registered)>),
+    /// Closed, with a last line to send.
+    Ended(End, Option<String>),
+}
+
+/// Reads the client's messages until registration completes or is refused, checking the
+/// credentials it names (passwords as the line protocol does: throttled, counted, answered by
+/// `answer_by`).
+async fn register<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    ctx: &SessionContext,
+    registration: &mut Registration,
+    peer: SocketAddr,
+    (presented, answer_by): (Option<&str>, Instant),
+) -> io::Result<Registering> {
+    let mut account: Option<LoggedIn> = None;
+    loop {
+        conn.flush().await?;
+        let Some(item) = conn.next_item().await? else {
+            return Ok(Registering::Ended(End::ClientClosed, None));
+        };
+        let line = match item {
+            Incoming::Line(line) => line,
+            Incoming::TooLong => {
+                conn.queue(&too_long(ctx, "*"));
+                continue;
+            }
+            Incoming::InvalidUtf8 => {
+                conn.queue(&invalid_utf8(ctx));
+                continue;
+            }
+            Incoming::Unterminated => {
+                inc(&ctx.metrics.evictions_no_newline);
+                let last = "ERROR :Too much data without a newline\r\n".to_owned();
+                return Ok(Registering::Ended(End::NoNewline, Some(last)));
+            }
+        };
+        let message = match Message::parse(&line) {
+            Ok(message) => message,
+            Err(MessageError::NoCommand) => continue,
+            Err(MessageError::TooLong | MessageError::TagsTooLong) => {
+                conn.queue(&too_long(ctx, "*"));
+                continue;
+            }
+        };
+        let mut actions: VecDeque<Action> = registration.handle(&message).into();
+        while let Some(action) = actions.pop_front() {
+            let more = match action {
+                Action::Send(line) => {
+                    conn.queue(&line);
+                    continue;
+                }
+                Action::Close(line) => {
+                    return Ok(Registering::Ended(End::LoginRefused, Some(line)));
+                }
+                Action::Registered(registered) => {
+                    let Some(account) = account.take() else {
+                        // The machine registers only after a check this loop answered.
+                        return Err(io::Error::other("registered without a login"));
+                    };
+                    return Ok(Registering::Done(Box::new((account, registered))));
+                }
+                Action::CheckPassword {
+                    account: name,
+                    password,
+                    ..
+                } => {
+                    // What the client is waiting for goes out before the check.
+                    conn.flush().await?;
+                    let started = std::time::Instant::now();
+                    let result = ctx
+                        .auth
+                        .authenticate_by(&name, password, peer.ip(), Some(answer_by))
+                        .await;
+                    if matches!(result, Ok(_) | Err(AuthError::LoginFailed)) {
+                        ctx.metrics
+                            .password_check_seconds
+                            .observe(started.elapsed());
+                    }
+                    match checked(ctx, &name, peer, result) {
+                        Ok(Some(logged_in)) => {
+                            let name = logged_in.name.as_str().to_owned();
+                            account = Some(logged_in);
+                            registration.password_checked(Some(name))
+                        }
+                        Ok(None) => registration.password_checked(None),
+                        Err(ended) => return Ok(ended),
+                    }
+                }
+                Action::CheckCertificate => {
+                    let owner = match presented {
+                        Some(fingerprint) => {
+                            ctx.auth.authenticate_certificate_owner(fingerprint).await
+                        }
+                        None => Ok(None),
+                    };
+                    match owner {
+                        Ok(Some(logged_in)) => {
+                            inc(&ctx.metrics.logins_ok);
+                            let name = logged_in.name.as_str().to_owned();
+                            account = Some(logged_in);
+                            registration.certificate_checked(Some(name))
+                        }
+                        Ok(None) => registration.certificate_checked(None),
+                        Err(e) => {
+                            warn!(error = %e, "certificate check failed; login answered busy");
+                            return Ok(busy());
+                        }
+                    }
+                }
+            };
+            for action in more.into_iter().rev() {
+                actions.push_front(action);
+            }
+        }
+    }
+}
+
+/// What a password check comes to: the account, a refusal (`None`), or the end of the
+/// connection (the checks are saturated or the store fails).
+fn checked(
+    ctx: &SessionContext,
+    name: &str,
+    peer: SocketAddr,
+    result: Result<LoggedIn, AuthError>,
+) -> Result<Option<LoggedIn>, Registering> {
+    match result {
+        Ok(account) => {
+            inc(&ctx.metrics.logins_ok);
+            Ok(Some(account))
+        }
+        Err(e @ (AuthError::LoginFailed | AuthError::Throttled)) => {
+            let throttled = matches!(e, AuthError::Throttled);
+            inc(if throttled {
+                &ctx.metrics.logins_throttled
+            } else {
+                &ctx.metrics.logins_failed
+            });
+            match crate::username::Username::parse(name) {
+                Ok(name) => warn!(username = %name, peer = %peer, throttled, "login failed"),
+                Err(_) => warn!(
+                    username_len = name.len(),
+                    peer = %peer,
+                    throttled,
+                    "login failed: invalid username"
+                ),
+            }
+            Ok(None)
+        }
+        Err(AuthError::Busy) => {
+            inc(&ctx.metrics.logins_busy);
+            warn!(limit = "hash_queue", "password checks saturated");
+            Err(busy())
+        }
+        Err(e) => {
+            warn!(error = %e, "checking a login failed; answered busy");
+            Err(busy())
+        }
+    }
+}
+
+/// The end of a login the server cannot check now.
+fn busy() -> Registering {
+    let last = "ERROR :Server busy, try again later\r\n".to_owned();
+    Registering::Ended(End::Busy, Some(last))
+}
+
+/// `417 NICK :Input line was too long`.
+fn too_long(ctx: &SessionContext, nick: &str) -> String {
+    Session::new(&ctx.irc.server_name, nick).too_long()
+}
+
+/// `FAIL * INVALID_UTF8`: the line was dropped (the server speaks UTF-8 only).
+fn invalid_utf8(ctx: &SessionContext) -> String {
+    let mut out = String::new();
+    let text = "Message rejected, your message contained invalid UTF-8";
+    let params = ["*", "INVALID_UTF8", text];
+    crate::irc::message::write_text(&mut out, &[], Some(&ctx.irc.server_name), "FAIL", &params);
+    out
+}
+
+/// A registered IRC connection's commands.
+struct IrcCommands {
+    /// The answers fixed by the contract, and what the rooms must do.
+    session: Session,
+    /// Kept for `CAP` after registration.
+    registration: Registration,
+    /// The away message, while away.
+    away: Option<String>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
+    async fn handle(
+        &mut self,
+        conn: &mut Conn<S>,
+        ctx: &SessionContext,
+        member: &mut MemberGuard,
+        outbox: &mut Outbox,
+        item: Incoming,
+    ) -> Option<End> {
+        // All of it: the answer below must follow every room line queued before the command.
+        if let Some(end) = conn.take_deliveries(outbox, &ctx.history, usize::MAX).await {
+            return Some(end);
+        }
+        let line = match item {
+            Incoming::Line(line) => line,
+            Incoming::TooLong => {
+                conn.queue(&self.session.too_long());
+                return None;
+            }
+            Incoming::InvalidUtf8 => {
+                conn.queue(&invalid_utf8(ctx));
+                return None;
+            }
+            Incoming::Unterminated => {
+                warn!(
+                    limit = "max_unterminated_bytes",
+                    "no newline, disconnecting"
+                );
+                conn.queue_last(protocol::NO_NEWLINE);
+                inc(&ctx.metrics.evictions_no_newline);
+                member.reason = Some("no newline".into());
+                return Some(End::NoNewline);
+            }
+        };
+        let message = match Message::parse(&line) {
+            Ok(message) => message,
+            Err(MessageError::NoCommand) => return None,
+            Err(MessageError::TooLong | MessageError::TagsTooLong) => {
+                conn.queue(&self.session.too_long());
+                return None;
+            }
+        };
+        let dispatch = self.session.dispatch(&message);
+        for reply in &dispatch.replies {
+            conn.queue(reply);
+        }
+        let command = dispatch.command?;
+        let says = matches!(command, Command::Say { .. } | Command::TagMsg { .. });
+        let room = &ctx.room;
+        // In a cluster the member's lines may still be on their way through the shared log:
+        // what it does next follows them.
+        if !says
+            && room.has_lines_in_flight(member.id)
+            && unless_removed(outbox, Box::pin(room.wait_for_lines(member.id)))
+                .await
+                .is_none()
+        {
+            return Some(conn.removed_end(outbox));
+        }
+        self.carry_out(command, &message, conn, ctx, member, outbox)
+            .await
+    }
+
+    fn slow_down(&self, conn: &mut Conn<S>, per_sec: f64) {
+        conn.queue_text(&protocol::slow_down(per_sec));
+    }
+}
+
+impl IrcCommands {
+    fn to<'a>(&'a self, view: &'a View) -> To<'a> {
+        To {
+            server: &view.server,
+            nick: &view.nick,
+        }
+    }
+
+    /// Carries out what a message asks of the rooms.
+    async fn carry_out<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        command: Command<'_>,
+        message: &Message<'_>,
+        conn: &mut Conn<S>,
+        ctx: &SessionContext,
+        member: &mut MemberGuard,
+        outbox: &mut Outbox,
+    ) -> Option<End> {
+        let room = &ctx.room;
+        let id = member.id;
+        let view = conn.irc.as_deref()?.clone();
+        match command {
+            Command::Join(rooms) => {
+                for name in rooms {
+                    if room.is_in(id, &name) {
+                        continue;
+                    }
+                    // Boxed: a room not in memory is read from the store first.
+                    let join = Box::pin(room.join_room(id, name));
+                    if unless_removed(outbox, join).await.is_none() {
+                        return Some(conn.removed_end(outbox));
+                    }
+                }
+            }
+            Command::PartAll => {
+                for name in room.rooms_of(id) {
+                    room.part_room(id, Some(name));
+                }
+            }
+            Command::Part(rooms) => {
+                for name in rooms {
+                    if room.is_in(id, &name) {
+                        room.part_room(id, Some(name));
+                    } else {
+                        let text = "You're not on that channel";
+                        conn.queue(&view.numeric("442", &[name.as_str(), text]));
+                    }
+                }
+            }
+            Command::Say {
+                target: Target::Room(name),
+                text,
+                action,
+                notice,
+                ..
+            } => {
+                if !room.is_in(id, &name) {
+                    if !notice {
+                        let text = "Cannot send to channel";
+                        conn.queue(&view.numeric("404", &[name.as_str(), text]));
+                    }
+                } else if protocol::has_content(text) {
+                    debug!(body = %text.escape_debug(), "say");
+                    conn.marks
+                        .extend(room.say_in(id, Some(&name), text, action).await);
+                }
+            }
+            Command::Say {
+                target: Target::User(nick),
+                text,
+                ..
+            } => {
+                if protocol::has_content(text) {
+                    // Boxed: in a cluster the target may be looked up in Redis.
+                    let _ = Box::pin(room.whisper(id, nick, text)).await;
+                }
+            }
+            // Client-only tags reach nobody yet: they are never stored, and no other
+            // protocol shows them.
+            Command::TagMsg { .. } => {}
+            Command::Names(asked) => {
+                let rooms = match asked {
+                    Some(name) => vec![name],
+                    None => std::iter::once(RoomName::lobby())
+                        .chain(room.rooms_of(id))
+                        .collect(),
+                };
+                for name in rooms {
+                    let names = room.names_in(&name);
+                    let nicks: Vec<&str> = names.iter().map(|n| &**n).collect();
+                    for line in reply::names(self.to(&view), name.as_str(), &nicks) {
+                        conn.queue(&line);
+                    }
+                }
+            }
+            Command::Who { mask, whox } => {
+                let names = match RoomName::parse(mask) {
+                    Ok(name) => room.names_in(&name),
+                    Err(_) => room
+                        .names_in(&RoomName::lobby())
+                        .into_iter()
+                        .filter(|n| n.eq_ignore_ascii_case(mask))
+                        .collect(),
+                };
+                let members: Vec<reply::Member<'_>> =
+                    names.iter().map(|n| self.member(&view, n)).collect();
+                let shown_in = RoomName::parse(mask).map_or("*", |_| mask);
+                let lines = match whox {
+                    Some(fields) => reply::whox(self.to(&view), mask, shown_in, fields, &members),
+                    None => reply::who(self.to(&view), mask, shown_in, &members),
+                };
+                for line in lines {
+                    conn.queue(&line);
+                }
+            }
+            Command::Whois(nick) => {
+                let names = room.names_in(&RoomName::lobby());
+                let found = names.iter().find(|n| n.eq_ignore_ascii_case(nick));
+                let rooms: Vec<String> = Vec::new();
+                let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+                let found = found.map(|n| (self.member(&view, n), rooms.as_slice()));
+                for line in reply::whois(self.to(&view), nick, found) {
+                    conn.queue(&line);
+                }
+            }
+            Command::List(_) => {
+                let rooms: Vec<RoomName> = std::iter::once(RoomName::lobby())
+                    .chain(room.rooms_of(id))
+                    .collect();
+                let counted: Vec<(&str, usize)> = rooms
+                    .iter()
+                    .map(|r| (r.as_str(), room.names_in(r).len()))
+                    .collect();
+                for line in reply::list(self.to(&view), &counted) {
+                    conn.queue(&line);
+                }
+            }
+            Command::Away(text) => {
+                self.away = text.filter(|t| !t.is_empty()).map(str::to_owned);
+                conn.queue(&reply::away(self.to(&view), self.away.is_some()));
+            }
+            Command::ChatHistory => {
+                let mut out = String::new();
+                let params = [
+                    "CHATHISTORY",
+                    "MESSAGE_ERROR",
+                    "*",
+                    "History is not served yet",
+                ];
+                crate::irc::message::write_text(&mut out, &[], Some(&view.server), "FAIL", &params);
+                conn.queue(&out);
+            }
+            Command::Lusers => {
+                let online = room.presence().len();
+                for line in welcome::lusers(&view.server, &view.nick, online, room.rooms_in_use()) {
+                    conn.queue(&line);
+                }
+            }
+            Command::Motd => {
+                let greeting = protocol::GREETING.trim_end();
+                let greeting = greeting.strip_prefix("*** ").unwrap_or(greeting);
+                for line in welcome::motd(&view.server, &view.nick, &[greeting]) {
+                    conn.queue(&line);
+                }
+            }
+            Command::Cap => {
+                for action in self.registration.handle(message) {
+                    if let Action::Send(line) = action {
+                        conn.queue(&line);
+                    }
+                }
+                let caps = self.registration.caps().to_vec();
+                if let Some(current) = conn.irc.as_deref_mut() {
+                    let (user, realname) = (current.user.clone(), current.realname.clone());
+                    *current = View::new(&current.server, &current.nick, (&user, &realname), &caps);
+                }
+            }
+            Command::Quit(reason) => {
+                conn.queue_last(protocol::BYE);
+                member.reason = reason.filter(|r| !r.is_empty()).map(str::to_owned);
+                return Some(End::Quit);
+            }
+        }
+        None
+    }
+
+    /// A member as WHO and WHOIS show it: this session's own user part and away message, the
+    /// account name for everyone else.
+    fn member<'a>(&'a self, view: &'a View, nick: &'a str) -> reply::Member<'a> {
+        if nick == view.nick {
+            reply::Member {
+                nick,
+                user: &view.user,
+                realname: &view.realname,
+                away: self.away.as_deref(),
+            }
+        } else {
+            reply::Member {
+                nick,
+                user: nick,
+                realname: nick,
+                away: None,
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The IRC listener through real TLS: registration and its refusals, the welcome, rooms and
+//! messages between IRC and line-protocol members, takeover across protocols.
+
+mod common;
+
+use common::irc::{IrcClient, plain};
+use common::{Opts, PASSWORD, spawn_server};
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn a_plaintext_client_is_told_to_enable_tls_and_closed() {
+    let server = spawn_server(Opts::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.irc_addr)
+        .await
+        .unwrap();
+    tcp.write_all(b"NICK alice\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut got);
+    let _ = tokio::time::timeout(common::STEP, read).await.unwrap();
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        "ERROR :This port speaks TLS only; enable TLS (SSL) in your IRC client\r\n"
+    );
+}
+
+#[tokio::test]
+async fn pass_logs_in_as_the_nick_and_the_welcome_ends_in_lobby_names() {
+    let server = spawn_server(Opts::default()).await;
+    let mut irc = IrcClient::connect(&server).await;
+    irc.send(&format!("PASS :{PASSWORD}")).await;
+    irc.send("NICK Alice").await;
+    irc.send("USER al 0 * :Alice A").await;
+    let first = irc.line().await;
+    assert_eq!(
+        first,
+        ":tlschat 001 alice :Welcome to tlschat, alice!~al@tlschat"
+    );
+    let skipped = irc.wait_for(":alice!~al@tlschat JOIN #lobby").await;
+    assert!(skipped.iter().any(|l| l.starts_with(":tlschat 005 alice ")));
+    assert!(skipped.iter().any(|l| l.starts_with(":tlschat 376 alice ")));
+    assert_eq!(irc.line().await, ":tlschat 353 alice = #lobby :alice");
+    assert_eq!(
+        irc.line().await,
+        ":tlschat 366 alice #lobby :End of /NAMES list"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_pass_is_464_and_the_connection_closes() {
+    let server = spawn_server(Opts::default()).await;
+    let mut irc = IrcClient::connect(&server).await;
+    irc.send("PASS :wrong password").await;
+    irc.send("NICK alice").await;
+    irc.send("USER alice 0 * :A").await;
+    let lines = irc.until_closed().await;
+    assert_eq!(
+        lines,
+        [
+            ":tlschat 464 * :Password incorrect",
+            "ERROR :Password incorrect"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn registering_without_a_login_is_refused_with_account_required() {
+    let server = spawn_server(Opts::default()).await;
+    let mut irc = IrcClient::connect(&server).await;
+    irc.send("NICK alice").await;
+    irc.send("USER alice 0 * :A").await;
+    let lines = irc.until_closed().await;
+    assert_eq!(
+        lines,
+        [
+            ":tlschat FAIL * ACCOUNT_REQUIRED :Log in with SASL or PASS (your nick is your account name)",
+            "ERROR :Account required"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sasl_plain_logs_in_and_registration_completes_after_cap_end() {
+    let server = spawn_server(Opts::default()).await;
+    let mut irc = IrcClient::connect(&server).await;
+    irc.send("CAP LS 302").await;
+    irc.send("NICK bob").await;
+    irc.send("USER bob 0 * :Bob").await;
+    irc.line_starting(":tlschat CAP * LS ").await;
+    irc.send("CAP REQ :sasl").await;
+    assert_eq!(irc.line().await, ":tlschat CAP bob ACK :sasl");
+    irc.send("AUTHENTICATE PLAIN").await;
+    assert_eq!(irc.line().await, "AUTHENTICATE +");
+    irc.send(&format!("AUTHENTICATE {}", plain("", "BOB", PASSWORD)))
+        .await;
+    assert_eq!(
+        irc.line().await,
+        ":tlschat 900 bob bob!~bob@tlschat bob :You are now logged in as bob"
+    );
+    assert_eq!(
+        irc.line().await,
+        ":tlschat 903 bob :SASL authentication successful"
+    );
+    irc.send("CAP END").await;
+    irc.line_starting(":tlschat 001 bob ").await;
+}
+
+#[tokio::test]
+async fn sasl_gives_the_same_904_for_an_unknown_account_and_a_wrong_password() {
+    let server = spawn_server(Opts::default()).await;
+    let mut irc = IrcClient::connect(&server).await;
+    irc.send("CAP REQ :sasl").await;
+    irc.line_starting(":tlschat CAP * ACK").await;
+    let mut answers = Vec::new();
+    for (user, password) in [("nobody", PASSWORD), ("alice", "wrong password")] {
+        irc.send("AUTHENTICATE PLAIN").await;
+        assert_eq!(irc.line().await, "AUTHENTICATE +");
+        irc.send(&format!("AUTHENTICATE {}", plain("", user, password)))
+            .await;
+        answers.push(irc.line().await);
+    }
+    assert_eq!(answers[0], ":tlschat 904 * :SASL authentication failed");
+    assert_eq!(answers[0], answers[1]);
+}
+
+#[tokio::test]
+async fn the_third_failed_sasl_login_closes_the_connection() {
+    let server = spawn_server(Opts::default()).await;
+    let mut irc = IrcClient::connect(&server).await;
+    irc.send("CAP REQ :sasl").await;
+    irc.line_starting(":tlschat CAP * ACK").await;
+    for _ in 0..3 {
+        irc.send("AUTHENTICATE PLAIN").await;
+        irc.send(&format!("AUTHENTICATE {}", plain("", "alice", "nope nope")))
+            .await;
+    }
+    let lines = irc.until_closed().await;
+    assert_eq!(lines.last().unwrap(), "ERROR :Too many failed logins");
+    let failures = lines.iter().filter(|l| l.contains(" 904 ")).count();
+    assert_eq!(failures, 3, "{lines:?}");
+}
+
+#[tokio::test]
+async fn irc_and_line_members_chat_in_lobby_both_ways() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    bob.expect_line("*** alice joined").await;
+    alice.send("PRIVMSG #lobby :hello from irc").await;
+    bob.expect_line("<alice> hello from irc").await;
+    bob.send("hello from the line protocol").await;
+    assert_eq!(
+        alice.line().await,
+        ":bob!~bob@tlschat PRIVMSG #lobby :hello from the line protocol"
+    );
+}
+
+#[tokio::test]
+async fn a_line_member_logging_in_is_a_join_in_lobby_and_leaving_a_quit() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    let mut bob = server.login("bob").await;
+    assert_eq!(alice.line().await, ":bob!~bob@tlschat JOIN #lobby");
+    bob.send("/quit gone fishing").await;
+    assert_eq!(alice.line().await, ":bob!~bob@tlschat QUIT :gone fishing");
+}
+
+#[tokio::test]
+async fn joining_a_room_shows_join_and_names_and_messages_reach_line_members_there() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("/join #dev").await;
+    bob.wait_for("*** You joined #dev; 1 here: bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("JOIN #Dev").await;
+    assert_eq!(alice.line().await, ":alice!~alice@tlschat JOIN #dev");
+    assert_eq!(alice.line().await, ":tlschat 353 alice = #dev :alice bob");
+    assert_eq!(
+        alice.line().await,
+        ":tlschat 366 alice #dev :End of /NAMES list"
+    );
+    bob.wait_for("[#dev] *** alice joined").await;
+    alice.send("PRIVMSG #dev :in the room").await;
+    bob.expect_line("[#dev] <alice> in the room").await;
+    bob.send("back at you").await;
+    assert_eq!(
+        alice.line().await,
+        ":bob!~bob@tlschat PRIVMSG #dev :back at you"
+    );
+}
+
+#[tokio::test]
+async fn parting_a_room_is_a_part_for_everyone() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    let mut carol = IrcClient::logged_in(&server, "carol").await;
+    alice
+        .line_starting(":carol!~carol@tlschat JOIN #lobby")
+        .await;
+    for irc in [&mut alice, &mut carol] {
+        irc.send("JOIN #dev").await;
+        irc.line_starting(":tlschat 366 ").await;
+    }
+    alice.line_starting(":carol!~carol@tlschat JOIN #dev").await;
+    carol.send("PART #dev").await;
+    assert_eq!(carol.line().await, ":carol!~carol@tlschat PART #dev");
+    assert_eq!(alice.line().await, ":carol!~carol@tlschat PART #dev");
+}
+
+#[tokio::test]
+async fn a_message_to_a_room_the_member_is_not_in_is_404_and_reaches_nobody() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("/join #dev").await;
+    bob.wait_for("*** You joined #dev; 1 here: bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("PRIVMSG #dev :sneaky").await;
+    assert_eq!(
+        alice.line().await,
+        ":tlschat 404 alice #dev :Cannot send to channel"
+    );
+    alice.send("PRIVMSG #lobby :marker").await;
+    bob.wait_for("*** alice joined").await;
+    bob.expect_line("<alice> marker").await;
+}
+
+#[tokio::test]
+async fn private_messages_go_both_ways_and_an_absent_nick_is_401() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("PRIVMSG Bob :psst").await;
+    bob.wait_for("*alice* psst").await;
+    bob.send("/msg alice hi there").await;
+    assert_eq!(
+        alice.line().await,
+        ":bob!~bob@tlschat PRIVMSG alice :hi there"
+    );
+    alice.send("PRIVMSG dave :anyone?").await;
+    assert_eq!(
+        alice.line().await,
+        ":tlschat 401 alice dave :No such nick/channel"
+    );
+}
+
+#[tokio::test]
+async fn echo_message_returns_the_members_own_line_in_room_order() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::connect(&server).await;
+    alice.send("CAP LS 302").await;
+    alice.send("CAP REQ :echo-message message-tags").await;
+    alice.send(&format!("PASS :{PASSWORD}")).await;
+    alice.send("NICK alice").await;
+    alice.send("USER alice 0 * :A").await;
+    alice.send("CAP END").await;
+    alice.line_starting(":tlschat 366 alice #lobby ").await;
+    alice.send("PRIVMSG #lobby :mine").await;
+    assert_eq!(
+        alice.line().await,
+        "@msgid=lobby/1 :alice!~alice@tlschat PRIVMSG #lobby :mine"
+    );
+}
+
+#[tokio::test]
+async fn an_irc_login_takes_over_a_line_session_without_quit_or_join() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let mut carol = server.login("carol").await;
+    bob.expect_line("*** carol joined").await;
+    let mut carol_irc = IrcClient::logged_in(&server, "carol").await;
+    let last = carol.expect_closed().await;
+    assert_eq!(last, ["! You signed in elsewhere; closing this session"]);
+    carol_irc.send("PRIVMSG #lobby :still me").await;
+    bob.expect_line("<carol> still me").await;
+}
+
+#[tokio::test]
+async fn a_line_login_takes_over_an_irc_session_which_gets_error() {
+    let server = spawn_server(Opts::default()).await;
+    let mut carol_irc = IrcClient::logged_in(&server, "carol").await;
+    let _carol = server.login("carol").await;
+    let lines = carol_irc.until_closed().await;
+    assert_eq!(
+        lines,
+        ["ERROR :You signed in elsewhere; closing this session"]
+    );
+}
+
+#[tokio::test]
+async fn after_registration_nick_must_stay_the_account_name() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("NICK alice").await;
+    alice.send("NICK mallory").await;
+    assert_eq!(
+        alice.line().await,
+        ":tlschat 400 alice NICK :You must use your account name as your nickname"
+    );
+}
+
+#[tokio::test]
+async fn an_irc_quit_is_quit_for_the_others() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    bob.expect_line("*** alice joined").await;
+    alice.send("QUIT :see you").await;
+    assert_eq!(alice.until_closed().await, ["ERROR :Bye"]);
+    bob.expect_line("*** alice left (see you)").await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_an_irc_session_with_error() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    server.shutdown.cancel();
+    assert_eq!(alice.until_closed().await, ["ERROR :Server shutting down"]);
+}
+
+#[tokio::test]
+async fn the_catch_up_at_login_is_a_notice_and_a_chathistory_batch() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("QUIT").await;
+    alice.until_closed().await;
+    let mut bob = server.login("bob").await;
+    bob.send("one").await;
+    bob.send("two").await;
+    bob.send("/quit").await;
+    bob.expect_closed().await;
+    let mut alice = IrcClient::connect(&server).await;
+    alice.send("CAP REQ :batch").await;
+    alice.send(&format!("PASS :{PASSWORD}")).await;
+    alice.send("NICK alice").await;
+    alice.send("USER alice 0 * :A").await;
+    alice.send("CAP END").await;
+    alice.line_starting(":tlschat 366 alice #lobby ").await;
+    assert_eq!(
+        alice.line().await,
+        ":tlschat NOTICE #lobby :You missed 2 messages in #lobby:"
+    );
+    assert_eq!(
+        alice.line().await,
+        ":tlschat BATCH +history1 chathistory #lobby"
+    );
+    let one = alice.line().await;
+    assert!(
+        one.starts_with("@batch=history1 :bob!~bob@tlschat PRIVMSG #lobby :[")
+            && one.ends_with("] one"),
+        "{one}"
+    );
+    let two = alice.line().await;
+    assert!(two.ends_with("] two"), "{two}");
+    assert_eq!(alice.line().await, ":tlschat BATCH -history1");
+}
