@@ -413,6 +413,11 @@ knobs! {
         ws_ping_interval: Duration [f64] = Duration::from_secs(30),
             name "ws_ping_interval", flag "ws-ping-interval", env "TLSCHAT_WS_PING_INTERVAL",
             value "SECS", range 0.01 ..= 3_600;
+        /// Seconds of silence after which an IRC client is pinged; silence for twice this
+        /// closes it ("Ping timeout")
+        irc_ping_interval: Duration [f64] = Duration::from_secs(120),
+            name "irc_ping_interval", flag "irc-ping-interval", env "TLSCHAT_IRC_PING_INTERVAL",
+            value "SECS", range 0.01 ..= 3_600;
     }
 }
 

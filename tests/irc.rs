@@ -352,3 +352,50 @@ async fn the_catch_up_at_login_is_a_notice_and_a_chathistory_batch() {
     assert!(two.ends_with("] two"), "{two}");
     assert_eq!(alice.line().await, ":tlschat BATCH -history1");
 }
+
+#[tokio::test]
+async fn a_silent_client_is_pinged_then_closed_with_ping_timeout() {
+    let mut opts = Opts::default();
+    opts.limits.irc_ping_interval = std::time::Duration::from_millis(300);
+    let server = spawn_server(opts).await;
+    let mut bob = server.login("bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    bob.expect_line("*** alice joined").await;
+    assert_eq!(alice.line().await, "PING tlschat");
+    assert_eq!(alice.until_closed().await, ["ERROR :Ping timeout"]);
+    bob.expect_line("*** alice left (Ping timeout)").await;
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    let mut opts = Opts::default();
+    opts.limits.irc_ping_interval = std::time::Duration::from_millis(300);
+    let server = spawn_server(opts).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    for _ in 0..3 {
+        assert_eq!(alice.line().await, "PING tlschat");
+        alice.send("PONG tlschat").await;
+    }
+    alice.send("PING still-here").await;
+    assert_eq!(alice.line().await, ":tlschat PONG tlschat :still-here");
+}
+
+#[tokio::test]
+async fn commands_that_only_ask_and_pings_do_not_spend_the_line_rate() {
+    let mut opts = Opts::default();
+    opts.limits.rate_burst = 1;
+    opts.limits.rate_per_sec = 0.01;
+    let server = spawn_server(opts).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice
+        .send("PRIVMSG #lobby :one line, the whole burst")
+        .await;
+    for i in 0..20 {
+        alice.send(&format!("PING t{i}")).await;
+        alice.send("NAMES #lobby").await;
+    }
+    for i in 0..20 {
+        assert_eq!(alice.line().await, format!(":tlschat PONG tlschat :t{i}"));
+        alice.line_starting(":tlschat 366 alice #lobby ").await;
+    }
+}

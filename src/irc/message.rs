@@ -25,6 +25,25 @@ pub enum MessageError {
     NoCommand,
 }
 
+/// The command word of a client's line, without parsing the rest (what a rate limiter needs
+/// to know): tags and a source are skipped; empty when there is none.
+pub fn command_of(line: &str) -> &str {
+    let mut rest = line;
+    if let Some(tagged) = rest.strip_prefix('@') {
+        rest = tagged
+            .split_once(' ')
+            .map_or("", |(_, r)| r)
+            .trim_start_matches(' ');
+    }
+    if let Some(sourced) = rest.strip_prefix(':') {
+        rest = sourced
+            .split_once(' ')
+            .map_or("", |(_, r)| r)
+            .trim_start_matches(' ');
+    }
+    rest.split(' ').next().unwrap_or("")
+}
+
 /// A message a client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message<'a> {
@@ -247,6 +266,14 @@ fn write_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_word_skips_tags_and_source() {
+        assert_eq!(command_of("PRIVMSG #a :hi"), "PRIVMSG");
+        assert_eq!(command_of("@+typing=active :me!u@h TAGMSG #a"), "TAGMSG");
+        assert_eq!(command_of(":src  ping x"), "ping");
+        assert_eq!(command_of("@only-tags"), "");
+    }
 
     #[test]
     fn a_message_has_tags_source_command_and_parameters() {

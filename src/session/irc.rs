@@ -15,13 +15,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::conn::{Conn, unless_removed};
-use super::member::Commands;
+use super::member::{Budget, Commands};
 use super::{End, GOODBYE_TIMEOUT, LoggedInSession, LoginObserver, MemberGuard, SessionContext};
 use crate::auth::{AuthError, LoggedIn};
 use crate::config::Limits;
 use crate::event::RoomName;
 use crate::irc::command::{Command, Session, Target};
-use crate::irc::message::{MAX_BODY_BYTES, MAX_CLIENT_TAG_BYTES, Message, MessageError};
+use crate::irc::message::{
+    MAX_BODY_BYTES, MAX_CLIENT_TAG_BYTES, Message, MessageError, command_of,
+};
 use crate::irc::register::{Action, Registered, Registration};
 use crate::irc::reply::{self, To};
 use crate::irc::view::View;
@@ -112,6 +114,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         session: Session::new(server, nick),
         registration,
         away: None,
+        ping_interval: limits.irc_ping_interval,
+        server: server.to_owned(),
     };
     let logged_in = LoggedInSession {
         account,
@@ -323,6 +327,10 @@ struct IrcCommands {
     registration: Registration,
     /// The away message, while away.
     away: Option<String>,
+    /// `irc_ping_interval`.
+    ping_interval: std::time::Duration,
+    /// `irc_server_name`, what a ping carries.
+    server: String,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
@@ -390,6 +398,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
 
     fn slow_down(&self, conn: &mut Conn<S>, per_sec: f64) {
         conn.queue_text(&protocol::slow_down(per_sec));
+    }
+
+    /// Messages to members spend the line rate; `PING` and `PONG` are never delayed; every
+    /// other command has its own, larger budget (clients send a burst of them at connect).
+    fn budget(&self, item: &Incoming) -> Budget {
+        let Incoming::Line(line) = item else {
+            return Budget::Commands;
+        };
+        let command = command_of(line);
+        let is = |name: &str| command.eq_ignore_ascii_case(name);
+        if is("PRIVMSG") || is("NOTICE") || is("TAGMSG") {
+            Budget::Lines
+        } else if is("PING") || is("PONG") {
+            Budget::Free
+        } else {
+            Budget::Commands
+        }
+    }
+
+    fn keepalive(&self) -> Option<std::time::Duration> {
+        Some(self.ping_interval)
+    }
+
+    fn ping(&mut self, conn: &mut Conn<S>, timed_out: bool) {
+        if timed_out {
+            conn.queue("ERROR :Ping timeout\r\n");
+        } else {
+            let mut out = String::new();
+            crate::irc::message::write(&mut out, &[], None, "PING", &[&self.server]);
+            conn.queue(&out);
+        }
     }
 }
 

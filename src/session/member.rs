@@ -31,7 +31,37 @@ pub(super) trait Commands<S> {
 
     /// Queues the notice that the member sends faster than its rate (once per episode).
     fn slow_down(&self, conn: &mut Conn<S>, per_sec: f64);
+
+    /// The budget an item spends: the member's line rate unless the protocol says otherwise.
+    fn budget(&self, _item: &Incoming) -> Budget {
+        Budget::Lines
+    }
+
+    /// How long the client may stay silent before it is pinged (and closed after as long
+    /// again without a word); `None`: never (the line protocol relies on TCP keepalive).
+    fn keepalive(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Queues a ping, or (`timed_out`) the last line of a client that did not answer one.
+    fn ping(&mut self, _conn: &mut Conn<S>, _timed_out: bool) {}
 }
+
+/// Which token bucket an item spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Budget {
+    /// The member's line rate (`rate_burst`, `rate_per_sec`): what reaches other members.
+    Lines,
+    /// Commands that only ask ([`COMMAND_BURST`] at once, [`COMMAND_RATE`] per second).
+    Commands,
+    /// Never delayed (IRC's `PING` and `PONG`).
+    Free,
+}
+
+/// Commands that only ask (IRC's `WHO`, `MODE`, …) a client may send at once.
+pub(super) const COMMAND_BURST: u32 = 50;
+/// Such commands per second once the burst is used.
+pub(super) const COMMAND_RATE: f64 = 10.0;
 
 /// Output written per step of the member loop: a backlog longer than this is written in
 /// several steps, each followed by a chance to read the client's lines.
@@ -52,8 +82,13 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
     mut outbox: Outbox,
 ) -> io::Result<(End, Option<Duration>)> {
     let limits = &ctx.limits;
-    let mut bucket = TokenBucket::new(limits.rate_burst, limits.rate_per_sec);
-    let mut held: Option<Incoming> = None;
+    let mut lines = TokenBucket::new(limits.rate_burst, limits.rate_per_sec);
+    let mut asks = TokenBucket::new(COMMAND_BURST, COMMAND_RATE);
+    let mut held: Option<(Incoming, Budget)> = None;
+    let keepalive = commands.keepalive();
+    // When the client last said anything, and whether it was pinged since.
+    let mut heard_at = Instant::now();
+    let mut pinged = false;
     let mut warned = false;
     let removed = outbox.removed();
     let history = &ctx.history;
@@ -104,12 +139,12 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     .observe(queued_at.elapsed());
             }
         }
-        let resume_at = bucket.ready_at();
-        let wake_at = match (held.is_some(), save_at) {
-            (true, Some(at)) => Some(at.min(resume_at)),
-            (true, None) => Some(resume_at),
-            (false, at) => at,
-        };
+        let resume_at = held
+            .as_ref()
+            .and_then(|(_, budget)| bucket(*budget, &mut lines, &mut asks))
+            .map(|b| b.ready_at());
+        let ping_at = keepalive.map(|k| heard_at + if pinged { k * 2 } else { k });
+        let wake_at = [resume_at, save_at, ping_at].into_iter().flatten().min();
         if let Some(at) = wake_at
             && armed_at != Some(at)
         {
@@ -139,9 +174,19 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     member.save_positions();
                     save_at = None;
                 }
+                if ping_at.is_some_and(|at| at <= now) {
+                    commands.ping(conn, pinged);
+                    if pinged {
+                        member.reason = Some("Ping timeout".into());
+                        return Ok(conn.last_words(End::PingTimeout));
+                    }
+                    pinged = true;
+                }
                 match held.take() {
-                    Some(item) if resume_at <= now => {
-                        bucket.try_take(now);
+                    Some((item, budget)) if resume_at.is_some_and(|at| at <= now) => {
+                        if let Some(b) = bucket(budget, &mut lines, &mut asks) {
+                            b.try_take(now);
+                        }
                         commands.handle(conn, ctx, member, &mut outbox, item).await
                     }
                     other => {
@@ -159,15 +204,25 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 };
                 let now = Instant::now();
-                if bucket.is_full(now) {
-                    // The client was quiet long enough to earn its whole burst: a new episode.
-                    warned = false;
-                }
-                if bucket.try_take(now) {
+                heard_at = now;
+                pinged = false;
+                let budget = commands.budget(&item);
+                let spent = match bucket(budget, &mut lines, &mut asks) {
+                    None => true,
+                    Some(b) => {
+                        if budget == Budget::Lines && b.is_full(now) {
+                            // The client was quiet long enough to earn its whole burst: a new
+                            // episode.
+                            warned = false;
+                        }
+                        b.try_take(now)
+                    }
+                };
+                if spent {
                     commands.handle(conn, ctx, member, &mut outbox, item).await
                 } else {
                     // Stop reading: the rest waits in the client's TCP buffers, not here.
-                    held = Some(item);
+                    held = Some((item, budget));
                     if warned {
                         None
                     } else {
@@ -187,6 +242,19 @@ pub(super) async fn member_loop<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(end) = ended {
             return Ok(conn.last_words(end));
         }
+    }
+}
+
+/// The bucket `budget` spends from; `None` for items that are never delayed.
+fn bucket<'a>(
+    budget: Budget,
+    lines: &'a mut TokenBucket,
+    asks: &'a mut TokenBucket,
+) -> Option<&'a mut TokenBucket> {
+    match budget {
+        Budget::Lines => Some(lines),
+        Budget::Commands => Some(asks),
+        Budget::Free => None,
     }
 }
 

@@ -116,6 +116,8 @@ pub enum End {
     Closed(Arc<str>),
     /// Evicted for not reading.
     Evicted,
+    /// An IRC client answered no ping.
+    PingTimeout,
     /// Server shutdown.
     Shutdown,
     /// A browser's connection served its pages and closed.
@@ -264,10 +266,14 @@ async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S
         name,
         presented,
     };
-    greet(&mut conn, &joined.welcome, member.name.as_str());
-    // By value: the welcome lists everyone online, and a field left in `joined` would live
-    // as long as the session (at 1,000 online, ~3 KiB more per idle session).
-    let Joined { outbox, .. } = joined;
+    // By value, and dropped here: the welcome lists everyone online, and a field left in
+    // `joined` would live as long as the session (at 1,000 online, ~3 KiB more per idle
+    // session).
+    let Joined {
+        welcome, outbox, ..
+    } = joined;
+    greet(&mut conn, &welcome, member.name.as_str());
+    drop(welcome);
     if catch_up_unavailable {
         conn.queue_text(protocol::CATCH_UP_UNAVAILABLE);
     }
