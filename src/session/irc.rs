@@ -125,7 +125,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         resume: None,
     };
     let started = super::member_session(
-        conn,
+        &mut conn,
         ctx,
         shutdown,
         observer,

@@ -180,7 +180,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         resume,
     };
     let commands = &mut command::LineCommands;
-    member_session(conn, ctx, shutdown, observer, logged_in, (commands, greet)).await
+    member_session(&mut conn, ctx, shutdown, observer, logged_in, (commands, greet)).await
 }
 
 /// A login, ready to join the rooms.
@@ -201,7 +201,7 @@ struct LoggedInSession {
 /// queues the protocol's welcome once the member is in the rooms, `commands` act on its
 /// input.
 async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S>>(
-    mut conn: Conn<S>,
+    conn: &mut Conn<S>,
     ctx: &SessionContext,
     shutdown: &CancellationToken,
     mut observer: impl LoginObserver,
@@ -272,12 +272,12 @@ async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S
     let Joined {
         welcome, outbox, ..
     } = joined;
-    greet(&mut conn, &welcome, member.name.as_str());
+    greet(conn, &welcome, member.name.as_str());
     drop(welcome);
     if catch_up_unavailable {
         conn.queue_text(protocol::CATCH_UP_UNAVAILABLE);
     }
-    let result = member::member_loop(&mut conn, ctx, (&mut member, commands), outbox).await;
+    let result = member::member_loop(conn, ctx, (&mut member, commands), outbox).await;
     // Where the peer got to, for the saved positions and for a session that replaced this one.
     let replaced = conn.handoff.is_some();
     let wait = if replaced {
