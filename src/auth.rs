@@ -225,7 +225,7 @@ impl Authenticator {
     /// that its checks cost what every other check costs. Best effort: a failure is logged
     /// and the login goes on.
     async fn rehash(&self, user: &Username, stamp: AccountStamp, password: SecretString) {
-        let result = match Password::parse(password) {
+        let result = match Password::parse_with_min(password, 1) {
             // A password that predates the rule still gets a fresh hash.
             Ok(p) => self.hasher.hash(&p).await,
             Err(_) => return,

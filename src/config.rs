@@ -306,6 +306,10 @@ knobs! {
         queue: usize [usize] = 64,
             name "hash_queue", flag "hash-queue", env "TLSCHAT_HASH_QUEUE", value "N",
             range 0 ..= 1_000_000;
+        /// Shortest password `user add` and `user passwd` accept, in characters
+        min_password_chars: usize [usize] = crate::password::MIN_PASSWORD_CHARS,
+            name "min_password_chars", flag "min-password-chars",
+            env "TLSCHAT_MIN_PASSWORD_CHARS", value "N", range 1 ..= 128;
     }
 }
 

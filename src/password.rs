@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::HashSettings;
 
-/// Shortest accepted password, in characters.
+/// Shortest accepted password, in characters, unless `min_password_chars` says otherwise.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest accepted password, in bytes (bounds the cost of hashing hostile input).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -21,8 +21,8 @@ const MAX_STORED_ITERATIONS: u32 = 16;
 /// Why a new password was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordRuleError {
-    #[error("password too short: use at least {MIN_PASSWORD_CHARS} characters")]
-    TooShort,
+    #[error("password too short: use at least {0} characters")]
+    TooShort(usize),
     #[error("password too long: use at most {MAX_PASSWORD_BYTES} bytes")]
     TooLong,
     #[error("password must not contain NUL, CR or LF")]
@@ -36,6 +36,14 @@ pub struct Password(SecretString);
 impl Password {
     /// Checks the rule for new passwords (at login any line is simply verified).
     pub fn parse(secret: SecretString) -> Result<Self, PasswordRuleError> {
+        Self::parse_with_min(secret, MIN_PASSWORD_CHARS)
+    }
+
+    /// [`Password::parse`] with `min_chars` as the shortest (`min_password_chars`).
+    pub fn parse_with_min(
+        secret: SecretString,
+        min_chars: usize,
+    ) -> Result<Self, PasswordRuleError> {
         let text = secret.expose_secret();
         if text.len() > MAX_PASSWORD_BYTES {
             return Err(PasswordRuleError::TooLong);
@@ -43,8 +51,8 @@ impl Password {
         if text.contains(['\0', '\r', '\n']) {
             return Err(PasswordRuleError::ForbiddenCharacter);
         }
-        if text.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(PasswordRuleError::TooShort);
+        if text.chars().count() < min_chars {
+            return Err(PasswordRuleError::TooShort(min_chars));
         }
         Ok(Password(secret))
     }
@@ -286,6 +294,7 @@ mod tests {
             parallelism: 1,
             threads: 1,
             queue: 1,
+            min_password_chars: 8,
         }
     }
 
@@ -297,7 +306,7 @@ mod tests {
     fn password_rule() {
         assert_eq!(
             Password::parse(secret("short")).unwrap_err(),
-            PasswordRuleError::TooShort
+            PasswordRuleError::TooShort(MIN_PASSWORD_CHARS)
         );
         assert_eq!(
             Password::parse(secret(&"x".repeat(1025))).unwrap_err(),

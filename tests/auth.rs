@@ -112,6 +112,7 @@ async fn password_checks_beyond_the_queue_bound_are_refused_as_busy() {
         parallelism: 1,
         threads: 1,
         queue: 1,
+        min_password_chars: 8,
     };
     let (_d, _s, auth) = setup(settings).await;
     let attempts = (0..6).map(|_| {

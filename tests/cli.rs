@@ -126,6 +126,34 @@ fn short_password_is_rejected() {
 }
 
 #[test]
+fn min_password_chars_sets_the_shortest_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "add",
+        "alice",
+        "--password-stdin",
+        "--min-password-chars",
+        "12",
+    ];
+    let out = user(dir.path(), &args, "eleven char\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("at least 12 characters"),
+        "{}",
+        stderr(&out)
+    );
+    let args = [
+        "add",
+        "alice",
+        "--password-stdin",
+        "--min-password-chars",
+        "5",
+    ];
+    let out = user(dir.path(), &args, "short\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn missing_users_are_reported_for_passwd_and_del() {
     let dir = tempfile::tempdir().unwrap();
     let out = user(dir.path(), &["del", "ghost"], "");

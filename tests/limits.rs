@@ -493,6 +493,7 @@ async fn logins_beyond_the_password_check_queue_get_server_busy() {
             parallelism: 1,
             threads: 1,
             queue: 1,
+            min_password_chars: 8,
         },
         ..Opts::default()
     })

@@ -120,8 +120,8 @@ pub(super) async fn user(cmd: UserCommand, report: Report) -> anyhow::Result<()>
     match cmd {
         UserCommand::Add { name, db, password } => {
             let name = Username::parse(&name)?;
-            let (store, hasher) = open(&db, Some(&password.argon2)).await?;
-            let secret = read_new_password(password.password_stdin)?;
+            let (store, hasher, min) = open_for_passwords(&db, &password.argon2).await?;
+            let secret = read_new_password(password.password_stdin, min)?;
             let hash = hasher.hash(&secret).await?;
             store.add_user(&name, &hash).await?;
             store.close().await;
@@ -134,11 +134,11 @@ pub(super) async fn user(cmd: UserCommand, report: Report) -> anyhow::Result<()>
             password,
         } => {
             let name = Username::parse(&name)?;
-            let (store, hasher) = open(&db, Some(&password.argon2)).await?;
+            let (store, hasher, min) = open_for_passwords(&db, &password.argon2).await?;
             if store.credentials(&name).await?.is_none() {
                 bail!("no such user: {name}");
             }
-            let secret = read_new_password(password.password_stdin)?;
+            let secret = read_new_password(password.password_stdin, min)?;
             let hash = hasher.hash(&secret).await?;
             let certificates = if keep_certificates {
                 OnPasswordChange::KeepCertificates
@@ -293,8 +293,19 @@ pub(super) async fn open(
     Ok((store, hasher))
 }
 
-/// One line from stdin, or twice from the terminal without echo.
-pub(super) fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
+/// [`open`] for commands that set a password: also the shortest one allowed.
+async fn open_for_passwords(
+    db: &DbArgs,
+    argon2: &Argon2Settings,
+) -> anyhow::Result<(Store, Hasher, usize)> {
+    let file = FileConfig::load(db.config.as_deref())?;
+    let min = file.hash_settings(argon2)?.min_password_chars;
+    let (store, hasher) = open(db, Some(argon2)).await?;
+    Ok((store, hasher, min))
+}
+
+/// One line from stdin, or twice from the terminal without echo, of at least `min_chars`.
+pub(super) fn read_new_password(from_stdin: bool, min_chars: usize) -> anyhow::Result<Password> {
     let secret = if from_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -317,5 +328,5 @@ pub(super) fn read_new_password(from_stdin: bool) -> anyhow::Result<Password> {
         }
         first
     };
-    Ok(Password::parse(secret)?)
+    Ok(Password::parse_with_min(secret, min_chars)?)
 }

@@ -17,7 +17,7 @@ pub enum Command<'a> {
     /// `JOIN 0`: parts every room but #lobby.
     PartAll,
     /// `PART #a,#b [:reason]`, #lobby left out (it cannot be left).
-    Part(Vec<RoomName>),
+    Part(Vec<RoomName>, Option<&'a str>),
     /// `PRIVMSG`/`NOTICE` to a room (a chat line or, for a CTCP ACTION, `/me`) or to a
     /// member (`/msg`); `tags` are the client-only ones (`+typing`, …), for IRC recipients.
     Say {
@@ -39,8 +39,13 @@ pub enum Command<'a> {
         /// Client-only tags (their `+` kept).
         tags: Vec<(&'a str, Cow<'a, str>)>,
     },
-    /// `NAMES [#room]` (`None`: every room of the member).
-    Names(Option<RoomName>),
+    /// `NAMES [#room]` (`None`: every room of the member; a name that is no room name gets
+    /// only the end of the list).
+    Names(Option<Result<RoomName, &'a str>>),
+    /// `TIME`: the server's clock.
+    Time,
+    /// `USERHOST nick…` (at most five).
+    Userhost(Vec<&'a str>),
     /// `WHO <mask> [%fields]`.
     Who {
         /// The mask: a room or a nick.
@@ -187,8 +192,15 @@ impl Session {
             "AUTHENTICATE" => d
                 .replies
                 .push(self.numeric("907", &["You have already authenticated using SASL"])),
+            "TIME" => d.command = Some(Command::Time),
+            "USERHOST" => match p {
+                [] => d.replies.push(self.need_more("USERHOST")),
+                nicks => {
+                    d.command = Some(Command::Userhost(nicks.iter().take(5).copied().collect()))
+                }
+            },
             "NAMES" => {
-                let room = p.first().and_then(|r| RoomName::parse(r).ok());
+                let room = p.first().map(|r| RoomName::parse(r).map_err(|_| *r));
                 d.command = Some(Command::Names(room));
             }
             "WHO" => match p.first() {
@@ -262,7 +274,8 @@ impl Session {
             }
         }
         if !rooms.is_empty() {
-            d.command = Some(Command::Part(rooms));
+            let reason = p.get(1).copied().filter(|r| !r.is_empty());
+            d.command = Some(Command::Part(rooms, reason));
         }
     }
 
@@ -410,7 +423,7 @@ mod tests {
             d.replies,
             [":tlschat 400 alice PART :You cannot leave #lobby\r\n"]
         );
-        assert_eq!(d.command, Some(Command::Part(vec![room("#dev")])));
+        assert_eq!(d.command, Some(Command::Part(vec![room("#dev")], None)));
     }
 
     #[test]

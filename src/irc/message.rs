@@ -160,7 +160,7 @@ fn unescape(value: &str) -> Cow<'_, str> {
 }
 
 /// Writes a tag value escaped (the inverse of [`unescape`]).
-fn escape_into(out: &mut String, value: &str) {
+pub fn escape_into(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             ';' => out.push_str("\\:"),

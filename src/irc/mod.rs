@@ -9,6 +9,7 @@
 
 pub mod chathistory;
 pub mod command;
+pub mod label;
 pub mod message;
 pub mod register;
 pub mod render;

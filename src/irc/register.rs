@@ -173,7 +173,7 @@ impl Registration {
                 None => out.push(self.numeric("431", &["No nickname given"])),
             },
             "USER" => match (param(0), param(3)) {
-                (Some(user), Some(realname)) if !user.is_empty() => {
+                (Some(user), Some(realname)) if !user.is_empty() && !realname.is_empty() => {
                     self.user = Some((user.to_owned(), realname.to_owned()));
                     self.try_complete(&mut out);
                 }

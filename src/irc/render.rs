@@ -73,6 +73,10 @@ pub fn event(out: &mut String, event: &Event, caps: Caps, server: &str, source: 
             let reason = reason.as_deref().unwrap_or("Quit");
             write_text(out, &tags, Some(&mask), "QUIT", &[reason]);
         }
+        EventKind::Left {
+            reason: Some(reason),
+            ..
+        } => write_text(out, &tags, Some(&mask), "PART", &[room, reason]),
         EventKind::Left { .. } => write(out, &tags, Some(&mask), "PART", &[room]),
         EventKind::Replaced { .. } | EventKind::Offline { .. } => {}
     }

@@ -69,8 +69,12 @@ impl View {
                 }
             }
             Some(Meaning::InRoom { room, here }) => self.in_room(room, here, out),
-            Some(Meaning::LeftRoom(room)) => {
-                write(out, &[], Some(&self.mask()), "PART", &[room.as_str()])
+            Some(Meaning::LeftRoom(room, None)) => {
+                write(out, &[], Some(&self.mask()), "PART", &[room.as_str()]);
+            }
+            Some(Meaning::LeftRoom(room, Some(reason))) => {
+                let params = [room.as_str(), reason.as_str()];
+                write_text(out, &[], Some(&self.mask()), "PART", &params);
             }
             Some(Meaning::Private { from, to, text }) => self.private(from, to, text, out),
             Some(Meaning::NotOnline(name)) => {

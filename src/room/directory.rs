@@ -29,10 +29,23 @@ pub struct Login {
 }
 
 /// What the rooms keep of an IRC session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IrcLogin {
     /// The client enabled echo-message.
     pub echo: bool,
+    /// How others see it on IRC.
+    pub identity: IrcIdentity,
+}
+
+/// An IRC session as WHO, WHOIS and private senders see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IrcIdentity {
+    /// The user part of its mask (from `USER`).
+    pub user: String,
+    /// Its real name (from `USER`).
+    pub realname: String,
+    /// Its away message, while it is away.
+    pub away: Option<String>,
 }
 
 impl Login {

@@ -53,8 +53,8 @@ pub enum Meaning {
         /// Everyone in it, sorted case-insensitively.
         here: Vec<Arc<str>>,
     },
-    /// The member left `room`.
-    LeftRoom(RoomName),
+    /// The member left `room`, saying why if it did.
+    LeftRoom(RoomName, Option<String>),
     /// Nobody named so is online (the target of a private message).
     NotOnline(Arc<str>),
     /// A private message from `from` to `to` (the recipient's copy, or the sender's echo).
@@ -206,8 +206,8 @@ pub(super) struct Member {
     /// The session asked for numbered lines (or IRC's echo-message): its own chat lines come
     /// back to it, in room order.
     pub numbered: bool,
-    /// The session renders lines from their [`Meaning`] (IRC).
-    pub irc: bool,
+    /// Set for a session that renders lines from their [`Meaning`] (IRC): how IRC shows it.
+    pub irc: Option<Box<super::directory::IrcIdentity>>,
     /// In a cluster: this member's lines handed to the appender whose append is not
     /// confirmed yet (a sender does not wait for each; see `Rooms::relay`).
     pub unconfirmed: u32,
@@ -317,13 +317,13 @@ impl Hub {
         id: MemberId,
         (name, user): (Arc<str>, i64),
         rooms: Vec<RoomName>,
-        (numbered, irc): (bool, bool),
+        (numbered, irc): (bool, Option<super::directory::IrcIdentity>),
     ) -> Outbox {
         let (tx, rx) = queue::queue();
         let queued = Arc::new(AtomicUsize::new(0));
         let key = name.to_ascii_lowercase();
         self.by_key.insert(key.clone(), id);
-        self.irc_members += usize::from(irc);
+        self.irc_members += usize::from(irc.is_some());
         self.members.insert(
             id,
             Member {
@@ -333,7 +333,7 @@ impl Hub {
                 rooms,
                 current: self.lobby.clone(),
                 numbered,
-                irc,
+                irc: irc.map(Box::new),
                 unconfirmed: 0,
                 last_appended: None,
                 tx,
@@ -347,7 +347,7 @@ impl Hub {
     pub fn remove(&mut self, id: MemberId) -> Option<Member> {
         let member = self.members.remove(&id)?;
         self.by_key.remove(&member.key);
-        self.irc_members -= usize::from(member.irc);
+        self.irc_members -= usize::from(member.irc.is_some());
         Some(member)
     }
 
@@ -359,7 +359,7 @@ impl Hub {
 
     /// True when member `id` renders lines from their meaning.
     pub fn is_irc(&self, id: MemberId) -> bool {
-        self.members.get(&id).is_some_and(|m| m.irc)
+        self.members.get(&id).is_some_and(|m| m.irc.is_some())
     }
 
     /// Everyone, for shutdown.

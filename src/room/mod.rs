@@ -682,6 +682,18 @@ impl State {
         names
     }
 
+    /// Rooms with members here and their headcounts, sorted by name.
+    fn local_room_list(&self) -> Vec<(RoomName, usize)> {
+        let mut list: Vec<(RoomName, usize)> = self
+            .rooms
+            .iter()
+            .map(|(name, c)| (name.clone(), self.headcount(name, c)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        list.sort_unstable();
+        list
+    }
+
     /// Members of a room, #lobby's being everyone here.
     fn headcount(&self, name: &RoomName, channel: &Channel) -> usize {
         if name.is_lobby() && self.link.is_none() {
@@ -790,7 +802,7 @@ impl State {
                 let meaning = self
                     .hub
                     .get(target_id)
-                    .filter(|t| t.irc)
+                    .filter(|t| t.irc.is_some())
                     .map(|t| Meaning::Private {
                         from: from.into(),
                         to: Arc::clone(&t.name),
@@ -1058,12 +1070,12 @@ impl Rooms {
         };
         let numbered = restore.resume.is_some();
         let irc = login.irc;
-        let echo = irc.is_some_and(|i| i.echo);
+        let echo = irc.as_ref().is_some_and(|i| i.echo);
         let outbox = state.hub.connect(
             id,
             (shown, user),
             kept_rooms,
-            (numbered || echo, irc.is_some()),
+            (numbered || echo, irc.map(|i| i.identity)),
         );
         // Replaces the old session's entry, as the rooms just did.
         state.presence.register(
@@ -1252,6 +1264,47 @@ impl Rooms {
         self.lock().sorted_names(room)
     }
 
+    /// How IRC shows the member named `name` (any letter case) connected here: its
+    /// identity if it is an IRC session, a plain one (its name, not away) if it is another.
+    pub fn irc_identity(&self, name: &str) -> Option<(Arc<str>, directory::IrcIdentity)> {
+        let state = self.lock();
+        let member = state.hub.get(state.hub.find(name)?)?;
+        let identity = match &member.irc {
+            Some(identity) => (**identity).clone(),
+            None => directory::IrcIdentity {
+                user: member.name.to_string(),
+                realname: member.name.to_string(),
+                away: None,
+            },
+        };
+        Some((Arc::clone(&member.name), identity))
+    }
+
+    /// The rooms the member named `name` is in here, #lobby first.
+    pub fn rooms_of_name(&self, name: &str) -> Vec<RoomName> {
+        let state = self.lock();
+        let Some(member) = state.hub.find(name).and_then(|id| state.hub.get(id)) else {
+            return Vec::new();
+        };
+        std::iter::once(state.lobby.clone())
+            .chain(member.rooms.iter().cloned())
+            .collect()
+    }
+
+    /// Sets (or with `None` clears) an IRC member's away message.
+    pub fn set_away(&self, id: MemberId, away: Option<String>) {
+        let mut state = self.lock();
+        if let Some(identity) = state.hub.get_mut(id).and_then(|m| m.irc.as_mut()) {
+            identity.away = away;
+        }
+    }
+
+    /// Every room in use here with its headcount, sorted by name.
+    pub fn room_list(&self) -> Vec<(RoomName, usize)> {
+        let state = self.lock();
+        state.local_room_list()
+    }
+
     /// Rooms with members online, #lobby included.
     pub fn rooms_in_use(&self) -> usize {
         self.lock().active_rooms()
@@ -1333,16 +1386,7 @@ impl Rooms {
             None => None,
         };
         let mut state = self.lock();
-        let list = shared.unwrap_or_else(|| {
-            let mut list: Vec<(RoomName, usize)> = state
-                .rooms
-                .iter()
-                .map(|(name, c)| (name.clone(), state.headcount(name, c)))
-                .filter(|(_, n)| *n > 0)
-                .collect();
-            list.sort_unstable();
-            list
-        });
+        let list = shared.unwrap_or_else(|| state.local_room_list());
         state.reply(id, protocol::rooms(&list));
     }
 
@@ -1389,6 +1433,11 @@ impl Rooms {
 
     /// `/part [#room]`.
     pub fn part_room(&self, id: MemberId, room: Option<RoomName>) {
+        self.part_room_saying(id, room, None);
+    }
+
+    /// `/part`, with a reason the room's members see (IRC's `PART #room :reason`).
+    pub fn part_room_saying(&self, id: MemberId, room: Option<RoomName>, reason: Option<&str>) {
         if self.refused_while_down(id) {
             return;
         }
@@ -1415,13 +1464,13 @@ impl Rooms {
         }
         let left = EventKind::Left {
             name,
-            reason: None,
+            reason: reason.map(str::to_owned),
             conn: id,
         };
         state.publish_presence(&room, left, None);
         state.memberships.set(user, &room, false);
         state.reply_meaning(id, protocol::you_left(&room), None, || {
-            Some(Meaning::LeftRoom(room.clone()))
+            Some(Meaning::LeftRoom(room.clone(), reason.map(str::to_owned)))
         });
         state.forget_if_idle(&room);
     }

@@ -31,7 +31,7 @@ use crate::irc::welcome::{self, Welcome};
 use crate::metrics::inc;
 use crate::protocol::{self, Incoming};
 use crate::room::Outbox;
-use crate::room::directory::IrcLogin;
+use crate::room::directory::{IrcIdentity, IrcLogin};
 use crate::transport::ack::AckSource;
 
 /// The longest line an IRC client may send: tags, the space after them, and the message
@@ -113,15 +113,22 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut commands = IrcCommands {
         session: Session::new(server, nick),
         registration,
-        away: None,
         ping_interval: limits.irc_ping_interval,
         server: server.to_owned(),
+        batches: 0,
     };
     let logged_in = LoggedInSession {
         account,
         peer,
         presented,
-        irc: Some(IrcLogin { echo }),
+        irc: Some(IrcLogin {
+            echo,
+            identity: IrcIdentity {
+                user: registered.user.clone(),
+                realname: registered.realname.clone(),
+                away: None,
+            },
+        }),
         resume: None,
     };
     let started = super::member_session(
@@ -325,12 +332,12 @@ struct IrcCommands {
     session: Session,
     /// Kept for `CAP` after registration.
     registration: Registration,
-    /// The away message, while away.
-    away: Option<String>,
     /// `irc_ping_interval`.
     ping_interval: std::time::Duration,
     /// `irc_server_name`, what a ping carries.
     server: String,
+    /// labeled-response batches opened so far (their references are numbered).
+    batches: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
@@ -375,25 +382,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
                 return None;
             }
         };
-        let dispatch = self.session.dispatch(&message);
-        for reply in &dispatch.replies {
-            conn.queue(reply);
+        let label = message
+            .tag("label")
+            .filter(|_| self.registration.caps().contains(&"labeled-response"))
+            .map(str::to_owned);
+        let Some(label) = label else {
+            return self.run(&message, conn, ctx, member, outbox).await;
+        };
+        let start = conn.out.len();
+        if let Some(end) = self.run(&message, conn, ctx, member, outbox).await {
+            return Some(end);
         }
-        let command = dispatch.command?;
-        let says = matches!(command, Command::Say { .. } | Command::TagMsg { .. });
-        let room = &ctx.room;
-        // In a cluster the member's lines may still be on their way through the shared log:
-        // what it does next follows them.
-        if !says
-            && room.has_lines_in_flight(member.id)
-            && unless_removed(outbox, Box::pin(room.wait_for_lines(member.id)))
-                .await
-                .is_none()
-        {
-            return Some(conn.removed_end(outbox));
+        // What the rooms queued in answer (joins, echoes, errors) is part of it too.
+        if let Some(end) = conn.take_deliveries(outbox, &ctx.history, usize::MAX).await {
+            return Some(end);
         }
-        self.carry_out(command, &message, conn, ctx, member, outbox)
-            .await
+        let answer = conn.out.split_off(start);
+        let answer = String::from_utf8_lossy(&answer);
+        self.batches += 1;
+        let reference = format!("lr{}", self.batches);
+        let server = &ctx.irc.server_name;
+        conn.queue(&crate::irc::label::labeled(
+            &answer, &label, server, &reference,
+        ));
+        None
     }
 
     fn slow_down(&self, conn: &mut Conn<S>, per_sec: f64) {
@@ -433,6 +445,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
 }
 
 impl IrcCommands {
+    /// Answers one message, without its label.
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        message: &Message<'_>,
+        conn: &mut Conn<S>,
+        ctx: &SessionContext,
+        member: &mut MemberGuard,
+        outbox: &mut Outbox,
+    ) -> Option<End> {
+        let dispatch = self.session.dispatch(message);
+        for reply in &dispatch.replies {
+            conn.queue(reply);
+        }
+        let command = dispatch.command?;
+        let says = matches!(command, Command::Say { .. } | Command::TagMsg { .. });
+        let room = &ctx.room;
+        // In a cluster the member's lines may still be on their way through the shared log:
+        // what it does next follows them.
+        if !says
+            && room.has_lines_in_flight(member.id)
+            && unless_removed(outbox, Box::pin(room.wait_for_lines(member.id)))
+                .await
+                .is_none()
+        {
+            return Some(conn.removed_end(outbox));
+        }
+        self.carry_out(command, message, conn, ctx, member, outbox)
+            .await
+    }
+
     fn to<'a>(&'a self, view: &'a View) -> To<'a> {
         To {
             server: &view.server,
@@ -471,10 +513,10 @@ impl IrcCommands {
                     room.part_room(id, Some(name));
                 }
             }
-            Command::Part(rooms) => {
+            Command::Part(rooms, reason) => {
                 for name in rooms {
                     if room.is_in(id, &name) {
-                        room.part_room(id, Some(name));
+                        room.part_room_saying(id, Some(name), reason);
                     } else {
                         let text = "You're not on that channel";
                         conn.queue(&view.numeric("442", &[name.as_str(), text]));
@@ -502,11 +544,18 @@ impl IrcCommands {
             Command::Say {
                 target: Target::User(nick),
                 text,
+                notice,
                 ..
             } => {
                 if protocol::has_content(text) {
                     // Boxed: in a cluster the target may be looked up in Redis.
-                    let _ = Box::pin(room.whisper(id, nick, text)).await;
+                    let sent = Box::pin(room.whisper(id, nick, text)).await;
+                    if let (Ok(to), false) = (sent, notice)
+                        && let Some((_, identity)) = room.irc_identity(&to)
+                        && let Some(away) = identity.away
+                    {
+                        conn.queue(&view.numeric("301", &[&to, &away]));
+                    }
                 }
             }
             // Client-only tags reach nobody yet: they are never stored, and no other
@@ -514,7 +563,11 @@ impl IrcCommands {
             Command::TagMsg { .. } => {}
             Command::Names(asked) => {
                 let rooms = match asked {
-                    Some(name) => vec![name],
+                    Some(Ok(name)) => vec![name],
+                    Some(Err(name)) => {
+                        conn.queue(&view.numeric("366", &[name, "End of /NAMES list"]));
+                        Vec::new()
+                    }
                     None => std::iter::once(RoomName::lobby())
                         .chain(room.rooms_of(id))
                         .collect(),
@@ -528,17 +581,22 @@ impl IrcCommands {
                 }
             }
             Command::Who { mask, whox } => {
-                let names = match RoomName::parse(mask) {
-                    Ok(name) => room.names_in(&name),
-                    Err(_) => room
-                        .names_in(&RoomName::lobby())
-                        .into_iter()
-                        .filter(|n| n.eq_ignore_ascii_case(mask))
-                        .collect(),
+                let (names, shown_in) = match RoomName::parse(mask) {
+                    Ok(name) => (room.names_in(&name), name.as_str().to_owned()),
+                    Err(_) => {
+                        let everyone = room.names_in(&RoomName::lobby());
+                        let matching = everyone
+                            .into_iter()
+                            .filter(|n| mask_matches(mask, n))
+                            .collect();
+                        (matching, "*".to_owned())
+                    }
                 };
+                let identities: Vec<(Arc<str>, IrcIdentity)> =
+                    names.iter().filter_map(|n| room.irc_identity(n)).collect();
                 let members: Vec<reply::Member<'_>> =
-                    names.iter().map(|n| self.member(&view, n)).collect();
-                let shown_in = RoomName::parse(mask).map_or("*", |_| mask);
+                    identities.iter().map(|(n, i)| shown_member(n, i)).collect();
+                let shown_in = shown_in.as_str();
                 let lines = match whox {
                     Some(fields) => reply::whox(self.to(&view), mask, shown_in, fields, &members),
                     None => reply::who(self.to(&view), mask, shown_in, &members),
@@ -548,30 +606,32 @@ impl IrcCommands {
                 }
             }
             Command::Whois(nick) => {
-                let names = room.names_in(&RoomName::lobby());
-                let found = names.iter().find(|n| n.eq_ignore_ascii_case(nick));
-                let rooms: Vec<String> = Vec::new();
-                let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
-                let found = found.map(|n| (self.member(&view, n), rooms.as_slice()));
+                let found = room.irc_identity(nick);
+                let rooms = room.rooms_of_name(nick);
+                let rooms: Vec<&str> = rooms.iter().map(RoomName::as_str).collect();
+                let found = found
+                    .as_ref()
+                    .map(|(n, i)| (shown_member(n, i), rooms.as_slice()));
                 for line in reply::whois(self.to(&view), nick, found) {
                     conn.queue(&line);
                 }
             }
-            Command::List(_) => {
-                let rooms: Vec<RoomName> = std::iter::once(RoomName::lobby())
-                    .chain(room.rooms_of(id))
-                    .collect();
+            Command::List(filter) => {
+                let rooms = room.room_list();
                 let counted: Vec<(&str, usize)> = rooms
                     .iter()
-                    .map(|r| (r.as_str(), room.names_in(r).len()))
+                    .map(|(r, n)| (r.as_str(), *n))
+                    .filter(|(r, n)| filter.is_none_or(|f| list_filter(f, r, *n)))
                     .collect();
                 for line in reply::list(self.to(&view), &counted) {
                     conn.queue(&line);
                 }
             }
             Command::Away(text) => {
-                self.away = text.filter(|t| !t.is_empty()).map(str::to_owned);
-                conn.queue(&reply::away(self.to(&view), self.away.is_some()));
+                let away = text.filter(|t| !t.is_empty()).map(str::to_owned);
+                let is_away = away.is_some();
+                room.set_away(id, away);
+                conn.queue(&reply::away(self.to(&view), is_away));
             }
             Command::ChatHistory => {
                 let mut out = String::new();
@@ -583,6 +643,22 @@ impl IrcCommands {
                 ];
                 crate::irc::message::write_text(&mut out, &[], Some(&view.server), "FAIL", &params);
                 conn.queue(&out);
+            }
+            Command::Userhost(nicks) => {
+                let found: Vec<String> = nicks
+                    .iter()
+                    .filter_map(|nick| room.irc_identity(nick))
+                    .map(|(name, identity)| {
+                        let here = if identity.away.is_some() { '-' } else { '+' };
+                        format!("{name}={here}~{}@{}", identity.user, view.server)
+                    })
+                    .collect();
+                conn.queue(&view.numeric("302", &[&found.join(" ")]));
+            }
+            Command::Time => {
+                let now = crate::irc::chathistory::server_time(crate::event::now_ms());
+                let shown = format!("{} {} UTC", &now[..10], &now[11..19]);
+                conn.queue(&view.numeric("391", &[&view.server, &shown]));
             }
             Command::Lusers => {
                 let online = room.presence().len();
@@ -617,24 +693,80 @@ impl IrcCommands {
         }
         None
     }
+}
 
-    /// A member as WHO and WHOIS show it: this session's own user part and away message, the
-    /// account name for everyone else.
-    fn member<'a>(&'a self, view: &'a View, nick: &'a str) -> reply::Member<'a> {
-        if nick == view.nick {
-            reply::Member {
-                nick,
-                user: &view.user,
-                realname: &view.realname,
-                away: self.away.as_deref(),
-            }
+/// A member as WHO and WHOIS show it.
+fn shown_member<'a>(nick: &'a str, identity: &'a IrcIdentity) -> reply::Member<'a> {
+    reply::Member {
+        nick,
+        user: &identity.user,
+        realname: &identity.realname,
+        away: identity.away.as_deref(),
+    }
+}
+
+/// An IRC mask (`*` any run, `?` any one character, letter case ignored) against a name;
+/// a `nick!user@host` mask is matched by its nick part.
+fn mask_matches(mask: &str, name: &str) -> bool {
+    let mask = mask.split('!').next().unwrap_or(mask).to_ascii_lowercase();
+    let name = name.to_ascii_lowercase();
+    let (mask, name) = (mask.as_bytes(), name.as_bytes());
+    let (mut m, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if m < mask.len() && (mask[m] == b'?' || mask[m] == name[n]) {
+            m += 1;
+            n += 1;
+        } else if m < mask.len() && mask[m] == b'*' {
+            star = Some((m, n));
+            m += 1;
+        } else if let Some((sm, sn)) = star {
+            m = sm + 1;
+            n = sn + 1;
+            star = Some((sm, sn + 1));
         } else {
-            reply::Member {
-                nick,
-                user: nick,
-                realname: nick,
-                away: None,
-            }
+            return false;
         }
+    }
+    mask[m..].iter().all(|&c| c == b'*')
+}
+
+/// `LIST`'s filters (ELIST=MNU), comma-separated: `>N` and `<N` on the headcount, `!mask`
+/// for rooms not matching, and a mask for rooms matching; a room must pass every one.
+fn list_filter(filter: &str, room: &str, count: usize) -> bool {
+    filter.split(',').filter(|f| !f.is_empty()).all(|f| {
+        if let Some(n) = f.strip_prefix('>') {
+            n.parse::<usize>().is_ok_and(|n| count > n)
+        } else if let Some(n) = f.strip_prefix('<') {
+            n.parse::<usize>().is_ok_and(|n| count < n)
+        } else if let Some(mask) = f.strip_prefix('!') {
+            !mask_matches(mask, room)
+        } else {
+            mask_matches(f, room)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_match_with_stars_and_question_marks_in_any_case() {
+        assert!(mask_matches("*", "alice"));
+        assert!(mask_matches("Al*", "alice"));
+        assert!(mask_matches("a?ice", "alice"));
+        assert!(mask_matches("*i*e", "alice"));
+        assert!(mask_matches("alice!*@*", "alice"));
+        assert!(!mask_matches("al", "alice"));
+        assert!(!mask_matches("*x*", "alice"));
+    }
+
+    #[test]
+    fn list_filters_combine() {
+        assert!(list_filter(">1", "#a", 2));
+        assert!(!list_filter(">1,<2", "#a", 2));
+        assert!(list_filter("#ch*", "#chan", 1));
+        assert!(!list_filter("!#ch*", "#chan", 1));
     }
 }

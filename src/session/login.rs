@@ -188,6 +188,7 @@ mod tests {
             parallelism: 1,
             threads: 1,
             queue: 8,
+            min_password_chars: 8,
         })
         .unwrap();
         let password = Password::parse(SecretString::from("correct horse".to_owned())).unwrap();

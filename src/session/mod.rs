@@ -180,7 +180,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         resume,
     };
     let commands = &mut command::LineCommands;
-    member_session(&mut conn, ctx, shutdown, observer, logged_in, (commands, greet)).await
+    member_session(
+        &mut conn,
+        ctx,
+        shutdown,
+        observer,
+        logged_in,
+        (commands, greet),
+    )
+    .await
 }
 
 /// A login, ready to join the rooms.

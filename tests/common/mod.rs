@@ -46,6 +46,7 @@ pub fn test_hash_settings() -> HashSettings {
         parallelism: 1,
         threads: 2,
         queue: 64,
+        min_password_chars: 8,
     }
 }
 
