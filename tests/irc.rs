@@ -399,3 +399,149 @@ async fn commands_that_only_ask_and_pings_do_not_spend_the_line_rate() {
         alice.line_starting(":tlschat 366 alice #lobby ").await;
     }
 }
+
+/// Registered as `name` with the capabilities `caps`.
+async fn with_caps(server: &common::TestServer, name: &str, caps: &str) -> IrcClient {
+    let mut irc = IrcClient::connect(server).await;
+    irc.send(&format!("CAP REQ :{caps}")).await;
+    irc.send(&format!("PASS :{PASSWORD}")).await;
+    irc.send(&format!("NICK {name}")).await;
+    irc.send(&format!("USER {name}u 0 * :{name} R")).await;
+    irc.send("CAP END").await;
+    irc.line_starting(&format!(":tlschat 366 {name} #lobby ")).await;
+    irc
+}
+
+#[tokio::test]
+async fn a_labeled_command_without_an_answer_is_acked() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = with_caps(&server, "alice", "labeled-response").await;
+    alice.send("@label=x1 PRIVMSG #lobby :hi").await;
+    assert_eq!(alice.line().await, "@label=x1 :tlschat ACK");
+}
+
+#[tokio::test]
+async fn a_labeled_command_with_one_answer_line_carries_the_label() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = with_caps(&server, "alice", "labeled-response").await;
+    alice.send("@label=x2 PING tok").await;
+    assert_eq!(alice.line().await, "@label=x2 :tlschat PONG tlschat :tok");
+}
+
+#[tokio::test]
+async fn a_labeled_join_is_one_batch_with_the_join_and_names() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = with_caps(&server, "alice", "labeled-response batch").await;
+    alice.send("@label=x3 JOIN #dev").await;
+    assert_eq!(
+        alice.line().await,
+        "@label=x3 :tlschat BATCH +lr1 labeled-response"
+    );
+    assert_eq!(alice.line().await, "@batch=lr1 :alice!~aliceu@tlschat JOIN #dev");
+    assert_eq!(
+        alice.line().await,
+        "@batch=lr1 :tlschat 353 alice = #dev :alice"
+    );
+    assert_eq!(
+        alice.line().await,
+        "@batch=lr1 :tlschat 366 alice #dev :End of /NAMES list"
+    );
+    assert_eq!(alice.line().await, ":tlschat BATCH -lr1");
+}
+
+#[tokio::test]
+async fn who_and_whois_show_an_irc_members_user_real_name_away_and_rooms() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = with_caps(&server, "alice", "batch").await;
+    let mut bob = IrcClient::logged_in(&server, "bob").await;
+    alice.send("JOIN #dev").await;
+    alice.line_starting(":tlschat 366 alice #dev ").await;
+    alice.send("AWAY :lunch").await;
+    assert_eq!(
+        alice.line().await,
+        ":tlschat 306 alice :You have been marked as being away"
+    );
+    bob.send("WHO alice").await;
+    assert_eq!(
+        bob.line_starting(":tlschat 352 ").await,
+        ":tlschat 352 bob * aliceu tlschat tlschat alice G :0 alice R"
+    );
+    bob.send("WHOIS alice").await;
+    assert_eq!(
+        bob.line_starting(":tlschat 311 ").await,
+        ":tlschat 311 bob alice aliceu tlschat * :alice R"
+    );
+    assert_eq!(
+        bob.line_starting(":tlschat 319 ").await,
+        ":tlschat 319 bob alice :#lobby #dev"
+    );
+    assert_eq!(
+        bob.line_starting(":tlschat 301 ").await,
+        ":tlschat 301 bob alice :lunch"
+    );
+}
+
+#[tokio::test]
+async fn a_private_message_to_an_away_member_is_answered_with_301() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    let mut bob = IrcClient::logged_in(&server, "bob").await;
+    alice.send("AWAY :back soon").await;
+    alice.line_starting(":tlschat 306 ").await;
+    bob.send("PRIVMSG alice :hello?").await;
+    assert_eq!(bob.line().await, ":tlschat 301 bob alice :back soon");
+    assert_eq!(
+        alice.line_starting(":bob!").await,
+        ":bob!~bob@tlschat PRIVMSG alice :hello?"
+    );
+}
+
+#[tokio::test]
+async fn userhost_shows_masks_and_away_state() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    let _bob = server.login("bob").await;
+    alice.send("AWAY :out").await;
+    alice.line_starting(":tlschat 306 ").await;
+    alice.send("USERHOST alice bob nobody").await;
+    assert_eq!(
+        alice.line_starting(":tlschat 302 ").await,
+        ":tlschat 302 alice :alice=-~alice@tlschat bob=+~bob@tlschat"
+    );
+}
+
+#[tokio::test]
+async fn list_shows_every_room_in_use_and_takes_elist_filters() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("/join #dev").await;
+    bob.wait_for("*** You joined #dev; 1 here: bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("LIST").await;
+    assert_eq!(alice.line().await, ":tlschat 321 alice Channel :Users  Name");
+    assert_eq!(alice.line().await, ":tlschat 322 alice #dev 1 :");
+    assert_eq!(alice.line().await, ":tlschat 322 alice #lobby 2 :");
+    assert_eq!(alice.line().await, ":tlschat 323 alice :End of /LIST");
+    alice.send("LIST >1").await;
+    alice.line_starting(":tlschat 321 ").await;
+    assert_eq!(alice.line().await, ":tlschat 322 alice #lobby 2 :");
+    assert_eq!(alice.line().await, ":tlschat 323 alice :End of /LIST");
+}
+
+#[tokio::test]
+async fn a_part_with_a_reason_shows_it_to_the_room_and_to_line_members() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    bob.send("/join #dev").await;
+    bob.wait_for("*** You joined #dev; 1 here: bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("JOIN #dev").await;
+    alice.line_starting(":tlschat 366 alice #dev ").await;
+    bob.wait_for("[#dev] *** alice joined").await;
+    alice.send("PART #dev :off to lunch").await;
+    assert_eq!(
+        alice.line().await,
+        ":alice!~alice@tlschat PART #dev :off to lunch"
+    );
+    bob.expect_line("[#dev] *** alice left (off to lunch)").await;
+}
