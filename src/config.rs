@@ -307,7 +307,7 @@ knobs! {
             name "hash_queue", flag "hash-queue", env "TLSCHAT_HASH_QUEUE", value "N",
             range 0 ..= 1_000_000;
         /// Shortest password `user add` and `user passwd` accept, in characters
-        min_password_chars: usize [usize] = crate::password::MIN_PASSWORD_CHARS,
+        min_password_chars: usize [usize] = MIN_PASSWORD_CHARS,
             name "min_password_chars", flag "min-password-chars",
             env "TLSCHAT_MIN_PASSWORD_CHARS", value "N", range 1 ..= 128;
     }
@@ -690,6 +690,9 @@ impl CertPaths {
         }
     }
 }
+
+/// Shortest accepted new password, in characters, unless `min_password_chars` says otherwise.
+pub const MIN_PASSWORD_CHARS: usize = 8;
 
 /// The IRC listener's address (flag/env > file), if IRC is on.
 pub fn resolve_irc_listen(

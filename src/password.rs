@@ -9,8 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::HashSettings;
 
-/// Shortest accepted password, in characters, unless `min_password_chars` says otherwise.
-pub const MIN_PASSWORD_CHARS: usize = 8;
+pub use crate::config::MIN_PASSWORD_CHARS;
 /// Longest accepted password, in bytes (bounds the cost of hashing hostile input).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Stored hashes may use up to 4× the current memory and iterations, or these, whichever is

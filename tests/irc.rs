@@ -408,7 +408,8 @@ async fn with_caps(server: &common::TestServer, name: &str, caps: &str) -> IrcCl
     irc.send(&format!("NICK {name}")).await;
     irc.send(&format!("USER {name}u 0 * :{name} R")).await;
     irc.send("CAP END").await;
-    irc.line_starting(&format!(":tlschat 366 {name} #lobby ")).await;
+    irc.line_starting(&format!(":tlschat 366 {name} #lobby "))
+        .await;
     irc
 }
 
@@ -437,7 +438,10 @@ async fn a_labeled_join_is_one_batch_with_the_join_and_names() {
         alice.line().await,
         "@label=x3 :tlschat BATCH +lr1 labeled-response"
     );
-    assert_eq!(alice.line().await, "@batch=lr1 :alice!~aliceu@tlschat JOIN #dev");
+    assert_eq!(
+        alice.line().await,
+        "@batch=lr1 :alice!~aliceu@tlschat JOIN #dev"
+    );
     assert_eq!(
         alice.line().await,
         "@batch=lr1 :tlschat 353 alice = #dev :alice"
@@ -518,7 +522,10 @@ async fn list_shows_every_room_in_use_and_takes_elist_filters() {
     bob.wait_for("*** You joined #dev; 1 here: bob").await;
     let mut alice = IrcClient::logged_in(&server, "alice").await;
     alice.send("LIST").await;
-    assert_eq!(alice.line().await, ":tlschat 321 alice Channel :Users  Name");
+    assert_eq!(
+        alice.line().await,
+        ":tlschat 321 alice Channel :Users  Name"
+    );
     assert_eq!(alice.line().await, ":tlschat 322 alice #dev 1 :");
     assert_eq!(alice.line().await, ":tlschat 322 alice #lobby 2 :");
     assert_eq!(alice.line().await, ":tlschat 323 alice :End of /LIST");
@@ -543,5 +550,6 @@ async fn a_part_with_a_reason_shows_it_to_the_room_and_to_line_members() {
         alice.line().await,
         ":alice!~alice@tlschat PART #dev :off to lunch"
     );
-    bob.expect_line("[#dev] *** alice left (off to lunch)").await;
+    bob.expect_line("[#dev] *** alice left (off to lunch)")
+        .await;
 }

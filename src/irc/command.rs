@@ -423,7 +423,10 @@ mod tests {
             d.replies,
             [":tlschat 400 alice PART :You cannot leave #lobby\r\n"]
         );
-        assert_eq!(d.command, Some(Command::Part(vec![room("#dev")], None)));
+        assert_eq!(
+            d.command,
+            Some(Command::Part(vec![room("#dev")], Some("bye")))
+        );
     }
 
     #[test]
