@@ -553,3 +553,96 @@ async fn a_part_with_a_reason_shows_it_to_the_room_and_to_line_members() {
     bob.expect_line("[#dev] *** alice left (off to lunch)")
         .await;
 }
+
+#[tokio::test]
+async fn a_notice_to_a_room_reaches_irc_members_as_a_notice_and_line_members_as_a_chat_line() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = server.login("bob").await;
+    let mut carol = IrcClient::logged_in(&server, "carol").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    carol.line_starting(":alice!").await;
+    alice.send("NOTICE #lobby :heads up").await;
+    assert_eq!(
+        carol.line().await,
+        ":alice!~alice@tlschat NOTICE #lobby :heads up"
+    );
+    bob.wait_for("*** alice joined").await;
+    bob.expect_line("<alice> heads up").await;
+}
+
+#[tokio::test]
+async fn client_only_tags_reach_irc_members_that_take_message_tags_and_are_not_stored() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = with_caps(&server, "bob", "message-tags").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    bob.line_starting(":alice!").await;
+    alice
+        .send("@+draft/reply=lobby/1;+x=a\\sb;server=no PRIVMSG #lobby :tagged")
+        .await;
+    assert_eq!(
+        bob.line().await,
+        "@+draft/reply=lobby/1;+x=a\\sb;msgid=lobby/1 :alice!~alice@tlschat PRIVMSG #lobby :tagged"
+    );
+    let mut history = server.login("carol").await;
+    history.send("/history 5").await;
+    history.wait_for_start("*** History of #lobby").await;
+    let line = history.next_line().await;
+    assert!(line.ends_with("<alice> tagged"), "{line}");
+}
+
+#[tokio::test]
+async fn tagmsg_reaches_irc_members_of_the_room_with_message_tags_only() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = with_caps(&server, "bob", "message-tags").await;
+    let mut carol = IrcClient::logged_in(&server, "carol").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    bob.line_starting(":carol!").await;
+    bob.line_starting(":alice!").await;
+    carol.line_starting(":alice!").await;
+    alice.send("@+typing=active TAGMSG #lobby").await;
+    let line = bob.line().await;
+    assert!(
+        line.starts_with("@+typing=active;msgid=pm.")
+            && line.ends_with(" :alice!~alice@tlschat TAGMSG #lobby"),
+        "{line}"
+    );
+    alice.send("PRIVMSG #lobby :after").await;
+    assert_eq!(
+        carol.line().await,
+        ":alice!~alice@tlschat PRIVMSG #lobby :after"
+    );
+}
+
+#[tokio::test]
+async fn private_messages_carry_one_msgid_in_both_copies() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = with_caps(&server, "bob", "message-tags").await;
+    let mut alice = with_caps(&server, "alice", "message-tags echo-message").await;
+    bob.line_starting(":alice!").await;
+    alice.send("PRIVMSG bob :one id").await;
+    let echo = alice.line().await;
+    let got = bob.line().await;
+    let msgid = |line: &str| line.split(' ').next().unwrap().to_owned();
+    assert!(echo.starts_with("@msgid=pm."), "{echo}");
+    assert_eq!(msgid(&echo), msgid(&got));
+    assert!(
+        echo.ends_with(" :alice!~aliceu@tlschat PRIVMSG bob :one id"),
+        "{echo}"
+    );
+    assert!(
+        got.ends_with(" :alice!~alice@tlschat PRIVMSG bob :one id"),
+        "{got}"
+    );
+}
+
+#[tokio::test]
+async fn away_notify_tells_other_irc_members_when_someone_goes_away_and_comes_back() {
+    let server = spawn_server(Opts::default()).await;
+    let mut bob = with_caps(&server, "bob", "away-notify").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    bob.line_starting(":alice!").await;
+    alice.send("AWAY :gone").await;
+    assert_eq!(bob.line().await, ":alice!~alice@tlschat AWAY :gone");
+    alice.send("AWAY").await;
+    assert_eq!(bob.line().await, ":alice!~alice@tlschat AWAY");
+}

@@ -37,6 +37,22 @@ pub struct Source<'a> {
 /// and the source of notices); `source` describes the member the event is about (unused for
 /// a notice).
 pub fn event(out: &mut String, event: &Event, caps: Caps, server: &str, source: &Source<'_>) {
+    event_as(out, event, (caps, server), source, "PRIVMSG");
+}
+
+/// Like [`event`], a chat line sent as `NOTICE` (a member's IRC `NOTICE`, live).
+pub fn notice(out: &mut String, event: &Event, caps: Caps, server: &str, source: &Source<'_>) {
+    event_as(out, event, (caps, server), source, "NOTICE");
+}
+
+/// [`event`] with `verb` as the command of a chat line.
+fn event_as(
+    out: &mut String,
+    event: &Event,
+    (caps, server): (Caps, &str),
+    source: &Source<'_>,
+    verb: &str,
+) {
     let mask = format!("{}!~{}@{server}", source.nick, source.user);
     let time = caps.server_time.then(|| server_time(event.at_ms));
     let mut tags: Vec<(&str, &str)> = Vec::new();
@@ -51,7 +67,8 @@ pub fn event(out: &mut String, event: &Event, caps: Caps, server: &str, source: 
                 _ => ("", ""),
             };
             let from = (mask.as_str(), source.nick);
-            message(out, event, caps, &tags, from, (open, text, close));
+            let verb = if open.is_empty() { verb } else { "PRIVMSG" };
+            message(out, (event, verb), caps, &tags, from, (open, text, close));
         }
         EventKind::Notice { text } => {
             let id = caps.message_tags.then(|| msgid(&event.room, event.seq));
@@ -86,7 +103,7 @@ pub fn event(out: &mut String, event: &Event, caps: Caps, server: &str, source: 
 /// [`MAX_BODY_BYTES`] with CR LF, the first with the `msgid`.
 fn message(
     out: &mut String,
-    event: &Event,
+    (event, verb): (&Event, &str),
     caps: Caps,
     tags: &[(&str, &str)],
     (mask, nick): (&str, &str),
@@ -94,8 +111,7 @@ fn message(
 ) {
     let room = event.room.as_str();
     // `:MASK PRIVMSG #room :` + open + piece + close + CR LF.
-    let overhead =
-        1 + mask.len() + " PRIVMSG ".len() + room.len() + 2 + open.len() + close.len() + 2;
+    let overhead = 1 + mask.len() + verb.len() + 2 + room.len() + 2 + open.len() + close.len() + 2;
     let room_for_text = MAX_BODY_BYTES.saturating_sub(overhead).max(4);
     let id = caps.message_tags.then(|| msgid(&event.room, event.seq));
     for (i, piece) in split(text, room_for_text).into_iter().enumerate() {
@@ -109,7 +125,7 @@ fn message(
             piece_tags.push(("account", nick));
         }
         let body = format!("{open}{piece}{close}");
-        write_text(out, &piece_tags, Some(mask), "PRIVMSG", &[room, &body]);
+        write_text(out, &piece_tags, Some(mask), verb, &[room, &body]);
     }
 }
 

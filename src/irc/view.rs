@@ -11,7 +11,7 @@ use super::render::{self, Caps, Source};
 use super::reply::{self, To};
 use super::text::split;
 use crate::event::{Event, EventKind, RoomName};
-use crate::room::{Line, Meaning};
+use crate::room::{ClientTags, Line, Meaning};
 
 /// One session's view: its server name, nick, user part and negotiated capabilities.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct View {
     pub echo: bool,
     /// `batch`: history blocks go in a `chathistory` batch.
     pub batch: bool,
+    /// `away-notify`: other members going away and coming back.
+    pub away_notify: bool,
     /// Batches opened so far (their references are numbered).
     batches: u64,
 }
@@ -51,6 +53,7 @@ impl View {
             },
             echo: has("echo-message"),
             batch: has("batch"),
+            away_notify: has("away-notify"),
             batches: 0,
         }
     }
@@ -68,6 +71,18 @@ impl View {
                     self.event(event, out);
                 }
             }
+            Some(Meaning::Said {
+                event,
+                notice,
+                tags,
+            }) => {
+                let mut lines = String::new();
+                self.event_as(event, *notice, &mut lines);
+                self.tagged(&lines, tags, out);
+            }
+            Some(Meaning::TagMsg { id, from, to, tags }) => {
+                self.tag_message(id, (from, to), tags, out)
+            }
             Some(Meaning::InRoom { room, here }) => self.in_room(room, here, out),
             Some(Meaning::LeftRoom(room, None)) => {
                 write(out, &[], Some(&self.mask()), "PART", &[room.as_str()]);
@@ -76,7 +91,27 @@ impl View {
                 let params = [room.as_str(), reason.as_str()];
                 write_text(out, &[], Some(&self.mask()), "PART", &params);
             }
-            Some(Meaning::Private { from, to, text }) => self.private(from, to, text, out),
+            Some(Meaning::Private {
+                id,
+                tags,
+                notice,
+                from,
+                to,
+                text,
+            }) => {
+                let mut lines = String::new();
+                self.private((id, *notice), (from, to), text, &mut lines);
+                self.tagged(&lines, tags, out);
+            }
+            Some(Meaning::Away { name, away }) => {
+                if self.away_notify {
+                    let mask = format!("{name}!~{name}@{}", self.server);
+                    match away {
+                        Some(text) => write_text(out, &[], Some(&mask), "AWAY", &[text]),
+                        None => write(out, &[], Some(&mask), "AWAY", &[]),
+                    }
+                }
+            }
             Some(Meaning::NotOnline(name)) => {
                 out.push_str(&self.numeric("401", &[name, "No such nick/channel"]));
             }
@@ -86,6 +121,11 @@ impl View {
 
     /// One room event, unless it is the session's own line and echo-message is off.
     pub fn event(&self, event: &Event, out: &mut String) {
+        self.event_as(event, false, out);
+    }
+
+    /// [`View::event`], a chat line as `NOTICE` with `notice`.
+    fn event_as(&self, event: &Event, notice: bool, out: &mut String) {
         let name = match &event.kind {
             EventKind::Chat { from, .. } | EventKind::Action { from, .. } => Some(from),
             EventKind::Joined { name, .. } | EventKind::Left { name, .. } => Some(name),
@@ -110,9 +150,11 @@ impl View {
                 realname: nick,
             }
         };
-        let mut text = String::new();
-        render::event(&mut text, event, self.caps, &self.server, &source);
-        out.push_str(&text);
+        if notice {
+            render::notice(out, event, self.caps, &self.server, &source);
+        } else {
+            render::event(out, event, self.caps, &self.server, &source);
+        }
     }
 
     /// The session is in `room`: its `JOIN`, then the names.
@@ -132,7 +174,14 @@ impl View {
 
     /// A private message, as many `PRIVMSG`s as its text needs; the sender's copy only with
     /// echo-message.
-    fn private(&self, from: &str, to: &str, text: &str, out: &mut String) {
+    fn private(
+        &self,
+        (id, notice): (&str, bool),
+        (from, to): (&str, &str),
+        text: &str,
+        out: &mut String,
+    ) {
+        let verb = if notice { "NOTICE" } else { "PRIVMSG" };
         let own = from == self.nick;
         if own && !self.echo {
             return;
@@ -153,10 +202,74 @@ impl View {
         if self.caps.account_tag {
             tags.push(("account", from));
         }
-        let overhead = 1 + mask.len() + " PRIVMSG ".len() + to.len() + 2 + 2;
-        for piece in split(text, MAX_BODY_BYTES.saturating_sub(overhead).max(4)) {
-            write_text(out, &tags, Some(&mask), "PRIVMSG", &[to, piece]);
+        let overhead = 1 + mask.len() + verb.len() + 2 + to.len() + 2 + 2;
+        let pieces = split(text, MAX_BODY_BYTES.saturating_sub(overhead).max(4));
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let mut piece_tags = tags.clone();
+            if i == 0 && self.caps.message_tags {
+                piece_tags.push(("msgid", id));
+            }
+            write_text(out, &piece_tags, Some(&mask), verb, &[to, piece]);
         }
+    }
+
+    /// `lines` with the client-only `tags` on the first, for a client that takes
+    /// message-tags.
+    fn tagged(&self, lines: &str, tags: &ClientTags, out: &mut String) {
+        if tags.is_empty() || !self.caps.message_tags || lines.is_empty() {
+            out.push_str(lines);
+            return;
+        }
+        let mut list = String::new();
+        for (i, (key, value)) in tags.iter().enumerate() {
+            if i > 0 {
+                list.push(';');
+            }
+            list.push_str(key);
+            if !value.is_empty() {
+                list.push('=');
+                super::message::escape_into(&mut list, value);
+            }
+        }
+        let (first, rest) = lines.split_at(lines.find("\r\n").map_or(lines.len(), |i| i + 2));
+        match first.strip_prefix('@') {
+            Some(tagged) => {
+                let _ = write!(out, "@{list};{tagged}");
+            }
+            None => {
+                let _ = write!(out, "@{list} {first}");
+            }
+        }
+        out.push_str(rest);
+    }
+
+    /// A `TAGMSG` for a client that takes message-tags (the sender's own only with
+    /// echo-message).
+    fn tag_message(&self, id: &str, (from, to): (&str, &str), tags: &ClientTags, out: &mut String) {
+        let own = from == self.nick;
+        if !self.caps.message_tags || (own && !self.echo) {
+            return;
+        }
+        let mask = if own {
+            self.mask()
+        } else {
+            format!("{from}!~{from}@{}", self.server)
+        };
+        let time = self
+            .caps
+            .server_time
+            .then(|| super::chathistory::server_time(crate::event::now_ms()));
+        let mut line_tags: Vec<(&str, &str)> = Vec::new();
+        if let Some(time) = &time {
+            line_tags.push(("time", time));
+        }
+        line_tags.push(("msgid", id));
+        if self.caps.account_tag {
+            line_tags.push(("account", from));
+        }
+        let mut line = String::new();
+        write(&mut line, &line_tags, Some(&mask), "TAGMSG", &[to]);
+        self.tagged(&line, tags, out);
     }
 
     /// Lines of the line protocol that have no meaning attached (answers, errors, notices

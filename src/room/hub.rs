@@ -41,11 +41,35 @@ pub struct Line {
     pub meaning: Option<Box<Meaning>>,
 }
 
+/// IRC client-only tags (`+typing`, …), keys with their `+`, values unescaped.
+pub type ClientTags = Vec<(String, String)>;
+
 /// What a line says, apart from its text: the form other renderers (IRC) start from.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Meaning {
     /// Room events: one, or the left events of members dropped together.
     Events(Vec<Event>),
+    /// A member's chat line from IRC, with what only IRC shows: sent as `NOTICE`, and the
+    /// client-only tags (`+typing`, …), never stored.
+    Said {
+        /// The chat line.
+        event: Event,
+        /// Sent as `NOTICE`.
+        notice: bool,
+        /// Client-only tags, `+` included.
+        tags: ClientTags,
+    },
+    /// IRC's `TAGMSG`: client-only tags alone, to a room or a member; never stored.
+    TagMsg {
+        /// The message's id.
+        id: Arc<str>,
+        /// Who sent it.
+        from: Arc<str>,
+        /// The room, or the member's name.
+        to: Arc<str>,
+        /// The tags, `+` included.
+        tags: ClientTags,
+    },
     /// The member is in `room` with `here` (it joined the room, or logged in to it).
     InRoom {
         /// The room.
@@ -57,8 +81,21 @@ pub enum Meaning {
     LeftRoom(RoomName, Option<String>),
     /// Nobody named so is online (the target of a private message).
     NotOnline(Arc<str>),
+    /// An IRC member went away (`Some` message) or came back (away-notify).
+    Away {
+        /// Who.
+        name: Arc<str>,
+        /// The away message; `None`: back.
+        away: Option<String>,
+    },
     /// A private message from `from` to `to` (the recipient's copy, or the sender's echo).
     Private {
+        /// The message's id, the same in both copies (IRC's `msgid`).
+        id: Arc<str>,
+        /// Client-only tags (from an IRC sender).
+        tags: ClientTags,
+        /// Sent as IRC's `NOTICE`.
+        notice: bool,
         /// The sender.
         from: Arc<str>,
         /// The recipient.
@@ -413,6 +450,21 @@ impl Hub {
     ) -> Vec<(MemberId, Undeliverable)> {
         let limit = self.limit;
         self.fan_out(to, except, |member| member.deliver(line, limit))
+    }
+
+    /// Offers a line that only IRC sessions show (away-notify) to the IRC members of the
+    /// audience but `except`.
+    pub fn deliver_irc(
+        &self,
+        to: Audience<'_>,
+        line: &Arc<Line>,
+        except: Option<MemberId>,
+    ) -> Vec<(MemberId, Undeliverable)> {
+        let limit = self.limit;
+        self.fan_out(to, except, |member| match member.irc {
+            Some(_) => member.deliver(line, limit),
+            None => Ok(()),
+        })
     }
 
     /// Offers the `left` lines of dropped members to everyone here, outside the byte bound

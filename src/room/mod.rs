@@ -47,7 +47,8 @@ use crate::username::Username;
 use directory::{Login, OnlineSession};
 use hub::{Audience, Hub, Undeliverable};
 pub use hub::{
-    Delivery, Handoff, Line, Mark, Meaning, Outbox, RESET_MARK, Removal, Replaced, TakeoverCatchUp,
+    ClientTags, Delivery, Handoff, Line, Mark, Meaning, Outbox, RESET_MARK, Removal, Replaced,
+    TakeoverCatchUp,
 };
 use log::redis::Tail;
 use log::{Log, LogError, SharedLog};
@@ -257,6 +258,10 @@ struct State {
     forgets: u64,
     /// The cluster (shared logs, presence on every node); `None` on a single node.
     link: Option<Arc<Link>>,
+    /// Set while a member's IRC `NOTICE` or tagged line is published: IRC members see it as
+    /// a `NOTICE`, with its client-only tags (it is stored, and shown elsewhere, as a chat
+    /// line without them).
+    publishing_irc: Option<(bool, hub::ClientTags)>,
 }
 
 /// A room: its log and, besides #lobby (whose audience is everyone), its roster.
@@ -306,6 +311,7 @@ impl Rooms {
                 presence: Arc::clone(&presence),
                 forgets: 0,
                 link: None,
+                publishing_irc: None,
             }),
             presence,
             history,
@@ -335,10 +341,10 @@ impl Rooms {
     /// own future stays small).
     async fn relay(
         &self,
-        (id, room): (MemberId, Option<&RoomName>),
+        (id, room, irc): (MemberId, Option<&RoomName>, Option<(bool, hub::ClientTags)>),
         kind: impl FnOnce(Arc<str>) -> EventKind,
     ) -> Option<Mark> {
-        match self.relay_here(id, room, kind)? {
+        match self.relay_here((id, room, irc), kind)? {
             Relayed::Here(mark) => mark,
             Relayed::Appending(unconfirmed) => {
                 if unconfirmed >= MAX_UNCONFIRMED {
@@ -353,8 +359,7 @@ impl Rooms {
     /// cluster.
     fn relay_here(
         &self,
-        id: MemberId,
-        room: Option<&RoomName>,
+        (id, room, irc): (MemberId, Option<&RoomName>, Option<(bool, hub::ClientTags)>),
         kind: impl FnOnce(Arc<str>) -> EventKind,
     ) -> Option<Relayed> {
         let mut state = self.lock();
@@ -369,15 +374,16 @@ impl Rooms {
         let Some(link) = link else {
             // A session with numbered lines gets its own line back, in room order, numbered.
             let except = (!member.numbered).then_some(id);
-            return Some(Relayed::Here(
-                match state.publish(&room, kind(from), except) {
-                    Ok(seq) => Some((room, seq)),
-                    Err(LogError::Unavailable) => {
-                        state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
-                        None
-                    }
-                },
-            ));
+            state.publishing_irc = irc;
+            let published = state.publish(&room, kind(from), except);
+            state.publishing_irc = None;
+            return Some(Relayed::Here(match published {
+                Ok(seq) => Some((room, seq)),
+                Err(LogError::Unavailable) => {
+                    state.reply(id, protocol::CHAT_UNAVAILABLE.to_owned());
+                    None
+                }
+            }));
         };
         member.unconfirmed += 1;
         let unconfirmed = member.unconfirmed;
@@ -468,7 +474,14 @@ impl State {
             let meaning = self
                 .hub
                 .has_irc_members()
-                .then(|| Meaning::Events(vec![event.clone()]));
+                .then(|| match &self.publishing_irc {
+                    Some((notice, tags)) => Meaning::Said {
+                        event: event.clone(),
+                        notice: *notice,
+                        tags: tags.clone(),
+                    },
+                    None => Meaning::Events(vec![event.clone()]),
+                });
             let line = if event.kind.is_message() {
                 Line::message(text, (event.room.clone(), event.seq), meaning)
             } else {
@@ -751,6 +764,22 @@ impl State {
         {
             member.rooms.insert(at, room.clone());
         }
+        // An away member joining: the room's IRC members with away-notify learn it.
+        let away = self.hub.get(id).and_then(|m| {
+            let away = m.irc.as_ref()?.away.clone()?;
+            Some((Arc::clone(&m.name), away))
+        });
+        if let (Some((name, away)), Some(channel)) = (away, self.rooms.get(room)) {
+            let meaning = Meaning::Away {
+                name,
+                away: Some(away),
+            };
+            let line = Line::meaning(String::new(), None, Some(meaning));
+            let dropped = self
+                .hub
+                .deliver_irc(Audience::Roster(&channel.roster), &line, Some(id));
+            self.announce_dropped(dropped);
+        }
     }
 
     /// Removes a member with a last line to it and `*** name left` (with the reason) to all.
@@ -792,11 +821,11 @@ impl State {
     fn whisper_here(
         &mut self,
         id: MemberId,
-        from: &str,
-        target: Option<MemberId>,
-        to: &str,
+        (from, target, to): (&str, Option<MemberId>, &str),
         text: &str,
+        (tags, notice): (hub::ClientTags, bool),
     ) -> Result<Arc<str>, NotOnline> {
+        let message_id = private_message_id();
         let result = match target {
             Some(target_id) => {
                 let meaning = self
@@ -804,6 +833,9 @@ impl State {
                     .get(target_id)
                     .filter(|t| t.irc.is_some())
                     .map(|t| Meaning::Private {
+                        id: Arc::clone(&message_id),
+                        tags: tags.clone(),
+                        notice,
                         from: from.into(),
                         to: Arc::clone(&t.name),
                         text: text.to_owned(),
@@ -828,6 +860,9 @@ impl State {
                 let echo = protocol::private_echo(target_name, text);
                 self.reply_meaning(id, echo, None, || {
                     Some(Meaning::Private {
+                        id: message_id,
+                        tags,
+                        notice,
                         from: from.into(),
                         to: Arc::clone(target_name),
                         text: text.to_owned(),
@@ -903,6 +938,35 @@ impl State {
     fn history_on(&self) -> bool {
         self.history.limits().history != HistoryMode::Off
     }
+}
+
+/// Where a `TAGMSG` goes.
+#[derive(Debug, Clone, Copy)]
+pub enum TagTarget<'a> {
+    /// A room.
+    Room(&'a RoomName),
+    /// A member, by name (any letter case).
+    Member(&'a str),
+}
+
+/// How a member's line was said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Said {
+    /// A chat line.
+    Chat,
+    /// `/me`.
+    Action,
+    /// IRC's `NOTICE`: a chat line, which IRC members see live as a `NOTICE`.
+    Notice,
+}
+
+/// A new private message's id: unique on this server (the process's start and a count).
+fn private_message_id() -> Arc<str> {
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let started = *STARTED.get_or_init(crate::event::now_ms);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    format!("pm.{started:x}.{n}").into()
 }
 
 impl Rooms {
@@ -1220,29 +1284,97 @@ impl Rooms {
     /// Relays a chat line to the other members of the current room; returns its number
     /// (the append's result: a shared log's append waits for the log).
     pub async fn say(&self, id: MemberId, text: &str) -> Option<Mark> {
-        self.say_in(id, None, text, false).await
+        self.say_in(id, None, text, (Said::Chat, Vec::new())).await
     }
 
     /// Relays an action (`/me`) to the other members of the current room.
     pub async fn emote(&self, id: MemberId, text: &str) -> Option<Mark> {
-        self.say_in(id, None, text, true).await
+        self.say_in(id, None, text, (Said::Action, Vec::new()))
+            .await
     }
 
-    /// Relays a chat line (an action with `action`) to `room` (the current room if `None`),
-    /// when the member is in it.
+    /// Relays a line to `room` (the current room if `None`), when the member is in it; IRC
+    /// members see the client-only `tags` live.
     pub async fn say_in(
         &self,
         id: MemberId,
         room: Option<&RoomName>,
         text: &str,
-        action: bool,
+        (said, tags): (Said, hub::ClientTags),
     ) -> Option<Mark> {
         let text = text.to_owned();
-        self.relay((id, room), |from| match action {
-            true => EventKind::Action { from, text },
-            false => EventKind::Chat { from, text },
+        let notice = said == Said::Notice;
+        let irc = (notice || !tags.is_empty()).then_some((notice, tags));
+        self.relay((id, room, irc), |from| match said {
+            Said::Action => EventKind::Action { from, text },
+            Said::Chat | Said::Notice => EventKind::Chat { from, text },
         })
         .await
+    }
+
+    /// IRC's `TAGMSG`: client-only tags to a room the member is in (its IRC members here) or
+    /// to a member by name (if an IRC session here); never stored. The sender gets its own
+    /// with echo-message; a name nobody here has is `401`. False when nothing was sent.
+    pub fn tag_message(&self, id: MemberId, to: TagTarget<'_>, tags: hub::ClientTags) -> bool {
+        let mut state = self.lock();
+        let Some(sender) = state.hub.get(id) else {
+            return false;
+        };
+        let (from, echo) = (Arc::clone(&sender.name), sender.numbered);
+        let except = (!echo).then_some(id);
+        let message_id = private_message_id();
+        match to {
+            TagTarget::Room(room) => {
+                if !sender.in_room(room) {
+                    return false;
+                }
+                let meaning = Meaning::TagMsg {
+                    id: message_id,
+                    from,
+                    to: room.as_str().into(),
+                    tags,
+                };
+                let line = Line::meaning(String::new(), None, Some(meaning));
+                let dropped = if room.is_lobby() {
+                    state.hub.deliver_irc(Audience::Everyone, &line, except)
+                } else if let Some(channel) = state.rooms.get(room) {
+                    state
+                        .hub
+                        .deliver_irc(Audience::Roster(&channel.roster), &line, except)
+                } else {
+                    Vec::new()
+                };
+                state.announce_dropped(dropped);
+                true
+            }
+            TagTarget::Member(name) => {
+                let Some(target) = state.hub.find(name) else {
+                    state.reply_meaning(id, String::new(), None, || {
+                        Some(Meaning::NotOnline(name.into()))
+                    });
+                    return false;
+                };
+                let Some(to) = state.hub.get(target).map(|t| Arc::clone(&t.name)) else {
+                    return false;
+                };
+                let meaning = || Meaning::TagMsg {
+                    id: Arc::clone(&message_id),
+                    from: Arc::clone(&from),
+                    to: Arc::clone(&to),
+                    tags: tags.clone(),
+                };
+                if state.hub.is_irc(target) {
+                    let line = Line::meaning(String::new(), None, Some(meaning()));
+                    if let Err(why) = state.hub.reply(target, &line) {
+                        state.announce_dropped(vec![(target, why)]);
+                    }
+                }
+                if echo {
+                    state.reply_meaning(id, String::new(), None, || Some(meaning()));
+                }
+                true
+            }
+        }
     }
 
     /// True when member `id` is in `room`.
@@ -1291,12 +1423,21 @@ impl Rooms {
             .collect()
     }
 
-    /// Sets (or with `None` clears) an IRC member's away message.
+    /// Sets (or with `None` clears) an IRC member's away message, and tells the IRC members
+    /// here (everyone shares #lobby) for away-notify.
     pub fn set_away(&self, id: MemberId, away: Option<String>) {
         let mut state = self.lock();
-        if let Some(identity) = state.hub.get_mut(id).and_then(|m| m.irc.as_mut()) {
-            identity.away = away;
-        }
+        let Some(member) = state.hub.get_mut(id) else {
+            return;
+        };
+        let name = Arc::clone(&member.name);
+        let Some(identity) = member.irc.as_mut() else {
+            return;
+        };
+        identity.away.clone_from(&away);
+        let line = Line::meaning(String::new(), None, Some(Meaning::Away { name, away }));
+        let dropped = state.hub.deliver_irc(Audience::Everyone, &line, Some(id));
+        state.announce_dropped(dropped);
     }
 
     /// Every room in use here with its headcount, sorted by name.
@@ -1314,6 +1455,18 @@ impl Rooms {
     /// the sender's own queue, in room order; returns the target's name as created. In a
     /// cluster a target on another node gets it through that node's inbox.
     pub async fn whisper(&self, id: MemberId, to: &str, text: &str) -> Result<Arc<str>, NotOnline> {
+        self.whisper_tagged(id, to, text, (Vec::new(), false)).await
+    }
+
+    /// [`Rooms::whisper`] with client-only tags, and sent as IRC's `NOTICE` with `notice`,
+    /// which an IRC recipient here sees.
+    pub async fn whisper_tagged(
+        &self,
+        id: MemberId,
+        to: &str,
+        text: &str,
+        tags: (hub::ClientTags, bool),
+    ) -> Result<Arc<str>, NotOnline> {
         let (from, link) = {
             let mut state = self.lock();
             let Some(from) = state.hub.get(id).map(|m| Arc::clone(&m.name)) else {
@@ -1321,7 +1474,7 @@ impl Rooms {
             };
             match (state.hub.find(to), state.link.clone()) {
                 (None, Some(link)) => (from, link),
-                (found, _) => return state.whisper_here(id, &from, found, to, text),
+                (found, _) => return state.whisper_here(id, (&from, found, to), text, tags),
             }
         };
         let target = match link.sessions.find(to).await {

@@ -30,8 +30,8 @@ use crate::irc::view::View;
 use crate::irc::welcome::{self, Welcome};
 use crate::metrics::inc;
 use crate::protocol::{self, Incoming};
-use crate::room::Outbox;
 use crate::room::directory::{IrcIdentity, IrcLogin};
+use crate::room::{ClientTags, Outbox, Said, TagTarget};
 use crate::transport::ack::AckSource;
 
 /// The longest line an IRC client may send: tags, the space after them, and the message
@@ -528,7 +528,7 @@ impl IrcCommands {
                 text,
                 action,
                 notice,
-                ..
+                tags,
             } => {
                 if !room.is_in(id, &name) {
                     if !notice {
@@ -537,19 +537,27 @@ impl IrcCommands {
                     }
                 } else if protocol::has_content(text) {
                     debug!(body = %text.escape_debug(), "say");
+                    let said = match (action, notice) {
+                        (true, _) => Said::Action,
+                        (false, true) => Said::Notice,
+                        (false, false) => Said::Chat,
+                    };
+                    let said = (said, owned(&tags));
                     conn.marks
-                        .extend(room.say_in(id, Some(&name), text, action).await);
+                        .extend(room.say_in(id, Some(&name), text, said).await);
                 }
             }
             Command::Say {
                 target: Target::User(nick),
                 text,
                 notice,
+                tags,
                 ..
             } => {
                 if protocol::has_content(text) {
                     // Boxed: in a cluster the target may be looked up in Redis.
-                    let sent = Box::pin(room.whisper(id, nick, text)).await;
+                    let tagged = (owned(&tags), notice);
+                    let sent = Box::pin(room.whisper_tagged(id, nick, text, tagged)).await;
                     if let (Ok(to), false) = (sent, notice)
                         && let Some((_, identity)) = room.irc_identity(&to)
                         && let Some(away) = identity.away
@@ -558,9 +566,17 @@ impl IrcCommands {
                     }
                 }
             }
-            // Client-only tags reach nobody yet: they are never stored, and no other
-            // protocol shows them.
-            Command::TagMsg { .. } => {}
+            Command::TagMsg { target, tags } => {
+                let tags = owned(&tags);
+                let sent = match &target {
+                    Target::Room(name) => room.tag_message(id, TagTarget::Room(name), tags),
+                    Target::User(nick) => room.tag_message(id, TagTarget::Member(nick), tags),
+                };
+                if let (false, Target::Room(name)) = (sent, &target) {
+                    let text = "Cannot send to channel";
+                    conn.queue(&view.numeric("404", &[name.as_str(), text]));
+                }
+            }
             Command::Names(asked) => {
                 let rooms = match asked {
                     Some(Ok(name)) => vec![name],
@@ -693,6 +709,13 @@ impl IrcCommands {
         }
         None
     }
+}
+
+/// Client-only tags as the rooms keep them.
+fn owned(tags: &[(&str, std::borrow::Cow<'_, str>)]) -> ClientTags {
+    tags.iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+        .collect()
 }
 
 /// A member as WHO and WHOIS show it.
