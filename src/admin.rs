@@ -218,8 +218,12 @@ pub async fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
                         .map_or(0, |d| d.as_secs()),
                 );
                 out.push_str(&format!(
-                    "{}\t{}\t{}\t{}\n",
-                    s.name, s.peer, since, s.queued_bytes
+                    "{}\t{}\t{}\t{}\t{}\n",
+                    s.name,
+                    s.peer,
+                    since,
+                    s.queued_bytes,
+                    s.protocol.as_str()
                 ));
             }
             out.push_str("ok\n");
@@ -257,8 +261,9 @@ pub async fn execute(command: &str, room: &Rooms, metrics: &Metrics) -> String {
     }
 }
 
-/// `who` on a cluster node: every node's sessions, the node's name in a fifth column (bytes
-/// queued are known for this node's sessions only: `-` for the others').
+/// `who` on a cluster node: every node's sessions, the node's name in a fifth column and the
+/// protocol in a sixth (bytes queued and protocols are known for this node's sessions only:
+/// `-` for the others').
 async fn who_in_cluster(room: &Rooms) -> String {
     let Some(link) = room.link() else {
         return "ok\n".to_owned();
@@ -274,17 +279,18 @@ async fn who_in_cluster(room: &Rooms) -> String {
         .presence()
         .sessions()
         .into_iter()
-        .map(|s| (s.id, s.queued_bytes))
+        .map(|s| (s.id, (s.queued_bytes, s.protocol)))
         .collect();
     let mut out = String::new();
     for s in sessions {
         let since = crate::report::utc(u64::try_from(s.since_ms / 1000).unwrap_or(0));
-        let queued = here
-            .get(&s.conn())
-            .map_or_else(|| "-".to_owned(), ToString::to_string);
+        let (queued, protocol) = here.get(&s.conn()).map_or_else(
+            || ("-".to_owned(), "-"),
+            |(queued, protocol)| (queued.to_string(), protocol.as_str()),
+        );
         let node = names.get(&s.node).map_or("?", String::as_str);
         out.push_str(&format!(
-            "{}\t{}\t{since}\t{queued}\t{node}\n",
+            "{}\t{}\t{since}\t{queued}\t{node}\t{protocol}\n",
             s.name, s.peer
         ));
     }

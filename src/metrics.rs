@@ -98,6 +98,9 @@ pub struct Metrics {
     pub evictions_no_newline: AtomicU64,
     /// Sessions closed by an administrator or an account change.
     pub evictions_admin: AtomicU64,
+    /// Sessions logged in here, by protocol (line, web, irc; see
+    /// [`crate::room::directory::Protocol::ALL`]).
+    pub sessions_by_protocol: [AtomicU64; 3],
     /// Time of one password check.
     pub password_check_seconds: Histogram,
     /// Time from a line entering a member's queue to its write completing (oldest line of
@@ -206,6 +209,21 @@ impl Metrics {
                 ("admin", &self.evictions_admin),
             ],
         );
+        let _ = writeln!(
+            out,
+            "# HELP tlschat_sessions Sessions logged in here, by protocol.\n# TYPE tlschat_sessions gauge"
+        );
+        for (protocol, count) in crate::room::directory::Protocol::ALL
+            .iter()
+            .zip(&self.sessions_by_protocol)
+        {
+            let _ = writeln!(
+                out,
+                "tlschat_sessions{{protocol=\"{}\"}} {}",
+                protocol.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
         let gauges: [(&str, &str, u64); 4] = [
             (
                 "tlschat_connections_open",

@@ -17,11 +17,24 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::Limits;
 use crate::metrics::inc;
 use crate::protocol;
+use crate::room::directory::Protocol;
 use crate::session::{self, End, LoginObserver, SessionContext};
 use crate::throttle::{canonical, source_key};
 use crate::transport::ack::AckSource;
 use crate::transport::{self, Accepted};
 use crate::web::Web;
+
+/// A connection's span: its source, and the user and protocol once known.
+macro_rules! conn_span {
+    ($($source:tt)+) => {
+        tracing::info_span!(
+            "conn",
+            $($source)+,
+            user = tracing::field::Empty,
+            proto = tracing::field::Empty
+        )
+    };
+}
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -71,10 +84,10 @@ pub async fn run(
         if trusted_proxies.contains(&canonical(peer.ip())) {
             // The client's address, which the caps count, comes with the header: read it in
             // the connection's own task, within the handshake timeout.
-            let span = tracing::info_span!("conn", proxy = %peer, user = tracing::field::Empty);
+            let span = conn_span!(proxy = %peer);
             tracker.spawn(admission.after_proxy_header(tcp, peer).instrument(span));
         } else if let Some(task) = admission.admit(tcp, peer) {
-            let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
+            let span = conn_span!(peer = %peer);
             tracker.spawn(task.instrument(span));
         }
     }
@@ -167,7 +180,7 @@ impl Admission {
             }
         };
         if let Some(task) = self.admit(tcp, peer) {
-            let span = tracing::info_span!("conn", peer = %peer, user = tracing::field::Empty);
+            let span = conn_span!(peer = %peer);
             task.instrument(span).await;
         }
     }
@@ -224,6 +237,7 @@ async fn run_connection(
     let web = match front {
         Front::Chat(web) => web,
         Front::Irc => {
+            tracing::Span::current().record("proto", Protocol::Irc.as_str());
             let handshake = Box::pin(transport::accept_irc(tcp, &ctx.tls));
             let session = {
                 let tls = tokio::select! {
@@ -277,6 +291,7 @@ async fn run_connection(
             // Boxed: an async fn keeps its arguments apart from its locals, so a stream passed
             // by value would be stored twice in the task that every idle session keeps.
             Accepted::Line(tls) => {
+                tracing::Span::current().record("proto", Protocol::Line.as_str());
                 let presented = presented_fingerprint(&tls);
                 let ack = AckSource::Socket(tls.get_ref().0.probe());
                 Either::Left(session::serve(
@@ -284,11 +299,12 @@ async fn run_connection(
                     peer,
                     &ctx,
                     &shutdown,
-                    (observer, presented, ack),
+                    (observer, presented, ack, Protocol::Line),
                     connected,
                 ))
             }
             Accepted::Web(tls) => {
+                tracing::Span::current().record("proto", Protocol::Web.as_str());
                 let probe = tls.get_ref().0.probe();
                 Either::Right(Box::pin(crate::web::serve(
                     tls,

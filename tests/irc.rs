@@ -646,3 +646,67 @@ async fn away_notify_tells_other_irc_members_when_someone_goes_away_and_comes_ba
     alice.send("AWAY").await;
     assert_eq!(bob.line().await, ":alice!~alice@tlschat AWAY");
 }
+
+#[tokio::test]
+async fn admin_who_and_the_metrics_name_each_sessions_protocol() {
+    let server = spawn_server(Opts::default()).await;
+    let _bob = server.login("bob").await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    alice.send("PING sync").await;
+    alice.line_starting(":tlschat PONG").await;
+    let who = tlschat::admin::execute("who", &server.ctx.room, &server.ctx.metrics).await;
+    let protocols: Vec<(&str, &str)> = who
+        .lines()
+        .filter(|l| *l != "ok")
+        .map(|l| {
+            (
+                l.split('\t').next().unwrap(),
+                l.rsplit('\t').next().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(protocols, [("alice", "irc"), ("bob", "line")], "{who}");
+    let metrics = server.ctx.metrics.render(2, 0);
+    assert!(
+        metrics.contains("tlschat_sessions{protocol=\"irc\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tlschat_sessions{protocol=\"line\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tlschat_sessions{protocol=\"web\"} 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_kick_ends_an_irc_session_with_error() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    let reply =
+        tlschat::admin::execute("kick alice spam", &server.ctx.room, &server.ctx.metrics).await;
+    assert_eq!(reply, "ok\n");
+    assert_eq!(
+        alice.until_closed().await,
+        ["ERROR :You were removed by an administrator (spam)"]
+    );
+}
+
+#[tokio::test]
+async fn admin_say_reaches_irc_members_as_a_notice_in_lobby() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = IrcClient::logged_in(&server, "alice").await;
+    let reply = tlschat::admin::execute(
+        "say maintenance at 5",
+        &server.ctx.room,
+        &server.ctx.metrics,
+    )
+    .await;
+    assert_eq!(reply, "ok\n");
+    assert_eq!(
+        alice.line().await,
+        ":tlschat NOTICE #lobby :maintenance at 5"
+    );
+}

@@ -26,6 +26,34 @@ pub struct Login {
     /// The session speaks IRC: it renders lines from their meaning, and its own messages
     /// come back to it (echo-message) when `echo` is set.
     pub irc: Option<IrcLogin>,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
+}
+
+/// Which protocol a session speaks, as `admin who`, the metrics and the log name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Lines over TLS (`openssl s_client`, `tlschat connect`).
+    #[default]
+    Line,
+    /// The line protocol over a WebSocket (the web client).
+    Web,
+    /// IRC.
+    Irc,
+}
+
+impl Protocol {
+    /// Every protocol, in the order the metrics list them.
+    pub const ALL: [Protocol; 3] = [Protocol::Line, Protocol::Web, Protocol::Irc];
+
+    /// `line`, `web` or `irc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Line => "line",
+            Protocol::Web => "web",
+            Protocol::Irc => "irc",
+        }
+    }
 }
 
 /// What the rooms keep of an IRC session.
@@ -61,6 +89,7 @@ impl Login {
             },
             certificate: None,
             irc: None,
+            protocol: Protocol::Line,
         }
     }
 }
@@ -81,6 +110,8 @@ pub struct OnlineSession {
     /// The client certificate the session logged in with, if it did: unbinding it closes
     /// the session.
     pub certificate: Option<Arc<str>>,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
 }
 
 /// A row of `tlschat admin who`.
@@ -98,6 +129,8 @@ pub struct SessionSummary {
     pub queued_bytes: usize,
     /// The account's row id.
     pub account: i64,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
 }
 
 /// Every logged-in session with the account stamp it logged in with: one per name, since a
@@ -151,6 +184,7 @@ impl Directory {
                 since: s.since,
                 queued_bytes: s.queued.load(Ordering::Relaxed),
                 account: s.stamp.id,
+                protocol: s.protocol,
             })
             .collect();
         out.sort_by_key(|s| (s.name.to_ascii_lowercase(), s.id));
@@ -231,6 +265,7 @@ mod tests {
             stamp,
             queued: Arc::default(),
             certificate: None,
+            protocol: Protocol::Line,
         }
     }
 

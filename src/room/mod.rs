@@ -1151,6 +1151,7 @@ impl Rooms {
                 stamp: login.stamp,
                 queued: outbox.queue_counter(),
                 certificate: login.certificate,
+                protocol: login.protocol,
             },
         );
         let lobby = state.lobby.clone();

@@ -30,7 +30,7 @@ use crate::irc::view::View;
 use crate::irc::welcome::{self, Welcome};
 use crate::metrics::inc;
 use crate::protocol::{self, Incoming};
-use crate::room::directory::{IrcIdentity, IrcLogin};
+use crate::room::directory::{IrcIdentity, IrcLogin, Protocol};
 use crate::room::{ClientTags, Outbox, Said, TagTarget};
 use crate::transport::ack::AckSource;
 
@@ -129,6 +129,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 away: None,
             },
         }),
+        protocol: Protocol::Irc,
         resume: None,
     };
     let started = super::member_session(

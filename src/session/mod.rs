@@ -28,7 +28,7 @@ use crate::history::{History, Memberships};
 use crate::metrics::{Metrics, inc};
 use crate::protocol;
 use crate::protocol::ResumeFrom;
-use crate::room::directory::{IrcLogin, Login};
+use crate::room::directory::{IrcLogin, Login, Protocol};
 use crate::room::{JoinError, Joined, Mark, MemberId, Rooms};
 use crate::tls::ServerConfigs;
 use crate::transport::ack::AckSource;
@@ -134,7 +134,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     ctx: &SessionContext,
     shutdown: &CancellationToken,
-    (observer, presented, ack): (impl LoginObserver, Option<Arc<str>>, AckSource),
+    (observer, presented, ack, protocol): (
+        impl LoginObserver,
+        Option<Arc<str>>,
+        AckSource,
+        Protocol,
+    ),
     connected: Instant,
 ) -> io::Result<End> {
     let limits = &ctx.limits;
@@ -177,6 +182,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         peer,
         presented,
         irc: None,
+        protocol,
         resume,
     };
     let commands = &mut command::LineCommands;
@@ -201,6 +207,8 @@ struct LoggedInSession {
     presented: Option<Arc<str>>,
     /// Set for an IRC session.
     irc: Option<IrcLogin>,
+    /// The protocol it speaks.
+    protocol: Protocol,
     /// What `/resume` asked for, if the client sent it.
     resume: Option<ResumeFrom>,
 }
@@ -228,6 +236,7 @@ async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S
         peer,
         presented,
         irc,
+        protocol,
         resume,
     } = logged_in;
     tracing::Span::current().record("user", name.as_str());
@@ -236,6 +245,7 @@ async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S
         stamp,
         certificate,
         irc,
+        protocol,
     };
     // Boxed, like every database wait below: the futures are large and rare, and would
     // otherwise size the task that every idle session keeps.
@@ -257,6 +267,7 @@ async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S
     };
     observer.logged_in();
     info!("login ok");
+    let _counted = SessionCount::new(&ctx.metrics, protocol);
     let catch_up_unavailable = joined.catch_up_unavailable;
     let mut member = MemberGuard {
         room: Arc::clone(&ctx.room),
@@ -319,6 +330,27 @@ async fn member_session<S: AsyncRead + AsyncWrite + Unpin, C: member::Commands<S
     };
     info!(reason = ?end.as_ref().map_err(|e| e.kind()), "logout");
     end
+}
+
+/// Counts a logged-in session in the metrics for as long as it lives.
+struct SessionCount<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> SessionCount<'a> {
+    fn new(metrics: &'a Metrics, protocol: Protocol) -> Self {
+        let index = Protocol::ALL
+            .iter()
+            .position(|p| *p == protocol)
+            .unwrap_or(0);
+        let count = &metrics.sessions_by_protocol[index];
+        inc(count);
+        SessionCount(count)
+    }
+}
+
+impl Drop for SessionCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Takes `leave` off the happy path: it runs on every exit, including errors and panics, and

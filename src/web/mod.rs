@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::room::directory::Protocol;
 use crate::session::{self, End, LoginObserver, SessionContext};
 use crate::transport::ack::{AckSource, BridgeMap, SocketProbe};
 use crate::transport::ws;
@@ -162,7 +163,7 @@ where
             peer,
             ctx,
             shutdown,
-            (observer, None, ack),
+            (observer, None, ack, Protocol::Web),
             Instant::now(),
         )
     })
