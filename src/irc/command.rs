@@ -9,6 +9,64 @@ use std::borrow::Cow;
 use super::message::{self, Message, write_text};
 use crate::event::RoomName;
 
+/// `HELP`'s subjects: the commands tlschat takes, each with its lines.
+const HELP: &[(&str, &[&str])] = &[
+    (
+        "index",
+        &[
+            "tlschat: rooms are channels; your nick is your account name; #lobby has everyone.",
+            "Commands: JOIN PART PRIVMSG NOTICE TAGMSG NAMES WHO WHOIS LIST AWAY USERHOST",
+            "TIME LUSERS MOTD CAP PING QUIT. HELP <command> tells more.",
+        ],
+    ),
+    (
+        "JOIN",
+        &["JOIN #room[,#room…]: join rooms (created on first join); JOIN 0 parts all."],
+    ),
+    (
+        "PART",
+        &["PART #room[,#room…] [:reason]: leave rooms (#lobby cannot be left)."],
+    ),
+    (
+        "PRIVMSG",
+        &["PRIVMSG <#room|nick> :text: a chat line to a room you are in, or a private message."],
+    ),
+    (
+        "NOTICE",
+        &["NOTICE <#room|nick> :text: like PRIVMSG, never answered with an error."],
+    ),
+    (
+        "TAGMSG",
+        &["TAGMSG <#room|nick>: client-only tags alone (typing, reactions)."],
+    ),
+    (
+        "NAMES",
+        &["NAMES [#room]: who is in a room (or in each of yours)."],
+    ),
+    (
+        "WHO",
+        &["WHO <#room|mask> [%fields]: members of a room, or online members matching a mask."],
+    ),
+    (
+        "WHOIS",
+        &["WHOIS <nick>: a member, its rooms and away message."],
+    ),
+    (
+        "LIST",
+        &["LIST [>n|<n|mask|!mask]: rooms in use with their headcounts."],
+    ),
+    (
+        "AWAY",
+        &["AWAY [:message]: set (or with no message clear) your away message."],
+    ),
+    (
+        "USERHOST",
+        &["USERHOST <nick>…: masks and away state of up to five members."],
+    ),
+    ("TIME", &["TIME: the server's clock."]),
+    ("QUIT", &["QUIT [:reason]: leave; others see the reason."]),
+];
+
 /// What a registered connection asks the rooms for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -124,6 +182,31 @@ impl Session {
         self.numeric("482", &[room, "Rooms have no operators"])
     }
 
+    /// `HELP [subject]`: 704, 705 per line, 706; an unknown subject is 524.
+    fn help(&self, subject: Option<&str>, d: &mut Dispatch<'_>) {
+        let asked = subject.unwrap_or("index");
+        let Some((_, lines)) = HELP
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(asked))
+        else {
+            d.replies
+                .push(self.numeric("524", &[asked, "Help not found"]));
+            return;
+        };
+        let subject = asked.to_ascii_uppercase();
+        let subject = if subject == "INDEX" {
+            "index"
+        } else {
+            &subject
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let numeric = if i == 0 { "704" } else { "705" };
+            d.replies.push(self.numeric(numeric, &[subject, line]));
+        }
+        d.replies
+            .push(self.numeric("706", &[subject, "End of /HELP"]));
+    }
+
     /// The answer to a line over the length limits.
     pub fn too_long(&self) -> String {
         self.numeric("417", &["Input line was too long"])
@@ -192,6 +275,7 @@ impl Session {
             "AUTHENTICATE" => d
                 .replies
                 .push(self.numeric("907", &["You have already authenticated using SASL"])),
+            "HELP" => self.help(p.first().copied(), &mut d),
             "TIME" => d.command = Some(Command::Time),
             "USERHOST" => match p {
                 [] => d.replies.push(self.need_more("USERHOST")),
@@ -381,6 +465,21 @@ fn client_tags<'a>(m: &Message<'a>) -> Vec<(&'a str, Cow<'a, str>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_answers_a_known_subject_and_refuses_an_unknown_one() {
+        let session = Session::new("tlschat", "alice");
+        let d = session.dispatch(&Message::parse("HELP join").unwrap());
+        assert_eq!(
+            d.replies,
+            [
+                ":tlschat 704 alice JOIN :JOIN #room[,#room…]: join rooms (created on first join); JOIN 0 parts all.\r\n",
+                ":tlschat 706 alice JOIN :End of /HELP\r\n"
+            ]
+        );
+        let d = session.dispatch(&Message::parse("HELP nothing").unwrap());
+        assert_eq!(d.replies, [":tlschat 524 alice nothing :Help not found\r\n"]);
+    }
 
     fn dispatch(line: &str) -> (Vec<String>, Option<String>) {
         let session = Session::new("tlschat", "alice");
