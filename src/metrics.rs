@@ -99,7 +99,7 @@ pub struct Metrics {
     /// Sessions closed by an administrator or an account change.
     pub evictions_admin: AtomicU64,
     /// Sessions logged in here, by protocol (line, web, irc; see
-    /// [`crate::room::directory::Protocol::ALL`]).
+    /// [`crate::event::Protocol::ALL`]).
     pub sessions_by_protocol: [AtomicU64; 3],
     /// Time of one password check.
     pub password_check_seconds: Histogram,
@@ -213,7 +213,7 @@ impl Metrics {
             out,
             "# HELP tlschat_sessions Sessions logged in here, by protocol.\n# TYPE tlschat_sessions gauge"
         );
-        for (protocol, count) in crate::room::directory::Protocol::ALL
+        for (protocol, count) in crate::event::Protocol::ALL
             .iter()
             .zip(&self.sessions_by_protocol)
         {

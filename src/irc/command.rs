@@ -478,7 +478,10 @@ mod tests {
             ]
         );
         let d = session.dispatch(&Message::parse("HELP nothing").unwrap());
-        assert_eq!(d.replies, [":tlschat 524 alice nothing :Help not found\r\n"]);
+        assert_eq!(
+            d.replies,
+            [":tlschat 524 alice nothing :Help not found\r\n"]
+        );
     }
 
     fn dispatch(line: &str) -> (Vec<String>, Option<String>) {

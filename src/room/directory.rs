@@ -30,31 +30,7 @@ pub struct Login {
     pub protocol: Protocol,
 }
 
-/// Which protocol a session speaks, as `admin who`, the metrics and the log name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// Lines over TLS (`openssl s_client`, `tlschat connect`).
-    #[default]
-    Line,
-    /// The line protocol over a WebSocket (the web client).
-    Web,
-    /// IRC.
-    Irc,
-}
-
-impl Protocol {
-    /// Every protocol, in the order the metrics list them.
-    pub const ALL: [Protocol; 3] = [Protocol::Line, Protocol::Web, Protocol::Irc];
-
-    /// `line`, `web` or `irc`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Line => "line",
-            Protocol::Web => "web",
-            Protocol::Irc => "irc",
-        }
-    }
-}
+pub use crate::event::Protocol;
 
 /// What the rooms keep of an IRC session.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod redis;
 pub mod sclient;
 pub mod web;
+pub mod weechat;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
