@@ -240,18 +240,9 @@ async fn run_connection(
             tracing::Span::current().record("proto", Protocol::Irc.as_str());
             let handshake = Box::pin(transport::accept_irc(tcp, &ctx.tls));
             let session = {
-                let tls = tokio::select! {
-                    r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
-                        Ok(Ok(tls)) => tls,
-                        failed => {
-                            inc(&ctx.metrics.tls_handshake_failures);
-                            return match failed {
-                                Ok(Err(e)) => Err(e),
-                                _ => Ok(End::HandshakeTimeout),
-                            };
-                        }
-                    },
-                    _ = shutdown.cancelled() => return Ok(End::Shutdown),
+                let tls = match finish(handshake, handshake_deadline, &ctx, &shutdown).await {
+                    Ok(tls) => tls,
+                    Err(end) => return end,
                 };
                 let presented = presented_fingerprint(&tls);
                 let ack = AckSource::Socket(tls.get_ref().0.probe());
@@ -273,18 +264,9 @@ async fn run_connection(
     // The stream moves into the session's future inside this block, so the task keeps one
     // copy of it (a TLS stream is kilobytes, and every idle session holds one).
     let session = {
-        let accepted = tokio::select! {
-            r = tokio::time::timeout_at(handshake_deadline, handshake) => match r {
-                Ok(Ok(accepted)) => accepted,
-                failed => {
-                    inc(&ctx.metrics.tls_handshake_failures);
-                    return match failed {
-                        Ok(Err(e)) => Err(e),
-                        _ => Ok(End::HandshakeTimeout),
-                    };
-                }
-            },
-            _ = shutdown.cancelled() => return Ok(End::Shutdown),
+        let accepted = match finish(handshake, handshake_deadline, &ctx, &shutdown).await {
+            Ok(accepted) => accepted,
+            Err(end) => return end,
         };
         debug!(peer = %peer, "tls handshake complete");
         match accepted {
@@ -319,6 +301,29 @@ async fn run_connection(
         }
     };
     session.await
+}
+
+/// Waits for a TLS handshake until `deadline`; a failure or timeout is counted and ends the
+/// connection (the `Err`), as does shutdown.
+async fn finish<T>(
+    handshake: impl std::future::Future<Output = io::Result<T>>,
+    deadline: tokio::time::Instant,
+    ctx: &SessionContext,
+    shutdown: &CancellationToken,
+) -> Result<T, io::Result<End>> {
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, handshake) => match r {
+            Ok(Ok(done)) => Ok(done),
+            failed => {
+                inc(&ctx.metrics.tls_handshake_failures);
+                Err(match failed {
+                    Ok(Err(e)) => Err(e),
+                    _ => Ok(End::HandshakeTimeout),
+                })
+            }
+        },
+        _ = shutdown.cancelled() => Err(Ok(End::Shutdown)),
+    }
 }
 
 /// The fingerprint of the client certificate a connection presented, if any.

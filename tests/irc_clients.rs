@@ -1,13 +1,14 @@
-//! Real IRC clients against the IRC listener: WeeChat logs in with SASL PLAIN over TLS (the
-//! server's certificate pinned), chats with a line-protocol client both ways (lines, actions,
-//! private messages) and shows what it missed at its next login.
+//! Real IRC clients against the IRC listener: WeeChat and irssi log in with SASL PLAIN over
+//! TLS (the server's certificate pinned) and chat with a line-protocol client both ways
+//! (lines, actions, private messages); WeeChat shows what it missed at its next login.
 
 mod common;
 
+use common::irssi::{Irssi, irssi};
 use common::weechat::{WeeChat, weechat};
 use common::{Opts, spawn_server};
 
-/// WeeChat's password: one word, as its `-r` commands take it.
+/// The clients' password: one word, as WeeChat's `-r` commands take it.
 const WEECHAT_PASSWORD: &str = "battery-staple-horse";
 
 async fn server_with_alice_password() -> common::TestServer {
@@ -77,4 +78,24 @@ async fn weechat_shows_what_it_missed_at_its_next_login() {
         .await;
     assert!(log.contains("You missed 2 messages in #lobby:"), "{log}");
     assert!(log.contains("while you were out"), "{log}");
+}
+
+#[tokio::test]
+async fn irssi_logs_in_with_sasl_and_chats_with_a_line_client_both_ways() {
+    let Some(binary) = irssi() else { return };
+    let server = server_with_alice_password().await;
+    let mut bob = server.login("bob").await;
+    let alice = Irssi::connect(&binary, &server, "alice", WEECHAT_PASSWORD);
+    bob.expect_line("*** alice joined").await;
+    alice.wait_for_log("#lobby", "has joined #lobby").await;
+    alice.type_line("/msg #lobby hello from irssi");
+    bob.expect_line("<alice> hello from irssi").await;
+    alice.type_line("/action #lobby waves");
+    bob.expect_line("* alice waves").await;
+    alice.type_line("/msg bob psst");
+    bob.expect_line("*alice* psst").await;
+    bob.send("hi irssi").await;
+    alice.wait_for_log("#lobby", "< bob> hi irssi").await;
+    bob.send("/msg alice just you").await;
+    alice.wait_for_log("bob", "<bob> just you").await;
 }

@@ -182,19 +182,9 @@ impl View {
         out: &mut String,
     ) {
         let verb = if notice { "NOTICE" } else { "PRIVMSG" };
-        let own = from == self.nick;
-        if own && !self.echo {
+        let Some((mask, time)) = self.direct_from(from) else {
             return;
-        }
-        let mask = if own {
-            self.mask()
-        } else {
-            format!("{from}!~{from}@{}", self.server)
         };
-        let time = self
-            .caps
-            .server_time
-            .then(|| super::chathistory::server_time(crate::event::now_ms()));
         let mut tags: Vec<(&str, &str)> = Vec::new();
         if let Some(time) = &time {
             tags.push(("time", time));
@@ -243,12 +233,12 @@ impl View {
         out.push_str(rest);
     }
 
-    /// A `TAGMSG` for a client that takes message-tags (the sender's own only with
-    /// echo-message).
-    fn tag_message(&self, id: &str, (from, to): (&str, &str), tags: &ClientTags, out: &mut String) {
+    /// The mask and `time` tag (with server-time) of a message sent to a member by `from`;
+    /// `None` for the session's own without echo-message.
+    fn direct_from(&self, from: &str) -> Option<(String, Option<String>)> {
         let own = from == self.nick;
-        if !self.caps.message_tags || (own && !self.echo) {
-            return;
+        if own && !self.echo {
+            return None;
         }
         let mask = if own {
             self.mask()
@@ -259,6 +249,18 @@ impl View {
             .caps
             .server_time
             .then(|| super::chathistory::server_time(crate::event::now_ms()));
+        Some((mask, time))
+    }
+
+    /// A `TAGMSG` for a client that takes message-tags (the sender's own only with
+    /// echo-message).
+    fn tag_message(&self, id: &str, (from, to): (&str, &str), tags: &ClientTags, out: &mut String) {
+        if !self.caps.message_tags {
+            return;
+        }
+        let Some((mask, time)) = self.direct_from(from) else {
+            return;
+        };
         let mut line_tags: Vec<(&str, &str)> = Vec::new();
         if let Some(time) = &time {
             line_tags.push(("time", time));

@@ -8,6 +8,7 @@ pub mod chrome;
 pub mod connect;
 pub mod db;
 pub mod irc;
+pub mod irssi;
 pub mod pg;
 pub mod proxy;
 pub mod redis;

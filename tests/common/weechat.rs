@@ -55,7 +55,7 @@ impl WeeChat {
             format!(
                 "/server add tlschat 127.0.0.1/{port} -ssl -ssl_fingerprint={fingerprint} \
                  -sasl_mechanism=plain -sasl_username={name} -sasl_password={password} \
-                 -nicks={name}"
+                 -nicks={name} -anti_flood_prio_high=0 -anti_flood_prio_low=0"
             ),
             "/connect tlschat".to_owned(),
         ];
