@@ -471,17 +471,20 @@ impl State {
             // The log's own name: one allocation shared by every line of the room, so the
             // read-position bookkeeping compares pointers, not text.
             let text = protocol::render(event);
-            let meaning = self
-                .hub
-                .has_irc_members()
-                .then(|| match &self.publishing_irc {
-                    Some((notice, tags)) => Meaning::Said {
-                        event: event.clone(),
-                        notice: *notice,
-                        tags: tags.clone(),
-                    },
-                    None => Meaning::Events(vec![event.clone()]),
-                });
+            // The member's own line is the first message shown while its IRC form is set
+            // (members dropped meanwhile are announced after it, without it).
+            let said = match event.kind.is_message() {
+                true => self.publishing_irc.take(),
+                false => None,
+            };
+            let meaning = self.hub.has_irc_members().then(|| match said {
+                Some((notice, tags)) => Meaning::Said {
+                    event: event.clone(),
+                    notice,
+                    tags,
+                },
+                None => Meaning::Events(vec![event.clone()]),
+            });
             let line = if event.kind.is_message() {
                 Line::message(text, (event.room.clone(), event.seq), meaning)
             } else {
