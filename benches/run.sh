@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIR=${BENCH_DIR:-/tmp/tlschat-bench-own}
 PORT=${PORT:-17443}
+IRC_PORT=${IRC_PORT:-16697}
 SCENARIOS=${SCENARIOS:-"fanout100 fanout1000 fanout10 rate2000 idle1000 idle5000 handshakes logins history"}
 mkdir -p "$DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -31,7 +32,7 @@ RESULTS=$DIR/results.jsonl
 run() { # name, loadgen args...
     local name=$1
     shift
-    taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --db "$DIR/bench.db" \
+    taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --irc-listen "127.0.0.1:$IRC_PORT" --db "$DIR/bench.db" \
         --cert "$DIR/certs/server.crt" --key "$DIR/certs/server.key" \
         --config "$ROOT/benches/bench.toml" >"$DIR/serve.out" 2>"$DIR/serve.log" &
     local pid=$!
@@ -46,6 +47,8 @@ run() { # name, loadgen args...
 for s in $SCENARIOS; do
     case $s in
     fanout100) run "$s" fanout --n 100 --senders 10 --lines 1000 ;;
+    # The same, every receiver on IRC (senders on the line protocol).
+    irc100) run "$s" fanout --n 100 --senders 10 --lines 1000 --irc-port "$IRC_PORT" ;;
     fanout1000) run "$s" fanout --n 1000 --senders 10 --lines 200 ;;
     fanout10) run "$s" fanout --n 10 --senders 10 --lines 10000 ;;
     rate2000) run "$s" fanout --n 100 --senders 10 --lines 2000 --rate 2000 ;;

@@ -65,6 +65,10 @@ pub struct Common {
     /// The other nodes' PIDs, in --also-ports order, for their CPU time
     #[arg(long, value_delimiter = ',')]
     pub also_pids: Vec<u32>,
+    /// Fan-out receivers log in over IRC on this port (127.0.0.1) instead of the line
+    /// protocol (senders stay on --port); single node only
+    #[arg(long)]
+    pub irc_port: Option<u16>,
 }
 
 impl Common {
@@ -334,6 +338,33 @@ async fn login(port: u16, tls: &TlsConnector, name: &str, password: &str) -> any
     Ok(conn)
 }
 
+/// Logs `name` in on the IRC port with PASS, past the names of #lobby.
+async fn login_irc(
+    port: u16,
+    tls: &TlsConnector,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<Conn> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let stream = tls.connect(ServerName::try_from("localhost")?, tcp).await?;
+    let mut conn = BufReader::new(stream);
+    let register = format!("PASS :{password}\r\nNICK {name}\r\nUSER {name} 0 * :{name}\r\n");
+    conn.get_mut().write_all(register.as_bytes()).await?;
+    conn.get_mut().flush().await?;
+    let end_of_names = format!(" 366 {name} #lobby ");
+    read_until(&mut conn, |l| {
+        l.contains(&end_of_names) || l.starts_with("ERROR")
+    })
+    .await
+    .and_then(|l| match l.starts_with("ERROR") {
+        true => bail!("server said {l:?}"),
+        false => Ok(()),
+    })?;
+    Ok(conn)
+}
+
 /// Logs in u0..u{n-1}, `conc` at a time, each on its node (see [`Common::node_of`]).
 async fn login_all(common: &Common, n: usize, senders: usize) -> anyhow::Result<Vec<Conn>> {
     let tls = connector();
@@ -343,8 +374,12 @@ async fn login_all(common: &Common, n: usize, senders: usize) -> anyhow::Result<
         let permit = Arc::clone(&permits).acquire_owned().await?;
         let port = common.port_of(common.node_of(i, senders));
         let (tls, pw) = (tls.clone(), common.password.clone());
+        let irc = common.irc_port.filter(|_| i >= senders);
         tasks.push(tokio::spawn(async move {
-            let c = login(port, &tls, &format!("u{i}"), &pw).await;
+            let c = match irc {
+                Some(irc_port) => login_irc(irc_port, &tls, &format!("u{i}"), &pw).await,
+                None => login(port, &tls, &format!("u{i}"), &pw).await,
+            };
             drop(permit);
             c.with_context(|| format!("logging in u{i}"))
         }));
@@ -451,11 +486,13 @@ pub async fn fanout(
                 if r.read_line(&mut line).await.unwrap_or(0) == 0 {
                     break;
                 }
-                // "<uK> ts sender seq xxx"
-                let Some(rest) = line.strip_prefix('<') else {
-                    continue;
+                // "<uK> ts sender seq xxx", or on IRC
+                // ":uK!~uK@tlschat PRIVMSG #lobby :ts sender seq xxx"
+                let body = match line.strip_prefix('<') {
+                    Some(rest) => rest.split_once("> ").map(|(_, body)| body),
+                    None => line.split_once(" PRIVMSG #lobby :").map(|(_, body)| body),
                 };
-                let Some((_, body)) = rest.split_once("> ") else {
+                let Some(body) = body else {
                     continue;
                 };
                 let mut parts = body.split(' ');
