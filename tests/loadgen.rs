@@ -9,9 +9,9 @@ mod common;
 use common::{Opts, spawn_server, test_limits};
 use tlschat::config::Limits;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fanout_scenario_delivers_everything_in_order() {
-    let server = spawn_server(Opts {
+/// A server for the load generator's users.
+async fn server() -> common::TestServer {
+    spawn_server(Opts {
         users: vec![],
         limits: Limits {
             max_prelogin_per_ip: 1000,
@@ -20,8 +20,11 @@ async fn fanout_scenario_delivers_everything_in_order() {
         },
         ..Opts::default()
     })
-    .await;
-    let common = loadgen::Common {
+    .await
+}
+
+fn common_for(server: &common::TestServer, irc_port: Option<u16>) -> loadgen::Common {
+    loadgen::Common {
         port: server.addr.port(),
         db: server.dir.path().join("users.db"),
         password: "benchpass".into(),
@@ -30,7 +33,14 @@ async fn fanout_scenario_delivers_everything_in_order() {
         max_time: 30,
         also_ports: Vec::new(),
         also_pids: Vec::new(),
-    };
+        irc_port,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_scenario_delivers_everything_in_order() {
+    let server = server().await;
+    let common = common_for(&server, None);
     let report = loadgen::fanout(&common, 6, 3, 200, 0.0, 64, 10)
         .await
         .unwrap();
@@ -38,4 +48,15 @@ async fn fanout_scenario_delivers_everything_in_order() {
     assert_eq!(report.received, report.expected, "{}", report.json);
     assert_eq!(report.order_violations, 0);
     assert!(report.json.contains("\"lost\":0"), "{}", report.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_to_irc_receivers_delivers_everything_in_order() {
+    let server = server().await;
+    let common = common_for(&server, Some(server.irc_addr.port()));
+    let report = loadgen::fanout(&common, 6, 3, 200, 0.0, 64, 10)
+        .await
+        .unwrap();
+    assert_eq!(report.received, report.expected, "{}", report.json);
+    assert_eq!(report.order_violations, 0);
 }
