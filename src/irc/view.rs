@@ -63,8 +63,54 @@ impl View {
         format!("{}!~{}@{}", self.nick, self.user, self.server)
     }
 
-    /// Appends a delivered line: from its meaning, or as a notice when it has none.
+    /// Appends a delivered line: from its meaning, or as a notice when it has none. A room
+    /// event that is not the session's own looks the same to every session with these
+    /// capabilities: rendered once, kept on the line for the others.
     pub fn line(&self, line: &Line, out: &mut String) {
+        let Some(key) = self.shared_key(line) else {
+            return self.render_line(line, out);
+        };
+        if let Some((rendered_for, text)) = line.rendered.get()
+            && *rendered_for == key
+        {
+            out.push_str(text);
+            return;
+        }
+        let mut text = String::new();
+        self.render_line(line, &mut text);
+        out.push_str(&text);
+        // The first set of capabilities keeps it; others render their own.
+        let _ = line.rendered.set((key, text.into()));
+    }
+
+    /// What a room event's rendering depends on when it is not the session's own (its
+    /// capabilities), or `None` when it is the session's own, or not a room event.
+    fn shared_key(&self, line: &Line) -> Option<u16> {
+        let events: &[Event] = match line.meaning.as_deref()? {
+            Meaning::Events(events) => events,
+            Meaning::Said { event, .. } => std::slice::from_ref(event),
+            _ => return None,
+        };
+        let own = events.iter().any(|e| match &e.kind {
+            EventKind::Chat { from, .. } | EventKind::Action { from, .. } => **from == *self.nick,
+            EventKind::Joined { name, .. } | EventKind::Left { name, .. } => **name == *self.nick,
+            _ => false,
+        });
+        if own {
+            return None;
+        }
+        let c = self.caps;
+        let bits = [
+            c.server_time,
+            c.message_tags,
+            c.account_tag,
+            c.extended_join,
+        ];
+        Some(bits.iter().fold(0, |key, bit| key << 1 | u16::from(*bit)))
+    }
+
+    /// [`View::line`] without the shared rendering.
+    fn render_line(&self, line: &Line, out: &mut String) {
         match line.meaning.as_deref() {
             Some(Meaning::Events(events)) => {
                 for event in events {
@@ -433,6 +479,36 @@ mod tests {
         let mut out = String::new();
         view(&[]).line(&line, &mut out);
         assert_eq!(out, ":alice!~alice@tlschat PRIVMSG #dev :hi\r\n");
+    }
+
+    #[test]
+    fn a_room_event_is_rendered_once_per_set_of_capabilities() {
+        let line = Line::message(
+            "<alice> hi\n".into(),
+            (RoomName::parse("#dev").unwrap(), 7),
+            Some(Meaning::Events(vec![chat("alice", "hi")])),
+        );
+        let (mut first, mut second, mut own) = (String::new(), String::new(), String::new());
+        view(&["server-time"]).line(&line, &mut first);
+        let kept = line.rendered.get().map(|(_, text)| text.to_string());
+        assert_eq!(kept.as_deref(), Some(first.as_str()));
+        View::new("tlschat", "carol", ("c", "C"), &["server-time"]).line(&line, &mut second);
+        assert_eq!(second, first);
+        // Other capabilities, or the sender itself, render their own.
+        let mut plain = String::new();
+        view(&[]).line(&line, &mut plain);
+        assert_eq!(plain, ":alice!~alice@tlschat PRIVMSG #dev :hi\r\n");
+        View::new(
+            "tlschat",
+            "alice",
+            ("al", "A"),
+            &["server-time", "echo-message"],
+        )
+        .line(&line, &mut own);
+        assert!(
+            own.ends_with(":alice!~al@tlschat PRIVMSG #dev :hi\r\n"),
+            "{own}"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Line {
     /// What the line says, for sessions that render it in another format (IRC); attached
     /// only while such a session is connected here, so a node without one pays nothing.
     pub meaning: Option<Box<Meaning>>,
+    /// The line as IRC sessions with one set of capabilities show it (the first to render it
+    /// keeps it here): an event is rendered once per set of capabilities in use, not once per
+    /// recipient. Empty, and unused, without IRC members.
+    pub rendered: std::sync::OnceLock<(u16, Box<str>)>,
 }
 
 /// IRC client-only tags (`+typing`, …), keys with their `+`, values unescaped.
@@ -124,6 +128,7 @@ impl Line {
             mark,
             is_message: false,
             meaning: meaning.map(Box::new),
+            rendered: std::sync::OnceLock::new(),
         })
     }
 
@@ -135,6 +140,7 @@ impl Line {
             mark: Some(mark),
             is_message: true,
             meaning: meaning.map(Box::new),
+            rendered: std::sync::OnceLock::new(),
         })
     }
 }
