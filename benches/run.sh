@@ -3,6 +3,7 @@
 #
 #   bash benches/run.sh            # all scenarios, prints JSON lines and a table
 #   SCENARIOS="fanout100" bash benches/run.sh
+#   SCENARIOS="fanout100 irc100" bash benches/run.sh   # irc100: the same, receivers on IRC
 #   SCENARIOS="cluster" bash benches/run.sh   # two nodes on Redis and PostgreSQL (benches/cluster.sh)
 #
 # Scratch files (database, certificate, logs) go to $BENCH_DIR (default /tmp/tlschat-bench-own).
