@@ -710,3 +710,18 @@ async fn admin_say_reaches_irc_members_as_a_notice_in_lobby() {
         ":tlschat NOTICE #lobby :maintenance at 5"
     );
 }
+
+#[tokio::test]
+async fn a_labeled_message_to_oneself_labels_only_the_echo() {
+    let server = spawn_server(Opts::default()).await;
+    let mut alice = with_caps(&server, "alice", "labeled-response echo-message").await;
+    alice.send("@label=s1 PRIVMSG alice :note to self").await;
+    assert_eq!(
+        alice.line().await,
+        ":alice!~aliceu@tlschat PRIVMSG alice :note to self"
+    );
+    assert_eq!(
+        alice.line().await,
+        "@label=s1 :alice!~aliceu@tlschat PRIVMSG alice :note to self"
+    );
+}

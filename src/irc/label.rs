@@ -38,6 +38,20 @@ pub fn labeled(answer: &str, label: &str, server: &str, reference: &str) -> Stri
     out
 }
 
+/// Like [`labeled`], for a message a client sent to itself with echo-message: `answer` is
+/// then the message as received followed by its echo, the same lines twice; the copy as
+/// received goes out as it is and only the echo answers the label. Any other answer is
+/// labeled whole.
+pub fn labeled_to_self(answer: &str, label: &str, server: &str, reference: &str) -> String {
+    let lines: Vec<&str> = answer.split_inclusive("\r\n").collect();
+    let half = lines.len() / 2;
+    if half == 0 || !lines.len().is_multiple_of(2) || lines[..half] != lines[half..] {
+        return labeled(answer, label, server, reference);
+    }
+    let received = lines[..half].concat();
+    received + &labeled(&lines[half..].concat(), label, server, reference)
+}
+
 /// `line` with `tag` first among its tags.
 fn with_tag(out: &mut String, line: &str, tag: &str) {
     match line.strip_prefix('@') {
@@ -60,6 +74,20 @@ fn has_batch_tag(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_to_oneself_labels_only_the_echo() {
+        let copy = ":me!~me@srv PRIVMSG me :hi\r\n";
+        assert_eq!(
+            labeled_to_self(&copy.repeat(2), "L", "srv", "lr1"),
+            format!("{copy}@label=L {copy}")
+        );
+        let error = ":srv 401 me x :No such nick/channel\r\n";
+        assert_eq!(
+            labeled_to_self(error, "L", "srv", "lr1"),
+            format!("@label=L {error}")
+        );
+    }
 
     #[test]
     fn no_answer_is_an_ack() {

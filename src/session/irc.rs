@@ -390,6 +390,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
         let Some(label) = label else {
             return self.run(&message, conn, ctx, member, outbox).await;
         };
+        let to_self = ["PRIVMSG", "NOTICE", "TAGMSG"]
+            .iter()
+            .any(|c| message.command.eq_ignore_ascii_case(c))
+            && message
+                .params
+                .first()
+                .is_some_and(|to| to.eq_ignore_ascii_case(member.name.as_str()));
         let start = conn.out.len();
         if let Some(end) = self.run(&message, conn, ctx, member, outbox).await {
             return Some(end);
@@ -403,9 +410,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
         self.batches += 1;
         let reference = format!("lr{}", self.batches);
         let server = &ctx.irc.server_name;
-        conn.queue(&crate::irc::label::labeled(
-            &answer, &label, server, &reference,
-        ));
+        let wrap = match to_self {
+            true => crate::irc::label::labeled_to_self,
+            false => crate::irc::label::labeled,
+        };
+        conn.queue(&wrap(&answer, &label, server, &reference));
         None
     }
 
