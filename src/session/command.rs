@@ -6,7 +6,6 @@ use tracing::{debug, info, warn};
 use super::conn::{Conn, unless_removed};
 use super::{End, MemberGuard, SessionContext};
 use crate::event::RoomName;
-use crate::metrics::inc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::protocol::{self, Command, Incoming};
@@ -57,16 +56,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             conn.queue(protocol::INVALID_UTF8);
             return None;
         }
-        Incoming::Unterminated => {
-            warn!(
-                limit = "max_unterminated_bytes",
-                "no newline, disconnecting"
-            );
-            conn.queue(protocol::NO_NEWLINE);
-            inc(&ctx.metrics.evictions_no_newline);
-            member.reason = Some("no newline".into());
-            return Some(End::NoNewline);
-        }
+        Incoming::Unterminated => return Some(conn.no_newline(ctx, member)),
     };
     let room = &ctx.room;
     let command = protocol::parse_command(&line);

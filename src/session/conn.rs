@@ -291,6 +291,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// A member that sent too much without a newline: its last line, counted and logged.
+    pub(super) fn no_newline(
+        &mut self,
+        ctx: &super::SessionContext,
+        member: &mut MemberGuard,
+    ) -> End {
+        tracing::warn!(
+            limit = "max_unterminated_bytes",
+            "no newline, disconnecting"
+        );
+        self.queue_last(protocol::NO_NEWLINE);
+        crate::metrics::inc(&ctx.metrics.evictions_no_newline);
+        member.reason = Some("no newline".into());
+        End::NoNewline
+    }
+
     /// Queues a session's last line: as it is, or for an IRC session as `ERROR`.
     pub(super) fn queue_last(&mut self, text: &str) {
         match &self.irc {

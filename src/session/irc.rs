@@ -104,11 +104,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         for line in welcome::lusers(server, nick, online, ctx.room.rooms_in_use()) {
             conn.queue(&line);
         }
-        let greeting = protocol::GREETING.trim_end();
-        let greeting = greeting.strip_prefix("*** ").unwrap_or(greeting);
-        for line in welcome::motd(server, nick, &[greeting]) {
-            conn.queue(&line);
-        }
+        queue_motd(conn, server, nick);
     };
     let mut commands = IrcCommands {
         session: Session::new(server, nick),
@@ -307,6 +303,15 @@ fn checked(
     }
 }
 
+/// Queues the MOTD: the server's greeting, without its `*** `.
+fn queue_motd<S>(conn: &mut Conn<S>, server: &str, nick: &str) {
+    let greeting = protocol::GREETING.trim_end();
+    let greeting = greeting.strip_prefix("*** ").unwrap_or(greeting);
+    for line in welcome::motd(server, nick, &[greeting]) {
+        conn.queue(&line);
+    }
+}
+
 /// The end of a login the server cannot check now.
 fn busy() -> Registering {
     let last = "ERROR :Server busy, try again later\r\n".to_owned();
@@ -364,16 +369,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Commands<S> for IrcCommands {
                 conn.queue(&invalid_utf8(ctx));
                 return None;
             }
-            Incoming::Unterminated => {
-                warn!(
-                    limit = "max_unterminated_bytes",
-                    "no newline, disconnecting"
-                );
-                conn.queue_last(protocol::NO_NEWLINE);
-                inc(&ctx.metrics.evictions_no_newline);
-                member.reason = Some("no newline".into());
-                return Some(End::NoNewline);
-            }
+            Incoming::Unterminated => return Some(conn.no_newline(ctx, member)),
         };
         let message = match Message::parse(&line) {
             Ok(message) => message,
@@ -692,13 +688,7 @@ impl IrcCommands {
                     conn.queue(&line);
                 }
             }
-            Command::Motd => {
-                let greeting = protocol::GREETING.trim_end();
-                let greeting = greeting.strip_prefix("*** ").unwrap_or(greeting);
-                for line in welcome::motd(&view.server, &view.nick, &[greeting]) {
-                    conn.queue(&line);
-                }
-            }
+            Command::Motd => queue_motd(conn, &view.server, &view.nick),
             Command::Cap => {
                 for action in self.registration.handle(message) {
                     if let Action::Send(line) = action {

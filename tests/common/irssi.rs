@@ -2,11 +2,9 @@
 //! window, what it shows read back from its automatic logs.
 #![allow(dead_code)]
 
+use super::TestServer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
-
-use super::{STEP, TestServer};
 
 /// irssi and tmux, or `None` (with the reason printed) when the test should skip.
 pub fn irssi() -> Option<PathBuf> {
@@ -112,18 +110,7 @@ settings = {{
     /// returns the log.
     pub async fn wait_for_log(&self, target: &str, needle: &str) -> String {
         let path = self.home.path().join("logs").join(format!("{target}.log"));
-        let deadline = tokio::time::Instant::now() + STEP * 2;
-        loop {
-            let log = std::fs::read_to_string(&path).unwrap_or_default();
-            if log.lines().any(|l| l.contains(needle)) {
-                return log;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "irssi's {target} log never showed {needle:?}; it shows:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_for_log_line(&path, needle, &format!("irssi's {target} log")).await
     }
 }
 

@@ -126,6 +126,24 @@ pub fn missing_program(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+/// Waits (polling, up to two steps) until the log file at `path`, which a client program
+/// appends to, has a line containing `needle`; returns the log. `what` names it in the
+/// failure.
+pub async fn wait_for_log_line(path: &std::path::Path, needle: &str, what: &str) -> String {
+    let deadline = tokio::time::Instant::now() + STEP * 2;
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.lines().any(|l| l.contains(needle)) {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never showed {needle:?}; it shows:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A loopback port that was free a moment ago, for a private server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

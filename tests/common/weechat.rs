@@ -98,18 +98,7 @@ impl WeeChat {
             .home()
             .join("logs")
             .join(format!("{buffer}.weechatlog"));
-        let deadline = tokio::time::Instant::now() + STEP * 2;
-        loop {
-            let log = std::fs::read_to_string(&path).unwrap_or_default();
-            if log.lines().any(|l| l.contains(needle)) {
-                return log;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "WeeChat's {buffer} never showed {needle:?}; it shows:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_for_log_line(&path, needle, &format!("WeeChat's {buffer}")).await
     }
 
     fn home(&self) -> &Path {
